@@ -1,0 +1,45 @@
+"""Embed the pipeline's texts: corpus chunks as documents, test and synthetic questions as queries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .embedding import CachedEmbedder, save_embeddings
+from .records import SyntheticQuestion, load_corpus, load_test, read_jsonl
+
+
+@dataclass(frozen=True)
+class EmbedInputs:
+    corpus: Path
+    test: Path
+    questions: Path | None = None
+
+
+def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> dict[str, Any]:
+    """Write corpus.npz, test.npz (and questions.npz) under out_dir; return counts for the report."""
+    t0 = time.perf_counter()
+    chunks = load_corpus(inputs.corpus)
+    test = load_test(inputs.test, corpus_ids=[c.id for c in chunks])
+    counts: dict[str, Any] = {}
+
+    corpus_emb = embedder.encode_documents([c.text for c in chunks], desc="corpus")
+    save_embeddings(out_dir / "corpus.npz", [c.id for c in chunks], corpus_emb)
+    counts["corpus"] = len(chunks)
+
+    test_emb = embedder.encode_queries([q.question for q in test], desc="test questions")
+    save_embeddings(out_dir / "test.npz", [q.id for q in test], test_emb.reshape(len(test), embedder.dim))
+    counts["test"] = len(test)
+
+    if inputs.questions is not None:
+        questions = read_jsonl(inputs.questions, SyntheticQuestion)
+        q_emb = embedder.encode_queries([q.question for q in questions], desc="synthetic questions")
+        save_embeddings(out_dir / "questions.npz", [q.id for q in questions],
+                        q_emb.reshape(len(questions), embedder.dim), chunk_ids=[q.chunk_id for q in questions])
+        counts["questions"] = len(questions)
+
+    return {**counts, **embedder.describe(), "cache_hits": embedder.cache.hits,
+            "cache_misses": embedder.cache.misses, "encoded": embedder.encoded,
+            "seconds": round(time.perf_counter() - t0, 2)}

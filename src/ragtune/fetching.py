@@ -1,0 +1,35 @@
+"""Fetch a corpus from the source named in params and summarise it for fetch/report.json."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .params import FetchParams
+from .sources import SourceResult
+
+
+def fetch_source(params: FetchParams) -> SourceResult:
+    if params.source == "eu-law":
+        from .sources import eu_law
+        return eu_law.fetch(params.eu_law, params.seed)
+    if params.source == "legal-rag-bench":
+        from .sources import legal_rag_bench
+        return legal_rag_bench.fetch(params.legal_rag_bench)
+    from .sources import jsonl
+    return jsonl.fetch(params.jsonl, params.seed)
+
+
+def report(params: FetchParams, result: SourceResult) -> dict[str, Any]:
+    splits = Counter(c.split for c in result.chunks)
+    lengths = sorted(len(c.text) for c in result.chunks)
+    return {
+        "source": params.source,
+        "chunks": len(result.chunks),
+        "train_chunks": splits.get("train", 0),
+        "test_chunks": splits.get("test", 0),
+        "test_questions": len(result.test),
+        "chunk_chars_median": lengths[len(lengths) // 2] if lengths else 0,
+        "chunk_chars_max": lengths[-1] if lengths else 0,
+        **result.stats,
+    }

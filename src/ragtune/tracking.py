@@ -1,0 +1,139 @@
+"""MLflow tracking for stages: one run per stage execution, tagged so that the runs of one pipeline
+(same git commit and params) are found together, metrics logged in batches, secrets never logged."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from .params import MlflowParams, Section
+
+log = logging.getLogger(__name__)
+
+# Param names that may hold credentials: never sent to MLflow.
+_SECRET = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
+_MAX_BATCH = 1000  # MLflow's per-request limit on metrics in log_batch
+
+
+def git_commit(cwd: str | os.PathLike[str] = ".") -> str:
+    """HEAD's commit, with `-dirty` when tracked files differ; `unknown` outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:12] if p.is_file() else "none"
+
+
+def flatten(prefix: str, obj: Any) -> dict[str, Any]:
+    """Flatten nested params to dotted keys, dropping anything that looks like a secret."""
+    if isinstance(obj, Section):
+        obj = obj.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if _SECRET.search(str(k)):
+                continue
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+    else:
+        out[prefix] = obj
+    return out
+
+
+class StageRun:
+    """A handle on the active MLflow run (or a no-op when tracking is disabled)."""
+
+    def __init__(self, run_id: str | None, client: Any = None):
+        self.run_id = run_id
+        self.client = client
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """All metrics of one step in a single batch call."""
+        self.log_points([(k, float(v), step or 0) for k, v in metrics.items() if v is not None])
+
+    def log_series(self, name: str, values: Sequence[float], start_step: int = 0) -> None:
+        """A whole curve in batches of 1,000 points, not one call per point."""
+        self.log_points([(name, float(v), start_step + i) for i, v in enumerate(values)])
+
+    def log_points(self, points: Sequence[tuple[str, float, int]]) -> None:
+        if not self.active or not points:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(_clean_key(k), v, now, s) for k, v, s in points]
+        for i in range(0, len(metrics), _MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + _MAX_BATCH])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.active:
+            return
+        from mlflow.entities import Param
+
+        flat = flatten("", dict(params))
+        items = [Param(_clean_key(k), str(v)[:6000]) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.active:
+            from mlflow.entities import RunTag
+
+            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        if self.active:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        if self.active:
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+
+
+def _clean_key(key: str) -> str:
+    # MLflow allows alphanumerics, _ - . space / only.
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", key)
+
+
+def pipeline_tags(stage: str, params_file: str | os.PathLike[str] = "params.yaml") -> dict[str, str]:
+    """Tags shared by every stage of one pipeline run: same commit and params file -> same tags."""
+    return {"ragtune.stage": stage, "ragtune.git_commit": git_commit(),
+            "ragtune.params_hash": file_hash(params_file)}
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, mlflow_params: MlflowParams, params: Mapping[str, Any] | None = None,
+              tags: Mapping[str, str] | None = None, nested: bool = False,
+              run_name: str | None = None) -> Iterator[StageRun]:
+    """Open an MLflow run for a stage; the run ends FINISHED, or FAILED if the block raises."""
+    if not mlflow_params.enabled:
+        yield StageRun(None)
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_params.tracking_uri)
+    mlflow.set_experiment(mlflow_params.experiment)
+    all_tags = {**pipeline_tags(stage), **(tags or {})}
+    with mlflow.start_run(run_name=run_name or stage, nested=nested, tags=all_tags) as run:
+        handle = StageRun(run.info.run_id, mlflow.MlflowClient())
+        if params:
+            handle.log_params(params)
+        yield handle
