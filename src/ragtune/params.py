@@ -93,11 +93,17 @@ class FetchParams(Section):
 
 S = TypeVar("S", bound=Section)
 
-# section name -> "module:Class"; later stages register theirs here.
+# section name -> "module:Class". Section models live beside the logic they configure.
 SECTIONS: dict[str, str] = {
     "fetch": "ragtune.params:FetchParams",
     "embedding": "ragtune.params:EmbeddingParams",
     "mlflow": "ragtune.params:MlflowParams",
+    "llm": "ragtune.llm:LlmParams",
+    "synthesize": "ragtune.synthesize:SynthesizeParams",
+    "tune": "ragtune.tuning:TuneParams",
+    "train": "ragtune.training:TrainParams",
+    "eval": "ragtune.evaluation:EvalParams",
+    "judge": "ragtune.judge:JudgeParams",
 }
 
 
@@ -162,8 +168,7 @@ def validate_params_file(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ParamsError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
-    return {name: parse_section(data.get(name), name, resolve_section_model(name), str(path))
-            for name in SECTIONS}
+    return {name: parse_section(raw, name, resolve_section_model(name), str(path)) for name, raw in data.items()}
 
 
 def params_hash(*sections: Section) -> str:
