@@ -94,16 +94,16 @@ def load_model(params: EmbeddingParams):
     return model
 
 
-def model_fingerprint(model, params: EmbeddingParams) -> str:
+def model_fingerprint(params: EmbeddingParams) -> str:
     """Identify the exact weights: file hashes for a local directory, the resolved commit for a Hub model."""
     name = resolve_model(params.model)
     if Path(name).is_dir():
         return "dir:" + fingerprint_model_dir(name)
     # A hub model's files live in a snapshot folder named by the commit hash.
-    commit = params.revision or "unpinned"
-    source = str(getattr(model[0].auto_model.config, "_name_or_path", "")) if len(model) else ""
-    if "/snapshots/" in source:
-        commit = Path(source).name
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json", revision=params.revision)
+    commit = Path(cached).parent.name if isinstance(cached, str) else (params.revision or "unpinned")
     return f"hub:{name}@{commit}"
 
 
@@ -117,7 +117,7 @@ class CachedEmbedder:
         self.params = params
         self.cache = cache
         self.model = model if model is not None else load_model(params)
-        self.fingerprint = model_fingerprint(self.model, params)
+        self.fingerprint = model_fingerprint(params)
         self.dim = int(self.model.get_embedding_dimension())
         self.encoded = 0  # texts actually run through the model (cache misses after dedup)
 

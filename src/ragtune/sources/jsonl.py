@@ -6,6 +6,7 @@ writes synthetic test questions for them, kept apart from the training questions
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -14,11 +15,16 @@ from ..params import JsonlSourceParams
 from ..records import load_corpus, load_test, mark_test_chunks
 from . import SourceResult
 
+log = logging.getLogger(__name__)
+
 
 def fetch(params: JsonlSourceParams, seed: int) -> SourceResult:
     if not params.corpus:
         raise RagtuneError("fetch.jsonl.corpus is not set: give the path of your corpus.jsonl "
                            "(dvc exp run -S fetch.source=jsonl -S fetch.jsonl.corpus=path/to/corpus.jsonl)")
+    if not Path(params.corpus).resolve().is_relative_to(Path("corpus").resolve()):
+        log.warning("fetch.jsonl.corpus %s is outside corpus/: DVC will not notice when it changes",
+                    params.corpus)
     chunks = load_corpus(Path(params.corpus))
     if params.test:
         test = load_test(Path(params.test), corpus_ids=[c.id for c in chunks])

