@@ -1,0 +1,584 @@
+"""Eval: every arm on the same questions and the same exact search, with intervals and paired tests.
+
+An arm is either an embedding arm (a function query_emb -> query_emb, searched against the corpus with
+`retrieval.exact_top_k`: raw cosine is the identity, the adapter is its forward pass) or a lexical arm
+(BM25 over the chunk texts). Each arm yields a (n_questions, depth) matrix of corpus rows; all metrics
+come from the boolean hit matrix of that ranking, per question, so intervals and paired tests are
+means over questions.
+
+Output (`EvalResult`): a nested metrics dict (what data/eval/metrics.json holds), one row per question
+with the rank of its first relevant chunk per arm, and hit rate against k per arm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from .errors import RagtuneError
+from .lexical import Bm25Index, Bm25Params
+from .params import Section
+from .retrieval import (exact_top_k, first_relevant_rank, ids_to_indices, per_query_ndcg, per_query_recall,
+                        relevance_matrix)
+from .statistics import bootstrap_ci, holm_adjust, mcnemar_exact, paired_bootstrap, sign_test
+
+log = logging.getLogger(__name__)
+
+K = Annotated[int, Field(ge=1, le=1000)]
+
+
+class EvalParams(Section):
+    """Which cut-offs to report, how to bootstrap, and the lexical baseline."""
+
+    hit_ks: list[K] = [1, 3, 5, 10, 20]
+    recall_ks: list[K] = [5, 10, 20]
+    mrr_k: K = 20
+    ndcg_k: K = 10
+    main_k: K = 5
+    mcnemar_ks: list[K] = [5, 20]
+    bootstrap_resamples: int = Field(10_000, ge=100, le=1_000_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    alpha: float = Field(0.05, gt=0.0, lt=0.5)
+    seed: int = 42
+    linear_adapter: bool = True
+    bm25: Bm25Params = Bm25Params()
+
+    @model_validator(mode="after")
+    def _check_ks(self) -> "EvalParams":
+        for name in ("hit_ks", "recall_ks", "mcnemar_ks"):
+            ks = getattr(self, name)
+            if not ks or len(set(ks)) != len(ks):
+                raise ValueError(f"{name} must be a non-empty list of distinct cut-offs, got {ks}")
+        if self.main_k not in self.hit_ks:
+            raise ValueError(f"main_k ({self.main_k}) must be one of hit_ks {self.hit_ks}")
+        missing = [k for k in self.mcnemar_ks if k not in self.hit_ks]
+        if missing:
+            raise ValueError(f"mcnemar_ks {missing} must be among hit_ks {self.hit_ks}")
+        return self
+
+    @property
+    def depth(self) -> int:
+        """How many results each arm retrieves: the largest cut-off any metric needs."""
+        return max([*self.hit_ks, *self.recall_ks, self.mrr_k, self.ndcg_k])
+
+
+# --- questions and arms -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Questions of one evaluation set, row-aligned: ids, texts (None where unknown), embeddings
+    `query_emb` (n, dim), relevant corpus rows per question, and origin (human|synthetic) per question."""
+
+    name: str
+    ids: list[str]
+    query_emb: np.ndarray
+    relevant: list[np.ndarray]
+    origins: list[str]
+    texts: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.query_emb.shape[0] != n or len(self.relevant) != n or len(self.origins) != n:
+            raise ValueError(f"query set {self.name}: rows disagree ({n} ids, {self.query_emb.shape[0]} "
+                             f"embeddings, {len(self.relevant)} relevance lists, {len(self.origins)} origins)")
+        if self.texts is not None and len(self.texts) != n:
+            raise ValueError(f"query set {self.name}: {len(self.texts)} texts for {n} ids")
+
+    @property
+    def n_relevant(self) -> np.ndarray:
+        return np.array([len(r) for r in self.relevant], dtype=np.int64)
+
+
+class Arm(Protocol):
+    name: str
+
+    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray | None:
+        """(n_questions, depth) corpus rows, best first, -1 for empty slots; None if the arm cannot run."""
+
+
+QueryTransform = Callable[[np.ndarray], np.ndarray]
+
+
+def identity(query_emb: np.ndarray) -> np.ndarray:
+    """The raw-cosine arm: queries as embedded."""
+    return query_emb
+
+
+@dataclass(frozen=True)
+class EmbeddingArm:
+    """Exact dot-product search of `transform(query_emb)` against `corpus_emb` (both L2-normalised)."""
+
+    name: str
+    corpus_emb: np.ndarray
+    transform: QueryTransform = identity
+
+    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray:
+        query_emb = np.asarray(self.transform(queries.query_emb), dtype=np.float32)
+        if query_emb.shape != (len(queries.ids), self.corpus_emb.shape[1]):
+            raise RagtuneError(f"arm {self.name}: transformed queries have shape {query_emb.shape}, expected "
+                               f"({len(queries.ids)}, {self.corpus_emb.shape[1]}); the model does not match "
+                               "the embeddings, rerun the train stage")
+        _, idx = exact_top_k(query_emb, self.corpus_emb, depth)
+        return _pad(idx, depth)
+
+
+@dataclass(frozen=True)
+class LexicalArm:
+    """BM25 over the corpus texts; needs the question texts."""
+
+    name: str
+    index: Bm25Index
+
+    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray | None:
+        if queries.texts is None:
+            return None
+        _, idx = self.index.top_k(queries.texts, depth)
+        return _pad(idx, depth)
+
+
+def _pad(idx: np.ndarray, depth: int) -> np.ndarray:
+    """A corpus smaller than depth gives fewer columns; pad with -1 (nothing retrieved)."""
+    if idx.shape[1] >= depth:
+        return idx.astype(np.int64, copy=False)
+    pad = np.full((idx.shape[0], depth - idx.shape[1]), -1, dtype=np.int64)
+    return np.concatenate([idx.astype(np.int64), pad], axis=1)
+
+
+def hit_matrix(topk_idx: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
+    """Boolean (n, depth): is the j-th result relevant? Empty slots (-1) never are."""
+    if len(relevant) == 0:
+        return np.zeros(topk_idx.shape, dtype=bool)
+    return relevance_matrix(topk_idx, relevant) & (topk_idx >= 0)
+
+
+# --- per-question metrics and summaries -------------------------------------------------------
+
+def per_question_metrics(hits: np.ndarray, n_relevant: np.ndarray, params: EvalParams) -> dict[str, np.ndarray]:
+    """Per-question values (float arrays of length n) of every metric that averages over all questions."""
+    rank = first_relevant_rank(hits)
+    out = {f"hit@{k}": ((rank > 0) & (rank <= k)).astype(np.float64) for k in params.hit_ks}
+    out[f"mrr@{params.mrr_k}"] = np.where((rank > 0) & (rank <= params.mrr_k), 1.0 / np.maximum(rank, 1), 0.0)
+    out[f"ndcg@{params.ndcg_k}"] = per_query_ndcg(hits, n_relevant, params.ndcg_k)
+    return out
+
+
+def per_question_recall(hits: np.ndarray, n_relevant: np.ndarray, params: EvalParams) -> dict[str, np.ndarray]:
+    return {f"recall@{k}": per_query_recall(hits, n_relevant, k) for k in params.recall_ks}
+
+
+def _interval_summary(values: Mapping[str, np.ndarray], params: EvalParams) -> dict[str, Any]:
+    """Means with bootstrap intervals; all columns share one resampling (same seed) in one matrix product."""
+    names = list(values)
+    matrix = np.stack([values[n] for n in names], axis=1)
+    intervals = bootstrap_ci(matrix, params.bootstrap_resamples, params.confidence, params.seed)
+    return {n: iv for n, iv in zip(names, intervals)}
+
+
+def summarise_arm(hits: np.ndarray, n_relevant: np.ndarray, params: EvalParams) -> dict[str, Any]:
+    """{metric: value, ..., "ci": {metric: [low, high]}}; recall only over questions with >= 2 relevant chunks."""
+    intervals = _interval_summary(per_question_metrics(hits, n_relevant, params), params)
+    multi = n_relevant >= 2
+    if multi.any():
+        intervals.update(_interval_summary(per_question_recall(hits[multi], n_relevant[multi], params), params))
+    out: dict[str, Any] = {name: _round(iv.value) for name, iv in intervals.items()}
+    out["ci"] = {name: [_round(iv.low), _round(iv.high)] for name, iv in intervals.items()}
+    return out
+
+
+def compare_arms(hits_base: np.ndarray, hits_new: np.ndarray, n_relevant: np.ndarray, params: EvalParams,
+                 name_new: str, name_base: str, set_label: str) -> dict[str, Any]:
+    """`name_new` against `name_base`, paired per question: exact McNemar on Hit@k (gained/lost counts),
+    paired bootstrap (and sign test) on MRR; Holm correction over these tests for the overall verdict."""
+    base = per_question_metrics(hits_base, n_relevant, params)
+    new = per_question_metrics(hits_new, n_relevant, params)
+    out: dict[str, Any] = {}
+    tests: list[tuple[str, float]] = []
+    for k in params.mcnemar_ks:
+        key = f"hit@{k}"
+        m = mcnemar_exact(base[key] > 0, new[key] > 0)
+        out[key] = {"diff": _round(float(new[key].mean() - base[key].mean())), "gained": m.gained,
+                    "lost": m.lost, "p": _round(m.p_value)}
+        tests.append((key, m.p_value))
+    mrr_key = f"mrr@{params.mrr_k}"
+    pb = paired_bootstrap(new[mrr_key], base[mrr_key], params.bootstrap_resamples, params.confidence, params.seed)
+    delta = new[mrr_key] - base[mrr_key]
+    improved, worsened = int((delta > 0).sum()), int((delta < 0).sum())
+    out[mrr_key] = {"diff": _round(pb.diff), "ci": [_round(pb.low), _round(pb.high)], "p": _round(pb.p_value),
+                    "improved": improved, "worsened": worsened, "sign_test_p": _round(sign_test(improved, worsened))}
+    tests.append((mrr_key, pb.p_value))
+    adjusted = holm_adjust([p for _, p in tests])
+    significant_keys = [key for (key, _), p in zip(tests, adjusted) if p < params.alpha]
+    for (key, _), p in zip(tests, adjusted):
+        out[key]["p_holm"] = _round(p)
+    out["significant"] = bool(significant_keys)
+    out["verdict"] = _verdict(out, tests, significant_keys, params, name_new, name_base, set_label)
+    return out
+
+
+def _verdict(cmp: Mapping[str, Any], tests: Sequence[tuple[str, float]], significant_keys: Sequence[str],
+             params: EvalParams, name_new: str, name_base: str, set_label: str) -> str:
+    parts = []
+    for key, _ in tests:
+        c = cmp[key]
+        label = key.replace("hit@", "Hit@").replace("mrr@", "MRR@")
+        if key.startswith("hit@"):
+            parts.append(f"{label} {c['diff'] * 100:+.1f} pts ({c['gained']} gained, {c['lost']} lost, "
+                         f"McNemar p={c['p']:.3g})")
+        else:
+            parts.append(f"{label} {c['diff']:+.3f} ({params.confidence:.0%} CI {c['ci'][0]:+.3f} to "
+                         f"{c['ci'][1]:+.3f}, p={c['p']:.3g})")
+    head = f"{name_new} vs {name_base} on {set_label}: " + "; ".join(parts) + ". "
+    if not significant_keys:
+        return head + (f"Not significant at alpha={params.alpha:g} (Holm over {len(tests)} tests): "
+                       "the difference may be noise.")
+    signs = {np.sign(cmp[k]["diff"]) for k in significant_keys}
+    direction = "better" if signs == {1.0} else "worse" if signs == {-1.0} else "mixed"
+    return head + (f"Significant at alpha={params.alpha:g} (Holm over {len(tests)} tests) on "
+                   f"{', '.join(significant_keys)}: {name_new} is {direction}.")
+
+
+def _round(x: float) -> float:
+    return round(float(x), 6)
+
+
+def origin_label(origins: Sequence[str]) -> str:
+    kinds = sorted(set(origins))
+    if len(kinds) == 1:
+        return kinds[0]
+    counts = ", ".join(f"{origins.count(o)} {o}" for o in kinds)
+    return f"mixed ({counts})"
+
+
+# --- the whole evaluation -----------------------------------------------------------------------
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    per_question: list[dict[str, Any]] = field(default_factory=list)
+    hit_rate_at_k: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # set -> rows
+
+
+def _summarise_set(label: str, hits_by_arm: Mapping[str, np.ndarray], n_relevant: np.ndarray,
+                   origins: list[str], params: EvalParams, comparisons: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    n = len(origins)
+    origin = origin_label(origins)
+    out: dict[str, Any] = {
+        "questions": n, "origin": origin,
+        "human": origins.count("human"), "synthetic": origins.count("synthetic"),
+        "multi_relevant": int((n_relevant >= 2).sum()),
+        "arms": {name: summarise_arm(h, n_relevant, params) for name, h in hits_by_arm.items()},
+    }
+    set_label = f"{n} {origin} {label} questions"
+    for new, base in comparisons:
+        if new in hits_by_arm and base in hits_by_arm:
+            out[f"{new}_vs_{base}"] = compare_arms(hits_by_arm[base], hits_by_arm[new], n_relevant, params,
+                                                   new, base, set_label)
+    return out
+
+
+def _hit_rate_curve(hits_by_arm: Mapping[str, np.ndarray], params: EvalParams) -> list[dict[str, Any]]:
+    """Hit rate at every k from 1 to depth, per arm, with its bootstrap interval (one row per k)."""
+    depth = params.depth
+    rows = [{"k": k} for k in range(1, depth + 1)]
+    for name, hits in hits_by_arm.items():
+        rank = first_relevant_rank(hits)
+        per_q = ((rank[:, None] > 0) & (rank[:, None] <= np.arange(1, depth + 1)[None, :])).astype(np.float64)
+        intervals = bootstrap_ci(per_q, params.bootstrap_resamples, params.confidence, params.seed)
+        for row, iv in zip(rows, intervals):
+            row[name] = _round(iv.value)
+            row[f"{name}_low"] = _round(iv.low)
+            row[f"{name}_high"] = _round(iv.high)
+    return rows
+
+
+def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalParams,
+             comparisons: Sequence[tuple[str, str]] = (("adapter", "cosine"), ("linear", "cosine")),
+             setup: Mapping[str, Any] | None = None) -> EvalResult:
+    """Run every arm on every set. A test set with both human and synthetic questions is also reported
+    per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare."""
+    depth = params.depth
+    metrics: dict[str, Any] = {"setup": {**(setup or {}), "depth": depth, "main_k": params.main_k,
+                                         "bootstrap_resamples": params.bootstrap_resamples,
+                                         "confidence": params.confidence, "alpha": params.alpha,
+                                         "seed": params.seed}}
+    result = EvalResult(metrics)
+    for qs in query_sets:
+        if not qs.ids:
+            log.warning("eval: set %s has no questions; skipped", qs.name)
+            continue
+        hits_by_arm: dict[str, np.ndarray] = {}
+        ranks_by_arm: dict[str, np.ndarray] = {}
+        for arm in arms:
+            idx = arm.retrieve(qs, depth)
+            if idx is None:
+                log.info("eval: arm %s cannot run on %s (no question texts); skipped", arm.name, qs.name)
+                continue
+            hits = hit_matrix(idx, qs.relevant)
+            hits_by_arm[arm.name] = hits
+            ranks_by_arm[arm.name] = first_relevant_rank(hits)
+        n_relevant = qs.n_relevant
+        metrics[qs.name] = _summarise_set(qs.name, hits_by_arm, n_relevant, qs.origins, params, comparisons)
+        kinds = sorted(set(qs.origins))
+        if len(kinds) > 1:
+            origins = np.asarray(qs.origins)
+            for kind in kinds:
+                mask = origins == kind
+                metrics[f"{qs.name}_{kind}"] = _summarise_set(
+                    qs.name, {a: h[mask] for a, h in hits_by_arm.items()}, n_relevant[mask],
+                    [o for o in qs.origins if o == kind], params, comparisons)
+        result.hit_rate_at_k[qs.name] = _hit_rate_curve(hits_by_arm, params)
+        for i, qid in enumerate(qs.ids):
+            row: dict[str, Any] = {"set": qs.name, "id": qid, "origin": qs.origins[i],
+                                   "n_relevant": int(n_relevant[i])}
+            row.update({f"rank_{a}": int(r[i]) for a, r in ranks_by_arm.items()})
+            row["question"] = qs.texts[i] if qs.texts is not None else ""
+            result.per_question.append(row)
+    return result
+
+
+# --- loading a pipeline's inputs ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvalPaths:
+    """Where eval reads a pipeline's outputs (paths relative to the repository root by default)."""
+
+    corpus: Path = Path("data/fetch/corpus.jsonl")
+    test: Path = Path("data/synthesize/test.jsonl")
+    questions: Path = Path("data/synthesize/questions.jsonl")
+    embed_dir: Path = Path("data/embed")
+    split: Path = Path("data/train/split.json")
+    adapter: Path = Path("models/adapter")
+    linear_adapter: Path = Path("models/linear_adapter")
+
+    def resolved_test(self) -> Path:
+        """The synthesize stage's test set, or fetch's until synthesize has run (same rows)."""
+        if self.test.is_file():
+            return self.test
+        fallback = Path("data/fetch/test.jsonl") if not self.test.is_absolute() else \
+            self.test.parent.parent / "fetch" / "test.jsonl"
+        return fallback if fallback.is_file() else self.test
+
+
+@dataclass(frozen=True)
+class Corpus:
+    ids: list[str]
+    texts: list[str]
+    titles: list[str | None]
+    emb: np.ndarray  # (n_chunks, dim), row-aligned with ids
+
+
+def require_file(path: Path, how: str) -> Path:
+    if not path.exists():
+        raise RagtuneError(f"{path}: not found; {how}")
+    return path
+
+
+def load_corpus_with_embeddings(corpus_path: Path, corpus_npz: Path) -> Corpus:
+    """Chunks and their embeddings, rows in the embeddings' order; stale embeddings are an error."""
+    from .embedding import load_embeddings
+    from .records import load_corpus
+
+    require_file(corpus_path, "run the fetch stage first (dvc repro fetch, or make run)")
+    require_file(corpus_npz, "run the embed stage first (dvc repro embed, or make run)")
+    chunks = {c.id: c for c in load_corpus(corpus_path)}
+    ids, emb = load_embeddings(corpus_npz)
+    missing = [i for i in ids if i not in chunks]
+    if missing or len(ids) != len(chunks):
+        raise RagtuneError(f"{corpus_npz} does not match {corpus_path} ({len(ids)} embedded rows, {len(chunks)} "
+                           f"chunks; e.g. {missing[:3]}): the embeddings are stale, run dvc repro embed")
+    return Corpus(ids, [chunks[i].text for i in ids], [chunks[i].title for i in ids], emb)
+
+
+def load_test_set(test_path: Path, test_npz: Path, corpus_ids: Sequence[str], name: str = "test") -> QuerySet:
+    from .embedding import load_embeddings
+    from .records import load_test
+
+    require_file(test_path, "run the fetch (and synthesize) stages first (make run)")
+    require_file(test_npz, "run the embed stage first (dvc repro embed, or make run)")
+    questions = load_test(test_path, corpus_ids=corpus_ids)
+    ids, emb = load_embeddings(test_npz)
+    row = {qid: i for i, qid in enumerate(ids)}
+    missing = [q.id for q in questions if q.id not in row]
+    if missing:
+        raise RagtuneError(f"{test_npz} lacks question ids {missing[:5]} of {test_path}: the embeddings are "
+                           "stale, run dvc repro embed")
+    order = np.array([row[q.id] for q in questions], dtype=np.int64)
+    return QuerySet(name=name, ids=[q.id for q in questions], query_emb=emb[order],
+                    relevant=ids_to_indices(corpus_ids, [q.relevant_ids for q in questions]),
+                    origins=[q.origin for q in questions], texts=[q.question for q in questions])
+
+
+def load_validation_set(split_path: Path, questions_npz: Path, corpus_ids: Sequence[str],
+                        questions_path: Path | None = None, name: str = "val") -> QuerySet:
+    """The synthetic questions the train stage held out for validation (ids in split.json["val"])."""
+    import json
+
+    from .embedding import load_embeddings_with_columns
+    from .records import SyntheticQuestion, read_jsonl
+
+    require_file(split_path, "run the train stage first (dvc repro train)")
+    require_file(questions_npz, "run the embed stage on the synthetic questions first (dvc repro embed)")
+    split = json.loads(split_path.read_text(encoding="utf-8"))
+    if not isinstance(split, dict) or not isinstance(split.get("val"), list):
+        raise RagtuneError(f"{split_path}: expected {{\"train\": [...], \"val\": [...]}} of question ids; "
+                           "rerun the train stage")
+    val_ids = [str(x) for x in split["val"]]
+    ids, emb, cols = load_embeddings_with_columns(questions_npz)
+    if "chunk_ids" not in cols:
+        raise RagtuneError(f"{questions_npz}: no chunk_ids column; rerun dvc repro embed")
+    row = {qid: i for i, qid in enumerate(ids)}
+    missing = [q for q in val_ids if q not in row]
+    if missing:
+        raise RagtuneError(f"{split_path}: validation ids {missing[:5]} are not in {questions_npz}: "
+                           "the split is stale, rerun dvc repro train")
+    order = np.array([row[q] for q in val_ids], dtype=np.int64)
+    chunk_ids = [cols["chunk_ids"][i] for i in order]
+    try:
+        relevant = ids_to_indices(corpus_ids, [[c] for c in chunk_ids])
+    except KeyError as exc:
+        raise RagtuneError(f"{questions_npz}: {exc.args[0]}; rerun dvc repro embed") from None
+    texts = None
+    if questions_path is not None and questions_path.is_file():
+        by_id = {q.id: q.question for q in read_jsonl(questions_path, SyntheticQuestion)}
+        if all(q in by_id for q in val_ids):
+            texts = [by_id[q] for q in val_ids]
+    return QuerySet(name=name, ids=val_ids, query_emb=emb[order], relevant=relevant,
+                    origins=["synthetic"] * len(val_ids), texts=texts)
+
+
+# --- flat views for MLflow and CSV --------------------------------------------------------------
+
+def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves as dotted MLflow-safe keys: `test.adapter.hit_at_5`, `..._ci_low`/`_ci_high` for
+    intervals; booleans as 0/1; strings dropped."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        name = name.replace("@", "_at_").replace(".arms.", ".")
+        if isinstance(value, Mapping):
+            if key == "ci":
+                for metric, pair in value.items():
+                    base = f"{prefix}.{metric}".replace("@", "_at_").replace(".arms.", ".")
+                    out[f"{base}_ci_low"], out[f"{base}_ci_high"] = float(pair[0]), float(pair[1])
+            else:
+                out.update(flat_metrics(value, name))
+        elif isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, (int, float)):
+            out[name] = float(value)
+        elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            out[f"{name}_low"], out[f"{name}_high"] = float(value[0]), float(value[1])
+    return out
+
+
+# --- the stage's work: inputs -> arms -> result -> files ------------------------------------------
+
+AdapterLoader = Callable[[Path], QueryTransform]
+
+
+def load_adapter_transform(path: Path) -> QueryTransform:
+    """The trained adapter at `path` as a query_emb -> query_emb function."""
+    try:
+        from .adapter import adapt_queries, load_query_adapter
+    except ImportError as exc:
+        raise RagtuneError(f"the adapter module is not available ({exc}); reinstall ragtune") from None
+    adapter = load_query_adapter(path)
+    return lambda query_emb: np.asarray(adapt_queries(adapter, query_emb), dtype=np.float32)
+
+
+def build_arms(corpus: Corpus, paths: EvalPaths, params: EvalParams,
+               load_adapter: AdapterLoader = load_adapter_transform) -> list[Arm]:
+    """cosine, adapter, linear (when trained and enabled) and bm25 (when enabled), in that order."""
+    require_file(paths.adapter, "train the adapter first (dvc repro train, or make run)")
+    arms: list[Arm] = [EmbeddingArm("cosine", corpus.emb, identity),
+                       EmbeddingArm("adapter", corpus.emb, load_adapter(paths.adapter))]
+    if params.linear_adapter and paths.linear_adapter.exists():
+        arms.append(EmbeddingArm("linear", corpus.emb, load_adapter(paths.linear_adapter)))
+    if params.bm25.enabled:
+        arms.append(LexicalArm("bm25", Bm25Index(corpus.texts, params.bm25)))
+    return arms
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader = load_adapter_transform,
+             fetch_report: Path = Path("data/fetch/report.json")) -> EvalResult:
+    """Load a pipeline's corpus, embeddings, questions and adapter(s); evaluate every arm."""
+    corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
+    test_path = paths.resolved_test()
+    test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
+    val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions)
+    arms = build_arms(corpus, paths, params, load_adapter)
+    info = _optional_json(paths.embed_dir / "info.json")
+    setup = {"source": _optional_json(fetch_report).get("source", "unknown"),
+             "embedding_model": info.get("model", "unknown"), "corpus_chunks": len(corpus.ids),
+             "test_file": str(test_path), "arms": ", ".join(a.name for a in arms)}
+    return evaluate([test, val], arms, params, setup=setup)
+
+
+def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) -> list[Path]:
+    """metrics.json, hit_rate_at_k.csv (test set; k then one column per arm), per_question.csv and the
+    two PNGs, each written atomically. Returns the paths written."""
+    from .io import write_json
+    from .plots import grouped_bar_chart, lines_against_k
+
+    out_dir = Path(out_dir)
+    written = [out_dir / "metrics.json", out_dir / "hit_rate_at_k.csv", out_dir / "per_question.csv"]
+    write_json(written[0], result.metrics)
+    curve = result.hit_rate_at_k.get("test", [])
+    arm_names = [k for k in (curve[0] if curve else {}) if k != "k" and not k.endswith(("_low", "_high"))]
+    _write_csv(written[1], ["k", *arm_names], curve)
+    rank_cols = sorted({c for r in result.per_question for c in r if c.startswith("rank_")},
+                       key=lambda c: _arm_order(c.removeprefix("rank_")))
+    _write_csv(written[2], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
+
+    main_key = f"hit@{params.main_k}"
+    sets = [s for s in result.metrics if s != "setup"]
+    arms = sorted({a for s in sets for a in result.metrics[s]["arms"]}, key=_arm_order)
+    nan = float("nan")
+    groups = [f"{s}\n{result.metrics[s]['questions']} {result.metrics[s]['origin']}" for s in sets]
+    series = {a: [result.metrics[s]["arms"].get(a, {}).get(main_key, nan) for s in sets] for a in arms}
+    intervals = {a: [tuple(result.metrics[s]["arms"].get(a, {}).get("ci", {}).get(main_key, (nan, nan)))
+                     for s in sets] for a in arms}
+    bar_png = out_dir / "hit_rate_by_arm.png"
+    grouped_bar_chart(bar_png, groups, series, intervals, title=f"Hit rate@{params.main_k} by arm "
+                      f"({params.confidence:.0%} bootstrap intervals)", ylabel=f"hit rate@{params.main_k}")
+    panels, bands = {}, {}
+    for set_name, rows in result.hit_rate_at_k.items():
+        names = [k for k in rows[0] if k != "k" and not k.endswith(("_low", "_high"))]
+        label = f"{set_name} ({result.metrics[set_name]['questions']} {result.metrics[set_name]['origin']})"
+        panels[label] = {a: [r[a] for r in rows] for a in sorted(names, key=_arm_order)}
+        bands[label] = {a: ([r[f"{a}_low"] for r in rows], [r[f"{a}_high"] for r in rows]) for a in names}
+    curve_png = out_dir / "hit_rate_at_k.png"
+    ks = [r["k"] for r in next(iter(result.hit_rate_at_k.values()), [])]
+    lines_against_k(curve_png, panels, ks, bands, ylabel="hit rate@k")
+    return [*written, bar_png, curve_png]
+
+
+def _arm_order(name: str) -> tuple[int, str]:
+    known = ["cosine", "adapter", "linear", "bm25"]
+    return (known.index(name) if name in known else len(known), name)
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    import csv
+
+    from .io import atomic_open
+
+    with atomic_open(path) as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
