@@ -1,0 +1,44 @@
+"""MLflow tracking: params flattened without secrets, metric series in batches, pipeline tags."""
+
+import mlflow
+import pytest
+
+from ragtune.params import EmbeddingParams, MlflowParams
+from ragtune.tracking import flatten, stage_run
+
+
+def test_flatten_drops_secret_like_keys():
+    flat = flatten("", {"llm": {"model": "m", "api_key": "sk-123", "nested": {"auth_token": "t", "x": 1}}})
+    assert flat == {"llm.model": "m", "llm.nested.x": 1}
+
+
+def test_stage_run_logs_params_series_and_tags(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with stage_run("embed", MlflowParams(tracking_uri=uri, experiment="t"),
+                   params={"embedding": EmbeddingParams(), "llm": {"api_key": "sk-secret"}}) as run:
+        run.log_series("val/hit_at_5", [0.1 * i for i in range(2500)])
+        run.log_metrics({"encoded": 3})
+        run_id = run.run_id
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    data = client.get_run(run_id).data
+    assert data.params["embedding.batch_size"] == "32"
+    assert "sk-secret" not in str(data.params) and not any("api_key" in k for k in data.params)
+    assert data.tags["ragtune.stage"] == "embed" and "ragtune.params_hash" in data.tags
+    history = client.get_metric_history(run_id, "val/hit_at_5")
+    assert len(history) == 2500 and history[-1].step == 2499
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_failed_block_marks_run_failed(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(RuntimeError):
+        with stage_run("train", MlflowParams(tracking_uri=uri, experiment="t")) as run:
+            run_id = run.run_id
+            raise RuntimeError("boom")
+    assert mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.status == "FAILED"
+
+
+def test_disabled_tracking_is_a_noop():
+    with stage_run("eval", MlflowParams(enabled=False)) as run:
+        assert not run.active
+        run.log_metrics({"x": 1.0})
