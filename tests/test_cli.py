@@ -1,0 +1,109 @@
+"""`ragtune search`: clear errors before the pipeline has run, and a real side-by-side search on a tiny
+pipeline embedded with the packaged all-MiniLM-L6-v2 and an (untrained) real adapter."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ragtune.adapter import AdapterConfig, build_adapter, save_query_adapter
+from ragtune.cache import ContentCache
+from ragtune.cli import compare_retrieval, format_comparison, main
+from ragtune.embedding import CachedEmbedder, load_model, save_embeddings
+from ragtune.io import write_json
+from ragtune.params import EmbeddingParams
+from ragtune.records import Chunk, write_jsonl
+
+CHUNKS = [
+    Chunk(id="gdpr-art33-p1", title="GDPR Art. 33: Notification of a personal data breach",
+          text="In the case of a personal data breach, the controller shall notify the supervisory authority "
+               "within 72 hours.\nSecond line."),
+    Chunk(id="dora-art19-p1", title="DORA Art. 19: Reporting of major ICT-related incidents",
+          text="Financial entities shall report major ICT-related incidents to the competent authority."),
+    Chunk(id="ai-act-art5-p1", title="AI Act Art. 5: Prohibited AI practices",
+          text="The placing on the market of AI systems that deploy subliminal techniques is prohibited."),
+    Chunk(id="cra-art13-p1", title=None,
+          text="Manufacturers shall ensure that products with digital elements meet the essential requirements."),
+    Chunk(id="nis2-art20-p1", title="NIS2 Art. 20: Governance",
+          text="Management bodies of essential entities shall approve cybersecurity risk-management measures."),
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """data/fetch/corpus.jsonl, data/embed/{corpus.npz,info.json}, models/adapter and params.yaml."""
+    root = tmp_path_factory.mktemp("pipeline")
+    params = EmbeddingParams()
+    write_jsonl(root / "data/fetch/corpus.jsonl", CHUNKS)
+    with ContentCache(root / "data/cache/embeddings.sqlite") as cache:
+        embedder = CachedEmbedder(params, cache, model=load_model(params))
+        save_embeddings(root / "data/embed/corpus.npz", [c.id for c in CHUNKS],
+                        embedder.encode_documents([c.text for c in CHUNKS]))
+        write_json(root / "data/embed/info.json", embedder.describe())
+    save_query_adapter(build_adapter(AdapterConfig(dim=embedder.dim), seed=0), root / "models/adapter")
+    (root / "params.yaml").write_text("embedding: {}\n", encoding="utf-8")
+    return root
+
+
+def test_errors_before_the_pipeline_has_run_name_the_file_and_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    steps = [("data/fetch/corpus.jsonl", "dvc repro fetch"), ("data/embed/corpus.npz", "dvc repro embed"),
+             ("models/adapter", "dvc repro train")]
+    for path, command in steps:
+        assert main(["search", "who reports breaches?"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {path} not found" in err and command in err and "make run" in err
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch() if "." in path.rsplit("/", 1)[-1] else (tmp_path / path).mkdir()
+    assert main(["search", "q", "-k", "0"]) == 2
+    assert "-k must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([])  # argparse: a command is required
+
+
+def test_search_json_on_a_real_pipeline(pipeline, monkeypatch, capsys):
+    monkeypatch.chdir(pipeline)
+    assert main(["search", "How fast must a controller notify a personal data breach?", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["k"] == 3 and len(out["cosine"]) == 3 and len(out["adapter"]) == 3
+    top = out["cosine"][0]
+    assert top["id"] == "gdpr-art33-p1" and top["first_line"].endswith("within 72 hours.")
+    assert top["title"].startswith("GDPR Art. 33")
+    # The untrained adapter is the identity: same chunks, nothing found by one side only.
+    assert [h["id"] for h in out["adapter"]] == [h["id"] for h in out["cosine"]]
+    assert not any(h["only_here"] for h in out["cosine"] + out["adapter"])
+    scores = [h["score"] for h in out["cosine"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_text_output_and_a_stale_embedder(pipeline, monkeypatch, capsys):
+    monkeypatch.chdir(pipeline)
+    assert main(["search", "prohibited AI practices", "-k", "2", "--width", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "question: prohibited AI practices" in text and "raw cosine" in text and "│ adapter" in text
+    assert " 1. ai-act-art5-p1" in text and "(2 of the top 2 shared)" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    info = json.loads((pipeline / "data/embed/info.json").read_text())
+    write_json(pipeline / "data/embed/info.json", {**info, "fingerprint": "dir:another-model"})
+    try:
+        assert main(["search", "anything"]) == 2
+        assert "not the one the corpus was embedded with" in capsys.readouterr().err
+    finally:
+        write_json(pipeline / "data/embed/info.json", info)
+
+
+def test_chunks_found_by_one_side_only_are_marked():
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(8, 4)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    query, adapted = corpus[[0]], corpus[[7]]  # the adapter moves the query to another chunk
+    ids = [f"c{i}" for i in range(8)]
+    cmp = compare_retrieval("q", query, adapted, corpus, ids, [None] * 8, [f"text {i}\nmore" for i in range(8)], 2)
+    assert cmp.cosine[0].id == "c0" and cmp.adapter[0].id == "c7"
+    only_cosine = {h.id for h in cmp.cosine if h.only_here}
+    only_adapter = {h.id for h in cmp.adapter if h.only_here}
+    assert "c0" in only_cosine and "c7" in only_adapter
+    assert only_cosine.isdisjoint({h.id for h in cmp.adapter})
+    text = format_comparison(cmp, 80)
+    assert " 1.*c0" in text and " 1.*c7" in text and "text 0" in text and "more" not in text
+    assert f"{len(only_cosine)} by raw cosine, {len(only_adapter)} by the adapter" in text
