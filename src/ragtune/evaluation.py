@@ -202,19 +202,20 @@ def compare_arms(hits_base: np.ndarray, hits_new: np.ndarray, n_relevant: np.nda
         key = f"hit@{k}"
         m = mcnemar_exact(base[key] > 0, new[key] > 0)
         out[key] = {"diff": _round(float(new[key].mean() - base[key].mean())), "gained": m.gained,
-                    "lost": m.lost, "p": _round(m.p_value)}
+                    "lost": m.lost, "p": _round_p(m.p_value)}
         tests.append((key, m.p_value))
     mrr_key = f"mrr@{params.mrr_k}"
     pb = paired_bootstrap(new[mrr_key], base[mrr_key], params.bootstrap_resamples, params.confidence, params.seed)
     delta = new[mrr_key] - base[mrr_key]
     improved, worsened = int((delta > 0).sum()), int((delta < 0).sum())
-    out[mrr_key] = {"diff": _round(pb.diff), "ci": [_round(pb.low), _round(pb.high)], "p": _round(pb.p_value),
-                    "improved": improved, "worsened": worsened, "sign_test_p": _round(sign_test(improved, worsened))}
+    out[mrr_key] = {"diff": _round(pb.diff), "ci": [_round(pb.low), _round(pb.high)], "p": _round_p(pb.p_value),
+                    "improved": improved, "worsened": worsened,
+                    "sign_test_p": _round_p(sign_test(improved, worsened))}
     tests.append((mrr_key, pb.p_value))
     adjusted = holm_adjust([p for _, p in tests])
     significant_keys = [key for (key, _), p in zip(tests, adjusted) if p < params.alpha]
     for (key, _), p in zip(tests, adjusted):
-        out[key]["p_holm"] = _round(p)
+        out[key]["p_holm"] = _round_p(p)
     out["significant"] = bool(significant_keys)
     out["verdict"] = _verdict(out, tests, significant_keys, params, name_new, name_base, set_label)
     return out
@@ -244,6 +245,11 @@ def _verdict(cmp: Mapping[str, Any], tests: Sequence[tuple[str, float]], signifi
 
 def _round(x: float) -> float:
     return round(float(x), 6)
+
+
+def _round_p(p: float) -> float:
+    # Significant figures, not decimals: a p-value of 2e-9 must not print as 0.
+    return float(f"{float(p):.4g}")
 
 
 def origin_label(origins: Sequence[str]) -> str:
@@ -549,7 +555,7 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
     sets = [s for s in result.metrics if s != "setup"]
     arms = sorted({a for s in sets for a in result.metrics[s]["arms"]}, key=_arm_order)
     nan = float("nan")
-    groups = [f"{s}\n{result.metrics[s]['questions']} {result.metrics[s]['origin']}" for s in sets]
+    groups = [f"{s}\n{result.metrics[s]['questions']} {result.metrics[s]['origin'].split(' (')[0]}" for s in sets]
     series = {a: [result.metrics[s]["arms"].get(a, {}).get(main_key, nan) for s in sets] for a in arms}
     intervals = {a: [tuple(result.metrics[s]["arms"].get(a, {}).get("ci", {}).get(main_key, (nan, nan)))
                      for s in sets] for a in arms}

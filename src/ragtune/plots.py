@@ -55,14 +55,14 @@ def grouped_bar_chart(path: str | os.PathLike[str], groups: Sequence[str], serie
             ax.bar_label(bars, labels=labels, label_type="center", fontsize=8, color="white")
     ax.set_xticks(x, list(groups))
     if ylim is not None:
-        ax.set_ylim(*ylim)
+        ax.set_ylim(ylim[0], ylim[1] + 0.03 * (ylim[1] - ylim[0]))  # room for error caps at the top
     if percent:
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    ax.legend(frameon=False, ncols=min(n_series, 4), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
 
 
