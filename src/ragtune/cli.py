@@ -94,7 +94,7 @@ def format_comparison(cmp: Comparison, width: int = 120) -> str:
     only_c = sum(h.only_here for h in cmp.cosine)
     only_a = sum(h.only_here for h in cmp.adapter)
     lines += ["", f"* found by one side only: {only_c} by raw cosine, {only_a} by the adapter "
-                  f"({cmp.k - only_c} of the top {cmp.k} shared)"]
+                  f"({len(cmp.cosine) - only_c} of the top {len(cmp.cosine)} shared)"]
     return "\n".join(lines)
 
 
