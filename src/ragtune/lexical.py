@@ -18,6 +18,14 @@ from .params import Section
 log = logging.getLogger(__name__)
 
 
+def _bm25s():
+    import bm25s
+
+    # bm25s sets its logger to DEBUG on import and logs every index build; keep stage output readable.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 class Bm25Params(Section):
     """The BM25 arm of eval. `stemmer` is a Snowball language (PyStemmer) or null for none."""
 
@@ -41,7 +49,7 @@ class Bm25Index:
     """BM25 over `texts` (row i = corpus row i). `top_k(queries, k)` -> (scores, indices), both (n, k)."""
 
     def __init__(self, texts: Sequence[str], params: Bm25Params = Bm25Params()):
-        import bm25s
+        bm25s = _bm25s()
 
         self.params = params
         self.n_docs = len(texts)
@@ -52,7 +60,7 @@ class Bm25Index:
 
     def top_k(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best `k` corpus rows per query, best first; ties go to the lower row; -1 where the score is 0."""
-        import bm25s
+        bm25s = _bm25s()
 
         k = min(k, self.n_docs)
         if not queries:
