@@ -93,3 +93,13 @@ def test_synthetic_question_roundtrip(tmp_path):
     qs = [SyntheticQuestion(id="a#q1", chunk_id="a", question="Q?", backend="ict", model="-", prompt_id="p")]
     write_jsonl(tmp_path / "q.jsonl", qs)
     assert read_jsonl(tmp_path / "q.jsonl", SyntheticQuestion) == qs
+
+
+def test_outputs_get_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    write_jsonl(tmp_path / "c.jsonl", [Chunk(id="a", text="x")])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "c.jsonl").stat().st_mode) == 0o666 & ~umask

@@ -25,8 +25,10 @@ def _as_tensor(x: np.ndarray | torch.Tensor, device: str | torch.device | None =
 
 @torch.no_grad()
 def exact_top_k(query_emb: np.ndarray | torch.Tensor, corpus_emb: np.ndarray | torch.Tensor, k: int,
-                query_block: int = 4096, corpus_block: int = 262_144) -> tuple[np.ndarray, np.ndarray]:
+                query_block: int = 1024, corpus_block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """Top-k corpus rows by dot product for every query.
+
+    Scores are materialised one (query_block, corpus_block) tile at a time: 256 MiB at the defaults.
 
     Returns `(scores, indices)`, each (n_queries, min(k, n_corpus)), best first. Ties break toward the
     lower corpus index, so results are deterministic.
