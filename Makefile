@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/dvc repro
+	$(BIN)/python -m ragtune.readme
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
