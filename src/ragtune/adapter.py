@@ -1,0 +1,243 @@
+"""The query adapter and its losses.
+
+The adapter maps a frozen query embedding to a new query embedding; documents are never touched, so
+an existing vector index stays valid. Two kinds:
+
+- `mlp`: `normalize(x + residual_scale * branch(x))`, where `branch` is 0-3 hidden blocks
+  (Linear -> LayerNorm -> activation -> Dropout) and a last Linear that starts at zero. An untrained
+  adapter is therefore the identity and retrieves exactly like raw cosine.
+- `linear`: `normalize((I + delta) x + bias)`, the identity-initialised d x d matrix other adapter
+  tools ship. It is stored as `I + delta` so that weight decay pulls it toward the identity (decay on a
+  plain matrix only rescales it, which changes no ranking once the output is normalised).
+
+The LayerNorm has no epsilon (it divides by the exact norm of the centred vector): that makes the
+sentence-transformers export reproduce the adapter to float rounding.
+
+Losses (fully vectorised, one matrix product per batch):
+- `InBatchRankingLoss`: Multiple Negatives Ranking over the batch's gold chunks; a gold chunk that
+  appears again for another question (or a chunk with identical text) is not a negative.
+- `FullCorpusSoftmaxLoss`: the document embeddings are frozen, so each question is scored against
+  every chunk; chunks whose text is identical to the gold one are masked out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import RagtuneError
+
+AdapterKind = Literal["mlp", "linear"]
+Activation = Literal["gelu", "relu", "silu", "tanh"]
+LossName = Literal["full_corpus", "in_batch"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+STATE_FILE = "adapter.pt"
+CONFIG_FILE = "config.json"
+FORMAT = "ragtune.query_adapter/v1"
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Everything needed to rebuild a QueryAdapter (saved as config.json next to the state dict)."""
+
+    dim: int
+    kind: AdapterKind = "mlp"
+    hidden_dim: int = 256
+    n_hidden_layers: int = 1
+    dropout: float = 0.1
+    activation: Activation = "gelu"
+    residual_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("mlp", "linear"):
+            raise ValueError(f"unknown adapter kind {self.kind!r}; use 'mlp' or 'linear'")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}")
+        if not 0 <= self.n_hidden_layers <= 3:
+            raise ValueError(f"n_hidden_layers must be 0-3, got {self.n_hidden_layers}")
+        if self.dim < 1 or self.hidden_dim < 1:
+            raise ValueError("dim and hidden_dim must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "AdapterConfig":
+        fields = {k: v for k, v in raw.items() if k != "format"}
+        return cls(**fields)
+
+
+class CentredLayerNorm(nn.Module):
+    """LayerNorm without epsilon: `gain * sqrt(n) * normalize(z - mean(z)) + bias`, input (..., n)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, z: Tensor) -> Tensor:
+        centred = z - z.mean(dim=-1, keepdim=True)
+        return F.normalize(centred, dim=-1) * (math.sqrt(self.n) * self.weight) + self.bias
+
+
+class QueryAdapter(nn.Module):
+    """forward(query_emb (n, d)) -> adapted query embeddings (n, d), L2-normalised."""
+
+    def __init__(self, config: AdapterConfig):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        if config.kind == "linear":
+            self.delta = nn.Parameter(torch.zeros(d, d))
+            self.bias = nn.Parameter(torch.zeros(d))
+        else:
+            blocks: list[nn.Module] = []
+            width = d
+            for _ in range(config.n_hidden_layers):
+                blocks += [nn.Linear(width, config.hidden_dim), CentredLayerNorm(config.hidden_dim),
+                           ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
+                width = config.hidden_dim
+            self.hidden = nn.Sequential(*blocks)
+            self.out = nn.Linear(width, d)
+            # Zero last layer: the branch adds nothing until trained, so training starts at raw cosine.
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def unnormalised(self, query_emb: Tensor) -> Tensor:
+        """The adapted vector before L2 normalisation (rankings depend only on its direction)."""
+        if self.config.kind == "linear":
+            return query_emb + query_emb @ self.delta.T + self.bias
+        return query_emb + self.config.residual_scale * self.out(self.hidden(query_emb))
+
+    def forward(self, query_emb: Tensor) -> Tensor:
+        return F.normalize(self.unnormalised(query_emb), dim=-1)
+
+
+def build_adapter(config: AdapterConfig, seed: int) -> QueryAdapter:
+    """A fresh adapter whose random initialisation depends only on `seed`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return QueryAdapter(config)
+
+
+def identity_distance(adapted: Tensor, query_emb: Tensor) -> Tensor:
+    """Mean of 1 - cos(adapted, query): 0 for the identity. A penalty on it keeps the adapter near raw
+    cosine, which is what transfers to real queries when training questions are synthetic."""
+    return 1.0 - (adapted * F.normalize(query_emb, dim=-1)).sum(dim=-1).mean()
+
+
+# --- losses -----------------------------------------------------------------------------------
+
+class InBatchRankingLoss(nn.Module):
+    """Multiple Negatives Ranking: question i against the gold chunks of the whole batch.
+
+    forward(adapted (B, d), gold_rows (B,), corpus_emb (N, d), text_group (N,)) -> scalar.
+    Column j is masked for row i when j's chunk has the same text group as i's gold chunk (the same
+    chunk asked about twice, or a verbatim duplicate), except on the diagonal, the target.
+    """
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor) -> Tensor:
+        docs = corpus_emb[gold_rows]                           # (B, d), frozen
+        logits = adapted @ docs.T / self.temperature           # (B, B)
+        groups = text_group[gold_rows]
+        same = groups[:, None] == groups[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+        target = torch.arange(len(gold_rows), device=adapted.device)
+        return F.cross_entropy(logits, target)
+
+
+class FullCorpusSoftmaxLoss(nn.Module):
+    """Softmax over every chunk: question i against the whole (frozen) corpus.
+
+    forward(adapted (B, d), gold_rows (B,), corpus_emb (N, d), text_group (N,)) -> scalar.
+    Chunks whose text is identical to the gold chunk's (other than the gold row) are masked out.
+    """
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor) -> Tensor:
+        logits = adapted @ corpus_emb.T / self.temperature     # (B, N)
+        twin = text_group[None, :] == text_group[gold_rows][:, None]
+        twin[torch.arange(len(gold_rows), device=adapted.device), gold_rows] = False
+        logits = logits.masked_fill(twin, float("-inf"))
+        return F.cross_entropy(logits, gold_rows)
+
+
+def make_loss(name: LossName, temperature: float) -> nn.Module:
+    if name == "full_corpus":
+        return FullCorpusSoftmaxLoss(temperature)
+    if name == "in_batch":
+        return InBatchRankingLoss(temperature)
+    raise ValueError(f"unknown loss {name!r}; use 'full_corpus' or 'in_batch'")
+
+
+def text_groups(texts: list[str]) -> np.ndarray:
+    """Row i -> id shared by every row with exactly the same text (int64, first occurrence order)."""
+    first: dict[str, int] = {}
+    return np.fromiter((first.setdefault(t, len(first)) for t in texts), dtype=np.int64, count=len(texts))
+
+
+# --- persistence and inference ----------------------------------------------------------------
+
+def save_query_adapter(adapter: QueryAdapter, path: str | os.PathLike[str],
+                       extra: dict[str, Any] | None = None) -> None:
+    """Write `adapter.pt` (state dict) and `config.json` into directory `path`, each atomically."""
+    from .io import atomic_path, write_json
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / STATE_FILE) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in adapter.state_dict().items()}, tmp)
+    write_json(out / CONFIG_FILE, {**adapter.config.to_dict(), **(extra or {})})
+
+
+def load_query_adapter(path: str | os.PathLike[str]) -> QueryAdapter:
+    """Load a QueryAdapter saved by `save_query_adapter` (a directory with adapter.pt and config.json),
+    in eval mode on the CPU."""
+    root = Path(path)
+    cfg_path, state_path = root / CONFIG_FILE, root / STATE_FILE
+    if not cfg_path.is_file() or not state_path.is_file():
+        raise RagtuneError(f"{root}: no adapter here (expected {CONFIG_FILE} and {STATE_FILE}); "
+                           "run the train stage first (dvc repro train)")
+    raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if raw.get("format") != FORMAT:
+        raise RagtuneError(f"{cfg_path}: format {raw.get('format')!r} is not {FORMAT!r}; retrain the adapter")
+    known = set(AdapterConfig.__dataclass_fields__)
+    config = AdapterConfig.from_dict({k: v for k, v in raw.items() if k in known or k == "format"})
+    adapter = QueryAdapter(config)
+    adapter.load_state_dict(torch.load(state_path, map_location="cpu", weights_only=True))
+    return adapter.eval()
+
+
+@torch.no_grad()
+def adapt_queries(adapter: QueryAdapter, query_emb: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Apply the adapter to a float matrix (n, d) in eval mode without gradients; float32 (n, d)."""
+    was_training = adapter.training
+    adapter.eval()
+    try:
+        device = next(adapter.parameters()).device
+        q = torch.as_tensor(np.asarray(query_emb, dtype=np.float32))
+        out = np.empty((q.shape[0], adapter.config.dim), dtype=np.float32)
+        for s in range(0, q.shape[0], batch_size):
+            out[s:s + batch_size] = adapter(q[s:s + batch_size].to(device)).cpu().numpy()
+        return out
+    finally:
+        adapter.train(was_training)
