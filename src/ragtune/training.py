@@ -1,0 +1,330 @@
+"""Training the query adapter: data loading, the seeded chunk-level validation split, and the loop.
+
+The loop is AdamW with weight decay and gradient clipping; after each epoch Hit@5 is computed for
+all validation questions at once (one batched product through `ragtune.retrieval`), and training
+stops after `patience` epochs without improvement. The untrained adapter (the identity, i.e. raw
+cosine) is epoch 0 of model selection, so the returned adapter is never worse than raw cosine on
+validation. Same params, data and thread count -> bit-identical metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from .adapter import (Activation, AdapterConfig, AdapterKind, LossName, QueryAdapter, build_adapter,
+                      identity_distance, make_loss, text_groups)
+from .errors import DataError, RagtuneError
+from .params import Section
+from .retrieval import exact_top_k, hit_rate_at_k, mrr_at_k
+
+log = logging.getLogger(__name__)
+
+VAL_K = 10  # depth of the validation ranking (Hit@1/5/10 and MRR@10 come from one top-10)
+
+
+class TrainParams(Section):
+    """params.yaml `train`: the adapter, its loss and the optimiser. The tune stage searches over a
+    subset of these keys (`tune.search_space`); the train stage overlays the best values found."""
+
+    seed: int = 42
+    val_fraction: float = Field(0.15, gt=0.0, le=0.5)
+    use_tuned: bool = True
+    # model
+    kind: AdapterKind = "mlp"
+    hidden_dim: int = Field(64, ge=4, le=16384)
+    n_hidden_layers: int = Field(1, ge=0, le=3)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    activation: Activation = "gelu"
+    residual_scale: float = Field(1.0, gt=0.0, le=100.0)
+    # loss
+    loss: LossName = "in_batch"
+    temperature: float = Field(0.03, ge=0.001, le=10.0)
+    identity_weight: float = Field(0.5, ge=0.0, le=1000.0)
+    # optimiser
+    lr: float = Field(5e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0, le=100.0)
+    batch_size: int = Field(512, ge=2, le=1_000_000)
+    max_epochs: int = Field(30, ge=1, le=10_000)
+    patience: int = Field(4, ge=1, le=10_000)
+    grad_clip: float = Field(1.0, ge=0.0, le=1e6)  # max gradient norm; 0 turns clipping off
+    compare_linear: bool = False
+    device: Literal["cpu", "auto", "cuda", "mps"] = "cpu"
+    # CPU threads for torch while training; 0 leaves torch's default. The matrices are small, so one
+    # thread is as fast on an idle machine and far faster on a busy one (no OpenMP barrier waits);
+    # a fixed count also keeps metrics bit-identical across machines.
+    threads: int = Field(1, ge=0, le=1024)
+
+    def adapter_config(self, dim: int) -> AdapterConfig:
+        return AdapterConfig(dim=dim, kind=self.kind, hidden_dim=self.hidden_dim,
+                             n_hidden_layers=self.n_hidden_layers, dropout=self.dropout,
+                             activation=self.activation, residual_scale=self.residual_scale)
+
+
+# Keys the tune stage may search over (the rest say how to run, not what to train).
+TUNABLE = frozenset({"kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale",
+                     "loss", "temperature", "identity_weight", "lr", "weight_decay", "batch_size",
+                     "grad_clip"})
+
+
+# --- data -------------------------------------------------------------------------------------
+
+@dataclass
+class TrainingData:
+    """Frozen embeddings, row-aligned. `gold_rows[i]` is the corpus row of question i's chunk;
+    `text_group[r]` is shared by corpus rows with identical text."""
+
+    corpus_ids: list[str]
+    corpus_emb: torch.Tensor          # (N, d) float32
+    text_group: torch.Tensor          # (N,) int64
+    question_ids: list[str]
+    question_emb: torch.Tensor        # (n, d) float32
+    gold_rows: torch.Tensor           # (n,) int64
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.corpus_emb.shape[1])
+
+    def to(self, device: str) -> "TrainingData":
+        return TrainingData(self.corpus_ids, self.corpus_emb.to(device), self.text_group.to(device),
+                            self.question_ids, self.question_emb.to(device), self.gold_rows.to(device),
+                            dict(self.dropped))
+
+
+def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpus_texts: Sequence[str],
+                        question_ids: Sequence[str], question_emb: np.ndarray,
+                        question_chunk_ids: Sequence[str], test_chunk_ids: Sequence[str] = (),
+                        source: str = "questions") -> TrainingData:
+    """Align questions to corpus rows. Questions about held-out test chunks are dropped (they would
+    train on what the test measures); a question whose chunk is not in the corpus is an error."""
+    if corpus_emb.shape[0] != len(corpus_ids) or len(corpus_texts) != len(corpus_ids):
+        raise DataError(f"corpus: {len(corpus_ids)} ids, {corpus_emb.shape[0]} embeddings and "
+                        f"{len(corpus_texts)} texts; rerun the embed stage")
+    if question_emb.shape[0] != len(question_ids) or len(question_chunk_ids) != len(question_ids):
+        raise DataError(f"{source}: {len(question_ids)} ids, {question_emb.shape[0]} embeddings and "
+                        f"{len(question_chunk_ids)} chunk ids; rerun the embed stage")
+    if question_emb.shape[1] != corpus_emb.shape[1]:
+        raise DataError(f"{source}: questions are {question_emb.shape[1]}-d but the corpus is "
+                        f"{corpus_emb.shape[1]}-d; embed both with the same model")
+    row_of = {cid: i for i, cid in enumerate(corpus_ids)}
+    missing = [c for c in question_chunk_ids if c not in row_of]
+    if missing:
+        raise DataError(f"{source}: {len(missing)} question(s) name chunks not in the corpus "
+                        f"(first: {missing[0]!r}); rerun synthesize and embed on the current corpus")
+    held_out = set(test_chunk_ids)
+    keep = np.fromiter((c not in held_out for c in question_chunk_ids), dtype=bool, count=len(question_ids))
+    n_dropped = int((~keep).sum())
+    if n_dropped:
+        log.warning("%s: dropped %d question(s) about held-out test chunks", source, n_dropped)
+    if not keep.any():
+        raise DataError(f"{source}: no training questions left; run the synthesize stage")
+    gold = np.fromiter((row_of[c] for c in question_chunk_ids), dtype=np.int64, count=len(question_ids))
+    return TrainingData(
+        corpus_ids=list(corpus_ids),
+        corpus_emb=torch.as_tensor(np.ascontiguousarray(corpus_emb, dtype=np.float32)),
+        text_group=torch.as_tensor(text_groups(list(corpus_texts))),
+        question_ids=[q for q, k in zip(question_ids, keep) if k],
+        question_emb=torch.as_tensor(np.ascontiguousarray(question_emb[keep], dtype=np.float32)),
+        gold_rows=torch.as_tensor(gold[keep]),
+        dropped={"test_chunk_questions": n_dropped},
+    )
+
+
+def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus_jsonl: str | Path) -> TrainingData:
+    """Read the embed stage's questions.npz (`ids`, `emb`, `chunk_ids`) and corpus.npz, and the fetch
+    stage's corpus.jsonl (texts for the identical-text mask, `split` for the held-out chunks)."""
+    from .embedding import load_embeddings_with_columns
+    from .records import load_corpus
+
+    q_ids, q_emb, cols = load_embeddings_with_columns(questions_npz)
+    if "chunk_ids" not in cols:
+        raise DataError(f"{questions_npz}: no `chunk_ids` column; rerun the embed stage with --questions")
+    c_ids, c_emb, _ = load_embeddings_with_columns(corpus_npz)
+    chunks = {c.id: c for c in load_corpus(corpus_jsonl)}
+    absent = [cid for cid in c_ids if cid not in chunks]
+    if absent:
+        raise DataError(f"{corpus_npz}: {len(absent)} embedded chunk(s) not in {corpus_jsonl} "
+                        f"(first: {absent[0]!r}); rerun the embed stage")
+    texts = [chunks[cid].text for cid in c_ids]
+    test_chunks = [cid for cid, c in chunks.items() if c.split == "test"]
+    return build_training_data(c_ids, c_emb, texts, q_ids, q_emb, cols["chunk_ids"], test_chunks,
+                               source=str(questions_npz))
+
+
+@dataclass(frozen=True)
+class Split:
+    """Question row indices for training and validation; no text group (chunk) is on both sides."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def split_by_chunk(data: TrainingData, val_fraction: float, seed: int) -> Split:
+    """Seeded split of the questions by the text group of their chunk, so near-identical
+    validation questions never share a chunk with training ones."""
+    groups = data.text_group[data.gold_rows].cpu().numpy()
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        raise DataError("training questions cover fewer than 2 distinct chunks; cannot hold out a validation "
+                        "set (synthesize questions for more chunks)")
+    rng = np.random.default_rng(seed)
+    n_val = min(len(unique) - 1, max(1, math.ceil(val_fraction * len(unique))))
+    val_groups = rng.permutation(unique)[:n_val]
+    is_val = np.isin(groups, val_groups)
+    return Split(train=np.flatnonzero(~is_val), val=np.flatnonzero(is_val))
+
+
+# --- validation -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def validation_metrics(adapter: QueryAdapter | None, data: TrainingData, rows: np.ndarray) -> dict[str, float]:
+    """Hit@1/5/10 and MRR@10 of questions `rows`, all at once: one adapter pass, one batched product
+    against the corpus. A chunk with the gold chunk's exact text counts as a hit. `adapter=None`
+    scores raw cosine."""
+    idx = torch.as_tensor(rows, device=data.question_emb.device)
+    query_emb = data.question_emb[idx]
+    if adapter is not None:
+        was_training = adapter.training
+        adapter.eval()
+        query_emb = adapter(query_emb)
+        adapter.train(was_training)
+    _, top = exact_top_k(query_emb, data.corpus_emb, VAL_K)
+    groups = data.text_group.cpu().numpy()
+    gold_groups = groups[data.gold_rows[idx].cpu().numpy()]
+    hits = groups[top] == gold_groups[:, None]
+    return {"hit@1": hit_rate_at_k(hits, 1), "hit@5": hit_rate_at_k(hits, 5),
+            "hit@10": hit_rate_at_k(hits, 10), "mrr@10": mrr_at_k(hits, 10)}
+
+
+def _selection_key(m: dict[str, float]) -> tuple[float, float]:
+    # Hit@5 decides; MRR@10 breaks ties (validation sets are small, so Hit@5 ties are common).
+    return (m["hit@5"], m["mrr@10"])
+
+
+# --- training ---------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    adapter: QueryAdapter                 # the selected state (epoch `best_epoch`), eval mode
+    history: list[dict[str, float]]       # one row per epoch; epoch 0 is the untrained identity
+    best_epoch: int
+    best: dict[str, float]                # validation metrics of the selected state
+    baseline: dict[str, float]            # validation metrics of raw cosine (epoch 0)
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f"val_{k}": v for k, v in self.best.items()}
+        out.update({f"baseline_val_{k}": v for k, v in self.baseline.items()})
+        out.update(best_epoch=self.best_epoch, epochs_run=len(self.history) - 1,
+                   seconds=round(self.seconds, 3))
+        return out
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def resolve_device(preference: str) -> str:
+    if preference == "auto":
+        from .embedding import pick_device
+        return pick_device("auto")
+    return preference
+
+
+def train_adapter(params: TrainParams, data: TrainingData, split: Split,
+                  on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Train one adapter; `on_epoch(epoch, row)` is called after each epoch's validation (the tuner
+    reports to Optuna there and may raise to prune)."""
+    if len(split.train) == 0 or len(split.val) == 0:
+        raise DataError("the training or validation split is empty; synthesize more questions")
+    previous_threads = torch.get_num_threads()
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    try:
+        return _train(params, data, split, on_epoch)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: EpochCallback | None) -> TrainResult:
+    t0 = time.perf_counter()
+    device = resolve_device(params.device)
+    data = data.to(device)
+    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, then restore
+        torch.manual_seed(params.seed)
+        adapter = build_adapter(params.adapter_config(data.dim), params.seed).to(device)
+        loss_fn = make_loss(params.loss, params.temperature)
+        optimiser = torch.optim.AdamW(adapter.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+        shuffle = torch.Generator().manual_seed(params.seed)
+        train_rows = torch.as_tensor(split.train, device=device)
+
+        baseline = validation_metrics(adapter, data, split.val)
+        history = [{"epoch": 0, "train_loss": float("nan"), **{f"val_{k}": v for k, v in baseline.items()},
+                    "seconds": 0.0}]
+        best, best_epoch = baseline, 0
+        best_state = copy.deepcopy(adapter.state_dict())
+        stale = 0
+        for epoch in range(1, params.max_epochs + 1):
+            t_epoch = time.perf_counter()
+            adapter.train()
+            order = train_rows[torch.randperm(len(train_rows), generator=shuffle).to(device)]
+            loss_sum = torch.zeros((), device=device)
+            n_batches = 0
+            for s in range(0, len(order), params.batch_size):
+                batch = order[s:s + params.batch_size]
+                if len(batch) < 2:  # a lone question has no in-batch negatives; it rejoins next epoch
+                    continue
+                query_emb = data.question_emb[batch]
+                adapted = adapter(query_emb)
+                loss = loss_fn(adapted, data.gold_rows[batch], data.corpus_emb, data.text_group)
+                if params.identity_weight > 0:
+                    loss = loss + params.identity_weight * identity_distance(adapted, query_emb)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if params.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(adapter.parameters(), params.grad_clip)
+                optimiser.step()
+                loss_sum += loss.detach()
+                n_batches += 1
+            metrics = validation_metrics(adapter, data, split.val)
+            row = {"epoch": epoch, "train_loss": float(loss_sum) / max(n_batches, 1),
+                   **{f"val_{k}": v for k, v in metrics.items()},
+                   "seconds": time.perf_counter() - t_epoch}
+            history.append(row)
+            if not math.isfinite(row["train_loss"]):
+                log.warning("training diverged at epoch %d (loss %s); keeping epoch %d", epoch,
+                            row["train_loss"], best_epoch)
+                break
+            if _selection_key(metrics) > _selection_key(best):
+                best, best_epoch, stale = metrics, epoch, 0
+                best_state = copy.deepcopy(adapter.state_dict())
+            else:
+                stale += 1
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+            if stale >= params.patience:
+                break
+    adapter.load_state_dict(best_state)
+    adapter.eval()
+    return TrainResult(adapter=adapter.cpu(), history=history, best_epoch=best_epoch, best=best,
+                       baseline=baseline, seconds=time.perf_counter() - t0)
+
+
+def apply_overrides(params: TrainParams, overrides: dict[str, Any], source: str = "overrides") -> TrainParams:
+    """`params` with tuned values; an unknown key or a bad value is an error naming `source`."""
+    unknown = sorted(set(overrides) - set(TrainParams.model_fields))
+    if unknown:
+        raise RagtuneError(f"{source}: unknown train key(s) {unknown}; rerun the tune stage")
+    from .params import parse_section
+
+    merged = {**params.model_dump(), **overrides}
+    return parse_section(merged, "train", TrainParams, source)

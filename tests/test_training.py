@@ -1,0 +1,207 @@
+"""Training: data alignment, the chunk-level split, the loop, model selection and determinism."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ragtune.adapter import QueryAdapter
+from ragtune.embedding import save_embeddings
+from ragtune.errors import DataError, ParamsError, RagtuneError
+from ragtune.params import load_section
+from ragtune.records import Chunk, write_jsonl
+from ragtune.retrieval import exact_top_k
+from ragtune.training import (TrainParams, apply_overrides, build_training_data, load_training_data,
+                              split_by_chunk, train_adapter, validation_metrics)
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def learnable_data(n_chunks=240, dim=32, per_chunk=4, seed=0, noise=2.0, distortion=1.5, test_chunks=()):
+    """Questions are noisy copies of their chunk seen through a fixed linear distortion: raw cosine
+    is mediocre and an adapter can learn to undo the distortion. Chunks 0 and 1 share their text."""
+    rng = np.random.default_rng(seed)
+    corpus = _unit(rng.standard_normal((n_chunks, dim)))
+    distort = np.eye(dim) + distortion * rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    gold = np.repeat(np.arange(n_chunks), per_chunk)
+    questions = _unit((corpus[gold] + noise * rng.standard_normal((len(gold), dim)) / np.sqrt(dim)) @ distort.T)
+    ids = [f"c{i}" for i in range(n_chunks)]
+    texts = ["shared text" if i < 2 else f"text {i}" for i in range(n_chunks)]
+    q_ids = [f"q{j}" for j in range(len(gold))]
+    return build_training_data(ids, corpus, texts, q_ids, questions, [ids[g] for g in gold], list(test_chunks))
+
+
+FAST = dict(max_epochs=12, patience=3, batch_size=64, lr=3e-3, temperature=0.05, identity_weight=0.0,
+            hidden_dim=32, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return learnable_data()
+
+
+@pytest.fixture(scope="module")
+def split(data):
+    return split_by_chunk(data, 0.2, seed=7)
+
+
+def test_split_keeps_every_chunk_on_one_side_and_is_seeded(data, split):
+    groups = data.text_group[data.gold_rows].numpy()
+    assert not set(groups[split.train]) & set(groups[split.val])
+    assert sorted(np.concatenate([split.train, split.val]).tolist()) == list(range(len(data.question_ids)))
+    # chunks 0 and 1 have the same text: their questions land on the same side
+    both = np.flatnonzero(np.isin(data.gold_rows.numpy(), [0, 1]))
+    assert len(set(np.isin(both, split.val))) == 1
+    again = split_by_chunk(data, 0.2, seed=7)
+    other = split_by_chunk(data, 0.2, seed=8)
+    assert np.array_equal(again.val, split.val) and not np.array_equal(other.val, split.val)
+    assert 0.15 < len(split.val) / len(data.question_ids) < 0.25
+
+
+def test_validation_metrics_match_a_per_question_loop(data, split):
+    got = validation_metrics(None, data, split.val)
+    groups = data.text_group.numpy()
+    ranks = []
+    for row in split.val:  # the slow way: one question at a time
+        q = data.question_emb[row:row + 1]
+        _, top = exact_top_k(q, data.corpus_emb, 10)
+        gold_group = groups[int(data.gold_rows[row])]
+        hit = [groups[j] == gold_group for j in top[0]]
+        ranks.append(hit.index(True) + 1 if any(hit) else 0)
+    ranks = np.array(ranks)
+    assert got["hit@5"] == pytest.approx(np.mean((ranks > 0) & (ranks <= 5)))
+    assert got["hit@1"] == pytest.approx(np.mean(ranks == 1))
+    assert got["mrr@10"] == pytest.approx(np.mean(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0)))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+@pytest.mark.parametrize("loss", ["in_batch", "full_corpus"])
+def test_training_beats_raw_cosine_on_learnable_data(data, split, kind, loss):
+    result = train_adapter(TrainParams(kind=kind, loss=loss, **FAST), data, split)
+    assert result.baseline["hit@5"] < 0.8
+    assert result.best["hit@5"] > result.baseline["hit@5"] + 0.05
+    assert result.best_epoch >= 1 and not result.adapter.training
+    assert result.history[0]["epoch"] == 0 and result.history[0]["val_hit@5"] == result.baseline["hit@5"]
+    assert validation_metrics(result.adapter, data, split.val) == result.best  # the selected state is returned
+
+
+def test_same_seed_same_data_gives_bit_identical_metrics_and_weights(data, split):
+    params = TrainParams(kind="mlp", n_hidden_layers=2, **{**FAST, "dropout": 0.2, "max_epochs": 4})
+    a = train_adapter(params, data, split)
+    b = train_adapter(params, data, split)
+    def metrics(history):  # everything but wall time; JSON so that NaN (epoch 0's loss) compares equal
+        return json.dumps([{k: v for k, v in row.items() if k != "seconds"} for row in history])
+
+    assert metrics(a.history) == metrics(b.history)
+    for (name, x), (_, y) in zip(a.adapter.state_dict().items(), b.adapter.state_dict().items()):
+        assert torch.equal(x, y), name
+    c = train_adapter(params.model_copy(update={"seed": 43}), data, split)
+    assert [r["train_loss"] for r in c.history[1:]] != [r["train_loss"] for r in a.history[1:]]
+
+
+def test_model_selection_keeps_the_identity_when_training_only_hurts():
+    # Questions equal their chunk: raw cosine is perfect, so nothing trained can beat epoch 0.
+    rng = np.random.default_rng(1)
+    corpus = _unit(rng.standard_normal((60, 16)))
+    ids = [f"c{i}" for i in range(60)]
+    data = build_training_data(ids, corpus, [f"t{i}" for i in range(60)], [f"q{i}" for i in range(120)],
+                               np.concatenate([corpus, corpus]), ids + ids)
+    split = split_by_chunk(data, 0.25, seed=0)
+    result = train_adapter(TrainParams(lr=0.05, max_epochs=3, patience=2, batch_size=16, temperature=1.0,
+                                       hidden_dim=8, identity_weight=0.0), data, split)
+    assert result.baseline["hit@1"] == 1.0
+    assert result.best_epoch == 0 and result.best == result.baseline
+    q = data.question_emb[:10]
+    torch.testing.assert_close(result.adapter(q), q, rtol=0, atol=1e-6)  # the untrained identity
+
+
+def test_early_stopping_and_the_epoch_callback(data, split):
+    seen = []
+    params = TrainParams(**{**FAST, "max_epochs": 50, "patience": 2, "lr": 0.3})  # lr far too high: stalls
+    result = train_adapter(params, data, split, on_epoch=lambda epoch, row: seen.append((epoch, row["val_hit@5"])))
+    epochs_run = len(result.history) - 1
+    assert epochs_run < 50 and epochs_run - result.best_epoch == 2
+    assert [e for e, _ in seen] == list(range(1, epochs_run + 1))
+
+
+def test_an_exception_from_the_callback_stops_training(data, split):
+    class Stop(Exception):
+        pass
+
+    def prune(epoch, row):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_adapter(TrainParams(**FAST), data, split, on_epoch=prune)
+
+
+def test_identity_penalty_keeps_the_adapter_closer_to_raw_cosine(data, split):
+    free = train_adapter(TrainParams(**{**FAST, "max_epochs": 4, "patience": 10}), data, split)
+    held = train_adapter(TrainParams(**{**FAST, "max_epochs": 4, "patience": 10, "identity_weight": 20.0}),
+                         data, split)
+    q = data.question_emb[split.val]
+    with torch.no_grad():
+        drift_free = float((1 - (free.adapter(q) * q).sum(-1)).mean())
+        drift_held = float((1 - (held.adapter(q) * q).sum(-1)).mean())
+    assert drift_held < drift_free
+
+
+def test_questions_about_test_chunks_are_dropped_and_counted():
+    data = learnable_data(n_chunks=20, per_chunk=2, test_chunks=["c3", "c4"])
+    assert data.dropped == {"test_chunk_questions": 4}
+    assert len(data.question_ids) == 36
+    assert not set(data.gold_rows.tolist()) & {3, 4}
+
+
+def test_bad_inputs_name_the_problem():
+    corpus = _unit(np.ones((3, 4)) + np.eye(3, 4))
+    with pytest.raises(DataError, match="not in the corpus"):
+        build_training_data(["a", "b", "c"], corpus, ["x", "y", "z"], ["q"], corpus[:1], ["nope"])
+    with pytest.raises(DataError, match="same model"):
+        build_training_data(["a", "b", "c"], corpus, ["x", "y", "z"], ["q"], np.ones((1, 5), np.float32), ["a"])
+    with pytest.raises(DataError, match="no training questions"):
+        build_training_data(["a", "b", "c"], corpus, ["x", "y", "z"], ["q"], corpus[:1], ["a"], ["a"])
+
+
+def test_load_training_data_reads_the_embed_and_fetch_outputs(tmp_path):
+    chunks = [Chunk(id=f"c{i}", text=f"text {i % 4}", split="test" if i == 5 else "train") for i in range(6)]
+    write_jsonl(tmp_path / "corpus.jsonl", chunks)
+    rng = np.random.default_rng(0)
+    save_embeddings(tmp_path / "corpus.npz", [c.id for c in chunks], _unit(rng.standard_normal((6, 8))))
+    save_embeddings(tmp_path / "questions.npz", ["q0", "q1", "q2"], _unit(rng.standard_normal((3, 8))),
+                    chunk_ids=["c0", "c4", "c5"])
+    data = load_training_data(tmp_path / "questions.npz", tmp_path / "corpus.npz", tmp_path / "corpus.jsonl")
+    assert data.question_ids == ["q0", "q1"] and data.dropped["test_chunk_questions"] == 1
+    assert data.text_group.tolist() == [0, 1, 2, 3, 0, 1]  # c4 repeats c0's text
+    save_embeddings(tmp_path / "bare.npz", ["q0"], _unit(rng.standard_normal((1, 8))))
+    with pytest.raises(DataError, match="chunk_ids"):
+        load_training_data(tmp_path / "bare.npz", tmp_path / "corpus.npz", tmp_path / "corpus.jsonl")
+
+
+def test_train_params_errors_name_the_dotted_key(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: -1\n  kind: conv\n  hidden_dimm: 3\n")
+    with pytest.raises(ParamsError) as err:
+        load_section("train", TrainParams, path)
+    msg = str(err.value)
+    assert "train.lr:" in msg and "train.kind:" in msg and "train.hidden_dimm: unknown key" in msg
+
+
+def test_apply_overrides_validates_tuned_values():
+    base = TrainParams()
+    assert apply_overrides(base, {"lr": 0.01, "kind": "linear"}).kind == "linear"
+    with pytest.raises(RagtuneError, match="unknown train key"):
+        apply_overrides(base, {"learning_rate": 0.01}, source="best.json")
+    with pytest.raises(ParamsError, match="train.dropout"):
+        apply_overrides(base, {"dropout": 2.0}, source="best.json")
+
+
+def test_summary_is_json_serialisable(data, split):
+    result = train_adapter(TrainParams(**{**FAST, "max_epochs": 2}), data, split)
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["val_hit@5"] >= summary["baseline_val_hit@5"] and summary["epochs_run"] <= 2
+    assert isinstance(result.adapter, QueryAdapter)
