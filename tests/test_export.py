@@ -1,0 +1,108 @@
+"""The sentence-transformers export reproduces the library: encode_query is the adapted vector,
+encode_document the plain one (within 1e-5), with the embed stage's prompts and normalisation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from ragtune.adapter import AdapterConfig, QueryAdapter, adapt_queries, load_query_adapter, save_query_adapter
+from ragtune.cache import ContentCache
+from ragtune.embedding import CachedEmbedder, resolve_model
+from ragtune.export import EXPORT_INFO, MODULE_FILE, export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.params import EmbeddingParams
+
+QUERIES = ["What must a provider of a high-risk AI system document?", "incident reporting deadline",
+           "Which authority supervises crypto-asset service providers?"]
+DOCUMENTS = ["This Regulation lays down harmonised rules for the placing on the market of AI systems.",
+             "Member States shall ensure that essential entities notify significant incidents without undue delay."]
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return SentenceTransformer(resolve_model("packaged:all-MiniLM-L6-v2"), device="cpu")
+
+
+def trained_like(config: AdapterConfig, seed: int = 0) -> QueryAdapter:
+    """An adapter with random non-zero weights everywhere (far from the identity)."""
+    adapter = QueryAdapter(config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return adapter.eval()
+
+
+def library_vectors(base_model, adapter, tmp_path, params: EmbeddingParams):
+    """What the pipeline computes: CachedEmbedder (embed stage), then adapt_queries (eval stage)."""
+    with ContentCache(tmp_path / "cache.sqlite") as cache:
+        embedder = CachedEmbedder(params, cache, model=base_model)
+        queries = adapt_queries(adapter, embedder.encode_queries(QUERIES))
+        documents = embedder.encode_documents(DOCUMENTS)
+    return queries, documents
+
+
+CONFIGS = {
+    "mlp-2-layers": AdapterConfig(dim=384, kind="mlp", hidden_dim=32, n_hidden_layers=2, dropout=0.3),
+    "mlp-affine": AdapterConfig(dim=384, kind="mlp", n_hidden_layers=0, residual_scale=0.5),
+    "linear": AdapterConfig(dim=384, kind="linear"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_export_gives_the_library_vectors(name, base_model, tmp_path):
+    adapter = trained_like(CONFIGS[name])
+    params = EmbeddingParams()
+    out = export_sentence_transformer(adapter, tmp_path / "export", base_model)
+    remote = needs_remote_code(adapter)
+    assert (out / MODULE_FILE).is_file() == remote
+    assert json.loads((out / EXPORT_INFO).read_text())["trust_remote_code"] == remote
+
+    model = SentenceTransformer(str(out), device="cpu", trust_remote_code=remote)
+    want_q, want_d = library_vectors(base_model, adapter, tmp_path, params)
+    got_q = model.encode_query(QUERIES, convert_to_numpy=True)
+    got_d = model.encode_document(DOCUMENTS, convert_to_numpy=True)
+    np.testing.assert_allclose(got_q, want_q, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got_d, want_d, rtol=0, atol=1e-5)
+    plain = base_model.encode(QUERIES, normalize_embeddings=True)
+    assert np.abs(got_q - plain).max() > 1e-2  # the query route really applies the adapter
+
+
+def test_affine_adapters_load_without_remote_code_and_mlps_need_it(base_model, tmp_path):
+    export_sentence_transformer(trained_like(CONFIGS["linear"]), tmp_path / "linear", base_model)
+    SentenceTransformer(str(tmp_path / "linear"), device="cpu").encode_query(QUERIES[:1])
+    export_sentence_transformer(trained_like(CONFIGS["mlp-2-layers"]), tmp_path / "mlp", base_model)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(tmp_path / "mlp"), device="cpu")
+    assert load_exported(tmp_path / "mlp").encode_query(QUERIES[:1]).shape == (1, 384)
+
+
+def test_prompts_follow_the_embed_stage(base_model, tmp_path):
+    params = EmbeddingParams(query_prompt="query: ", document_prompt="passage: ")
+    adapter = trained_like(CONFIGS["mlp-2-layers"], seed=1)
+    out = export_sentence_transformer(adapter, tmp_path / "export", base_model, params.query_prompt,
+                                      params.document_prompt, params.normalize)
+    model = load_exported(out)
+    want_q, want_d = library_vectors(base_model, adapter, tmp_path, params)
+    np.testing.assert_allclose(model.encode_query(QUERIES), want_q, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(model.encode_document(DOCUMENTS), want_d, rtol=0, atol=1e-5)
+
+
+def test_export_of_a_saved_adapter_and_replacement_in_place(base_model, tmp_path):
+    save_query_adapter(trained_like(CONFIGS["mlp-2-layers"], seed=2), tmp_path / "adapter")
+    adapter = load_query_adapter(tmp_path / "adapter")
+    out = tmp_path / "adapter" / "sentence_transformer"
+    export_sentence_transformer(trained_like(CONFIGS["linear"], seed=3), out, base_model)
+    export_sentence_transformer(adapter, out, base_model)  # replaces the previous export whole
+    assert (out / MODULE_FILE).is_file()
+    assert not list(tmp_path.joinpath("adapter").glob(".sentence_transformer*"))  # no temp dirs left
+    np.testing.assert_allclose(load_exported(out).encode_query(QUERIES),
+                               adapt_queries(adapter, base_model.encode(QUERIES, normalize_embeddings=True)),
+                               rtol=0, atol=1e-5)
+
+
+def test_dimension_mismatch_is_refused(base_model, tmp_path):
+    with pytest.raises(ValueError, match="384-d"):
+        export_sentence_transformer(trained_like(AdapterConfig(dim=16)), tmp_path / "x", base_model)
