@@ -1,0 +1,131 @@
+"""train: the tuned adapter, trained with a fixed seed -> models/adapter/ (state dict, config,
+sentence-transformers export), data/train/{history.csv, metrics.json, split.json}."""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.adapter import adapt_queries, save_query_adapter
+from ragtune.embedding import load_model
+from ragtune.errors import RagtuneError
+from ragtune.export import export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.io import atomic_open, read_json, write_json
+from ragtune.params import EmbeddingParams, MlflowParams, load_section
+from ragtune.records import load_corpus
+from ragtune.stage import run_main
+from ragtune.tracking import stage_run
+from ragtune.training import TrainParams, apply_overrides, load_training_data, split_by_chunk, train_adapter
+
+OUT = Path("data/train")
+MODEL_DIR = Path("models/adapter")
+LINEAR_DIR = Path("models/linear_adapter")  # the `linear` variant, when train.compare_linear asks for it
+BEST = Path("data/tune/best.json")
+INFO = Path("data/embed/info.json")
+INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl")
+EXPORT_DIR = "sentence_transformer"
+EXPORT_TOLERANCE = 1e-5
+
+
+def tuned_params(params: TrainParams) -> tuple[TrainParams, dict]:
+    if not params.use_tuned:
+        return params, {}
+    if not BEST.is_file():
+        raise RagtuneError(f"{BEST} not found: run the tune stage first, or set train.use_tuned: false "
+                           "to train the params.yaml configuration")
+    best = read_json(BEST)
+    return apply_overrides(params, best.get("params", {}), source=str(BEST)), best
+
+
+def check_embedder(emb: EmbeddingParams) -> dict:
+    info = read_json(INFO)
+    if info.get("model") != emb.model:
+        raise RagtuneError(f"{INFO} was made with embedding.model {info.get('model')!r} but params.yaml says "
+                           f"{emb.model!r}; rerun the embed stage (dvc repro embed)")
+    return info
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    with atomic_open(path) as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else
+                                 round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def export_and_check(adapter, out_dir: Path, base_model, emb: EmbeddingParams, probe_texts: list[str],
+                     info: dict) -> float:
+    """Export, reload, and compare with the library on a few texts: the export must reproduce the
+    adapter (embed-stage normalisation and prompts included) to EXPORT_TOLERANCE."""
+    export_sentence_transformer(adapter, out_dir, base_model, emb.query_prompt, emb.document_prompt,
+                                emb.normalize, info={"embedder": info.get("model"),
+                                                     "fingerprint": info.get("fingerprint")})
+    exported = load_exported(out_dir)
+    library = adapt_queries(adapter, base_model.encode(probe_texts, prompt=emb.query_prompt or None,
+                                                       normalize_embeddings=emb.normalize, convert_to_numpy=True))
+    diff = float(np.abs(exported.encode_query(probe_texts, convert_to_numpy=True) - library).max())
+    if not diff <= EXPORT_TOLERANCE:
+        raise RagtuneError(f"{out_dir}: the export differs from the adapter by {diff:.2e} (> {EXPORT_TOLERANCE}); "
+                           "this is a bug in ragtune.export")
+    return diff
+
+
+def main() -> None:
+    params, best = tuned_params(load_section("train", TrainParams))
+    emb = load_section("embedding", EmbeddingParams)
+    mlflow_params = load_section("mlflow", MlflowParams)
+    info = check_embedder(emb)
+    data = load_training_data(*INPUTS)
+    split = split_by_chunk(data, params.val_fraction, params.seed)
+    probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
+    base_model = load_model(emb)
+
+    with stage_run("train", mlflow_params, params={"train": params},
+                   tags={"ragtune.tuned_from": best.get("study", "params.yaml")}) as run:
+        kinds = [params.kind] + (["linear"] if params.compare_linear and params.kind != "linear" else [])
+        metrics: dict = {}
+        dirs_written: list[Path] = []
+        for kind in kinds:
+            p = params if kind == params.kind else params.model_copy(update={"kind": kind})
+            result = train_adapter(p, data, split)
+            model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
+            dirs_written.append(model_dir)
+            save_query_adapter(result.adapter, model_dir, extra={"train": p.model_dump(mode="json")})
+            diff = export_and_check(result.adapter, model_dir / EXPORT_DIR, base_model, emb, probe, info)
+            summary = {**result.summary(), "kind": kind, "loss": p.loss, "export_max_abs_diff": diff,
+                       "export_needs_trust_remote_code": needs_remote_code(result.adapter)}
+            prefix = "" if kind == params.kind else "linear_"
+            if kind == params.kind:
+                metrics.update(summary)
+                write_history(OUT / "history.csv", result.history)
+            else:
+                metrics["linear"] = summary
+                write_history(LINEAR_DIR / "history.csv", result.history)
+            run.log_metrics({f"{prefix}{k}": v for k, v in summary.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            for key in ("train_loss", "val_hit@5", "val_mrr@10"):
+                values = [row[key] for row in result.history[1:]]
+                run.log_points([(f"{prefix}epoch_{key}", v, i + 1) for i, v in enumerate(values) if math.isfinite(v)])
+            run.log_artifact(model_dir / "adapter.pt", f"{prefix}adapter")
+            run.log_artifact(model_dir / "config.json", f"{prefix}adapter")
+        run.log_artifact(OUT / "history.csv")
+
+    if LINEAR_DIR not in dirs_written:  # a declared DVC output: say why it holds no adapter
+        LINEAR_DIR.mkdir(parents=True, exist_ok=True)
+        (LINEAR_DIR / "README.txt").write_text("set train.compare_linear: true to train the linear variant "
+                                               "here for comparison\n", encoding="utf-8")
+    metrics.update(n_train_questions=int(len(split.train)), n_val_questions=int(len(split.val)),
+                   dropped_test_chunk_questions=data.dropped.get("test_chunk_questions", 0),
+                   tuned_trial=best.get("trial"), mlflow_run_id=run.run_id)
+    write_json(OUT / "split.json", {"train": [data.question_ids[i] for i in split.train],
+                                    "val": [data.question_ids[i] for i in split.val]})
+    write_json(OUT / "metrics.json", metrics)
+    print(f"train: {params.kind} adapter, epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
+          f"val Hit@5 {metrics['val_hit@5']:.4f} (raw cosine {metrics['baseline_val_hit@5']:.4f}), "
+          f"{metrics['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,55 @@
+"""tune: Optuna search over the adapter's hyperparameters -> best.json, trials.csv, the study storage."""
+
+import math
+from pathlib import Path
+
+from ragtune.io import write_json
+from ragtune.params import MlflowParams, load_section
+from ragtune.stage import run_main
+from ragtune.tracking import pipeline_tags, stage_run
+from ragtune.training import TrainParams, load_training_data
+from ragtune.tuning import MlflowTarget, TuneParams, redact_url, run_study, write_trials_csv
+
+OUT = Path("data/tune")
+STORAGE_DIR = OUT / "storage"
+INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl")
+
+
+def main() -> None:
+    tune = load_section("tune", TuneParams)
+    base = load_section("train", TrainParams)
+    mlflow_params = load_section("mlflow", MlflowParams)
+    data = load_training_data(*INPUTS)
+    storage_label = redact_url(tune.storage) if tune.storage else str(STORAGE_DIR / "optuna.journal")
+
+    with stage_run("tune", mlflow_params, params={"tune": tune, "train": base}) as run:
+        target = None
+        if run.active:
+            experiment_id = run.client.get_run(run.run_id).info.experiment_id
+            tags = {k: v for k, v in pipeline_tags("tune").items() if k != "ragtune.stage"}
+            target = MlflowTarget(mlflow_params.tracking_uri, experiment_id, run.run_id, tuple(tags.items()))
+        result = run_study(tune, base, INPUTS, STORAGE_DIR, target, data)
+        best = result.best
+        run.set_tags({"optuna.study_name": result.study_name, "optuna.storage": storage_label,
+                      "optuna.best_trial": best["trial"]})
+        run.log_metrics({"best_val_hit@5": best["value"], "best_val_mrr@10": best["val_mrr@10"],
+                         "baseline_val_hit@5": best["baseline_val_hit@5"], "seconds": result.seconds,
+                         **{f"n_{k}": v for k, v in result.counts.items()}})
+        run.log_points([("trial_objective", float(r["value"]), int(r["trial"])) for r in result.trials
+                        if isinstance(r["value"], float) and math.isfinite(r["value"])])
+
+    if tune.storage and "://" in tune.storage:
+        STORAGE_DIR.mkdir(parents=True, exist_ok=True)
+        (STORAGE_DIR / "README.txt").write_text(f"study {result.study_name} is stored in {storage_label}\n",
+                                                encoding="utf-8")
+    write_trials_csv(OUT / "trials.csv", result.trials)
+    write_json(OUT / "best.json", {**best, "study": result.study_name, "storage": storage_label,
+                                   "trials": result.counts, "seconds": round(result.seconds, 2),
+                                   "mlflow_run_id": run.run_id})
+    print(f"tune: {result.counts['complete']} complete, {result.counts['pruned']} pruned in "
+          f"{result.seconds:.0f} s; best trial {best['trial']}: val Hit@5 {best['value']:.4f} "
+          f"(raw cosine {best['baseline_val_hit@5']:.4f})")
+
+
+if __name__ == "__main__":
+    run_main(main)
