@@ -18,15 +18,17 @@ CACHE = Path("data/cache/embeddings.sqlite")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--corpus", type=Path, default=Path("data/fetch/corpus.jsonl"))
-    ap.add_argument("--test", type=Path, default=Path("data/fetch/test.jsonl"))
+    ap.add_argument("--test", type=Path, action="append",
+                    help="a test.jsonl; repeat to join several (default: data/fetch/test.jsonl)")
     ap.add_argument("--questions", type=Path, default=None)
     args = ap.parse_args()
+    tests = tuple(args.test or [Path("data/fetch/test.jsonl")])
 
     params = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
     with ContentCache(CACHE) as cache:
         embedder = CachedEmbedder(params, cache)
-        info = embed_all(embedder, EmbedInputs(args.corpus, args.test, args.questions), OUT)
+        info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions), OUT)
     write_json(OUT / "info.json", info)
     with stage_run("embed", mlflow_params, params={"embedding": params}) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -8,21 +8,39 @@ from pathlib import Path
 from typing import Any
 
 from .embedding import CachedEmbedder, save_embeddings
-from .records import SyntheticQuestion, load_corpus, load_test, read_jsonl
+from .errors import DataError
+from .records import SyntheticQuestion, TestQuestion, load_corpus, load_test, read_jsonl
 
 
 @dataclass(frozen=True)
 class EmbedInputs:
     corpus: Path
-    test: Path
+    test: Path | tuple[Path, ...]  # several files are one test set (fetch's, plus synthesize's synthetic ones)
     questions: Path | None = None
+
+    @property
+    def test_files(self) -> tuple[Path, ...]:
+        return (self.test,) if isinstance(self.test, Path) else tuple(self.test)
+
+
+def load_test_set(paths: tuple[Path, ...], corpus_ids: list[str]) -> list[TestQuestion]:
+    """The test questions of several files, ids unique across them."""
+    out: list[TestQuestion] = []
+    where: dict[str, Path] = {}
+    for p in paths:
+        for q in load_test(p, corpus_ids=corpus_ids):
+            if q.id in where:
+                raise DataError(f"{p}: test question id '{q.id}' also in {where[q.id]}")
+            where[q.id] = p
+            out.append(q)
+    return out
 
 
 def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> dict[str, Any]:
     """Write corpus.npz, test.npz (and questions.npz) under out_dir; return counts for the report."""
     t0 = time.perf_counter()
     chunks = load_corpus(inputs.corpus)
-    test = load_test(inputs.test, corpus_ids=[c.id for c in chunks])
+    test = load_test_set(inputs.test_files, [c.id for c in chunks])
     counts: dict[str, Any] = {}
 
     corpus_emb = embedder.encode_documents([c.text for c in chunks], desc="corpus")
@@ -39,6 +57,7 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
         save_embeddings(out_dir / "questions.npz", [q.id for q in questions],
                         q_emb.reshape(len(questions), embedder.dim), chunk_ids=[q.chunk_id for q in questions])
         counts["questions"] = len(questions)
+    counts["test_synthetic"] = sum(q.origin == "synthetic" for q in test)
 
     return {**counts, **embedder.describe(), "cache_hits": embedder.cache.hits,
             "cache_misses": embedder.cache.misses, "encoded": embedder.encoded,

@@ -15,7 +15,7 @@ def run_main(main: Callable[[], None]) -> None:
     logging.basicConfig(level=os.environ.get("RAGTUNE_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Keep third-party chatter (HTTP clients, alembic migrations) out of stage logs.
-    for noisy in ("httpx", "alembic", "urllib3", "huggingface_hub", "filelock"):
+    for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "alembic", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         main()

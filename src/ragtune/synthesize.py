@@ -1,0 +1,383 @@
+"""Synthetic training questions: one generator call per training chunk, through a per-item cache.
+
+Flow: pick the chunks (train split; test chunks never reach the generator), render the versioned
+prompt, look every chunk up in the cache, send only the misses to the backend, commit each result
+the moment it arrives, then filter (empty, too short, overlong, not a question, pointing at "the
+text", duplicates within and across chunks) and count every drop by reason. A failed call is stored
+with its reason and retried on the next run; it never becomes "zero questions".
+
+For a corpus whose test chunks no test question covers (a `jsonl` corpus without a test file), the
+same generator writes test questions for those held-out chunks, kept apart in their own file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import random
+import re
+import threading
+import time
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from pydantic import Field
+
+from .cache import ContentCache, content_key
+from .errors import RagtuneError
+from .llm.base import Backend, GenRequest, GenResult, Usage
+from .params import Section
+from .records import Chunk, SyntheticQuestion, TestQuestion
+
+log = logging.getLogger(__name__)
+
+_CACHE_VERSION = "synthesize/v1"
+
+
+class FilterParams(Section):
+    min_chars: int = Field(10, ge=1, le=1000)
+    max_chars: int = Field(300, ge=10, le=5000)
+    # LLM questions must end with "?" (ICT pseudo-queries are sentences by design: exempt).
+    require_question_mark: bool = True
+    drop_references_to_source: bool = True  # "according to the passage", "in this text", …
+
+
+class SynthesizeParams(Section):
+    prompt: str = "synthesize_v1"  # a prompt in src/ragtune/prompts/, or the path of a .txt file
+    questions_per_chunk: int = Field(5, ge=1, le=50)
+    # Cap on training chunks sent to the generator (a seeded sample, reported); null: all of them.
+    max_chunks: int | None = Field(None, ge=1)
+    seed: int = 42
+    test_questions_per_chunk: int = Field(1, ge=1, le=50)
+    # The stage fails (after writing its outputs) when more than this share of calls failed, so
+    # `dvc repro` runs it again and retries them; below it, failures are reported and kept for the next run.
+    max_failed_share: float = Field(0.2, ge=0.0, le=1.0)
+    filters: FilterParams = FilterParams()
+
+
+# --- the prompt -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    text: str  # the whole file: its hash is part of every cache key
+    system: str
+    user: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def prompt_id(self) -> str:
+        return f"{self.name}@{self.sha256[:12]}"
+
+    def render(self, passage: str, n: int, title: str | None) -> str:
+        lines = []
+        for line in self.user.split("\n"):
+            if "{title}" in line and not title:
+                continue  # a line about the title is left out when the chunk has none
+            lines.append(line)
+        # Substitute placeholders one at a time so braces inside the passage are left alone.
+        out = "\n".join(lines).replace("{n}", str(n)).replace("{title}", title or "")
+        return out.replace("{passage}", passage)
+
+
+def load_prompt(name: str) -> Prompt:
+    """A prompt file: `=== system ===` then `=== user ===` with {n}, {title} and {passage}."""
+    path = Path(name)
+    if name.endswith(".txt") and path.is_file():
+        text, pname = path.read_text(encoding="utf-8"), path.stem
+    else:
+        res = importlib.resources.files("ragtune") / "prompts" / f"{name}.txt"
+        if not res.is_file():
+            raise RagtuneError(f"synthesize.prompt: no prompt '{name}' (looked for src/ragtune/prompts/{name}.txt; "
+                               "give a prompt name there or the path of a .txt file)")
+        text, pname = res.read_text(encoding="utf-8"), name
+    m = re.match(r"\s*=== system ===\n(.*?)\n=== user ===\n(.*)\Z", text, re.S)
+    if not m:
+        raise RagtuneError(f"synthesize.prompt '{name}': expected '=== system ===' and '=== user ===' sections")
+    system, user = m.group(1).strip(), m.group(2).strip()
+    if "{passage}" not in user:
+        raise RagtuneError(f"synthesize.prompt '{name}': the user section must contain {{passage}}")
+    return Prompt(pname, text, system, user)
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+_SOURCE_REF = re.compile(
+    r"\b(?:the|this|that|above|given|provided|following|said)\s+(?:text|passage|excerpt|snippet|chunk|extract)\b"
+    r"|\baccording to the (?:document|article|section)\b", re.I)
+
+
+# Labels small models put before a question: "1.", "Q:", "Question 2:", "A:", "- ".
+_LABEL = re.compile(r"^\s*(?:(?:question|q|a)\s*\d*\s*[:.)-]\s*|\d{1,2}\s*[.):-]\s*|[-*•]\s+)+", re.I)
+
+
+def clean(q: str) -> str:
+    """Collapse whitespace and strip a leading list label or "Question 1:"; the text is otherwise kept."""
+    return _LABEL.sub("", " ".join(q.split())).strip()
+
+
+def normalise(q: str) -> str:
+    """Key for duplicate detection: case, accents, punctuation and spacing ignored."""
+    q = unicodedata.normalize("NFKD", q)
+    q = "".join(ch for ch in q if not unicodedata.combining(ch)).casefold()
+    return " ".join(re.sub(r"[^\w]+", " ", q).split())
+
+
+def check_question(q: str, f: FilterParams, want_question_mark: bool) -> str | None:
+    """The reason to drop `q` on its own (duplicates are handled by the caller), or None to keep it."""
+    s = q.strip()
+    if not s:
+        return "empty"
+    if len(s) < f.min_chars:
+        return "too_short"
+    if len(s) > f.max_chars:
+        return "overlong"
+    if want_question_mark and f.require_question_mark and not s.endswith("?"):
+        return "not_a_question"
+    if f.drop_references_to_source and _SOURCE_REF.search(s):
+        return "refers_to_source"
+    return None
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    chunk: Chunk
+    request: GenRequest
+    purpose: str  # "train" or "test"
+
+
+@dataclass
+class Outcome:
+    questions: list[SyntheticQuestion]
+    test_questions: list[TestQuestion]
+    report: dict[str, Any]
+    failed_share: float
+
+
+@dataclass
+class _Tally:
+    calls: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    cost_unknown: int = 0
+    seconds: float = 0.0
+    new_questions: int = 0
+
+    def add(self, r: GenResult) -> None:
+        self.calls += 1
+        self.usage.add(r.usage)
+        if r.cost_usd is None:
+            self.cost_unknown += 1
+        else:
+            self.cost += r.cost_usd
+        self.seconds += r.seconds
+        self.new_questions += len(r.questions)
+
+
+def select_chunks(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], params: SynthesizeParams
+                  ) -> tuple[list[Chunk], list[Chunk], int]:
+    """(training chunks to generate for, held-out chunks that need synthetic test questions, capped-out count)."""
+    train = [c for c in chunks if c.split == "train"]
+    covered = {rid for q in tests for rid in q.relevant_ids}
+    uncovered_test = [c for c in chunks if c.split == "test" and c.id not in covered]
+    capped = 0
+    if params.max_chunks is not None and len(train) > params.max_chunks:
+        rng = random.Random(params.seed)
+        keep = set(rng.sample(sorted(c.id for c in train), params.max_chunks))
+        capped = len(train) - len(keep)
+        train = [c for c in train if c.id in keep]  # corpus order
+    return train, uncovered_test, capped
+
+
+def cache_key(backend: Backend, prompt: Prompt, system: str, user: str, passage: str) -> str:
+    return content_key(_CACHE_VERSION, backend.identity(), prompt.sha256, system, user, passage)
+
+
+def build_jobs(train: Sequence[Chunk], test: Sequence[Chunk], backend: Backend, prompt: Prompt,
+               params: SynthesizeParams) -> list[Job]:
+    jobs = []
+    for purpose, group in (("train", train), ("test", test)):
+        for c in group:
+            user = prompt.render(c.text, params.questions_per_chunk, c.title)
+            key = cache_key(backend, prompt, prompt.system, user, c.text)
+            jobs.append(Job(c, GenRequest(key=key, system=prompt.system, user=user, passage=c.text,
+                                          max_items=params.questions_per_chunk), purpose))
+    return jobs
+
+
+def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: Backend,
+               cache: ContentCache, params: SynthesizeParams, stop: threading.Event | None = None,
+               progress: Any = None) -> Outcome:
+    """Generate (or read from the cache) questions for the selected chunks; return records and report.
+
+    `progress`, if given, is a tqdm-like object: `update(n)` per finished chunk and
+    `set_postfix_str(s)` with the running question count and cost.
+    """
+    t0 = time.perf_counter()
+    stop = stop or threading.Event()
+    prompt = load_prompt(params.prompt)
+    train, test_chunks, capped = select_chunks(chunks, tests, params)
+    jobs = build_jobs(train, test_chunks, backend, prompt, params)
+    by_key: dict[str, list[Job]] = {}
+    for j in jobs:
+        by_key.setdefault(j.request.key, []).append(j)
+
+    results: dict[str, GenResult] = {}
+    retried_failures = 0
+    if backend.cacheable:
+        found = cache.get_many(list(by_key))
+        for key, raw in found.items():
+            r = GenResult.from_json(key, json.loads(raw))
+            if r.ok:
+                results[key] = r
+            else:
+                retried_failures += 1  # a failure recorded by an earlier run: try again
+    hits = len(results)
+    todo = [jobs_[0].request for key, jobs_ in by_key.items() if key not in results]
+    tally = _Tally()
+    lock = threading.Lock()
+
+    def on_result(r: GenResult) -> None:
+        if backend.cacheable:
+            cache.put_json(r.key, r.to_json(), meta={"backend": backend.name, "model": backend.model,
+                                                     "status": "ok" if r.ok else "failed"})
+        with lock:
+            results[r.key] = r
+            tally.add(r)
+            if progress is not None:
+                progress.update(1)
+                cost = f"${tally.cost:.4f}" if not tally.cost_unknown else f"${tally.cost:.4f}+?"
+                progress.set_postfix_str(f"questions={tally.new_questions} cost={cost}", refresh=False)
+
+    if progress is not None:
+        progress.total = len(todo)
+        progress.refresh()
+    if todo:
+        log.info("synthesize: %d chunks to generate with %s (%s), %d from the cache", len(todo), backend.name,
+                 backend.model, hits)
+        t_gen = time.perf_counter()
+        backend.generate(todo, on_result, stop)
+        gen_seconds = time.perf_counter() - t_gen
+    else:
+        gen_seconds = 0.0
+    interrupted = stop.is_set() and any(k not in results for k in by_key)
+
+    # --- assemble, filter, count ----------------------------------------------------------------
+    want_qmark = backend.uses_prompt
+    test_norms = {normalise(q.question) for q in tests}
+    seen: set[str] = set()
+    seen_test: set[str] = set()
+    dropped: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    questions: list[SyntheticQuestion] = []
+    test_out: list[TestQuestion] = []
+    generated = 0
+    chunks_with = 0
+    dataset_cost = 0.0
+    dataset_cost_unknown = 0
+    pending = 0
+    for job in jobs:
+        r = results.get(job.request.key)
+        if r is None:
+            pending += 1
+            continue
+        if not r.ok:
+            failures[r.reason or "unknown"] += 1
+            continue
+        if r.cost_usd is None:
+            dataset_cost_unknown += 1
+        else:
+            dataset_cost += r.cost_usd
+        raw = r.questions
+        generated += len(raw)
+        if len(raw) > params.questions_per_chunk:
+            dropped["over_limit"] += len(raw) - params.questions_per_chunk
+            raw = raw[:params.questions_per_chunk]
+        kept: list[str] = []
+        limit = params.questions_per_chunk if job.purpose == "train" else params.test_questions_per_chunk
+        for q in raw:
+            q = clean(q)
+            reason = check_question(q, params.filters, want_qmark)
+            norm = normalise(q)
+            if reason is None:
+                if norm in test_norms:
+                    reason = "same_as_test_question"
+                elif norm in (seen if job.purpose == "train" else seen_test):
+                    reason = "duplicate"
+                elif len(kept) >= limit:
+                    reason = "over_limit"
+            if reason:
+                dropped[reason] += 1
+                continue
+            (seen if job.purpose == "train" else seen_test).add(norm)
+            kept.append(q)
+        if job.purpose == "train":
+            chunks_with += bool(kept)
+            for i, q in enumerate(kept):
+                questions.append(SyntheticQuestion(id=f"{job.chunk.id}#q{i}", chunk_id=job.chunk.id, question=q,
+                                                   backend=backend.name, model=backend.model,
+                                                   prompt_id=prompt.prompt_id if backend.uses_prompt else "none"))
+        else:
+            for i, q in enumerate(kept):
+                test_out.append(TestQuestion(id=f"synthetic-test-{job.chunk.id}-{i}", question=q,
+                                             relevant_ids=[job.chunk.id], answer=None, origin="synthetic"))
+
+    n_failed = sum(failures.values())
+    answered = len(jobs) - pending
+    wall = time.perf_counter() - t0
+    report: dict[str, Any] = {
+        "backend": backend.name,
+        "model": backend.model,
+        "prompt_id": prompt.prompt_id if backend.uses_prompt else "none",
+        "questions_per_chunk": params.questions_per_chunk,
+        "chunks": len(chunks),
+        "chunks_train": len(train) + capped,
+        "chunks_test": sum(1 for c in chunks if c.split == "test"),
+        "chunks_capped_out": capped,
+        "chunks_requested": len(train),
+        "chunks_test_for_synthetic_questions": len(test_chunks),
+        "chunks_with_questions": chunks_with,
+        "share_chunks_with_question": round(chunks_with / len(train), 4) if train else 0.0,
+        "questions_generated": generated,
+        "questions_kept": len(questions),
+        "questions_dropped": sum(dropped.values()),
+        "dropped": dict(sorted(dropped.items())),
+        "test_questions_kept": len(test_out),
+        "failures": n_failed,
+        "failures_by_reason": dict(sorted(failures.items())),
+        "failures_retried_from_earlier_runs": retried_failures,
+        "not_done": pending,
+        "interrupted": interrupted,
+        "cache_hits": hits,
+        "cache_misses": len(by_key) - hits if backend.cacheable else 0,
+        "calls": tally.calls if backend.cacheable else 0,
+        "retries": getattr(backend, "retries", 0),
+        "tokens_in": tally.usage.tokens_in,
+        "tokens_out": tally.usage.tokens_out,
+        "tokens_cache_read": tally.usage.cache_read,
+        "tokens_cache_write": tally.usage.cache_write,
+        "cost_usd": round(tally.cost, 6) if not tally.cost_unknown else None,
+        "dataset_cost_usd": round(dataset_cost, 6) if not dataset_cost_unknown else None,
+        "seconds": round(wall, 2),
+        "generate_seconds": round(gen_seconds, 2),
+        "seconds_per_chunk": round(gen_seconds / tally.calls, 4) if tally.calls else None,
+    }
+    return Outcome(questions, test_out, report, failed_share=(n_failed / answered) if answered else 0.0)
+
+
+def check_no_leak(questions: Iterable[SyntheticQuestion], chunks: Sequence[Chunk]) -> None:
+    """Training questions must never come from a test chunk."""
+    test_ids = {c.id for c in chunks if c.split == "test"}
+    bad = [q.chunk_id for q in questions if q.chunk_id in test_ids]
+    if bad:
+        raise RagtuneError(f"internal error: questions generated for test chunks {bad[:5]}")

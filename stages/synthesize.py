@@ -1,0 +1,91 @@
+"""synthesize: training questions (and, for held-out chunks no test question covers, test questions)
+from the LLM backend in params.llm, through the per-chunk cache data/cache/llm.sqlite.
+
+SIGTERM or Ctrl-C stops taking new chunks, lets the calls in flight finish and commits them, then
+exits non-zero: a rerun resumes where this one stopped and pays for no chunk twice.
+"""
+
+import signal
+import threading
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ragtune.cache import ContentCache
+from ragtune.errors import RagtuneError
+from ragtune.io import write_json
+from ragtune.llm import LlmParams, make_backend
+from ragtune.params import MlflowParams, load_section
+from ragtune.records import load_corpus, load_test, write_jsonl
+from ragtune.stage import run_main
+from ragtune.synthesize import SynthesizeParams, check_no_leak, synthesize
+from ragtune.tracking import stage_run
+
+FETCH = Path("data/fetch")
+OUT = Path("data/synthesize")
+CACHE = Path("data/cache/llm.sqlite")
+
+
+def _numeric(report: dict) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in report.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items() if isinstance(vv, (int, float))})
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = v
+    return out
+
+
+def main() -> None:
+    llm_params = load_section("llm", LlmParams)
+    params = load_section("synthesize", SynthesizeParams)
+    mlflow_params = load_section("mlflow", MlflowParams)
+    chunks = load_corpus(FETCH / "corpus.jsonl")
+    tests = load_test(FETCH / "test.jsonl", corpus_ids=[c.id for c in chunks])
+    backend = make_backend(llm_params)  # checks the API key or the model file before any work
+
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print(f"\nsynthesize: {signal.Signals(signum).name}: finishing the calls in flight, then stopping "
+              "(again to abort)", flush=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    with ContentCache(CACHE) as cache:
+        with tqdm(desc=f"synthesize ({backend.name})", unit="chunk", total=None, dynamic_ncols=True) as bar:
+            outcome = synthesize(chunks, tests, backend, cache, params, stop=stop, progress=bar)
+    backend.close()
+    report = outcome.report
+    write_json(OUT / "report.json", report)
+    if report["interrupted"]:
+        raise RagtuneError(f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk "
+                           "is in data/cache/llm.sqlite, so a rerun resumes from here")
+    check_no_leak(outcome.questions, chunks)
+    write_jsonl(OUT / "questions.jsonl", outcome.questions)
+    write_jsonl(OUT / "test.jsonl", outcome.test_questions)
+
+    with stage_run("synthesize", mlflow_params, params={"llm": llm_params, "synthesize": params},
+                   tags={"ragtune.llm_backend": backend.name}) as run:
+        run.log_metrics(_numeric(report))
+        run.log_artifact(OUT / "report.json")
+
+    cost = "unknown" if report["cost_usd"] is None else f"${report['cost_usd']:.4f}"
+    print(f"synthesize: {report['questions_kept']} questions for {report['chunks_with_questions']}/"
+          f"{report['chunks_requested']} chunks ({report['questions_dropped']} dropped), "
+          f"{report['test_questions_kept']} synthetic test questions; {report['calls']} calls, "
+          f"{report['cache_hits']} cache hits, {report['failures']} failures, cost {cost}, {report['seconds']} s")
+    if report["failures"]:
+        print(f"synthesize: failures by reason {report['failures_by_reason']}; they are retried on the next run")
+    if outcome.failed_share > params.max_failed_share:
+        raise RagtuneError(f"synthesize: {outcome.failed_share:.0%} of calls failed (more than "
+                           f"synthesize.max_failed_share={params.max_failed_share}); see data/synthesize/report.json. "
+                           "Outputs are written; rerun to retry the failed chunks")
+
+
+if __name__ == "__main__":
+    run_main(main)
