@@ -1,6 +1,9 @@
 """synthesize: training questions (and, for held-out chunks no test question covers, test questions)
 from the LLM backend in params.llm, through the per-chunk cache data/cache/llm.sqlite.
 
+Writes data/synthesize/questions.jsonl (training), data/synthesize/test.jsonl (the pipeline's test set:
+fetch's test questions followed by the synthetic ones, `origin: synthetic`) and report.json.
+
 SIGTERM or Ctrl-C stops taking new chunks, lets the calls in flight finish and commits them, then
 exits non-zero: a rerun resumes where this one stopped and pays for no chunk twice.
 """
@@ -67,7 +70,8 @@ def main() -> None:
                            "is in data/cache/llm.sqlite, so a rerun resumes from here")
     check_no_leak(outcome.questions, chunks)
     write_jsonl(OUT / "questions.jsonl", outcome.questions)
-    write_jsonl(OUT / "test.jsonl", outcome.test_questions)
+    # The pipeline's whole test set: fetch's questions, then synthetic ones for held-out chunks no question covers.
+    write_jsonl(OUT / "test.jsonl", [*tests, *outcome.test_questions])
 
     with stage_run("synthesize", mlflow_params, params={"llm": llm_params, "synthesize": params},
                    tags={"ragtune.llm_backend": backend.name}) as run:

@@ -130,10 +130,14 @@ def test_missing_key_stops_before_any_work(tmp_path, fake):
 
 
 @pytest.mark.slow
-def test_held_out_jsonl_chunks_get_synthetic_test_questions_in_their_own_file(tmp_path):
-    project = write_project(tmp_path / "p", make_chunks(6, test_ids=[1, 4]), llm={"backend": "ict"})
+def test_test_set_is_fetchs_questions_then_synthetic_ones_for_uncovered_held_out_chunks(tmp_path):
+    from ragtune.records import TestQuestion
+
+    human = TestQuestion(id="h1", question="Who monitors data subject access rights?", relevant_ids=["c1"])
+    project = write_project(tmp_path / "p", make_chunks(6, test_ids=[1, 4]), [human], llm={"backend": "ict"})
     proc = subprocess.run([sys.executable, STAGE], cwd=project, env=env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     tests = [json.loads(x) for x in (project / "data/synthesize/test.jsonl").read_text().splitlines()]
-    assert [(t["relevant_ids"], t["origin"]) for t in tests] == [(["c1"], "synthetic"), (["c4"], "synthetic")]
-    assert {q["chunk_id"] for q in questions(project)} == {"c0", "c2", "c3", "c5"}
+    assert [(t["id"], t["relevant_ids"], t["origin"]) for t in tests] == [
+        ("h1", ["c1"], "human"), ("synthetic-test-c4-0", ["c4"], "synthetic")]
+    assert {q["chunk_id"] for q in questions(project)} == {"c0", "c2", "c3", "c5"}  # no test chunk
