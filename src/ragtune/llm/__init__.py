@@ -4,11 +4,12 @@ pseudo-queries). The `llm` params section picks one; synthesize uses it now, jud
 
 from __future__ import annotations
 
-from .base import Backend, GenRequest, GenResult, Usage, output_schema, parse_output
+from .base import Backend, GenRequest, GenResult, ToolSpec, Usage, output_schema, parse_output
 from .config import AnthropicParams, IctParams, LlamaCppParams, LlmParams, Price
+from .runner import RunStats, run_cached
 
 __all__ = ["Backend", "GenRequest", "GenResult", "Usage", "output_schema", "parse_output", "AnthropicParams",
-           "IctParams", "LlamaCppParams", "LlmParams", "Price", "make_backend"]
+           "IctParams", "LlamaCppParams", "LlmParams", "Price", "make_backend", "ToolSpec", "RunStats", "run_cached"]
 
 
 def make_backend(params: LlmParams) -> Backend:

@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Sequence
 
 from ..errors import RagtuneError
-from .base import TOOL_NAME, GenRequest, GenResult, OnResult, StateStore, Usage, output_schema, parse_output
+from .base import GenRequest, GenResult, OnResult, StateStore, Usage, read_reply, request_tool
 from .config import LlmParams, Price
 
 log = logging.getLogger(__name__)
@@ -107,19 +107,18 @@ class AnthropicBackend:
         if self.p.prompt_caching:
             # Tools come before the system prompt in the cached prefix, so both are cached together.
             system["cache_control"] = {"type": "ephemeral"}
+        tool = request_tool(req)
         kw: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": self.params.max_tokens,
+            "max_tokens": req.max_tokens or self.params.max_tokens,
             "system": [system],
             "messages": [{"role": "user", "content": req.user}],
-            "tools": [{"name": TOOL_NAME,
-                       "description": "Record the questions written for the passage.",
-                       "input_schema": output_schema(req.max_items)}],
-            "tool_choice": {"type": "tool", "name": TOOL_NAME},
+            "tools": [{"name": tool.name, "description": tool.description, "input_schema": tool.schema}],
+            "tool_choice": {"type": "tool", "name": tool.name},
         }
         # Sampling params are deprecated for Claude models after Opus 4.6: sent only when asked for.
         if self.p.send_sampling_params:
-            kw["temperature"] = self.params.temperature
+            kw["temperature"] = self.params.temperature if req.temperature is None else req.temperature
             if self.params.top_p is not None:
                 kw["top_p"] = self.params.top_p
         return kw
@@ -127,7 +126,10 @@ class AnthropicBackend:
     # --- parsing ------------------------------------------------------------------------------
 
     def result_from_message(self, key: str, msg: Any, seconds: float, attempts: int,
-                            batch: bool = False) -> GenResult:
+                            batch: bool = False, req: GenRequest | None = None) -> GenResult:
+        """`req` (the request answered) names the tool to read; without it, the question generator's."""
+        req = req if req is not None else GenRequest(key=key, system="", user="")
+        tool = request_tool(req)
         u = getattr(msg, "usage", None)
         cache_read = int(getattr(u, "cache_read_input_tokens", 0) or 0)
         cache_write = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
@@ -141,16 +143,17 @@ class AnthropicBackend:
             return GenResult.failure(key, "refusal", "the model declined to answer", **common)
         if stop == "max_tokens":
             return GenResult.failure(key, "max_tokens",
-                                     f"the answer hit llm.max_tokens={self.params.max_tokens}", **common)
+                                     f"the answer hit max_tokens={req.max_tokens or self.params.max_tokens}",
+                                     **common)
         for block in getattr(msg, "content", None) or []:
-            if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == TOOL_NAME:
+            if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == tool.name:
                 try:
-                    questions = parse_output(block.input)
+                    fields = read_reply(req, block.input)
                 except ValueError as exc:
                     return GenResult.failure(key, "invalid_output", f"tool input breaks the schema: {exc}",
                                              **common)
-                return GenResult(key=key, ok=True, questions=questions, **common)
-        return GenResult.failure(key, "invalid_output", f"no {TOOL_NAME} tool call (stop_reason={stop})",
+                return GenResult(key=key, ok=True, **fields, **common)
+        return GenResult.failure(key, "invalid_output", f"no {tool.name} tool call (stop_reason={stop})",
                                  **common)
 
     # --- direct calls -------------------------------------------------------------------------
@@ -172,7 +175,7 @@ class AnthropicBackend:
         for attempt in range(self.p.max_retries + 1):
             try:
                 msg = self.client.messages.create(**kw)
-                return self.result_from_message(req.key, msg, time.perf_counter() - t0, attempt + 1)
+                return self.result_from_message(req.key, msg, time.perf_counter() - t0, attempt + 1, req=req)
             except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
                 raise RagtuneError(f"the Anthropic API refused the key in {self.p.api_key_env} "
                                    f"(HTTP {exc.status_code}); check it and its permissions") from None
@@ -268,7 +271,8 @@ class AnthropicBackend:
                 seen.add(key)
                 res = item.result
                 if res.type == "succeeded":
-                    out = self.result_from_message(key, res.message, seconds / max(1, len(b["keys"])), 1, batch=True)
+                    out = self.result_from_message(key, res.message, seconds / max(1, len(b["keys"])), 1, batch=True,
+                                                   req=by_key.get(key))
                 else:
                     err = getattr(getattr(res, "error", None), "error", None)
                     detail = getattr(err, "message", None) or getattr(err, "type", None) or res.type

@@ -51,16 +51,50 @@ def parse_output(obj: Any) -> list[str]:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A caller-defined structured output (the judge's answers and scores): the backend forces this
+    tool (Anthropic) or constrains decoding to its schema (llama.cpp) and returns the decoded input
+    as `GenResult.output`, unvalidated: the caller checks it against its own model."""
+
+    name: str
+    description: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class GenRequest:
     """One chunk to generate questions for. `key` is the cache key (64 hex chars, also the batch
     custom_id); `system` and `user` are the rendered prompt; `passage` is the raw chunk text (used by
-    backends without a prompt, such as ICT)."""
+    backends without a prompt, such as ICT).
+
+    A generic structured request sets `tool` (and may set `max_tokens` / `temperature`, which then
+    replace llm.max_tokens / llm.temperature for this request; the caller puts them in its key)."""
 
     key: str
     system: str
     user: str
-    passage: str
-    max_items: int
+    passage: str = ""
+    max_items: int = 0
+    tool: ToolSpec | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+def request_tool(req: GenRequest) -> ToolSpec:
+    """The tool a request asks for: its own, or the question generator's."""
+    if req.tool is not None:
+        return req.tool
+    return ToolSpec(TOOL_NAME, "Record the questions written for the passage.", output_schema(req.max_items))
+
+
+def read_reply(req: GenRequest, obj: Any) -> dict[str, Any]:
+    """GenResult fields from a decoded reply: `questions` for the generator (validated here), `output`
+    for a generic tool (only required to be a JSON object). ValueError says what is wrong."""
+    if req.tool is None:
+        return {"questions": parse_output(obj)}
+    if not isinstance(obj, dict):
+        raise ValueError(f"the {req.tool.name} input is {type(obj).__name__}, not a JSON object")
+    return {"output": obj}
 
 
 @dataclass
@@ -92,22 +126,26 @@ class GenResult:
     cost_usd: float | None = 0.0  # None: the model has no price in params
     seconds: float = 0.0
     attempts: int = 1
+    output: Any = None  # the decoded tool input of a generic structured request (GenRequest.tool)
 
     @classmethod
     def failure(cls, key: str, reason: str, detail: str | None = None, **kw: Any) -> "GenResult":
         return cls(key=key, ok=False, reason=reason, detail=(detail or "")[:500] or None, **kw)
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": "ok" if self.ok else "failed", "questions": self.questions, "reason": self.reason,
-                "detail": self.detail, "usage": self.usage.as_dict(), "cost_usd": self.cost_usd,
-                "seconds": round(self.seconds, 4), "attempts": self.attempts}
+        out = {"status": "ok" if self.ok else "failed", "questions": self.questions, "reason": self.reason,
+               "detail": self.detail, "usage": self.usage.as_dict(), "cost_usd": self.cost_usd,
+               "seconds": round(self.seconds, 4), "attempts": self.attempts}
+        if self.output is not None:
+            out["output"] = self.output
+        return out
 
     @classmethod
     def from_json(cls, key: str, obj: dict[str, Any]) -> "GenResult":
         return cls(key=key, ok=obj.get("status") == "ok", questions=list(obj.get("questions") or []),
                    reason=obj.get("reason"), detail=obj.get("detail"), usage=Usage(**(obj.get("usage") or {})),
                    cost_usd=obj.get("cost_usd"), seconds=float(obj.get("seconds") or 0.0),
-                   attempts=int(obj.get("attempts") or 1))
+                   attempts=int(obj.get("attempts") or 1), output=obj.get("output"))
 
 
 OnResult = Callable[[GenResult], None]

@@ -62,6 +62,9 @@ class IctBackend:
         for req in requests:
             if stop.is_set():
                 return
+            if req.tool is not None:  # answers and judgements need a language model
+                on_result(GenResult.failure(req.key, "unsupported", "the ict backend only writes pseudo-queries"))
+                continue
             on_result(GenResult(key=req.key, ok=True, cost_usd=0.0,
                                 questions=ict_queries(req.passage, req.max_items, self.params.seed,
                                                       p.min_words, p.max_words)))

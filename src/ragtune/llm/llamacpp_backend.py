@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import RagtuneError
-from .base import GenRequest, GenResult, OnResult, StateStore, Usage, output_schema, parse_output
+from .base import GenRequest, GenResult, OnResult, StateStore, Usage, read_reply, request_tool
 from .config import LlmParams
 
 log = logging.getLogger(__name__)
@@ -127,14 +127,14 @@ class LlamaCppBackend:
     def body(self, req: GenRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "messages": [{"role": "system", "content": req.system}, {"role": "user", "content": req.user}],
-            "max_tokens": self.params.max_tokens,
-            "temperature": self.params.temperature,
+            "max_tokens": req.max_tokens or self.params.max_tokens,
+            "temperature": self.params.temperature if req.temperature is None else req.temperature,
             "seed": self.params.seed,
         }
         if self.params.top_p is not None:
             body["top_p"] = self.params.top_p
         if self.p.json_schema:
-            body["json_schema"] = output_schema(req.max_items)
+            body["json_schema"] = request_tool(req).schema
         return body
 
     def call(self, req: GenRequest) -> GenResult:
@@ -156,11 +156,11 @@ class LlamaCppBackend:
         choice = (out.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
         try:
-            questions = parse_output(json.loads(content))
+            fields = read_reply(req, json.loads(content))
         except (json.JSONDecodeError, ValueError) as exc:
             reason = "max_tokens" if choice.get("finish_reason") == "length" else "invalid_output"
             return GenResult.failure(req.key, reason, f"{exc}; output starts {content[:120]!r}", **common)
-        return GenResult(key=req.key, ok=True, questions=questions, **common)
+        return GenResult(key=req.key, ok=True, **fields, **common)
 
     def generate(self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event,
                  state: StateStore | None = None) -> None:
