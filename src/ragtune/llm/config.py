@@ -72,7 +72,7 @@ class LlmParams(Section):
     backend: Literal["anthropic", "llamacpp", "ict"] = "llamacpp"
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)  # null: not sent (newer Claude models take one of the two)
-    max_tokens: int = Field(400, ge=16, le=32000)
+    max_tokens: int = Field(256, ge=16, le=32000)
     seed: int = 42
     anthropic: AnthropicParams = AnthropicParams()
     llamacpp: LlamaCppParams = LlamaCppParams()
