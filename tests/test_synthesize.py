@@ -200,3 +200,11 @@ def test_ict_is_deterministic_for_a_seed(tmp_path):
     assert [q.question for q in one.questions] == [q.question for q in two.questions]
     assert one.report["calls"] == 0 and one.report["questions_kept"] > 0
     assert all(q.prompt_id == "none" and q.backend == "ict" for q in one.questions)
+
+
+def test_mlflow_params_keep_max_tokens_but_drop_secret_looking_keys():
+    from ragtune.tracking import flatten
+
+    flat = flatten("", {"llm": LlmParams(), "x": {"hf_token": "s", "api_key": "s", "password": "s"}})
+    assert "llm.max_tokens" in flat and "llm.anthropic.model" in flat
+    assert not any(k.startswith("x.") for k in flat)

@@ -18,7 +18,8 @@ from .params import MlflowParams, Section
 log = logging.getLogger(__name__)
 
 # Param names that may hold credentials: never sent to MLflow.
-_SECRET = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
+# `token` alone (hf_token, access_token), not `tokens` (llm.max_tokens is a param worth seeing).
+_SECRET = re.compile(r"(api[_-]?key|token(?!s)|secret|password|authorization)", re.IGNORECASE)
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics in log_batch
 
 
