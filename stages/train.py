@@ -3,6 +3,7 @@ sentence-transformers export), data/train/{history.csv, metrics.json, split.json
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from ragtune.training import TrainParams, apply_overrides, load_training_data, s
 
 OUT = Path("data/train")
 MODEL_DIR = Path("models/adapter")
-LINEAR_DIR = Path("models/linear_adapter")  # the `linear` variant, when train.compare_linear asks for it
+# The `linear` variant, only when train.compare_linear asks for it (not a DVC output: it may be absent).
+LINEAR_DIR = Path("models/linear_adapter")
 BEST = Path("data/tune/best.json")
 INFO = Path("data/embed/info.json")
 INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl")
@@ -112,10 +114,8 @@ def main() -> None:
             run.log_artifact(model_dir / "config.json", f"{prefix}adapter")
         run.log_artifact(OUT / "history.csv")
 
-    if LINEAR_DIR not in dirs_written:  # a declared DVC output: say why it holds no adapter
-        LINEAR_DIR.mkdir(parents=True, exist_ok=True)
-        (LINEAR_DIR / "README.txt").write_text("set train.compare_linear: true to train the linear variant "
-                                               "here for comparison\n", encoding="utf-8")
+    if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
+        shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
     metrics.update(n_train_questions=int(len(split.train)), n_val_questions=int(len(split.val)),
                    dropped_test_chunk_questions=data.dropped.get("test_chunk_questions", 0),
                    tuned_trial=best.get("trial"), mlflow_run_id=run.run_id)
