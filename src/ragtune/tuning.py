@@ -351,6 +351,9 @@ def _run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
 
     torch.set_num_threads(job.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not logging.getLogger().handlers:  # a spawned worker starts without the stage's logging set-up
+        logging.basicConfig(level=os.environ.get("RAGTUNE_LOG", "INFO"),
+                            format=f"%(asctime)s %(levelname)s worker-{job.worker}: %(message)s")
     tune, base = TuneParams(**job.tune), TrainParams(**job.base)
     if data is None:
         data = load_training_data(*job.inputs)
