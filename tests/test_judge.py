@@ -162,10 +162,17 @@ def test_swapped_orders_average_per_arm_and_agreement_by_hand():
     assert (pref["first_preferred"], pref["second_preferred"], pref["tie"]) == pytest.approx((3 / 7, 2 / 7, 2 / 7))
 
 
-def test_identical_answers_expose_pure_position_bias():
-    pos = _position_scores([[(4, 4), (4, 4)], [(5, 3), (5, 3)], [(2, 3), (3, 3)]])
-    out = identical_pair_consistency(pos, np.array([True, True, False]))
-    assert out["pairs"] == 2 and out["judgements"] == 4 and out["overall_equal"] == 0.5
+def test_identical_answers_expose_pure_position_bias_and_stay_out_of_agreement():
+    pos = _position_scores([[(4, 4), (4, 4)], [(5, 3), (5, 3)], [(2, 3), (3, 2)]])
+    identical = np.array([True, True, False])
+    out = identical_pair_consistency(pos, identical)
+    assert out["pairs"] == 2 and out["judged"] == 2 and out["overall_equal"] == 0.5
+    # the same request in both orders agrees with itself: such pairs must not count as agreement
+    assert order_agreement(to_arm_scores(pos))["overall_winner_rate"] == pytest.approx(2 / 3)
+    assert order_agreement(to_arm_scores(pos), include=~identical) == {
+        "questions": 1, "rate": {m: 1.0 for m in JUDGE_METRICS}, "overall_winner_rate": 1.0,
+        "mean_abs_score_shift": {m: 0.0 for m in JUDGE_METRICS}}
+    assert position_preference(pos, include=~identical)["judgements"] == 2
 
 
 def test_without_swap_agreement_is_not_claimed():
@@ -272,7 +279,7 @@ def test_judge_items_end_to_end_with_a_scripted_llm():
     assert (overall["wins"], overall["ties"], overall["losses"]) == (2, 1, 0) and overall["questions"] == 3
     assert overall["sign_test_p"] == 0.5
     assert m["order_agreement"]["overall_winner_rate"] == 1.0
-    assert m["identical_answers"] == {"pairs": 1, "judgements": 2, "overall_equal": 1.0, "all_equal": 1.0}
+    assert m["identical_answers"] == {"pairs": 1, "judged": 1, "overall_equal": 1.0, "all_equal": 1.0}
     assert m["setup"]["identical_answers"] == 1 and m["setup"]["same_context"] == 1
     # LLM-free scores cover all 4 questions; adapter answers equal the reference from q1 on
     f1 = m["adapter_vs_cosine"]["token_f1"]

@@ -31,6 +31,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from .cache import content_key
 from .errors import RagtuneError
 from .params import Section
 from .statistics import bootstrap_ci, paired_bootstrap, sign_test
@@ -350,12 +351,14 @@ def mean_over_orders(arm_scores: np.ndarray) -> np.ndarray:
     return arm_scores.mean(axis=1)
 
 
-def order_agreement(arm_scores: np.ndarray) -> dict[str, Any]:
+def order_agreement(arm_scores: np.ndarray, include: np.ndarray | None = None) -> dict[str, Any]:
     """How often the two display orders prefer the same arm (or both tie), per metric, over questions
-    judged in both orders; also the mean absolute change of an answer's score between orders."""
+    judged in both orders (and in `include`, bool (n,)); also the mean absolute change of an answer's
+    score between orders. Pairs of identical answers belong outside `include`: both orders are then
+    the same request, so they would agree by construction."""
     if arm_scores.shape[1] < 2:
         return {"questions": 0, "note": "swap_order is off: agreement cannot be measured"}
-    ok = judged_mask(arm_scores)
+    ok = judged_mask(arm_scores) & (True if include is None else np.asarray(include, dtype=bool))
     s = arm_scores[ok]
     pref = np.sign(s[:, :, 1, :] - s[:, :, 0, :])  # (n, orders, M): +1 when the adapter's answer wins
     agree = (pref[:, 0, :] == pref[:, 1, :])
@@ -367,11 +370,14 @@ def order_agreement(arm_scores: np.ndarray) -> dict[str, Any]:
             "mean_abs_score_shift": {m: _round(shift[j]) if n else None for j, m in enumerate(JUDGE_METRICS)}}
 
 
-def position_preference(position_scores: np.ndarray, metric: str = "overall") -> dict[str, Any]:
-    """Over all valid judgements: share where the answer shown first scored higher, lower, or the same
-    on `metric`. An unbiased judge of two equally good arms splits first/second evenly."""
+def position_preference(position_scores: np.ndarray, metric: str = "overall",
+                        include: np.ndarray | None = None) -> dict[str, Any]:
+    """Over all valid judgements (of questions in `include`): share where the answer shown first scored
+    higher, lower, or the same on `metric`. With both orders judged, each arm is shown first equally
+    often, so a judge without position bias prefers first and second equally often."""
     j = JUDGE_METRICS.index(metric)
-    s = position_scores[..., j].reshape(-1, 2)
+    rows = slice(None) if include is None else np.asarray(include, dtype=bool)
+    s = position_scores[rows][..., j].reshape(-1, 2)
     s = s[~np.isnan(s).any(axis=1)]
     n = len(s)
     diff = s[:, 0] - s[:, 1]
@@ -383,11 +389,12 @@ def position_preference(position_scores: np.ndarray, metric: str = "overall") ->
 
 def identical_pair_consistency(position_scores: np.ndarray, identical: np.ndarray) -> dict[str, Any]:
     """On pairs whose two answers are the same text, a consistent judge gives both positions equal
-    scores: the share of such judgements with equal `overall` and with all metrics equal."""
-    s = position_scores[np.asarray(identical, dtype=bool)].reshape(-1, 2, len(JUDGE_METRICS))
+    scores: the share of such pairs with equal `overall` and with all metrics equal. Both display
+    orders of such a pair are the same request, so only the first is counted."""
+    s = position_scores[np.asarray(identical, dtype=bool), 0]  # (k, 2 positions, M)
     s = s[~np.isnan(s).any(axis=(1, 2))]
     n = len(s)
-    return {"pairs": int(np.asarray(identical, dtype=bool).sum()), "judgements": n,
+    return {"pairs": int(np.asarray(identical, dtype=bool).sum()), "judged": n,
             "overall_equal": _round((s[:, 0, -1] == s[:, 1, -1]).mean()) if n else None,
             "all_equal": _round((s[:, 0] == s[:, 1]).all(axis=1).mean()) if n else None}
 
@@ -571,8 +578,9 @@ def judge_items(items: Sequence[JudgeItem], params: JudgeParams, complete: Compl
                   "bootstrap_resamples": params.bootstrap_resamples, "confidence": params.confidence},
         "arms": arms_summary,
         "adapter_vs_cosine": paired,
-        "order_agreement": order_agreement(arm_scores),
-        "position_preference": position_preference(position_scores),
+        # Identical answers make both orders one request: kept out of agreement and position bias.
+        "order_agreement": order_agreement(arm_scores, include=~identical),
+        "position_preference": position_preference(position_scores, include=~identical),
         "identical_answers": identical_pair_consistency(position_scores, identical),
         "failures": {"total": len(failures), "by_reason": dict(sorted(by_reason.items())),
                      "questions_not_judged": int(n - judged.sum()), "attempts": attempts},
@@ -787,3 +795,93 @@ def write_judge_outputs(result: JudgeResult, out_dir: Path) -> list[Path]:
                       title=f"Answer vs reference without an LLM ({conf:.0%} bootstrap intervals)",
                       ylabel="score (0-1)", ylim=(0.0, 1.0), percent=False)
     return [metrics_path, answers_path, scores_path, judge_png, text_png]
+
+
+# --- wiring: the LLM layer, the embedder, the whole run -----------------------------------------------
+
+_CACHE_VERSION = "judge/v1"
+_TOOL_DESCRIPTIONS = {ANSWER_TOOL: "Submit the answer to the question, written from the context only.",
+                      JUDGE_TOOL: "Submit the 1-5 scores of Answer 1 and Answer 2 on every criterion."}
+
+
+def llm_cache_key(identity: Mapping[str, Any], call: LlmCall) -> str:
+    """sha256 of everything that determines a reply: the backend (kind, exact model, seed), the prompt
+    file's hash, the rendered messages, the tool and its schema, and this call's sampling params."""
+    # The call's own max_tokens and temperature replace the llm section's, so those are not in the key.
+    backend = {k: v for k, v in identity.items() if k not in ("max_tokens", "temperature")}
+    return content_key(_CACHE_VERSION, backend, call.kind, call.prompt_sha256, call.system, call.user, call.tool,
+                       call.schema, call.max_tokens, call.temperature)
+
+
+def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
+    """A `Complete` over the shared LLM layer: each call becomes a structured GenRequest, answered from
+    the cache or by `backend` through `ragtune.llm.run_cached` (each reply committed as it arrives)."""
+    from .llm import GenRequest, ToolSpec, run_cached
+
+    identity = backend.identity()
+
+    def complete(calls: Sequence[LlmCall]) -> list[LlmReply]:
+        requests = [GenRequest(key=llm_cache_key(identity, c), system=c.system, user=c.user,
+                               tool=ToolSpec(c.tool, _TOOL_DESCRIPTIONS.get(c.tool, c.tool), c.schema),
+                               max_tokens=c.max_tokens, temperature=c.temperature) for c in calls]
+        results = run_cached(backend, cache, requests, stats, meta={"stage": "judge"})
+        replies = []
+        for req in requests:
+            r = results.get(req.key)
+            if r is None:
+                replies.append(LlmReply(False, reason="not_done", detail="the run stopped before this call"))
+            elif r.ok:
+                replies.append(LlmReply(True, r.output))
+            else:
+                replies.append(LlmReply(False, reason=r.reason, detail=r.detail))
+        return replies
+
+    return complete
+
+
+def check_backend(llm_params: Any) -> None:
+    """The judge needs a language model: `ict` writes pseudo-queries only."""
+    if llm_params.backend == "ict":
+        raise RagtuneError("llm.backend is 'ict', which only draws pseudo-queries from chunks and cannot answer "
+                           "or judge. The judge needs a language model: set llm.backend to llamacpp (offline) "
+                           "or anthropic (dvc exp run -S llm.backend=anthropic, with ANTHROPIC_API_KEY set).")
+
+
+def run_judge(paths: JudgePaths, params: JudgeParams, llm_params: Any, embedding_params: Any,
+              llm_cache_path: Path, embedding_cache_path: Path | None, load_adapter: Callable[[Path], Any] | None = None,
+              backend: Any = None, embedding_model: Any = None) -> JudgeResult:
+    """The judge stage's work: inputs -> answers -> judgements -> metrics. The backend comes from
+    `llm_params` (its API key or model file is checked before any work); `embedding_cache_path` None
+    skips embedding similarity."""
+    import contextlib
+
+    from .cache import ContentCache
+    from .llm import RunStats, make_backend
+
+    check_backend(llm_params)
+    answer_prompt, judge_prompt = load_prompt(params.answer_prompt), load_prompt(params.judge_prompt)
+    backend = backend if backend is not None else make_backend(llm_params)
+    items, setup = build_items(paths, params, load_adapter)
+    setup = {"backend": backend.name, "model": backend.model, **setup}
+    stats = RunStats()
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(ContentCache(llm_cache_path))
+        embed_texts: EmbedTexts | None = None
+        if embedding_cache_path is not None:
+            embedder: list[Any] = []
+
+            def embed_texts(texts: Sequence[str]) -> np.ndarray:
+                if not embedder:  # loaded only when there are answers to embed
+                    from .embedding import CachedEmbedder
+
+                    emb_cache = stack.enter_context(ContentCache(embedding_cache_path))
+                    embedder.append(CachedEmbedder(embedding_params, emb_cache, model=embedding_model))
+                return embedder[0].encode_documents(list(texts), desc="answers and references")
+        try:
+            result = judge_items(items, params, make_complete(backend, cache, stats), embed_texts, answer_prompt,
+                                 judge_prompt, setup=setup)
+        finally:
+            backend.close()
+    result.metrics["usage"] = stats.as_dict()
+    result.metrics["warning"] = judge_warning(result.metrics, backend.name, backend.model)
+    return result
