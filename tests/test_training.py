@@ -1,6 +1,8 @@
-"""Training: data alignment, the chunk-level split, the loop, model selection and determinism."""
+"""Training: data alignment, the chunk-level split, the loop, model selection and determinism; and the
+tune and train stages end to end."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -205,3 +207,64 @@ def test_summary_is_json_serialisable(data, split):
     summary = json.loads(json.dumps(result.summary()))
     assert summary["val_hit@5"] >= summary["baseline_val_hit@5"] and summary["epochs_run"] <= 2
     assert isinstance(result.adapter, QueryAdapter)
+
+
+@pytest.mark.slow
+def test_tune_and_train_stages_end_to_end(tmp_path):
+    """stages/tune.py then stages/train.py in a scratch directory: every declared output, the MLflow
+    runs, the export's self-check, and the tuned trial reproduced exactly by the train stage."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from ragtune.io import read_json
+
+    repo = Path(__file__).resolve().parents[1]
+    data = learnable_data(n_chunks=80, dim=384, per_chunk=3, seed=4)
+    (tmp_path / "data/embed").mkdir(parents=True)
+    chunks = [Chunk(id=c, text=f"Article {i}. Member States shall report incident {i} to the authority.",
+                    split="test" if i == 79 else "train") for i, c in enumerate(data.corpus_ids)]
+    write_jsonl(tmp_path / "data/fetch/corpus.jsonl", chunks)
+    save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
+    save_embeddings(tmp_path / "data/embed/questions.npz", data.question_ids, data.question_emb.numpy(),
+                    chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()])
+    (tmp_path / "data/embed/info.json").write_text(json.dumps({"model": "packaged:all-MiniLM-L6-v2"}))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = {k: params[k] for k in ("embedding", "tune", "train")}
+    params["tune"].update(n_trials=4, timeout_s=None)
+    params["train"].update(max_epochs=3, compare_linear=True)
+    params["tune"]["search_space"] = {"kind": {"type": "categorical", "choices": ["mlp"]},
+                                      "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    params["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e2e"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
+    for stage in ("tune", "train"):
+        proc = subprocess.run([sys.executable, str(repo / "stages" / f"{stage}.py")], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    best = read_json(tmp_path / "data/tune/best.json")
+    assert best["trials"]["complete"] + best["trials"]["pruned"] == 4 and set(best["params"]) == {"kind", "lr"}
+    assert (tmp_path / "data/tune/storage/optuna.journal").is_file()
+    assert (tmp_path / "data/tune/trials.csv").read_text().startswith("trial,state,value,best_so_far")
+    metrics = read_json(tmp_path / "data/train/metrics.json")
+    assert metrics["val_hit@5"] == best["value"]  # same seed, same data: the tuned trial, bit for bit
+    assert metrics["export_max_abs_diff"] <= 1e-5 and metrics["mlflow_run_id"]
+    assert metrics["linear"]["kind"] == "linear" and metrics["dropped_test_chunk_questions"] == 3
+    split = read_json(tmp_path / "data/train/split.json")
+    assert len(split["train"]) + len(split["val"]) == 237 and not set(split["train"]) & set(split["val"])
+    for model in ("models/adapter", "models/linear_adapter"):
+        assert (tmp_path / model / "config.json").is_file()
+        assert (tmp_path / model / "sentence_transformer" / "router_config.json").is_file()
+    history = (tmp_path / "data/train/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,train_loss,val_hit@1,val_hit@5,val_hit@10,val_mrr@10,seconds"
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(params["mlflow"]["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    stages = sorted(r.data.tags.get("ragtune.stage") for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert stages == ["train", "tune"]
+    assert sum("mlflow.parentRunId" in r.data.tags for r in runs) == 4
