@@ -54,3 +54,16 @@ def test_real_model_generates_through_the_cache(tmp_path):
     assert again.report["cache_hits"] == ok and again.report["calls"] == r["failures"]
     if not r["failures"]:
         assert fresh._server is None  # served from the cache: the model was never loaded
+
+
+def test_schema_bounds_each_question_and_the_bound_is_in_the_key():
+    from ragtune.llm.base import GenRequest
+
+    req = GenRequest(key="0" * 64, system="s", user="u", passage="p", max_items=3)
+    b = LlamaCppBackend(PARAMS)
+    items = b.body(req)["json_schema"]["properties"]["questions"]["items"]
+    assert items == {"type": "string", "maxLength": 200}
+    loose = LlamaCppBackend(PARAMS.model_copy(update={"llamacpp": PARAMS.llamacpp.model_copy(
+        update={"max_string_chars": None})}))
+    assert "maxLength" not in loose.body(req)["json_schema"]["properties"]["questions"]["items"]
+    assert b.identity() != loose.identity()

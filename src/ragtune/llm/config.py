@@ -47,6 +47,9 @@ class LlamaCppParams(Section):
     parallel: int = Field(1, ge=1, le=64)  # server slots (continuous batching)
     n_ctx: int = Field(2048, ge=256, le=131072)  # per slot
     json_schema: bool = True  # constrain the output to the JSON schema (LLGuidance)
+    # Longest question the schema lets the model write (null: no bound). Without it SmolLM2 often
+    # rambles inside one string until max_tokens cuts the JSON off.
+    max_string_chars: int | None = Field(200, ge=10, le=10000)
 
 
 class IctParams(Section):

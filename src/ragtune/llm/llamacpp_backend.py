@@ -8,6 +8,7 @@ checked. Any other GGUF can be given by path. Output is constrained to the JSON 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -98,7 +99,7 @@ class LlamaCppBackend:
         # Threads and slots change speed, not the distribution of outputs: not part of the key.
         return {"backend": self.name, "model": f"gguf:sha256:{self.sha256}", "temperature": self.params.temperature,
                 "top_p": self.params.top_p, "max_tokens": self.params.max_tokens, "seed": self.params.seed,
-                "json_schema": self.p.json_schema}
+                "json_schema": self.p.json_schema, "max_string_chars": self.p.max_string_chars}
 
     def server(self) -> Any:
         """Load the model on first use, so a run served wholly from the cache never loads it."""
@@ -134,7 +135,12 @@ class LlamaCppBackend:
         if self.params.top_p is not None:
             body["top_p"] = self.params.top_p
         if self.p.json_schema:
-            body["json_schema"] = request_tool(req).schema
+            schema = request_tool(req).schema
+            if req.tool is None and self.p.max_string_chars:
+                # A small model rambles inside a string until max_tokens cuts the JSON: bound each question.
+                schema = copy.deepcopy(schema)
+                schema["properties"]["questions"]["items"]["maxLength"] = self.p.max_string_chars
+            body["json_schema"] = schema
         return body
 
     def call(self, req: GenRequest) -> GenResult:
