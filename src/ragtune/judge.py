@@ -56,13 +56,14 @@ class JudgeParams(Section):
     """How many questions are judged, how answers are built, and the statistics of the report.
     The LLM itself (backend, model, prices) comes from the shared `llm` section."""
 
-    max_questions: int | None = Field(12, ge=1, le=100_000)  # seeded subset of the test set; null: all
+    # Defaults fit the offline budget (SmolLM2 on 2 cores, ~4 minutes); with Claude, raise them.
+    max_questions: int | None = Field(8, ge=1, le=100_000)  # seeded subset of the test set; null: all
     seed: int = 42
     top_k: int = Field(3, ge=1, le=50)  # chunks in each answer's context
-    max_chunk_chars: int = Field(1200, ge=100, le=100_000)  # each context chunk is cut to this length
-    max_reference_chars: int = Field(3000, ge=100, le=200_000)  # relevant-chunk references are cut here
-    answer_max_tokens: int = Field(160, ge=16, le=8192)
-    judge_max_tokens: int = Field(200, ge=32, le=8192)
+    max_chunk_chars: int = Field(600, ge=100, le=100_000)  # each context chunk is cut to this length
+    max_reference_chars: int = Field(1500, ge=100, le=200_000)  # relevant-chunk references are cut here
+    answer_max_tokens: int = Field(150, ge=16, le=8192)  # also bounds the answer: 3 chars a token
+    judge_max_tokens: int = Field(256, ge=32, le=8192)
     answer_temperature: float = Field(0.0, ge=0.0, le=2.0)  # the judge itself always runs at 0
     swap_order: bool = True  # judge each pair in both orders (position-bias control)
     schema_retries: int = Field(1, ge=0, le=5)  # re-asks after a reply that breaks the schema
