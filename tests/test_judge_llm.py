@@ -291,3 +291,17 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, server):
     assert runs[0].data.params["judge.max_questions"] == "4"
     assert all(KEY not in str(v) for v in runs[0].data.params.values())
     assert {"metrics.json", "judge_scores.png"} <= {f.path for f in client.list_artifacts(runs[0].info.run_id)}
+
+
+def test_batch_mode_gives_the_same_judgement_at_half_the_cost(tmp_path, server):
+    paths = make_pipeline(tmp_path)
+    params = FAST.model_copy(update={"max_questions": 3})
+    direct = run_judge(paths, params, llm_for(server), EmbeddingParams(), tmp_path / "direct.sqlite", None).metrics
+    n_direct = len(server.message_calls())
+    batch = run_judge(paths, params, llm_for(server, batch=True, batch_poll_seconds=0.01), EmbeddingParams(),
+                      tmp_path / "batch.sqlite", None).metrics
+    assert len(server.message_calls()) == n_direct  # nothing went through /v1/messages
+    posts = [r for r in server.requests if r["path"] == "/v1/messages/batches"]
+    assert len(posts) == 2  # one batch of answers, then one of judgements
+    assert batch["arms"] == direct["arms"] and batch["adapter_vs_cosine"] == direct["adapter_vs_cosine"]
+    assert batch["usage"]["cost_usd"] == pytest.approx(direct["usage"]["cost_usd"] / 2)

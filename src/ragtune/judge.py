@@ -746,6 +746,9 @@ def flat_judge_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     for m, v in (agreement.get("rate") or {}).items():
         if v is not None:
             out[f"judge.order_agreement.{m}"] = float(v)
+    for k in ("first_preferred", "second_preferred", "tie"):
+        if metrics["position_preference"].get(k) is not None:
+            out[f"judge.position_preference.{k}"] = float(metrics["position_preference"][k])
     out["judge.failures"] = float(metrics["failures"]["total"])
     out["judge.questions_judged"] = float(metrics["setup"]["judged"])
     for k, v in (metrics.get("usage") or {}).items():
