@@ -654,9 +654,6 @@ def judge_warning(metrics: Mapping[str, Any], backend: str, model: str, threshol
     return "; ".join(parts) if parts else None
 
 
-def json_dumps_row(row: Mapping[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False)
-
 
 # --- loading a pipeline's inputs and writing the outputs ---------------------------------------------
 
@@ -770,7 +767,7 @@ def write_judge_outputs(result: JudgeResult, out_dir: Path) -> list[Path]:
     write_json(metrics_path, result.metrics)
     with atomic_open(answers_path) as fh:
         for row in result.answers:
-            fh.write(json_dumps_row(row) + "\n")
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     with atomic_open(scores_path) as fh:
         writer = csv.DictWriter(fh, fieldnames=score_columns(), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
