@@ -293,3 +293,21 @@ def test_judge_items_end_to_end_with_a_scripted_llm():
     answers = {(r["question_id"], r["arm"]): r for r in result.answers}
     assert answers[("q2", "adapter")]["chunk_ids"] == ["d2"] and answers[("q2", "cosine")]["context_sufficient"] is False
     json.dumps(m)  # the metrics are plain JSON
+
+
+def test_when_every_call_fails_the_failures_are_counted_and_outputs_still_written(tmp_path):
+    from ragtune.judge import flat_judge_metrics, write_judge_outputs
+
+    def refuse(calls):
+        return [LlmReply(False, reason="refusal", detail="declined") for _ in calls]
+
+    result = judge_items(_items(3), JudgeParams(bootstrap_resamples=100), refuse, None, load_prompt("answer_v1"),
+                         load_prompt("judge_v1"))
+    m = result.metrics
+    assert m["setup"]["judged"] == 0 and m["failures"]["by_reason"] == {"answer:refusal": 6, "judge:no_answer": 3}
+    assert m["arms"]["adapter"]["overall"] is None and m["adapter_vs_cosine"]["overall"]["questions"] == 0
+    assert m["order_agreement"]["questions"] == 0 and m["order_agreement"]["overall_winner_rate"] is None
+    m["usage"] = {"calls": 6}
+    assert flat_judge_metrics(m)["judge.failures"] == 9.0
+    for path in write_judge_outputs(result, tmp_path):
+        assert path.stat().st_size > 0
