@@ -239,7 +239,7 @@ def test_a_malformed_reply_is_retried_then_counted_as_a_failure(tmp_path, server
     assert m2["failures"]["by_reason"] == f["by_reason"]
 
 
-def test_expert_answers_are_the_reference_and_ict_is_refused(tmp_path, server, minilm):
+def test_expert_answers_are_the_reference_and_ict_falls_back_to_a_language_model(tmp_path, server, minilm):
     paths = make_pipeline(tmp_path, expert=True)
     m = run_judge(paths, FAST.model_copy(update={"max_questions": 2}), llm_for(server), EmbeddingParams(),
                   tmp_path / "llm.sqlite", None).metrics
@@ -247,9 +247,14 @@ def test_expert_answers_are_the_reference_and_ict_is_refused(tmp_path, server, m
     judge_user = next(c["body"]["messages"][0]["content"] for c in server.message_calls()
                       if c["body"]["tools"][0]["name"] == JUDGE_TOOL)
     assert "Reference (expert answer):\nOperators document" in judge_user
+    # llm.backend ict (pseudo-queries, no language model): the judge runs on judge.fallback_backend.
     n = len(server.requests)
-    with pytest.raises(RagtuneError, match="llm.backend is 'ict'.*llamacpp"):
-        run_judge(paths, FAST, LlmParams(backend="ict"), EmbeddingParams(), tmp_path / "llm.sqlite", None)
+    via_fallback = run_judge(paths, FAST.model_copy(update={"max_questions": 2, "fallback_backend": "anthropic"}),
+                             llm_for(server).model_copy(update={"backend": "ict"}), EmbeddingParams(),
+                             tmp_path / "llm.sqlite", None).metrics
+    assert via_fallback["setup"]["backend"] == "anthropic"
+    assert via_fallback["setup"]["judged"] == m["setup"]["judged"]
+    assert len(server.requests) == n  # same requests as before: all from the cache
     os.environ.pop("ANTHROPIC_API_KEY")
     with pytest.raises(RagtuneError, match="ANTHROPIC_API_KEY"):
         run_judge(paths, FAST, llm_for(server), EmbeddingParams(), tmp_path / "llm.sqlite", None)

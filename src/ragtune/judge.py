@@ -58,6 +58,8 @@ class JudgeParams(Section):
 
     # Defaults fit the offline budget (SmolLM2 on 2 cores, ~4 minutes); with Claude, raise them.
     max_questions: int | None = Field(8, ge=1, le=100_000)  # seeded subset of the test set; null: all
+    # `ict` (the default question generator) is no language model: the judge then uses this backend.
+    fallback_backend: Literal["llamacpp", "anthropic"] = "llamacpp"
     seed: int = 42
     top_k: int = Field(3, ge=1, le=50)  # chunks in each answer's context
     max_chunk_chars: int = Field(600, ge=100, le=100_000)  # each context chunk is cut to this length
@@ -840,12 +842,14 @@ def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
     return complete
 
 
-def check_backend(llm_params: Any) -> None:
-    """The judge needs a language model: `ict` writes pseudo-queries only."""
+def judge_llm_params(llm_params: Any, params: JudgeParams) -> Any:
+    """The `llm` section the judge runs with: `ict` draws pseudo-queries and cannot answer or judge,
+    so with `llm.backend: ict` the judge uses `judge.fallback_backend` (same section otherwise)."""
     if llm_params.backend == "ict":
-        raise RagtuneError("llm.backend is 'ict', which only draws pseudo-queries from chunks and cannot answer "
-                           "or judge. The judge needs a language model: set llm.backend to llamacpp (offline) "
-                           "or anthropic (dvc exp run -S llm.backend=anthropic, with ANTHROPIC_API_KEY set).")
+        log.info("judge: llm.backend is ict (no language model); answering and judging with %s "
+                 "(judge.fallback_backend)", params.fallback_backend)
+        return llm_params.model_copy(update={"backend": params.fallback_backend})
+    return llm_params
 
 
 def run_judge(paths: JudgePaths, params: JudgeParams, llm_params: Any, embedding_params: Any,
@@ -859,7 +863,7 @@ def run_judge(paths: JudgePaths, params: JudgeParams, llm_params: Any, embedding
     from .cache import ContentCache
     from .llm import RunStats, make_backend
 
-    check_backend(llm_params)
+    llm_params = judge_llm_params(llm_params, params)
     answer_prompt, judge_prompt = load_prompt(params.answer_prompt), load_prompt(params.judge_prompt)
     backend = backend if backend is not None else make_backend(llm_params)
     items, setup = build_items(paths, params, load_adapter)
