@@ -361,14 +361,6 @@ class EvalPaths:
     adapter: Path = Path("models/adapter")
     linear_adapter: Path = Path("models/linear_adapter")
 
-    def resolved_test(self) -> Path:
-        """The synthesize stage's test set, or fetch's until synthesize has run (same rows)."""
-        if self.test.is_file():
-            return self.test
-        fallback = Path("data/fetch/test.jsonl") if not self.test.is_absolute() else \
-            self.test.parent.parent / "fetch" / "test.jsonl"
-        return fallback if fallback.is_file() else self.test
-
 
 @dataclass(frozen=True)
 class Corpus:
@@ -524,7 +516,7 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
              fetch_report: Path = Path("data/fetch/report.json")) -> EvalResult:
     """Load a pipeline's corpus, embeddings, questions and adapter(s); evaluate every arm."""
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
-    test_path = paths.resolved_test()
+    test_path = paths.test
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
     val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions)
     arms = build_arms(corpus, paths, params, load_adapter)

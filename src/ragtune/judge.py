@@ -668,13 +668,6 @@ class JudgePaths:
     embed_dir: Path = Path("data/embed")
     adapter: Path = Path("models/adapter")
 
-    def resolved_test(self) -> Path:
-        """The synthesize stage's test set, or fetch's until synthesize has run (same rows)."""
-        if self.test.is_file():
-            return self.test
-        fallback = self.test.parent.parent / "fetch" / "test.jsonl"
-        return fallback if fallback.is_file() else self.test
-
 
 def build_items(paths: JudgePaths, params: JudgeParams, load_adapter: Callable[[Path], Any] | None = None
                 ) -> tuple[list[JudgeItem], dict[str, Any]]:
@@ -685,7 +678,7 @@ def build_items(paths: JudgePaths, params: JudgeParams, load_adapter: Callable[[
     from .records import load_test
 
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
-    test_path = paths.resolved_test()
+    test_path = paths.test
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
     records = {q.id: q for q in load_test(test_path)}
     require_file(paths.adapter, "train the adapter first (dvc repro train, or make run)")

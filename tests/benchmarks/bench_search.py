@@ -4,13 +4,12 @@ its GFLOP/s against a plain matrix product of the same shape (the ceiling: top-k
 merging on top of the product).
 """
 
-import time
 
 import torch
 
 from ragtune.retrieval import exact_top_k
 
-from .common import save
+from .common import best_of, save
 
 DIM = 384
 N_QUERIES = 256
@@ -23,15 +22,6 @@ def _unit(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=1, out=x)
 
 
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     gen = torch.Generator().manual_seed(0)
     queries = _unit(N_QUERIES, gen)
@@ -41,8 +31,8 @@ def main() -> None:
     for n in SIZES:
         corpus = _unit(n, gen)
         repeats = 5 if n <= 10_000 else 3 if n <= 100_000 else 1
-        t_search = _best_of(lambda: exact_top_k(queries, corpus, K), repeats)
-        t_matmul = _best_of(lambda: torch.mm(queries, corpus.T), repeats)
+        t_search = best_of(lambda: exact_top_k(queries, corpus, K), repeats)
+        t_matmul = best_of(lambda: torch.mm(queries, corpus.T), repeats)
         if n == 10_000:  # the blocked search returns exactly what a full product + topk returns
             _, idx = exact_top_k(queries, corpus, K, corpus_block=4_096)
             ref = torch.topk(queries @ corpus.T, K, dim=1).indices.numpy()

@@ -29,21 +29,12 @@ from ragtune.records import Chunk, write_jsonl
 from ragtune.training import TrainingData, TrainParams, Split, split_by_chunk, train_adapter, validation_metrics
 from ragtune.tuning import Objective, TuneParams, make_pruner, make_sampler
 
-from .common import save
+from .common import best_of, save
 
 DIM, N_CHUNKS, N_TRAIN, N_VAL = 1024, 4_800, 12_000, 2_000
 HIDDEN, BATCH = 256, 256
 REFERENCE_LOOP_S = 2.2
 DEFAULT_INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl")
-
-
-def _best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -86,8 +77,8 @@ def bench_validation(data: TrainingData, split: Split, threads: int) -> dict:
     batched = validation_metrics(adapter, data, split.val)
     looped = per_question_validation(adapter, data, split.val)
     assert abs(batched["hit@5"] - looped) < 2e-3, (batched["hit@5"], looped)  # same metric either way
-    t_batched = _best_of(lambda: validation_metrics(adapter, data, split.val), 5)
-    t_loop = _best_of(lambda: per_question_validation(adapter, data, split.val), 2)
+    t_batched = best_of(lambda: validation_metrics(adapter, data, split.val), 5)
+    t_loop = best_of(lambda: per_question_validation(adapter, data, split.val), 2)
     scoring_flop = 2.0 * N_VAL * N_CHUNKS * DIM
     return {"threads": threads, "batched_s": round(t_batched, 4), "per_question_loop_s": round(t_loop, 3),
             "speedup_vs_loop": round(t_loop / t_batched, 1),
@@ -119,7 +110,7 @@ def matmul_rate(threads: int) -> float:
             torch.mm(h, w2)
 
     run()
-    return 20 * 2 * (2.0 * BATCH * DIM * HIDDEN) / _best_of(run, 5) / 1e9
+    return 20 * 2 * (2.0 * BATCH * DIM * HIDDEN) / best_of(run, 5) / 1e9
 
 
 def bench_epoch(data: TrainingData, split: Split, loss: str, threads: int) -> dict:
@@ -127,7 +118,7 @@ def bench_epoch(data: TrainingData, split: Split, loss: str, threads: int) -> di
                          max_epochs=2, patience=100, threads=threads, identity_weight=0.5)
     result = train_adapter(params, data, split)
     epoch_s = min(row["seconds"] for row in result.history[1:])
-    val_s = _best_of(lambda: validation_metrics(result.adapter, data, split.val), 2)
+    val_s = best_of(lambda: validation_metrics(result.adapter, data, split.val), 2)
     train_s = max(epoch_s - val_s, 1e-9)  # an epoch's row includes its validation pass
     mlp = mlp_epoch_flop(N_TRAIN, DIM, HIDDEN)
     loss_flop = loss_epoch_flop(loss, N_TRAIN, DIM, BATCH, N_CHUNKS)

@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -23,3 +24,13 @@ def save(topic: str, results: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return path
+
+
+def best_of(fn, repeats: int) -> float:
+    """Fastest of `repeats` timed calls of fn(), in seconds (the least disturbed by other load)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
