@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import json
 import logging
 import random
 import re
@@ -22,7 +21,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -30,7 +29,8 @@ from pydantic import Field
 
 from .cache import ContentCache, content_key
 from .errors import RagtuneError
-from .llm.base import Backend, GenRequest, GenResult, Usage
+from .llm.base import Backend, GenRequest, GenResult
+from .llm.runner import RunStats, run_cached
 from .params import Section
 from .records import Chunk, SyntheticQuestion, TestQuestion
 
@@ -164,26 +164,6 @@ class Outcome:
     failed_share: float
 
 
-@dataclass
-class _Tally:
-    calls: int = 0
-    usage: Usage = field(default_factory=Usage)
-    cost: float = 0.0
-    cost_unknown: int = 0
-    seconds: float = 0.0
-    new_questions: int = 0
-
-    def add(self, r: GenResult) -> None:
-        self.calls += 1
-        self.usage.add(r.usage)
-        if r.cost_usd is None:
-            self.cost_unknown += 1
-        else:
-            self.cost += r.cost_usd
-        self.seconds += r.seconds
-        self.new_questions += len(r.questions)
-
-
 def select_chunks(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], params: SynthesizeParams
                   ) -> tuple[list[Chunk], list[Chunk], int]:
     """(training chunks to generate for, held-out chunks that need synthetic test questions, capped-out count)."""
@@ -232,44 +212,18 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
     for j in jobs:
         by_key.setdefault(j.request.key, []).append(j)
 
-    results: dict[str, GenResult] = {}
-    retried_failures = 0
-    if backend.cacheable:
-        found = cache.get_many(list(by_key))
-        for key, raw in found.items():
-            r = GenResult.from_json(key, json.loads(raw))
-            if r.ok:
-                results[key] = r
-            else:
-                retried_failures += 1  # a failure recorded by an earlier run: try again
-    hits = len(results)
-    todo = [jobs_[0].request for key, jobs_ in by_key.items() if key not in results]
-    tally = _Tally()
-    lock = threading.Lock()
+    stats = RunStats()
+    new_questions = 0
 
-    def on_result(r: GenResult) -> None:
-        if backend.cacheable:
-            cache.put_json(r.key, r.to_json(), meta={"backend": backend.name, "model": backend.model,
-                                                     "status": "ok" if r.ok else "failed"})
-        with lock:
-            results[r.key] = r
-            tally.add(r)
-            if progress is not None:
-                progress.update(1)
-                cost = f"${tally.cost:.4f}" if not tally.cost_unknown else f"${tally.cost:.4f}+?"
-                progress.set_postfix_str(f"questions={tally.new_questions} cost={cost}", refresh=False)
+    def show_progress(r: GenResult) -> None:
+        nonlocal new_questions
+        new_questions += len(r.questions)
+        if progress is not None:
+            cost = "?" if stats.cost_usd is None else f"{stats.cost_usd:.4f}"
+            progress.set_postfix_str(f"questions={new_questions} cost=${cost}", refresh=False)
 
-    if progress is not None:
-        progress.total = len(todo)
-        progress.refresh()
-    if todo:
-        log.info("synthesize: %d chunks to generate with %s (%s), %d from the cache", len(todo), backend.name,
-                 backend.model, hits)
-        t_gen = time.perf_counter()
-        backend.generate(todo, on_result, stop)
-        gen_seconds = time.perf_counter() - t_gen
-    else:
-        gen_seconds = 0.0
+    results = run_cached(backend, cache, [js[0].request for js in by_key.values()], stats, stop,
+                         meta={"stage": "synthesize"}, progress=progress, on_result=show_progress)
     interrupted = stop.is_set() and any(k not in results for k in by_key)
 
     # --- assemble, filter, count ----------------------------------------------------------------
@@ -355,22 +309,22 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
         "test_questions_kept": len(test_out),
         "failures": n_failed,
         "failures_by_reason": dict(sorted(failures.items())),
-        "failures_retried_from_earlier_runs": retried_failures,
+        "failures_retried_from_earlier_runs": stats.failures_retried,
         "not_done": pending,
         "interrupted": interrupted,
-        "cache_hits": hits,
-        "cache_misses": len(by_key) - hits if backend.cacheable else 0,
-        "calls": tally.calls if backend.cacheable else 0,
+        "cache_hits": stats.cache_hits,
+        "cache_misses": stats.cache_misses if backend.cacheable else 0,
+        "calls": stats.calls if backend.cacheable else 0,
         "retries": getattr(backend, "retries", 0),
-        "tokens_in": tally.usage.tokens_in,
-        "tokens_out": tally.usage.tokens_out,
-        "tokens_cache_read": tally.usage.cache_read,
-        "tokens_cache_write": tally.usage.cache_write,
-        "cost_usd": round(tally.cost, 6) if not tally.cost_unknown else None,
+        "tokens_in": stats.usage.tokens_in,
+        "tokens_out": stats.usage.tokens_out,
+        "tokens_cache_read": stats.usage.cache_read,
+        "tokens_cache_write": stats.usage.cache_write,
+        "cost_usd": None if stats.cost_usd is None else round(stats.cost_usd, 6),
         "dataset_cost_usd": round(dataset_cost, 6) if not dataset_cost_unknown else None,
         "seconds": round(wall, 2),
-        "generate_seconds": round(gen_seconds, 2),
-        "seconds_per_chunk": round(gen_seconds / tally.calls, 4) if tally.calls else None,
+        "generate_seconds": round(stats.seconds, 2),
+        "seconds_per_chunk": round(stats.seconds / stats.calls, 4) if stats.calls else None,
     }
     return Outcome(questions, test_out, report, failed_share=(n_failed / answered) if answered else 0.0)
 

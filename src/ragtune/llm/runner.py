@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..cache import ContentCache
 from .base import Backend, GenRequest, GenResult, Usage
@@ -48,9 +48,14 @@ def _add_cost(total: float | None, cost: float | None) -> float | None:
 
 
 def run_cached(backend: Backend, cache: ContentCache, requests: Sequence[GenRequest], stats: RunStats | None = None,
-               stop: threading.Event | None = None, meta: dict[str, Any] | None = None) -> dict[str, GenResult]:
+               stop: threading.Event | None = None, meta: dict[str, Any] | None = None, progress: Any = None,
+               on_result: Callable[[GenResult], None] | None = None) -> dict[str, GenResult]:
     """Results by key for `requests` (cache hits and fresh calls). Requests left undone because `stop`
-    was set are missing from the result. `stats` (if given) is updated in place."""
+    was set are missing from the result. `stats` (if given) is updated in place.
+
+    `progress`, if given, is tqdm-like: its total is set to the number of calls to make and it is
+    updated once per fresh result. `on_result` is called with each fresh result after it is committed
+    (under the runner's lock, with `stats` already updated)."""
     stats = stats if stats is not None else RunStats()
     stop = stop or threading.Event()
     t0 = time.perf_counter()
@@ -68,7 +73,7 @@ def run_cached(backend: Backend, cache: ContentCache, requests: Sequence[GenRequ
     stats.cache_misses += len(todo)
     lock = threading.Lock()
 
-    def on_result(r: GenResult) -> None:
+    def commit(r: GenResult) -> None:
         if backend.cacheable:  # commit at once: a crash loses at most the calls in flight
             cache.put_json(r.key, r.to_json(), meta={"backend": backend.name, "model": backend.model,
                                                      "status": "ok" if r.ok else "failed", **(meta or {})})
@@ -77,12 +82,19 @@ def run_cached(backend: Backend, cache: ContentCache, requests: Sequence[GenRequ
             stats.calls += 1
             stats.usage.add(r.usage)
             stats.cost_usd = _add_cost(stats.cost_usd, r.cost_usd)
+            if progress is not None:
+                progress.update(1)
+            if on_result is not None:
+                on_result(r)
 
+    if progress is not None:
+        progress.total = len(todo)
+        progress.refresh()
     if todo:
         log.info("llm: %d requests to %s (%s), %d from the cache", len(todo), backend.name, backend.model,
                  len(unique) - len(todo))
         # The cache doubles as the state store: pending Message Batches survive a crash.
-        backend.generate(todo, on_result, stop, cache)
+        backend.generate(todo, commit, stop, cache)
     for r in results.values():
         stats.results_cost_usd = _add_cost(stats.results_cost_usd, r.cost_usd)
     stats.seconds += time.perf_counter() - t0
