@@ -15,8 +15,7 @@ import torch
 from ragtune.adapter import AdapterConfig, build_adapter, save_query_adapter
 from ragtune.embedding import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
-from ragtune.evaluation import (EmbeddingArm, EvalParams, EvalPaths, LexicalArm, QuerySet, evaluate,
-                                flat_metrics, hit_matrix, identity, per_question_metrics, per_question_recall,
+from ragtune.evaluation import (EmbeddingArm, EvalParams, EvalPaths, LexicalArm, QuerySet, flat_metrics, hit_matrix, identity, per_question_metrics, per_question_recall,
                                 run_eval, write_eval_outputs)
 from ragtune.io import write_json
 from ragtune.lexical import Bm25Index, Bm25Params

@@ -3,7 +3,6 @@ its aggregation by hand, token F1, references, question selection, params, and a
 tiny fixture driven by a scripted judge (the real backends are tested in test_judge_llm.py)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

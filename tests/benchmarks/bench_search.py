@@ -4,7 +4,6 @@ its GFLOP/s against a plain matrix product of the same shape (the ceiling: top-k
 merging on top of the product).
 """
 
-
 import torch
 
 from ragtune.retrieval import exact_top_k
