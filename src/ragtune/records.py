@@ -25,14 +25,17 @@ class _Record(BaseModel):
 
 
 class Chunk(_Record):
-    """One retrievable passage. `split == "test"` marks chunks relevant to test questions: they never
-    reach question synthesis, so no test answer leaks into training."""
+    """One retrievable passage. `split == "test"` marks chunks relevant to test questions (what the
+    synthesize stage's protocol, `synthesize.test_chunks`, acts on). `parent` names the document a chunk
+    was cut from (an article, a contract), when known: chunks of one parent are not mined as each other's
+    hard negatives."""
 
     id: StrictStr
     text: StrictStr
     title: StrictStr | None = None
     source: StrictStr = "unknown"
     split: Split = "train"
+    parent: StrictStr | None = None
 
     @field_validator("id")
     @classmethod

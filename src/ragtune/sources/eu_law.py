@@ -207,7 +207,7 @@ def build(articles: list[Article], params: EuLawParams, seed: int) -> SourceResu
             cid = f"{a.regulation}-art{a.number}-p{part}"
             ids.append(cid)
             chunks.append(Chunk(id=cid, text=text, title=title, source=f"eu-law/{a.regulation}",
-                                split="test" if is_test else "train"))
+                                split="test" if is_test else "train", parent=f"{a.regulation}-art{a.number}"))
         if is_test:
             by_heading.setdefault(a.heading, []).extend(ids)
     # Articles sharing a heading ("Definitions") become one question relevant to all their chunks:
