@@ -17,7 +17,7 @@ from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.records import load_corpus
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
-from ragtune.training import TrainParams, apply_overrides, load_training_data, split_by_chunk, train_adapter
+from ragtune.training import TrainParams, apply_overrides, load_training_data, train_bagged
 
 OUT = Path("data/train")
 MODEL_DIR = Path("models/adapter")
@@ -25,7 +25,9 @@ MODEL_DIR = Path("models/adapter")
 LINEAR_DIR = Path("models/linear_adapter")
 BEST = Path("data/tune/best.json")
 INFO = Path("data/embed/info.json")
-INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl")
+INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl")
+# With train.bagging > 1, each single-seed member is kept here too (eval reports their spread).
+MEMBERS_DIR = "members"
 EXPORT_DIR = "sentence_transformer"
 EXPORT_TOLERANCE = 1e-5
 
@@ -74,13 +76,32 @@ def export_and_check(adapter, out_dir: Path, base_model, emb: EmbeddingParams, p
     return diff
 
 
+def save_members(bagged, members_dir: Path, params: TrainParams) -> None:
+    """Keep each single-seed adapter of a bagged run (eval reports their test spread); remove stale ones."""
+    if members_dir.exists():
+        shutil.rmtree(members_dir)
+    if len(bagged.members) < 2:
+        return
+    for seed, member in zip(bagged.seeds, bagged.members):
+        save_query_adapter(member.adapter, members_dir / f"seed-{seed}",
+                           extra={"train": params.model_copy(update={"seed": seed}).model_dump(mode="json")})
+
+
+def warn_if_degenerate(stats: dict) -> None:
+    """Questions that are near-copies of their chunk teach nothing and make validation trivial: say so."""
+    share = stats.get("near_copy_share", 0.0)
+    if share >= 0.2:
+        print(f"train: warning: {share:.0%} of the training questions are near-copies of their chunk (raw cosine "
+              f">= 0.95); validation will look perfect and the adapter learns little. See "
+              "data/synthesize/report.json (degenerate questions) and consider llm.ict.style or an LLM backend.")
+
+
 def main() -> None:
     params, best = tuned_params(load_section("train", TrainParams))
     emb = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
     info = check_embedder(emb)
-    data = load_training_data(*INPUTS)
-    split = split_by_chunk(data, params.val_fraction, params.seed)
+    data = load_training_data(*INPUTS, round_trip_top_k=params.round_trip_top_k)
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
     base_model = load_model(emb)
 
@@ -91,13 +112,15 @@ def main() -> None:
         dirs_written: list[Path] = []
         for kind in kinds:
             p = params if kind == params.kind else params.model_copy(update={"kind": kind})
-            result = train_adapter(p, data, split)
+            bagged = train_bagged(p, data)
+            result = bagged.members[0]
             model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
             dirs_written.append(model_dir)
-            save_query_adapter(result.adapter, model_dir, extra={"train": p.model_dump(mode="json")})
-            diff = export_and_check(result.adapter, model_dir / EXPORT_DIR, base_model, emb, probe, info)
-            summary = {**result.summary(), "kind": kind, "loss": p.loss, "export_max_abs_diff": diff,
-                       "export_needs_trust_remote_code": needs_remote_code(result.adapter)}
+            save_query_adapter(bagged.adapter, model_dir, extra={"train": p.model_dump(mode="json")})
+            save_members(bagged, model_dir / MEMBERS_DIR, p)
+            diff = export_and_check(bagged.adapter, model_dir / EXPORT_DIR, base_model, emb, probe, info)
+            summary = {**bagged.summary(), "kind": kind, "loss": p.loss, "bagging": len(bagged.members),
+                       "export_max_abs_diff": diff, "export_needs_trust_remote_code": needs_remote_code(bagged.adapter)}
             prefix = "" if kind == params.kind else "linear_"
             if kind == params.kind:
                 metrics.update(summary)
@@ -116,11 +139,16 @@ def main() -> None:
 
     if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
         shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
+    split = bagged.splits[0]
     metrics.update(n_train_questions=int(len(split.train)), n_val_questions=int(len(split.val)),
                    dropped_test_chunk_questions=data.dropped.get("test_chunk_questions", 0),
+                   dropped_round_trip=data.dropped.get("round_trip", 0), **data.stats,
                    tuned_trial=best.get("trial"), mlflow_run_id=run.run_id)
+    warn_if_degenerate(data.stats)
+    # Eval's synthetic validation set is member 0's; with bagging the other members trained on some of it.
     write_json(OUT / "split.json", {"train": [data.question_ids[i] for i in split.train],
-                                    "val": [data.question_ids[i] for i in split.val]})
+                                    "val": [data.question_ids[i] for i in split.val],
+                                    "bagging": len(bagged.members), "seeds": bagged.seeds})
     write_json(OUT / "metrics.json", metrics)
     print(f"train: {params.kind} adapter, epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
           f"val Hit@5 {metrics['val_hit@5']:.4f} (raw cosine {metrics['baseline_val_hit@5']:.4f}), "

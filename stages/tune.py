@@ -12,14 +12,14 @@ from ragtune.tuning import MlflowTarget, TuneParams, redact_url, run_study, writ
 
 OUT = Path("data/tune")
 STORAGE_DIR = OUT / "storage"
-INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl")
+INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl")
 
 
 def main() -> None:
     tune = load_section("tune", TuneParams)
     base = load_section("train", TrainParams)
     mlflow_params = load_section("mlflow", MlflowParams)
-    data = load_training_data(*INPUTS)
+    data = load_training_data(*INPUTS, round_trip_top_k=base.round_trip_top_k)
     storage_label = redact_url(tune.storage) if tune.storage else str(STORAGE_DIR / "optuna.journal")
 
     with stage_run("tune", mlflow_params, params={"tune": tune, "train": base}) as run:

@@ -12,7 +12,7 @@ from ragtune.adapter import QueryAdapter
 from ragtune.embedding import save_embeddings
 from ragtune.errors import DataError, ParamsError, RagtuneError
 from ragtune.params import load_section
-from ragtune.records import Chunk, write_jsonl
+from ragtune.records import Chunk, TestQuestion, write_jsonl
 from ragtune.retrieval import exact_top_k
 from ragtune.training import (TrainParams, apply_overrides, build_training_data, load_training_data,
                               split_by_chunk, train_adapter, validation_metrics)
@@ -227,6 +227,9 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     chunks = [Chunk(id=c, text=f"Article {i}. Member States shall report incident {i} to the authority.",
                     split="test" if i == 79 else "train") for i, c in enumerate(data.corpus_ids)]
     write_jsonl(tmp_path / "data/fetch/corpus.jsonl", chunks)
+    # Chunk 79 is held out for a synthetic test question: its training questions must be dropped.
+    write_jsonl(tmp_path / "data/synthesize/test.jsonl",
+                [TestQuestion(id="t0", question="incident 79?", relevant_ids=[data.corpus_ids[79]], origin="synthetic")])
     save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
     save_embeddings(tmp_path / "data/embed/questions.npz", data.question_ids, data.question_emb.numpy(),
                     chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()])
@@ -234,7 +237,7 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params = {k: params[k] for k in ("embedding", "tune", "train")}
     params["tune"].update(n_trials=4, timeout_s=None)
-    params["train"].update(max_epochs=3, compare_linear=True)
+    params["train"].update(max_epochs=3, compare_linear=True, bagging=2)
     params["tune"]["search_space"] = {"kind": {"type": "categorical", "choices": ["mlp"]},
                                       "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
     params["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e2e"}
@@ -255,9 +258,14 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     assert metrics["linear"]["kind"] == "linear" and metrics["dropped_test_chunk_questions"] == 3
     split = read_json(tmp_path / "data/train/split.json")
     assert len(split["train"]) + len(split["val"]) == 237 and not set(split["train"]) & set(split["val"])
+    assert split["seeds"] == [42, 43] and [m["seed"] for m in metrics["members"]] == [42, 43]
     for model in ("models/adapter", "models/linear_adapter"):
         assert (tmp_path / model / "config.json").is_file()
         assert (tmp_path / model / "sentence_transformer" / "router_config.json").is_file()
+        assert sorted(p.name for p in (tmp_path / model / "members").iterdir()) == ["seed-42", "seed-43"]
+    # The tuned MLP has hidden layers: its bagged adapter is a two-member ensemble, exported as one module.
+    assert read_json(tmp_path / "models/adapter/config.json")["members"] == 2
+    assert read_json(tmp_path / "models/linear_adapter/config.json")["members"] == 1  # averaged into one map
     history = (tmp_path / "data/train/history.csv").read_text().splitlines()
     assert history[0] == "epoch,train_loss,val_hit@1,val_hit@5,val_hit@10,val_mrr@10,seconds"
 

@@ -22,12 +22,13 @@ Losses (fully vectorised, one matrix product per batch):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ class AdapterConfig:
     dropout: float = 0.1
     activation: Activation = "gelu"
     residual_scale: float = 1.0
+    members: int = 1  # > 1: an ensemble of that many MLPs, output the normalised mean of theirs
 
     def __post_init__(self) -> None:
         if self.kind not in ("mlp", "linear"):
@@ -67,6 +69,13 @@ class AdapterConfig:
             raise ValueError(f"n_hidden_layers must be 0-3, got {self.n_hidden_layers}")
         if self.dim < 1 or self.hidden_dim < 1:
             raise ValueError("dim and hidden_dim must be positive")
+        if self.members < 1 or (self.members > 1 and not self.has_hidden_layers):
+            raise ValueError(f"members must be 1, or > 1 only for an mlp with hidden layers (got {self.members}); "
+                             "affine adapters are averaged into one map")
+
+    @property
+    def has_hidden_layers(self) -> bool:
+        return self.kind == "mlp" and self.n_hidden_layers > 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -98,7 +107,10 @@ class QueryAdapter(nn.Module):
         super().__init__()
         self.config = config
         d = config.dim
-        if config.kind == "linear":
+        if config.members > 1:
+            single = dataclasses.replace(config, members=1)
+            self.members = nn.ModuleList(QueryAdapter(single) for _ in range(config.members))
+        elif config.kind == "linear":
             self.delta = nn.Parameter(torch.zeros(d, d))
             self.bias = nn.Parameter(torch.zeros(d))
         else:
@@ -116,6 +128,8 @@ class QueryAdapter(nn.Module):
 
     def unnormalised(self, query_emb: Tensor) -> Tensor:
         """The adapted vector before L2 normalisation (rankings depend only on its direction)."""
+        if self.config.members > 1:
+            return torch.stack([member(query_emb) for member in self.members]).mean(dim=0)
         if self.config.kind == "linear":
             return query_emb + query_emb @ self.delta.T + self.bias
         return query_emb + self.config.residual_scale * self.out(self.hidden(query_emb))
@@ -131,6 +145,32 @@ def build_adapter(config: AdapterConfig, seed: int) -> QueryAdapter:
         return QueryAdapter(config)
 
 
+def ensemble_adapters(adapters: Sequence[QueryAdapter]) -> QueryAdapter:
+    """One adapter from several of the same configuration (in eval mode).
+
+    Affine adapters (`linear`, or an `mlp` without hidden layers) compute `normalize(W x + b)` with W and b
+    linear in the parameters, so the mean of the maps is again one map of the same kind: the parameters
+    are averaged. MLPs with hidden layers become an ensemble whose output is the normalised mean of the
+    members' outputs (adapted vectors (n, d) each).
+    """
+    if not adapters:
+        raise ValueError("no adapters to ensemble")
+    config = adapters[0].config
+    if any(a.config != config for a in adapters):
+        raise ValueError("cannot ensemble adapters of different configurations")
+    if len(adapters) == 1:
+        return adapters[0].eval()
+    if not config.has_hidden_layers:
+        out = QueryAdapter(config)
+        states = [a.state_dict() for a in adapters]
+        out.load_state_dict({k: torch.stack([s[k].detach().cpu() for s in states]).mean(dim=0) for k in states[0]})
+        return out.eval()
+    out = QueryAdapter(dataclasses.replace(config, members=len(adapters)))
+    for slot, member in zip(out.members, adapters):
+        slot.load_state_dict(member.state_dict())
+    return out.eval()
+
+
 def identity_distance(adapted: Tensor, query_emb: Tensor) -> Tensor:
     """Mean of 1 - cos(adapted, query): 0 for the identity. A penalty on it keeps the adapter near raw
     cosine, which is what transfers to real queries when training questions are synthetic."""
@@ -140,24 +180,33 @@ def identity_distance(adapted: Tensor, query_emb: Tensor) -> Tensor:
 # --- losses -----------------------------------------------------------------------------------
 
 class InBatchRankingLoss(nn.Module):
-    """Multiple Negatives Ranking: question i against the gold chunks of the whole batch.
+    """Multiple Negatives Ranking: question i against the gold chunks of the whole batch, plus its own
+    mined hard negatives when given.
 
-    forward(adapted (B, d), gold_rows (B,), corpus_emb (N, d), text_group (N,)) -> scalar.
-    Column j is masked for row i when j's chunk has the same text group as i's gold chunk (the same
-    chunk asked about twice, or a verbatim duplicate), except on the diagonal, the target.
+    forward(adapted (B, d), gold_rows (B,), corpus_emb (N, d), text_group (N,), negatives (B, m) | None)
+    -> scalar. Column j is masked for row i when j's chunk has the same text group as i's gold chunk (the
+    same chunk asked about twice, or a verbatim duplicate), except on the diagonal, the target. Negative
+    slots holding -1 (fewer found) or a twin of the gold text are masked too.
     """
 
     def __init__(self, temperature: float):
         super().__init__()
         self.temperature = temperature
 
-    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor) -> Tensor:
+    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor,
+                negatives: Tensor | None = None) -> Tensor:
         docs = corpus_emb[gold_rows]                           # (B, d), frozen
         logits = adapted @ docs.T / self.temperature           # (B, B)
         groups = text_group[gold_rows]
         same = groups[:, None] == groups[None, :]
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
+        if negatives is not None and negatives.shape[1] > 0:
+            # Question i's own mined negatives (B, m), -1 where mining found fewer: extra columns.
+            rows = negatives.clamp(min=0)
+            neg_logits = torch.einsum("bd,bmd->bm", adapted, corpus_emb[rows]) / self.temperature
+            invalid = (negatives < 0) | (text_group[rows] == groups[:, None])
+            logits = torch.cat([logits, neg_logits.masked_fill(invalid, float("-inf"))], dim=1)
         target = torch.arange(len(gold_rows), device=adapted.device)
         return F.cross_entropy(logits, target)
 
@@ -173,7 +222,9 @@ class FullCorpusSoftmaxLoss(nn.Module):
         super().__init__()
         self.temperature = temperature
 
-    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor) -> Tensor:
+    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor,
+                negatives: Tensor | None = None) -> Tensor:
+        # Every chunk is already a negative here, so mined `negatives` add nothing and are ignored.
         logits = adapted @ corpus_emb.T / self.temperature     # (B, N)
         twin = text_group[None, :] == text_group[gold_rows][:, None]
         twin[torch.arange(len(gold_rows), device=adapted.device), gold_rows] = False

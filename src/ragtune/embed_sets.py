@@ -55,7 +55,8 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
         questions = read_jsonl(inputs.questions, SyntheticQuestion)
         q_emb = embedder.encode_queries([q.question for q in questions], desc="synthetic questions")
         save_embeddings(out_dir / "questions.npz", [q.id for q in questions],
-                        q_emb.reshape(len(questions), embedder.dim), chunk_ids=[q.chunk_id for q in questions])
+                        q_emb.reshape(len(questions), embedder.dim), chunk_ids=[q.chunk_id for q in questions],
+                        backends=[q.backend for q in questions])
         counts["questions"] = len(questions)
     counts["test_synthetic"] = sum(q.origin == "synthetic" for q in test)
 

@@ -68,7 +68,8 @@ def adapter_modules(adapter: QueryAdapter) -> list[nn.Module]:
 
     module = QueryAdapterModule(dim=cfg.dim, kind=cfg.kind, hidden_dim=cfg.hidden_dim,
                                 n_hidden_layers=cfg.n_hidden_layers, dropout=cfg.dropout,
-                                activation=cfg.activation, residual_scale=cfg.residual_scale)
+                                activation=cfg.activation, residual_scale=cfg.residual_scale,
+                                members=cfg.members)
     module.load_state_dict({k: v.detach().cpu() for k, v in adapter.state_dict().items()})
     return [module.eval()]
 

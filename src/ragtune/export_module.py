@@ -39,15 +39,20 @@ class CentredLayerNorm(nn.Module):
 class QueryAdapterModule(Module):
     """Replaces `sentence_embedding` (n, dim) with the adapted, L2-normalised query embedding."""
 
-    config_keys = ["dim", "kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale"]
+    config_keys = ["dim", "kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale",
+                   "members"]
 
     def __init__(self, dim: int, kind: str = "mlp", hidden_dim: int = 256, n_hidden_layers: int = 1,
-                 dropout: float = 0.0, activation: str = "gelu", residual_scale: float = 1.0):
+                 dropout: float = 0.0, activation: str = "gelu", residual_scale: float = 1.0, members: int = 1):
         super().__init__()
         self.dim, self.kind, self.hidden_dim = dim, kind, hidden_dim
         self.n_hidden_layers, self.dropout, self.activation = n_hidden_layers, dropout, activation
-        self.residual_scale = residual_scale
-        if kind == "linear":
+        self.residual_scale, self.members_count = residual_scale, members
+        if members > 1:  # an ensemble: the normalised mean of the members' adapted vectors
+            self.members = nn.ModuleList(
+                QueryAdapterModule(dim, kind, hidden_dim, n_hidden_layers, dropout, activation, residual_scale)
+                for _ in range(members))
+        elif kind == "linear":
             self.delta = nn.Parameter(torch.zeros(dim, dim))
             self.bias = nn.Parameter(torch.zeros(dim))
         else:
@@ -61,7 +66,9 @@ class QueryAdapterModule(Module):
             self.out = nn.Linear(width, dim)
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "linear":
+        if self.members_count > 1:
+            y = torch.stack([member.adapt(x) for member in self.members]).mean(dim=0)
+        elif self.kind == "linear":
             y = x + x @ self.delta.T + self.bias
         else:
             y = x + self.residual_scale * self.out(self.hidden(x))
@@ -70,6 +77,10 @@ class QueryAdapterModule(Module):
     def forward(self, features: dict, **kwargs) -> dict:
         features["sentence_embedding"] = self.adapt(features["sentence_embedding"])
         return features
+
+    def get_config_dict(self) -> dict:
+        # `members` names the ModuleList of an ensemble; the saved config holds the count.
+        return {**{k: getattr(self, k) for k in self.config_keys if k != "members"}, "members": self.members_count}
 
     def get_embedding_dimension(self) -> int:
         return self.dim

@@ -19,11 +19,12 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .adapter import (Activation, AdapterConfig, AdapterKind, LossName, QueryAdapter, build_adapter,
                       identity_distance, make_loss, text_groups)
 from .errors import DataError, RagtuneError
+from .hard_negatives import Candidates, MiningRule, mine_hard_negatives, rank_candidates
 from .params import Section
 from .retrieval import exact_top_k, hit_rate_at_k, mrr_at_k
 
@@ -57,6 +58,17 @@ class TrainParams(Section):
     max_epochs: int = Field(30, ge=1, le=10_000)
     patience: int = Field(4, ge=1, le=10_000)
     grad_clip: float = Field(1.0, ge=0.0, le=1e6)  # max gradient norm; 0 turns clipping off
+    # hard negatives (in_batch loss only: full_corpus already scores every chunk)
+    hard_negatives: int = Field(0, ge=0, le=64)       # mined per question from raw-cosine ranks; 0: in-batch only
+    hard_negative_min_rank: int = Field(10, ge=1, le=10_000)   # rank window (1-based, inclusive) they come from
+    hard_negative_max_rank: int = Field(50, ge=1, le=10_000)
+    hard_negative_margin: float = Field(0.05, ge=0.0, lt=1.0)  # score <= (1 - margin) * the gold chunk's
+    hard_negative_skip_same_parent: bool = True       # never a chunk of the gold chunk's document
+    # ensemble over validation splits: seeds seed..seed+bagging-1, one adapter each, shipped as their mean
+    bagging: int = Field(1, ge=1, le=32)
+    # LLM questions whose chunk is not in raw cosine's top k are dropped (round-trip consistency);
+    # no-model pseudo-queries are exempt; null: off
+    round_trip_top_k: int | None = Field(20, ge=1, le=10_000)
     compare_linear: bool = False
     device: Literal["cpu", "auto", "cuda", "mps"] = "cpu"
     # CPU threads for torch while training; 0 leaves torch's default. The matrices are small, so one
@@ -69,11 +81,24 @@ class TrainParams(Section):
                              n_hidden_layers=self.n_hidden_layers, dropout=self.dropout,
                              activation=self.activation, residual_scale=self.residual_scale)
 
+    def mining_rule(self) -> MiningRule:
+        return MiningRule(count=self.hard_negatives, min_rank=self.hard_negative_min_rank,
+                          max_rank=self.hard_negative_max_rank, relative_margin=self.hard_negative_margin,
+                          skip_same_parent=self.hard_negative_skip_same_parent)
+
+    @model_validator(mode="after")
+    def _window(self) -> "TrainParams":
+        if self.hard_negative_max_rank < self.hard_negative_min_rank:
+            raise ValueError(f"hard_negative_max_rank ({self.hard_negative_max_rank}) is below "
+                             f"hard_negative_min_rank ({self.hard_negative_min_rank})")
+        return self
+
 
 # Keys the tune stage may search over (the rest say how to run, not what to train).
 TUNABLE = frozenset({"kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale",
                      "loss", "temperature", "identity_weight", "lr", "weight_decay", "batch_size",
-                     "grad_clip"})
+                     "grad_clip", "hard_negatives", "hard_negative_min_rank", "hard_negative_max_rank",
+                     "hard_negative_margin"})
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -90,6 +115,9 @@ class TrainingData:
     question_emb: torch.Tensor        # (n, d) float32
     gold_rows: torch.Tensor           # (n,) int64
     dropped: dict[str, int] = field(default_factory=dict)
+    parent_group: np.ndarray | None = None   # (N,) int64, shared by chunks of one parent document
+    stats: dict[str, Any] = field(default_factory=dict)
+    _candidates: Candidates | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
@@ -98,15 +126,37 @@ class TrainingData:
     def to(self, device: str) -> "TrainingData":
         return TrainingData(self.corpus_ids, self.corpus_emb.to(device), self.text_group.to(device),
                             self.question_ids, self.question_emb.to(device), self.gold_rows.to(device),
-                            dict(self.dropped))
+                            dict(self.dropped), self.parent_group, dict(self.stats), self._candidates)
+
+    def hard_negatives(self, rule: MiningRule) -> torch.Tensor:
+        """(n, rule.count) mined negatives per question (-1 padded). The raw-cosine ranking is computed
+        once, to the deepest window asked for, and reused by every later rule (tuning trials)."""
+        depth = min(rule.max_rank, len(self.corpus_ids))
+        if self._candidates is None or self._candidates.depth < depth:
+            self._candidates = rank_candidates(self.question_emb.cpu(), self.corpus_emb.cpu(), depth)
+        negatives = mine_hard_negatives(self.question_emb.cpu(), self.gold_rows.cpu().numpy(),
+                                        self.corpus_emb.cpu(), self.text_group.cpu().numpy(),
+                                        self.parent_group, rule, self._candidates)
+        return torch.as_tensor(negatives)
+
+
+# Backends whose "questions" are drawn from the chunk itself: round-trip filtering would keep them all.
+NO_MODEL_BACKENDS = frozenset({"ict"})
+# A question whose raw cosine to its own chunk is at least this is a near-copy of the chunk: it teaches
+# nothing (raw cosine already ranks it first) and inflates validation.
+NEAR_COPY_COSINE = 0.95
 
 
 def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpus_texts: Sequence[str],
                         question_ids: Sequence[str], question_emb: np.ndarray,
                         question_chunk_ids: Sequence[str], test_chunk_ids: Sequence[str] = (),
-                        source: str = "questions") -> TrainingData:
-    """Align questions to corpus rows. Questions about held-out test chunks are dropped (they would
-    train on what the test measures); a question whose chunk is not in the corpus is an error."""
+                        source: str = "questions", corpus_parents: Sequence[str | None] | None = None,
+                        question_backends: Sequence[str] | None = None,
+                        round_trip_top_k: int | None = None) -> TrainingData:
+    """Align questions to corpus rows. Questions about `test_chunk_ids` (chunks a test question is
+    measured on that training must not see) are dropped; a question whose chunk is not in the corpus is
+    an error. With `round_trip_top_k`, questions written by a language model (`question_backends`) whose
+    chunk raw cosine does not rank within that many are dropped too (round-trip consistency)."""
     if corpus_emb.shape[0] != len(corpus_ids) or len(corpus_texts) != len(corpus_ids):
         raise DataError(f"corpus: {len(corpus_ids)} ids, {corpus_emb.shape[0]} embeddings and "
                         f"{len(corpus_texts)} texts; rerun the embed stage")
@@ -121,30 +171,60 @@ def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpu
     if missing:
         raise DataError(f"{source}: {len(missing)} question(s) name chunks not in the corpus "
                         f"(first: {missing[0]!r}); rerun synthesize and embed on the current corpus")
+    corpus = np.ascontiguousarray(corpus_emb, dtype=np.float32)
+    questions = np.ascontiguousarray(question_emb, dtype=np.float32)
     held_out = set(test_chunk_ids)
     keep = np.fromiter((c not in held_out for c in question_chunk_ids), dtype=bool, count=len(question_ids))
     n_dropped = int((~keep).sum())
     if n_dropped:
         log.warning("%s: dropped %d question(s) about held-out test chunks", source, n_dropped)
+    gold = np.fromiter((row_of[c] for c in question_chunk_ids), dtype=np.int64, count=len(question_ids))
+    groups = text_groups(list(corpus_texts))
+    dropped = {"test_chunk_questions": n_dropped}
+    if round_trip_top_k is not None and question_backends is not None:
+        generated = keep & np.fromiter((b not in NO_MODEL_BACKENDS for b in question_backends), dtype=bool,
+                                       count=len(question_ids))
+        rows = np.flatnonzero(generated)
+        if len(rows):
+            _, top = exact_top_k(questions[rows], corpus, round_trip_top_k)
+            found = (groups[top] == groups[gold[rows]][:, None]).any(axis=1)
+            keep[rows[~found]] = False
+            dropped["round_trip"] = int((~found).sum())
     if not keep.any():
         raise DataError(f"{source}: no training questions left; run the synthesize stage")
-    gold = np.fromiter((row_of[c] for c in question_chunk_ids), dtype=np.int64, count=len(question_ids))
+    near_copy = (questions[keep] * corpus[gold[keep]]).sum(axis=1) >= NEAR_COPY_COSINE
+    stats = {"near_copy_questions": int(near_copy.sum()),
+             "near_copy_share": round(float(near_copy.mean()), 4)}
+    parent_group = None
+    if corpus_parents is not None and any(p is not None for p in corpus_parents):
+        # A chunk without a parent is its own document: it gets a group no other chunk shares.
+        keys = [p if p is not None else ("\0chunk", i) for i, p in enumerate(corpus_parents)]
+        first: dict[Any, int] = {}
+        parent_group = np.fromiter((first.setdefault(k, len(first)) for k in keys), dtype=np.int64, count=len(keys))
     return TrainingData(
         corpus_ids=list(corpus_ids),
-        corpus_emb=torch.as_tensor(np.ascontiguousarray(corpus_emb, dtype=np.float32)),
-        text_group=torch.as_tensor(text_groups(list(corpus_texts))),
+        corpus_emb=torch.as_tensor(corpus),
+        text_group=torch.as_tensor(groups),
         question_ids=[q for q, k in zip(question_ids, keep) if k],
-        question_emb=torch.as_tensor(np.ascontiguousarray(question_emb[keep], dtype=np.float32)),
+        question_emb=torch.as_tensor(questions[keep]),
         gold_rows=torch.as_tensor(gold[keep]),
-        dropped={"test_chunk_questions": n_dropped},
+        dropped=dropped,
+        parent_group=parent_group,
+        stats=stats,
     )
 
 
-def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus_jsonl: str | Path) -> TrainingData:
-    """Read the embed stage's questions.npz (`ids`, `emb`, `chunk_ids`) and corpus.npz, and the fetch
-    stage's corpus.jsonl (texts for the identical-text mask, `split` for the held-out chunks)."""
+def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus_jsonl: str | Path,
+                       test_jsonl: str | Path | None = None, round_trip_top_k: int | None = None) -> TrainingData:
+    """Read the embed stage's questions.npz (`ids`, `emb`, `chunk_ids`, optional `backends`) and
+    corpus.npz, and the fetch stage's corpus.jsonl (texts for the identical-text mask, parents).
+
+    Which chunks training must not see: with `test_jsonl` (the pipeline's test set), the chunks of its
+    *synthetic* test questions (made for held-out chunks: training on them would measure what was
+    trained); the synthesize stage already applied `synthesize.test_chunks` to human test chunks.
+    Without it, every chunk marked `split: test` (the strict protocol)."""
     from .embedding import load_embeddings_with_columns
-    from .records import load_corpus
+    from .records import load_corpus, load_test
 
     q_ids, q_emb, cols = load_embeddings_with_columns(questions_npz)
     if "chunk_ids" not in cols:
@@ -156,9 +236,18 @@ def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus
         raise DataError(f"{corpus_npz}: {len(absent)} embedded chunk(s) not in {corpus_jsonl} "
                         f"(first: {absent[0]!r}); rerun the embed stage")
     texts = [chunks[cid].text for cid in c_ids]
-    test_chunks = [cid for cid, c in chunks.items() if c.split == "test"]
-    return build_training_data(c_ids, c_emb, texts, q_ids, q_emb, cols["chunk_ids"], test_chunks,
-                               source=str(questions_npz))
+    if test_jsonl is None:
+        held_out = [cid for cid, c in chunks.items() if c.split == "test"]
+    else:
+        held_out = synthetic_test_chunks(load_test(test_jsonl, corpus_ids=c_ids))
+    return build_training_data(c_ids, c_emb, texts, q_ids, q_emb, cols["chunk_ids"], held_out,
+                               source=str(questions_npz), corpus_parents=[chunks[cid].parent for cid in c_ids],
+                               question_backends=cols.get("backends"), round_trip_top_k=round_trip_top_k)
+
+
+def synthetic_test_chunks(tests: Sequence[Any]) -> list[str]:
+    """Chunks that synthetic test questions were written for: never training material."""
+    return sorted({rid for q in tests if q.origin == "synthetic" for rid in q.relevant_ids})
 
 
 @dataclass(frozen=True)
@@ -250,15 +339,21 @@ def train_adapter(params: TrainParams, data: TrainingData, split: Split,
     if params.threads:
         torch.set_num_threads(params.threads)
     try:
-        return _train(params, data, split, on_epoch)
+        negatives = None
+        if params.hard_negatives > 0 and params.loss == "in_batch":
+            negatives = data.hard_negatives(params.mining_rule())
+        return _train(params, data, split, on_epoch, negatives)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: EpochCallback | None) -> TrainResult:
+def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: EpochCallback | None,
+           negatives: torch.Tensor | None) -> TrainResult:
     t0 = time.perf_counter()
     device = resolve_device(params.device)
     data = data.to(device)
+    if negatives is not None:
+        negatives = negatives.to(device)
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, then restore
         torch.manual_seed(params.seed)
         adapter = build_adapter(params.adapter_config(data.dim), params.seed).to(device)
@@ -285,7 +380,8 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
                     continue
                 query_emb = data.question_emb[batch]
                 adapted = adapter(query_emb)
-                loss = loss_fn(adapted, data.gold_rows[batch], data.corpus_emb, data.text_group)
+                loss = loss_fn(adapted, data.gold_rows[batch], data.corpus_emb, data.text_group,
+                               None if negatives is None else negatives[batch])
                 if params.identity_weight > 0:
                     loss = loss + params.identity_weight * identity_distance(adapted, query_emb)
                 optimiser.zero_grad(set_to_none=True)
@@ -317,6 +413,44 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
     adapter.eval()
     return TrainResult(adapter=adapter.cpu(), history=history, best_epoch=best_epoch, best=best,
                        baseline=baseline, seconds=time.perf_counter() - t0)
+
+
+@dataclass
+class BaggedResult:
+    """`train.bagging` adapters, member i trained with seed `seed + i` on its own validation split, and
+    their ensemble (`adapter`): one averaged map when the members are affine, else their mean output."""
+
+    adapter: QueryAdapter
+    members: list[TrainResult]
+    seeds: list[int]
+    splits: list[Split]
+
+    def summary(self) -> dict[str, Any]:
+        """Member 0's summary (the single-seed run, as without bagging) plus every member's validation."""
+        out = self.members[0].summary()
+        if len(self.members) > 1:
+            out["seconds"] = round(sum(m.seconds for m in self.members), 3)
+            out["members"] = [{"seed": seed, "best_epoch": m.best_epoch, "val_hit@5": m.best["hit@5"],
+                               "baseline_val_hit@5": m.baseline["hit@5"], "val_mrr@10": m.best["mrr@10"]}
+                              for seed, m in zip(self.seeds, self.members)]
+            out["members_mean_val_hit@5"] = float(np.mean([m.best["hit@5"] for m in self.members]))
+            out["members_mean_baseline_val_hit@5"] = float(np.mean([m.baseline["hit@5"] for m in self.members]))
+        return out
+
+
+def train_bagged(params: TrainParams, data: TrainingData) -> BaggedResult:
+    """Train `params.bagging` adapters on as many seeded validation splits and ensemble them. With
+    bagging 1 this is exactly one `train_adapter` run with `params.seed`."""
+    from .adapter import ensemble_adapters
+
+    seeds = [params.seed + i for i in range(params.bagging)]
+    members, splits = [], []
+    for seed in seeds:
+        member_params = params if seed == params.seed else params.model_copy(update={"seed": seed})
+        split = split_by_chunk(data, params.val_fraction, seed)
+        members.append(train_adapter(member_params, data, split))
+        splits.append(split)
+    return BaggedResult(ensemble_adapters([m.adapter for m in members]), members, seeds, splits)
 
 
 def apply_overrides(params: TrainParams, overrides: dict[str, Any], source: str = "overrides") -> TrainParams:

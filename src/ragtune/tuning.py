@@ -160,14 +160,14 @@ def code_fingerprint() -> str:
     """Hash of the modules that decide what a trial computes: changed code means a new study."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("adapter.py", "training.py", "tuning.py", "retrieval.py"):
+    for name in ("adapter.py", "training.py", "tuning.py", "retrieval.py", "hard_negatives.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 
 
 def study_fingerprint(tune: TuneParams, base: TrainParams, data_hash: str) -> str:
     """Same search, base params, data and code -> same study (resumed); anything else -> a new one."""
-    run_keys = {"use_tuned", "compare_linear", "device"}  # how the train stage runs, not what a trial is
+    run_keys = {"use_tuned", "compare_linear", "device", "bagging"}  # how the train stage runs, not what a trial is
     blob = json.dumps({
         "code": code_fingerprint(),
         "space": {k: v.model_dump(mode="json") for k, v in sorted(tune.search_space.items())},
@@ -333,7 +333,7 @@ class WorkerJob:
 
     tune: dict[str, Any]
     base: dict[str, Any]
-    inputs: tuple[str, str, str]          # questions.npz, corpus.npz, corpus.jsonl
+    inputs: tuple[str, ...]               # questions.npz, corpus.npz, corpus.jsonl[, test.jsonl]
     storage: str | None
     storage_dir: str
     study_name: str
@@ -356,7 +356,7 @@ def _run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
                             format=f"%(asctime)s %(levelname)s worker-{job.worker}: %(message)s")
     tune, base = TuneParams(**job.tune), TrainParams(**job.base)
     if data is None:
-        data = load_training_data(*job.inputs)
+        data = load_training_data(*job.inputs, round_trip_top_k=base.round_trip_top_k)
     split = split_by_chunk(data, base.val_fraction, base.seed)
     study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage, job.storage_dir),
                               sampler=make_sampler(tune, job.worker), pruner=make_pruner(tune))
@@ -385,7 +385,7 @@ class StudyResult:
     counts: dict[str, int]
 
 
-def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, str, str], storage_dir: str | os.PathLike[str],
+def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], storage_dir: str | os.PathLike[str],
               mlflow_target: MlflowTarget | None = None, data: TrainingData | None = None) -> StudyResult:
     """Create or resume the study, run `n_workers` processes against one storage until `n_trials`
     trials have finished (or the timeout), and return the best configuration."""
@@ -396,8 +396,8 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, str, str],
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if data is None:
-        data = load_training_data(*inputs)
-    fingerprint = study_fingerprint(tune, base, data_fingerprint(inputs[0], inputs[1]))
+        data = load_training_data(*inputs, round_trip_top_k=base.round_trip_top_k)
+    fingerprint = study_fingerprint(tune, base, data_fingerprint(*inputs))
     study_name = f"{tune.study_name}-{fingerprint}"
     storage = open_storage(tune.storage, storage_dir)
     if not tune.resume:
