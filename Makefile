@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test bench ui venv clean-venv
+.PHONY: run test bench transfer ui venv clean-venv
 
 venv: $(STAMP)
 
@@ -28,6 +28,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks
+
+# The cross-corpus benchmark (`ragtune bench`) on the development corpora; only for developers who have
+# ../shared/devsets/ (nothing else needs it). Scratch workspaces in data/transfer/work/ are kept for reruns.
+transfer: $(STAMP)
+	$(BIN)/ragtune bench --default ../shared/devsets/acord ../shared/devsets/or_sharc
+	$(BIN)/python -m ragtune.readme
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

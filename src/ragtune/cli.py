@@ -1,9 +1,11 @@
 """The `ragtune` console command.
 
     ragtune search "question" -k 5     raw cosine and the adapter side by side on the pipeline's corpus
+    ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
 
-Reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/) and the
-`embedding` section of params.yaml; writes nothing.
+`search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/) and the
+`embedding` section of params.yaml; writes nothing. `bench` runs each corpus in its own scratch DVC
+workspace under --out (see ragtune.cross_corpus).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import shutil
 import sys
 import textwrap
@@ -174,10 +177,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the side-by-side table")
     p.add_argument("--width", type=int, default=None, help="output width (default: the terminal's)")
+
+    b = sub.add_parser("bench", help="run the pipeline on other corpora and tabulate the test results",
+                       description="Run fetch → eval (`dvc repro eval`) on each DIR (a folder with corpus.jsonl "
+                                   "and test.jsonl) in its own scratch workspace <out>/work/<name>/, with the "
+                                   "project's params.yaml (fetch.source=jsonl on the copied files, MLflow off, "
+                                   "plus -S overrides), and write <out>/results.json, results.md and results.png. "
+                                   "Run from the project root. Workspaces are kept: a rerun only reruns what "
+                                   "changed.")
+    b.add_argument("dirs", nargs="*", type=Path, metavar="DIR", help="a folder holding corpus.jsonl and test.jsonl")
+    b.add_argument("--default", action="store_true",
+                   help="also run the project's own params unchanged (its default source) as corpus `default`")
+    b.add_argument("--out", type=Path, default=Path("data/transfer"), help="output folder (default data/transfer)")
+    b.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param in every workspace, as `dvc exp run -S` (e.g. -S tune.n_trials=10); "
+                        "repeatable")
+    b.add_argument("--mlflow", action="store_true",
+                   help="log to MLflow (off by default; a relative sqlite store means the project's)")
     return parser
 
 
+def bench(args: argparse.Namespace, command: str) -> list[Path]:
+    """Plan (every input checked before any work), run every workspace, write the results."""
+    from .cross_corpus import plan_bench, run_bench
+
+    plan = plan_bench(Path.cwd(), args.dirs, args.default, args.out, args.overrides, args.mlflow)
+    return run_bench(plan, command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -187,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmp = search(args.question, args.top_k, args.params)
             width = args.width or shutil.get_terminal_size((120, 24)).columns
             print(_as_json(cmp) if args.json else format_comparison(cmp, width))
+        elif args.command == "bench":
+            written = bench(args, shlex.join(["ragtune", *argv]))
+            print("\n".join(str(p) for p in written))
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -303,7 +303,8 @@ def _hit_rate_curve(hits_by_arm: Mapping[str, np.ndarray], params: EvalParams) -
 
 
 def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalParams,
-             comparisons: Sequence[tuple[str, str]] = (("adapter", "cosine"), ("linear", "cosine")),
+             comparisons: Sequence[tuple[str, str]] = (("adapter", "cosine"), ("linear", "cosine"),
+                                                         ("bm25", "cosine")),
              setup: Mapping[str, Any] | None = None) -> EvalResult:
     """Run every arm on every set. A test set with both human and synthetic questions is also reported
     per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare."""
@@ -512,8 +513,33 @@ def _optional_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def seed_spread(test: QuerySet, corpus: Corpus, member_dirs: Sequence[Path], params: EvalParams,
+                load_adapter: AdapterLoader = load_adapter_transform) -> dict[str, Any]:
+    """Test metrics of each single-seed adapter of a bagged run (models/adapter/members/seed-N), so the
+    ensemble's number is read beside the spread of the draws a single run would have shipped."""
+    keys = [f"hit@{params.main_k}", f"mrr@{params.mrr_k}", f"ndcg@{params.ndcg_k}"]
+    out: dict[str, Any] = {"seeds": [], **{k: [] for k in keys}}
+    for path in member_dirs:
+        hits = hit_matrix(EmbeddingArm(path.name, corpus.emb, load_adapter(path)).retrieve(test, params.depth),
+                          test.relevant)
+        values = per_question_metrics(hits, test.n_relevant, params)
+        out["seeds"].append(int(path.name.removeprefix("seed-")))
+        for k in keys:
+            out[k].append(_round(values[k].mean()))
+    out["range"] = {k: [min(out[k]), max(out[k])] for k in keys}
+    return out
+
+
+def member_dirs(adapter: Path) -> list[Path]:
+    """The single-seed members a bagged train stage kept beside the ensemble, by seed."""
+    root = adapter / "members"
+    found = [p for p in root.glob("seed-*") if p.is_dir()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.removeprefix("seed-")))
+
+
 def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader = load_adapter_transform,
-             fetch_report: Path = Path("data/fetch/report.json")) -> EvalResult:
+             fetch_report: Path = Path("data/fetch/report.json"),
+             synthesize_report: Path = Path("data/synthesize/report.json")) -> EvalResult:
     """Load a pipeline's corpus, embeddings, questions and adapter(s); evaluate every arm."""
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
     test_path = paths.test
@@ -524,7 +550,16 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     setup = {"source": _optional_json(fetch_report).get("source", "unknown"),
              "embedding_model": info.get("model", "unknown"), "corpus_chunks": len(corpus.ids),
              "test_file": str(test_path), "arms": ", ".join(a.name for a in arms)}
-    return evaluate([test, val], arms, params, setup=setup)
+    synth = _optional_json(synthesize_report)
+    if "protocol" in synth:
+        setup["protocol"] = synth["protocol"]
+    members = member_dirs(paths.adapter)
+    if members:
+        setup["bagging"] = len(members)
+    result = evaluate([test, val], arms, params, setup=setup)
+    if members and "test" in result.metrics:
+        result.metrics["test"]["adapter_seeds"] = seed_spread(test, corpus, members, params, load_adapter)
+    return result
 
 
 def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) -> list[Path]:
