@@ -40,6 +40,8 @@ def main() -> None:
         train_run_id = read_json(TRAIN_METRICS).get("mlflow_run_id")
     flat = flat_metrics({k: v for k, v in result.metrics.items() if k != "setup"})
     tags = {"ragtune.train_run_id": train_run_id} if train_run_id else {}
+    if result.metrics["setup"].get("protocol"):
+        tags["ragtune.protocol"] = result.metrics["setup"]["protocol"]
     if train_run_id:
         tags["mlflow.parentRunId"] = train_run_id  # shows eval nested under the trained model's run
     with stage_run("eval", mlflow_params, params={"eval": params}, tags=tags) as run:

@@ -80,7 +80,23 @@ def _set_section(name: str, block: Mapping[str, Any], confidence: float) -> list
     for key, cmp in block.items():
         if key.endswith("_vs_cosine") and isinstance(cmp, Mapping):
             lines += ["", f"- {cmp['verdict']}"]
+    if isinstance(block.get("adapter_seeds"), Mapping):
+        lines += ["", _seed_line(block["adapter_seeds"], arms.get("adapter", {}))]
     return lines
+
+
+def _seed_line(seeds: Mapping[str, Any], ensemble: Mapping[str, Any]) -> str:
+    """The single-seed adapters' range beside the shipped ensemble: one draw is what a single run ships."""
+    parts = []
+    for key, values in seeds.items():
+        if key in ("seeds", "range") or not values:
+            continue
+        scale, fmt = (100, "{:.1f}") if key.startswith("hit@") else (1, "{:.3f}")
+        lo, hi = fmt.format(min(values) * scale), fmt.format(max(values) * scale)
+        shipped = fmt.format(ensemble[key] * scale) if key in ensemble else "?"
+        parts.append(f"{_label(key)} {lo}–{hi} (ensemble {shipped})")
+    ids = seeds.get("seeds", [])
+    return f"- Single-seed adapters ({len(ids)} seeds, {', '.join(map(str, ids))}): " + "; ".join(parts) + "."
 
 
 def _at_a_glance(metrics: Mapping[str, Any], main_k: Any) -> str:
@@ -97,6 +113,23 @@ def _thousands(x: Any) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+PROTOCOLS = {
+    "include": "synthetic training questions for every chunk, the test questions' chunks too (the deployment "
+               "protocol; the test questions themselves never reach training, tuning or selection)",
+    "exclude": "no synthetic training questions for the chunks test questions are about (the strict protocol)",
+}
+
+
+def _protocol_sentence(setup: Mapping[str, Any]) -> str:
+    parts = []
+    if setup.get("protocol"):
+        parts.append(f" Protocol `{setup['protocol']}`: {PROTOCOLS.get(setup['protocol'], setup['protocol'])}.")
+    if setup.get("bagging"):
+        parts.append(f" The adapter is an ensemble of {setup['bagging']} trained on as many seeded validation "
+                     "splits; the single-seed range is given beside it.")
+    return "".join(parts)
+
+
 def render_results(metrics: Mapping[str, Any]) -> str:
     """Markdown for the results block (without the markers): one table per evaluation set, the paired
     verdicts, the charts and the command that reproduces the numbers."""
@@ -107,7 +140,7 @@ def render_results(metrics: Mapping[str, Any]) -> str:
              f"`{setup.get('embedding_model', 'unknown')}`, {setup.get('corpus_chunks', '?')} chunks, "
              f"exact search to depth {setup.get('depth', '?')}; {_thousands(setup.get('bootstrap_resamples', '?'))} "
              f"bootstrap resamples (seed {setup.get('seed', '?')}), significance at alpha="
-             f"{setup.get('alpha', '?')}.", ""]
+             f"{setup.get('alpha', '?')}." + _protocol_sentence(setup), ""]
     glance = _at_a_glance(metrics, setup.get("main_k"))
     if glance:
         lines += [glance, ""]
