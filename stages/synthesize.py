@@ -21,7 +21,7 @@ from ragtune.llm import LlmParams, make_backend
 from ragtune.params import MlflowParams, load_section
 from ragtune.records import load_corpus, load_test, write_jsonl
 from ragtune.stage import run_main
-from ragtune.synthesize import SynthesizeParams, check_no_leak, synthesize
+from ragtune.synthesize import SynthesizeParams, check_no_leak, degenerate_warning, synthesize
 from ragtune.tracking import stage_run
 
 FETCH = Path("data/fetch")
@@ -68,13 +68,13 @@ def main() -> None:
     if report["interrupted"]:
         raise RagtuneError(f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk "
                            "is in data/cache/llm.sqlite, so a rerun resumes from here")
-    check_no_leak(outcome.questions, chunks)
+    check_no_leak(outcome.questions, outcome.forbidden_chunk_ids)
     write_jsonl(OUT / "questions.jsonl", outcome.questions)
     # The pipeline's whole test set: fetch's questions, then synthetic ones for held-out chunks no question covers.
     write_jsonl(OUT / "test.jsonl", [*tests, *outcome.test_questions])
 
     with stage_run("synthesize", mlflow_params, params={"llm": llm_params, "synthesize": params},
-                   tags={"ragtune.llm_backend": backend.name}) as run:
+                   tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks}) as run:
         run.log_metrics(_numeric(report))
         run.log_artifact(OUT / "report.json")
 
@@ -83,6 +83,9 @@ def main() -> None:
           f"{report['chunks_requested']} chunks ({report['questions_dropped']} dropped), "
           f"{report['test_questions_kept']} synthetic test questions; {report['calls']} calls, "
           f"{report['cache_hits']} cache hits, {report['failures']} failures, cost {cost}, {report['seconds']} s")
+    warning = degenerate_warning(report["degenerate_questions"], report["degenerate_share"])
+    if warning:
+        print(f"synthesize: WARNING: {warning}")
     if report["failures"]:
         print(f"synthesize: failures by reason {report['failures_by_reason']}; they are retried on the next run")
     if outcome.failed_share > params.max_failed_share:

@@ -87,11 +87,11 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, backend):
     assert again.report["chunks_with_questions"] == 4
 
 
-def test_test_chunks_never_reach_the_generator(tmp_path, backend):
+def test_test_chunks_never_reach_the_generator_under_the_exclude_protocol(tmp_path, backend):
     chunks = make_chunks(6, test_ids=[2, 4])
     tests = [TestQuestion(id="t1", question="Who monitors penalties?", relevant_ids=["c2", "c4"])]
     with ContentCache(tmp_path / "llm.sqlite") as cache:
-        out = run(chunks, backend, cache, tests)
+        out = run(chunks, backend, cache, tests, test_chunks="exclude")
     assert sorted(r.passage for r in backend.calls) == sorted(c.text for c in chunks if c.split == "train")
     assert {q.chunk_id for q in out.questions} == {"c0", "c1", "c3", "c5"}
     assert out.test_questions == [] and out.report["chunks_test_for_synthetic_questions"] == 0

@@ -140,4 +140,8 @@ def test_test_set_is_fetchs_questions_then_synthetic_ones_for_uncovered_held_out
     tests = [json.loads(x) for x in (project / "data/synthesize/test.jsonl").read_text().splitlines()]
     assert [(t["id"], t["relevant_ids"], t["origin"]) for t in tests] == [
         ("h1", ["c1"], "human"), ("synthetic-test-c4-0", ["c4"], "synthetic")]
-    assert {q["chunk_id"] for q in questions(project)} == {"c0", "c2", "c3", "c5"}  # no test chunk
+    # The human question's chunk c1 gets training questions (protocol include); c4, held out for a synthetic
+    # test question, never does.
+    assert {q["chunk_id"] for q in questions(project)} == {"c0", "c1", "c2", "c3", "c5"}
+    report = json.loads((project / "data/synthesize/report.json").read_text())
+    assert report["protocol"] == "include" and "stay excluded" in report["protocol_note"]

@@ -4,7 +4,8 @@ Flow: pick the chunks (train split; test chunks never reach the generator), rend
 prompt, look every chunk up in the cache, send only the misses to the backend, commit each result
 the moment it arrives, then filter (empty, too short, overlong, not a question, pointing at "the
 text", duplicates within and across chunks) and count every drop by reason. A failed call is stored
-with its reason and retried on the next run; it never becomes "zero questions".
+with its reason and retried on the next run; it never becomes "zero questions". Kept questions that are
+near-copies of their chunk are counted (`degenerate_*` in the report) and warned about, not dropped.
 
 For a corpus whose test chunks no test question covers (a `jsonl` corpus without a test file), the
 same generator writes test questions for those held-out chunks, kept apart in their own file.
@@ -23,7 +24,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from pydantic import Field
 
@@ -47,8 +48,16 @@ class FilterParams(Section):
     drop_references_to_source: bool = True  # "according to the passage", "in this text", …
 
 
+TestChunks = Literal["include", "exclude"]
+
+
 class SynthesizeParams(Section):
     prompt: str = "synthesize_v1"  # a prompt in src/ragtune/prompts/, or the path of a .txt file
+    # include: questions for every chunk, test questions' chunks too (the deployment protocol of GPL,
+    # InPars, Promptagator: the corpus is known, the queries are not); exclude: never for a chunk a test
+    # question is about (the reference study's strict protocol). Test questions never reach training
+    # either way, and chunks held out for *synthetic* test questions are always excluded.
+    test_chunks: TestChunks = "include"
     questions_per_chunk: int = Field(5, ge=1, le=50)
     # Cap on training chunks sent to the generator (a seeded sample, reported); null: all of them.
     max_chunks: int | None = Field(None, ge=1)
@@ -131,6 +140,32 @@ def normalise(q: str) -> str:
     return " ".join(re.sub(r"[^\w]+", " ", q).split())
 
 
+# A question is a (near-)copy of its chunk when its words cover this share of the chunk's distinct words
+# (or it equals the chunk): retrieval then finds the chunk by string overlap, validation reads perfect,
+# and nothing is learnt. Counted and reported (`degenerate_*`), never dropped.
+NEAR_COPY_COVERAGE = 0.9
+# The share of degenerate training questions from which synthesize warns.
+DEGENERATE_WARN_SHARE = 0.2
+
+
+def is_near_copy(question: str, chunk_text: str, coverage: float = NEAR_COPY_COVERAGE) -> bool:
+    """True when `question` is the chunk, or its words cover >= `coverage` of the chunk's distinct words."""
+    q, c = normalise(question), normalise(chunk_text)
+    if q == c:
+        return True
+    chunk_words = set(c.split())
+    return bool(chunk_words) and len(chunk_words & set(q.split())) >= coverage * len(chunk_words)
+
+
+def degenerate_warning(count: int, share: float) -> str | None:
+    """The warning for `count` degenerate training questions (`share` of those kept), or None below the bar."""
+    if share < DEGENERATE_WARN_SHARE:
+        return None
+    return (f"{count} training questions ({share:.0%}) are near-copies of their chunk (chunks of about one "
+            "sentence?): validation will look perfect and nothing is learnt. Set llm.ict.style: keyphrase or "
+            "both, or use an LLM backend (llm.backend: llamacpp | anthropic)")
+
+
 def check_question(q: str, f: FilterParams, want_question_mark: bool) -> str | None:
     """The reason to drop `q` on its own (duplicates are handled by the caller), or None to keep it."""
     s = q.strip()
@@ -162,21 +197,44 @@ class Outcome:
     test_questions: list[TestQuestion]
     report: dict[str, Any]
     failed_share: float
+    forbidden_chunk_ids: frozenset[str] = frozenset()
 
 
-def select_chunks(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], params: SynthesizeParams
-                  ) -> tuple[list[Chunk], list[Chunk], int]:
-    """(training chunks to generate for, held-out chunks that need synthetic test questions, capped-out count)."""
-    train = [c for c in chunks if c.split == "train"]
+@dataclass(frozen=True)
+class ChunkSelection:
+    """Which chunks the generator sees: `train` (training questions), `synthetic_test` (held-out chunks no
+    test question covers: they get synthetic test questions and never training ones), and counts."""
+
+    train: list[Chunk]
+    synthetic_test: list[Chunk]
+    capped: int
+    test_included: int      # chunks of human test questions given training questions (protocol include)
+    test_excluded: int      # chunks a test question is about that got no training questions
+    forbidden: frozenset[str] = frozenset()  # chunks no training question may be about
+
+
+def select_chunks(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], params: SynthesizeParams) -> ChunkSelection:
+    """Apply the protocol (`params.test_chunks`) and the `max_chunks` cap (a seeded sample), corpus order kept.
+
+    Only chunks of *human* test questions can be included: a synthetic test question measures its chunk
+    as unseen, so training on that chunk would measure what was trained."""
+    synthetic = {rid for q in tests if q.origin == "synthetic" for rid in q.relevant_ids}
+    human = {rid for q in tests if q.origin == "human" for rid in q.relevant_ids} - synthetic
     covered = {rid for q in tests for rid in q.relevant_ids}
     uncovered_test = [c for c in chunks if c.split == "test" and c.id not in covered]
+    include = params.test_chunks == "include"
+    train = [c for c in chunks if c.split == "train" or (include and c.split == "test" and c.id in human)]
+    test_ids = {c.id for c in chunks if c.split == "test"} | covered
+    test_included = sum(1 for c in train if c.id in test_ids)
     capped = 0
     if params.max_chunks is not None and len(train) > params.max_chunks:
         rng = random.Random(params.seed)
         keep = set(rng.sample(sorted(c.id for c in train), params.max_chunks))
         capped = len(train) - len(keep)
         train = [c for c in train if c.id in keep]  # corpus order
-    return train, uncovered_test, capped
+    forbidden = test_ids - (human if include else set()) | {c.id for c in uncovered_test}
+    return ChunkSelection(train, uncovered_test, capped, test_included, len(test_ids) - test_included,
+                          frozenset(forbidden))
 
 
 def cache_key(backend: Backend, prompt: Prompt, system: str, user: str, passage: str) -> str:
@@ -206,7 +264,8 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
     t0 = time.perf_counter()
     stop = stop or threading.Event()
     prompt = load_prompt(params.prompt)
-    train, test_chunks, capped = select_chunks(chunks, tests, params)
+    selection = select_chunks(chunks, tests, params)
+    train, test_chunks, capped = selection.train, selection.synthetic_test, selection.capped
     jobs = build_jobs(train, test_chunks, backend, prompt, params)
     by_key: dict[str, list[Job]] = {}
     for j in jobs:
@@ -228,6 +287,8 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
 
     # --- assemble, filter, count ----------------------------------------------------------------
     want_qmark = backend.uses_prompt
+    by_style: Counter[str] = Counter()
+    degenerate = 0
     test_norms = {normalise(q.question) for q in tests}
     seen: set[str] = set()
     seen_test: set[str] = set()
@@ -254,12 +315,18 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
             dataset_cost += r.cost_usd
         raw = r.questions
         generated += len(raw)
-        if len(raw) > params.questions_per_chunk:
-            dropped["over_limit"] += len(raw) - params.questions_per_chunk
-            raw = raw[:params.questions_per_chunk]
+        # Each style a backend tags its questions with (ict `both`) has its own cap; untagged: one style.
+        styles = question_styles(r)
+        raw_count: Counter[str | None] = Counter()
+        kept_count: Counter[str | None] = Counter()
         kept: list[str] = []
+        kept_styles: list[str | None] = []
         limit = params.questions_per_chunk if job.purpose == "train" else params.test_questions_per_chunk
-        for q in raw:
+        for q, style in zip(raw, styles):
+            raw_count[style] += 1
+            if raw_count[style] > params.questions_per_chunk:
+                dropped["over_limit"] += 1
+                continue
             q = clean(q)
             reason = check_question(q, params.filters, want_qmark)
             norm = normalise(q)
@@ -268,15 +335,19 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
                     reason = "same_as_test_question"
                 elif norm in (seen if job.purpose == "train" else seen_test):
                     reason = "duplicate"
-                elif len(kept) >= limit:
+                elif kept_count[style] >= limit:
                     reason = "over_limit"
             if reason:
                 dropped[reason] += 1
                 continue
             (seen if job.purpose == "train" else seen_test).add(norm)
             kept.append(q)
+            kept_styles.append(style)
+            kept_count[style] += 1
         if job.purpose == "train":
             chunks_with += bool(kept)
+            degenerate += sum(is_near_copy(q, job.chunk.text) for q in kept)
+            by_style.update(st for st in kept_styles if st is not None)
             for i, q in enumerate(kept):
                 questions.append(SyntheticQuestion(id=f"{job.chunk.id}#q{i}", chunk_id=job.chunk.id, question=q,
                                                    backend=backend.name, model=backend.model,
@@ -289,21 +360,32 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
     n_failed = sum(failures.values())
     answered = len(jobs) - pending
     wall = time.perf_counter() - t0
+    degenerate_share = round(degenerate / len(questions), 4) if questions else 0.0
+    warning = degenerate_warning(degenerate, degenerate_share)
+    if warning:
+        log.warning("synthesize: %s", warning)
     report: dict[str, Any] = {
         "backend": backend.name,
         "model": backend.model,
         "prompt_id": prompt.prompt_id if backend.uses_prompt else "none",
         "questions_per_chunk": params.questions_per_chunk,
+        "protocol": params.test_chunks,
+        "protocol_note": protocol_note(params, selection),
         "chunks": len(chunks),
         "chunks_train": len(train) + capped,
         "chunks_test": sum(1 for c in chunks if c.split == "test"),
         "chunks_capped_out": capped,
         "chunks_requested": len(train),
         "chunks_test_for_synthetic_questions": len(test_chunks),
+        "chunks_test_with_training_questions": selection.test_included,
+        "chunks_test_without_training_questions": selection.test_excluded,
         "chunks_with_questions": chunks_with,
         "share_chunks_with_question": round(chunks_with / len(train), 4) if train else 0.0,
         "questions_generated": generated,
         "questions_kept": len(questions),
+        **({"questions_by_style": dict(sorted(by_style.items()))} if by_style else {}),
+        "degenerate_questions": degenerate,
+        "degenerate_share": degenerate_share,
         "questions_dropped": sum(dropped.values()),
         "dropped": dict(sorted(dropped.items())),
         "test_questions_kept": len(test_out),
@@ -326,12 +408,35 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
         "generate_seconds": round(stats.seconds, 2),
         "seconds_per_chunk": round(stats.seconds / stats.calls, 4) if stats.calls else None,
     }
-    return Outcome(questions, test_out, report, failed_share=(n_failed / answered) if answered else 0.0)
+    return Outcome(questions, test_out, report, failed_share=(n_failed / answered) if answered else 0.0,
+                   forbidden_chunk_ids=selection.forbidden)
 
 
-def check_no_leak(questions: Iterable[SyntheticQuestion], chunks: Sequence[Chunk]) -> None:
-    """Training questions must never come from a test chunk."""
-    test_ids = {c.id for c in chunks if c.split == "test"}
-    bad = [q.chunk_id for q in questions if q.chunk_id in test_ids]
+def question_styles(r: GenResult) -> list[str | None]:
+    """The style of each of `r.questions`: a backend may tag them (`output={"styles": [...]}`, parallel to
+    `questions`; the ict backend does); None for each when it does not."""
+    styles = r.output.get("styles") if isinstance(r.output, dict) else None
+    if isinstance(styles, list) and len(styles) == len(r.questions) and all(isinstance(x, str) for x in styles):
+        return list(styles)
+    return [None] * len(r.questions)
+
+
+def protocol_note(params: SynthesizeParams, selection: ChunkSelection) -> str:
+    """One line for the report: what the protocol did to test chunks."""
+    if params.test_chunks == "exclude":
+        return (f"exclude: the {selection.test_excluded} chunks test questions are about got no training "
+                "questions (the strict protocol)")
+    note = (f"include: training questions for every chunk, the {selection.test_included} chunks of human test "
+            "questions too; the test questions themselves never reach training")
+    if selection.synthetic_test:
+        note += (f"; the {len(selection.synthetic_test)} chunks held out for synthetic test questions stay excluded "
+                 "(the test set is synthetic: training on its chunks would measure what was trained)")
+    return note
+
+
+def check_no_leak(questions: Iterable[SyntheticQuestion], forbidden_chunk_ids: set[str]) -> None:
+    """Training questions must never come from a chunk held out for synthetic test questions (nor, under
+    the exclude protocol, from a test chunk): the caller passes those ids."""
+    bad = [q.chunk_id for q in questions if q.chunk_id in forbidden_chunk_ids]
     if bad:
-        raise RagtuneError(f"internal error: questions generated for test chunks {bad[:5]}")
+        raise RagtuneError(f"internal error: training questions generated for held-out test chunks {bad[:5]}")
