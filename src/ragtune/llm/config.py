@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..params import Section
 
@@ -52,15 +52,44 @@ class LlamaCppParams(Section):
     max_string_chars: int | None = Field(200, ge=10, le=10000)
 
 
+IctStyle = Literal["sentence", "keyphrase", "both"]
+
+
 class IctParams(Section):
     min_words: int = Field(5, ge=1, le=200)
     max_words: int = Field(32, ge=2, le=500)
+    # sentence: a sentence of the chunk (a one-sentence chunk is its own query); keyphrase: 2-3 of the
+    # chunk's YAKE keyphrases joined; both: up to questions_per_chunk of each.
+    style: IctStyle = "sentence"
+    keyphrase_max_ngram: int = Field(3, ge=1, le=6)  # longest keyphrase, in words (YAKE `n`)
+    keyphrase_top: int = Field(12, ge=2, le=100)  # keyphrases YAKE returns (`top`)
+    keyphrase_dedup_lim: float = Field(0.9, gt=0.0, le=1.0)  # YAKE `dedup_lim`: lower drops more near-duplicates
+    keyphrase_pool: int = Field(8, ge=2, le=100)  # the best this many are sampled from
+    keyphrases_per_query_min: int = Field(2, ge=1, le=10)
+    keyphrases_per_query_max: int = Field(3, ge=1, le=10)
 
     @model_validator(mode="after")
     def _order(self) -> "IctParams":
         if self.max_words < self.min_words:
             raise ValueError("max_words must be >= min_words")
         return self
+
+    # Field validators, so that the error names the key (llm.ict.keyphrase_pool, …).
+    @field_validator("keyphrase_pool")
+    @classmethod
+    def _pool_within_top(cls, v: int, info: ValidationInfo) -> int:
+        top = info.data.get("keyphrase_top")
+        if top is not None and v > top:
+            raise ValueError(f"must be <= keyphrase_top ({top}): the pool is drawn from YAKE's top keyphrases")
+        return v
+
+    @field_validator("keyphrases_per_query_max")
+    @classmethod
+    def _k_order(cls, v: int, info: ValidationInfo) -> int:
+        lo = info.data.get("keyphrases_per_query_min")
+        if lo is not None and v < lo:
+            raise ValueError(f"must be >= keyphrases_per_query_min ({lo})")
+        return v
 
 
 def _default_prices() -> dict[str, Price]:

@@ -1,7 +1,15 @@
 """Inverse Cloze Task pseudo-queries: no model at all. Each "question" is a sentence (or a window of
 one) drawn from the chunk, chosen by a generator seeded with (seed, chunk text): deterministic,
 instant, and the floor every LLM backend must beat (Lee et al., 2019, "Latent Retrieval for Weakly
-Supervised Open Domain Question Answering")."""
+Supervised Open Domain Question Answering").
+
+`llm.ict.style` picks the kind: `sentence` (the above), `keyphrase` (2–3 YAKE keyphrases of the chunk
+joined, a keyword-style query that is never the chunk itself, even for a one-sentence chunk; Campos et
+al., 2020, "YAKE! Keyword extraction from single documents using multiple local features") or `both`
+(up to n of each per chunk; a sentence that is a near-copy of the whole chunk is left out). Each result
+tags its questions with their style in `GenResult.output = {"styles": [...]}` (parallel to `questions`):
+synthesize caps each style at `questions_per_chunk` and counts kept questions by style.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,10 @@ import hashlib
 import random
 import re
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .base import GenRequest, GenResult, OnResult, StateStore
-from .config import LlmParams
+from .config import IctParams, LlmParams
 
 # Sentence or clause ends: ". ", "; ", "? ", "! ", ": " before something that starts a new unit.
 _SPLIT = re.compile(r"(?<=[.;:?!])\s+(?=[(‘'\"“A-Z0-9])")
@@ -29,19 +37,82 @@ def sentences(text: str) -> list[str]:
     return out
 
 
-def ict_queries(text: str, n: int, seed: int, min_words: int, max_words: int) -> list[str]:
-    """Up to `n` distinct pseudo-queries from `text`, the same for the same (text, seed)."""
-    rng = random.Random(int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "big"))
+def _rng(text: str, seed: int) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "big"))
+
+
+def ict_queries(text: str, n: int, seed: int, min_words: int, max_words: int,
+                skip: Callable[[str], bool] | None = None) -> list[str]:
+    """Up to `n` distinct pseudo-queries from `text`, the same for the same (text, seed). A candidate
+    for which `skip` is true is passed over for the next one (without `skip`: the first n)."""
+    rng = _rng(text, seed)
     cands = [s.split() for s in sentences(text)]
     cands = [w for w in cands if len(w) >= min_words]
     rng.shuffle(cands)
     out: list[str] = []
-    for words in cands[:n]:
+    for words in cands:
+        if len(out) >= n:
+            break
         if len(words) > max_words:
             start = rng.randrange(0, len(words) - max_words + 1)
             words = words[start:start + max_words]
-        out.append(" ".join(words))
+        query = " ".join(words)
+        if skip is None or not skip(query):
+            out.append(query)
     return out
+
+
+def make_extractor(p: IctParams) -> Any:
+    """The YAKE keyphrase extractor for `p` (build it once: it loads stopwords and keeps caches)."""
+    import yake
+
+    # yake 0.7 spells the dedup threshold `dedup_lim`; the old `dedupLim` keyword is silently ignored.
+    return yake.KeywordExtractor(lan="en", n=p.keyphrase_max_ngram, top=p.keyphrase_top,
+                                 dedup_lim=p.keyphrase_dedup_lim)
+
+
+def keyphrases(text: str, extractor: Any) -> list[str]:
+    """The chunk's YAKE keyphrases, best first."""
+    return [phrase for phrase, _score in extractor.extract_keywords(text)]
+
+
+def keyphrase_queries(text: str, n: int, seed: int, extractor: Any, p: IctParams) -> list[str]:
+    """Up to `n` distinct keyword queries from `text`: each joins k (seeded, keyphrases_per_query_min..max)
+    phrases sampled from the chunk's best `keyphrase_pool` keyphrases. None when it has fewer than two."""
+    pool = keyphrases(text, extractor)[:p.keyphrase_pool]
+    if len(pool) < 2:
+        return []
+    rng = _rng(text, seed)
+    ks = range(p.keyphrases_per_query_min, p.keyphrases_per_query_max + 1)
+    out: list[str] = []
+    for _ in range(n):
+        query = " ".join(rng.sample(pool, min(rng.choice(ks), len(pool))))
+        if query not in out:
+            out.append(query)
+    return out
+
+
+def styled_queries(text: str, n: int, seed: int, p: IctParams, extractor: Any = None) -> tuple[list[str], list[str]]:
+    """(queries, their styles) for `text` under `p.style`; `both` interleaves sentence and keyphrase ones
+    (s1, k1, s2, k2, …; up to n of each) and leaves out a sentence that is a near-copy of the chunk."""
+    if p.style == "sentence":
+        qs = ict_queries(text, n, seed, p.min_words, p.max_words)
+        return qs, ["sentence"] * len(qs)
+    extractor = extractor if extractor is not None else make_extractor(p)
+    keys = keyphrase_queries(text, n, seed, extractor, p)
+    if p.style == "keyphrase":
+        return keys, ["keyphrase"] * len(keys)
+    from ..synthesize import is_near_copy  # the same test synthesize reports degenerate questions with
+
+    sents = ict_queries(text, n, seed, p.min_words, p.max_words, skip=lambda q: is_near_copy(q, text))
+    queries: list[str] = []
+    styles: list[str] = []
+    for i in range(max(len(sents), len(keys))):
+        for group, style in ((sents, "sentence"), (keys, "keyphrase")):
+            if i < len(group):
+                queries.append(group[i])
+                styles.append(style)
+    return queries, styles
 
 
 class IctBackend:
@@ -52,8 +123,10 @@ class IctBackend:
 
     def __init__(self, params: LlmParams):
         self.params = params
+        self._extractor = make_extractor(params.ict) if params.ict.style != "sentence" else None
 
     def identity(self) -> dict[str, Any]:
+        # Every ict param (style and keyphrase settings included) decides the output.
         return {"backend": self.name, "seed": self.params.seed, **self.params.ict.model_dump()}
 
     def generate(self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event,
@@ -65,9 +138,9 @@ class IctBackend:
             if req.tool is not None:  # answers and judgements need a language model
                 on_result(GenResult.failure(req.key, "unsupported", "the ict backend only writes pseudo-queries"))
                 continue
-            on_result(GenResult(key=req.key, ok=True, cost_usd=0.0,
-                                questions=ict_queries(req.passage, req.max_items, self.params.seed,
-                                                      p.min_words, p.max_words)))
+            questions, styles = styled_queries(req.passage, req.max_items, self.params.seed, p, self._extractor)
+            on_result(GenResult(key=req.key, ok=True, cost_usd=0.0, questions=questions,
+                                output={"styles": styles}))
 
     def close(self) -> None:
         pass
