@@ -276,3 +276,20 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     stages = sorted(r.data.tags.get("ragtune.stage") for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert stages == ["train", "tune"]
     assert sum("mlflow.parentRunId" in r.data.tags for r in runs) == 4
+
+
+def test_round_trip_filter_drops_llm_questions_whose_chunk_raw_cosine_misses():
+    # Four chunks on the axes; q0 points at its chunk c0, q1 points at c3 but claims c1 (an LLM question
+    # off its passage), q2 is the same off-target question from the no-model backend (exempt).
+    corpus = np.eye(4, dtype=np.float32)
+    questions = np.array([[1, 0, 0, 0], [0, 0, 0.2, 1], [0, 0, 0.2, 1]], dtype=np.float32)
+    questions /= np.linalg.norm(questions, axis=1, keepdims=True)
+    args = (["c0", "c1", "c2", "c3"], corpus, ["a", "b", "c", "d"], ["q0", "q1", "q2"], questions, ["c0", "c1", "c1"])
+    kept = build_training_data(*args, question_backends=["anthropic", "anthropic", "ict"], round_trip_top_k=2)
+    assert kept.question_ids == ["q0", "q2"] and kept.dropped["round_trip"] == 1
+    deeper = build_training_data(*args, question_backends=["anthropic", "anthropic", "ict"], round_trip_top_k=4)
+    assert deeper.question_ids == ["q0", "q1", "q2"] and deeper.dropped["round_trip"] == 0
+    off = build_training_data(*args, question_backends=["anthropic", "anthropic", "ict"], round_trip_top_k=None)
+    assert off.question_ids == ["q0", "q1", "q2"] and "round_trip" not in off.dropped
+    # q0 is its chunk's exact vector: a near-copy, counted.
+    assert kept.stats["near_copy_questions"] == 1
