@@ -66,6 +66,8 @@ def main() -> None:
         print(f"eval {set_name} ({block['questions']} {block['origin']}): Hit@{main_k} {arms}")
         if "adapter_vs_cosine" in block:
             print(f"  {block['adapter_vs_cosine']['verdict']}")
+    if "recommendation" in result.metrics:
+        print(f"eval recommendation: {result.metrics['recommendation']['note']}")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,17 @@
 pipeline embedded with the packaged all-MiniLM-L6-v2 and an (untrained) real adapter."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from ragtune.adapter import AdapterConfig, build_adapter, save_query_adapter
 from ragtune.cache import ContentCache
-from ragtune.cli import compare_retrieval, format_comparison, main
+from ragtune.cli import HybridSetup, compare_retrieval, format_comparison, main
 from ragtune.embedding import CachedEmbedder, load_model, save_embeddings
 from ragtune.io import write_json
+from ragtune.lexical import Bm25Index
 from ragtune.params import EmbeddingParams
 from ragtune.records import Chunk, write_jsonl
 
@@ -107,3 +109,72 @@ def test_chunks_found_by_one_side_only_are_marked():
     text = format_comparison(cmp, 80)
     assert " 1.*c0" in text and " 1.*c7" in text and "text 0" in text and "more" not in text
     assert f"{len(only_cosine)} by raw cosine, {len(only_adapter)} by the adapter" in text
+
+
+# --- the hybrid column ------------------------------------------------------------------------------
+
+def test_search_shows_the_hybrid_beside_cosine_and_adapter(pipeline, monkeypatch, capsys):
+    monkeypatch.chdir(pipeline)
+    assert main(["search", "Which ICT-related incidents must financial entities report?", "-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hybrid_fusion"] == {"method": "rrf", "candidates": 100, "rrf_k": 60.0}
+    assert len(out["hybrid"]) == 3 and out["hybrid"][0]["id"] == "dora-art19-p1"
+    # RRF scores: the top chunk is first in both the adapter's ranking and BM25's.
+    assert out["hybrid"][0]["score"] == pytest.approx(2 / 61, abs=1e-6)
+    assert [h["rank"] for h in out["hybrid"]] == [1, 2, 3]
+
+    assert main(["search", "Which ICT-related incidents must financial entities report?", "-k", "2",
+                 "--width", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "│ hybrid (BM25+adapter, RRF k=60)" in text and " 1. dora-art19-p1  0.0328" in text
+    assert re.search(r"\* hybrid: [0-2] of its top 2 found by neither dense side", text)
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(pipeline)
+    weighted = tmp_path / "weighted.yaml"
+    weighted.write_text("embedding: {}\neval:\n  hybrid:\n    method: weighted\n", encoding="utf-8")
+    question = ["search", "notify the supervisory authority of a breach", "-k", "2", "--json"]
+    # No metrics.json yet: the weight has not been chosen, so the hybrid fuses by RRF.
+    assert main([*question, "--params", str(weighted)]) == 0
+    assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
+    metrics = pipeline / "data/eval/metrics.json"
+    write_json(metrics, {"fusion": {"method": "weighted", "hybrid": {"dense": "adapter", "method": "weighted",
+                                                                     "weight": 0.7}}})
+    try:
+        assert main([*question, "--params", str(weighted)]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["hybrid_fusion"] == {"method": "weighted", "candidates": 100, "weight": 0.7}
+        top = out["hybrid"][0]
+        assert top["id"] == "gdpr-art33-p1" and top["score"] == pytest.approx(1.0)  # best in both parts
+        # params asking for RRF ignore a weight in metrics.json
+        assert main(question) == 0
+        assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
+    finally:
+        metrics.unlink()
+    off = tmp_path / "off.yaml"
+    off.write_text("embedding: {}\neval:\n  bm25:\n    enabled: false\n", encoding="utf-8")
+    assert main([*question, "--params", str(off)]) == 0
+    assert "hybrid" not in json.loads(capsys.readouterr().out)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("embedding: {}\neval:\n  hybrid:\n    rrf_k: -5\n", encoding="utf-8")
+    assert main([*question, "--params", str(bad)]) == 2
+    assert "eval.hybrid.rrf_k: Input should be greater than or equal to 0" in capsys.readouterr().err
+
+
+def test_hybrid_column_marks_chunks_neither_dense_side_found():
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(8, 4)).astype(np.float32)
+    corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
+    texts = [f"text {i} about topic{i}\nmore" for i in range(8)]
+    ids = [f"c{i}" for i in range(8)]
+    # Both dense sides at chunk 0; BM25 only knows chunk 5 ("topic5"), which the dense sides rank low.
+    cmp = compare_retrieval("topic5", corpus[[0]], corpus[[0]], corpus, ids, [None] * 8, texts, 2,
+                            HybridSetup(Bm25Index(texts), candidates=8))
+    dense_top2 = [h.id for h in cmp.adapter]
+    assert "c5" not in dense_top2 and [h.id for h in cmp.hybrid][:1] == ["c5"]
+    assert cmp.hybrid[0].only_here and not cmp.hybrid[1].only_here
+    text = format_comparison(cmp, 90)
+    assert " 1.*c5" in text and "* hybrid: 1 of its top 2 found by neither dense side" in text
+    assert max(len(line) for line in text.splitlines()) <= 90

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline_support import REPO, tiny_corpus, write_jsonl
 from ragtune.cli import main
-from ragtune.cross_corpus import (RunRecord, apply_overrides, build_results, corpus_row, metric_keys, plan_bench,
+from ragtune.cross_corpus import (RunRecord, apply_overrides, arm_order, build_results, corpus_row, metric_keys, plan_bench,
                                   render_markdown, stages_run, validate_params, write_results)
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import SECTIONS
@@ -289,9 +289,8 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
     assert [r["name"] for r in results["corpora"]] == ["alpha", "beta"]
     for row, n_chunks, n_questions in zip(results["corpora"], (24, 12), (3, 2)):
         metrics = json.loads((out / "work" / row["name"] / "data/eval/metrics.json").read_text())
-        assert list(row["arms"]) == sorted(metrics["test"]["arms"], key=lambda a: ["cosine", "adapter", "linear",
-                                                                                    "bm25"].index(a))
-        assert {"cosine", "adapter", "bm25"} <= set(row["arms"])
+        assert list(row["arms"]) == sorted(metrics["test"]["arms"], key=arm_order)
+        assert {"cosine", "adapter", "bm25", "hybrid", "hybrid_cosine"} <= set(row["arms"])
         assert row["chunks"] == n_chunks and row["test_questions"] == row["human"] == n_questions
         for arm, values in row["arms"].items():
             assert set(values) == {"hit@5", "mrr@20", "ndcg@10"} and all(len(v["ci"]) == 2 for v in values.values())

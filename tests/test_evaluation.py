@@ -150,12 +150,12 @@ def test_identity_adapter_equals_cosine_and_is_not_significant(pipeline, tmp_pat
     result = run_eval(pipeline, FAST, load_adapter=lambda _: identity, fetch_report=tmp_path / "data/fetch/report.json")
     m = result.metrics
     assert m["setup"]["source"] == "fixture" and m["setup"]["embedding_model"] == "fixture-model"
-    assert set(m) == {"setup", "test", "test_human", "test_synthetic", "val"}
+    assert set(m) == {"setup", "test", "test_human", "test_synthetic", "val", "fusion", "recommendation"}
     test = m["test"]
     assert (test["questions"], test["human"], test["synthetic"]) == (30, 20, 10)
     assert test["origin"] == "mixed (20 human, 10 synthetic)" and m["val"]["origin"] == "synthetic"
     assert test["multi_relevant"] == 10 and m["test_human"]["questions"] == 20
-    assert set(test["arms"]) == {"cosine", "adapter", "bm25"} and "bm25" in m["val"]["arms"]
+    assert set(test["arms"]) == {"cosine", "adapter", "bm25", "hybrid_cosine", "hybrid"} and "bm25" in m["val"]["arms"]
     assert test["arms"]["adapter"] == test["arms"]["cosine"]
     cmp = test["adapter_vs_cosine"]
     assert (cmp["hit@5"]["gained"], cmp["hit@5"]["lost"], cmp["hit@5"]["p"]) == (0, 0, 1.0)
@@ -170,7 +170,8 @@ def test_identity_adapter_equals_cosine_and_is_not_significant(pipeline, tmp_pat
     # One row per question with the rank of its first relevant chunk per arm.
     assert len(result.per_question) == 30 + 20
     row = result.per_question[0]
-    assert set(row) == {"set", "id", "origin", "n_relevant", "rank_cosine", "rank_adapter", "rank_bm25", "question"}
+    assert set(row) == {"set", "id", "origin", "n_relevant", "rank_cosine", "rank_adapter", "rank_bm25",
+                        "rank_hybrid_cosine", "rank_hybrid", "question"}
     assert row["rank_adapter"] == row["rank_cosine"]
 
 
@@ -201,7 +202,7 @@ def test_real_adapters_untrained_mlp_is_identity_and_linear_arm_appears(tmp_path
         linear.delta.copy_(torch.as_tensor(q.T - np.eye(DIM), dtype=torch.float32))
     save_query_adapter(linear, paths.linear_adapter)
     m = run_eval(paths, FAST, fetch_report=tmp_path / "data/fetch/report.json").metrics
-    assert list(m["test"]["arms"]) == ["cosine", "adapter", "linear", "bm25"]
+    assert list(m["test"]["arms"]) == ["cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid"]
     assert m["test"]["arms"]["adapter"]["hit@5"] == m["test"]["arms"]["cosine"]["hit@5"]
     assert m["val"]["arms"]["adapter"]["mrr@20"] == pytest.approx(m["val"]["arms"]["cosine"]["mrr@20"], abs=1e-6)
     assert "linear_vs_cosine" in m["test"]
@@ -232,7 +233,8 @@ def test_outputs_files_and_readme_block(pipeline, tmp_path):
                                                "metrics.json", "per_question.csv"]
     assert json.loads((out / "metrics.json").read_text()) == result.metrics
     rows = list(csv.DictReader((out / "hit_rate_at_k.csv").open()))
-    assert list(rows[0]) == ["k", "cosine", "adapter", "bm25"] and [r["k"] for r in rows] == [str(k) for k in range(1, 21)]
+    assert list(rows[0]) == ["k", "cosine", "adapter", "bm25", "hybrid_cosine", "hybrid"]
+    assert [r["k"] for r in rows] == [str(k) for k in range(1, 21)]
     assert float(rows[4]["cosine"]) == result.metrics["test"]["arms"]["cosine"]["hit@5"]
     per_q = list(csv.DictReader((out / "per_question.csv").open()))
     assert len(per_q) == 50 and list(per_q[0])[:5] == ["set", "id", "origin", "n_relevant", "rank_cosine"]
@@ -250,6 +252,7 @@ def test_outputs_files_and_readme_block(pipeline, tmp_path):
     assert current_block(text) == render_results(result.metrics)
     assert text.startswith("# title\n\n") and text.endswith(f"{END}\n\nafter\n")
     assert "| cosine |" in text and "adapter vs cosine on 30 mixed" in text and "Synthetic validation" in text
+    assert "| hybrid |" in text and "**Recommendation: `" in text and "hybrid vs hybrid_cosine on 30 mixed" in text
     assert update_readme(readme, out / "metrics.json") is False  # idempotent
     with pytest.raises(RagtuneError, match="markers"):
         replace_block("no markers here", "x")

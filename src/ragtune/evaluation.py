@@ -1,19 +1,22 @@
 """Eval: every arm on the same questions and the same exact search, with intervals and paired tests.
 
 An arm is either an embedding arm (a function query_emb -> query_emb, searched against the corpus with
-`retrieval.exact_top_k`: raw cosine is the identity, the adapter is its forward pass) or a lexical arm
-(BM25 over the chunk texts). Each arm yields a (n_questions, depth) matrix of corpus rows; all metrics
-come from the boolean hit matrix of that ranking, per question, so intervals and paired tests are
-means over questions.
+`retrieval.exact_top_k`: raw cosine is the identity, the adapter is its forward pass), a lexical arm
+(BM25 over the chunk texts) or a hybrid arm (BM25 fused with an embedding arm by `ragtune.fusion`:
+`hybrid` with the adapter, `hybrid_cosine` with raw cosine). Each arm yields a (n_questions, depth) matrix
+of corpus rows; all metrics come from the boolean hit matrix of that ranking, per question, so intervals
+and paired tests are means over questions.
 
 Output (`EvalResult`): a nested metrics dict (what data/eval/metrics.json holds), one row per question
-with the rank of its first relevant chunk per arm, and hit rate against k per arm.
+with the rank of its first relevant chunk per arm, and hit rate against k per arm. The metrics also name
+the arm a user should deploy (`recommendation`): the best on the synthetic validation questions, the only
+selection possible without labelled queries, with how that choice fared on the test questions.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Mapping, Protocol, Sequence
 
@@ -21,6 +24,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from .errors import RagtuneError
+from .fusion import HybridParams, Scored, choose_weight, fuse_hybrid
 from .lexical import Bm25Index, Bm25Params
 from .params import Section
 from .retrieval import (exact_top_k, first_relevant_rank, ids_to_indices, per_query_ndcg, per_query_recall,
@@ -33,7 +37,7 @@ K = Annotated[int, Field(ge=1, le=1000)]
 
 
 class EvalParams(Section):
-    """Which cut-offs to report, how to bootstrap, and the lexical baseline."""
+    """Which cut-offs to report, how to bootstrap, the lexical baseline and the hybrid arms."""
 
     hit_ks: list[K] = [1, 3, 5, 10, 20]
     recall_ks: list[K] = [5, 10, 20]
@@ -47,6 +51,7 @@ class EvalParams(Section):
     seed: int = 42
     linear_adapter: bool = True
     bm25: Bm25Params = Bm25Params()
+    hybrid: HybridParams = HybridParams()
 
     @model_validator(mode="after")
     def _check_ks(self) -> "EvalParams":
@@ -117,14 +122,18 @@ class EmbeddingArm:
     corpus_emb: np.ndarray
     transform: QueryTransform = identity
 
-    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray:
+    def search(self, queries: QuerySet, depth: int) -> Scored:
+        """(scores, rows), each (n_questions, depth), best first; -1 rows past a small corpus."""
         query_emb = np.asarray(self.transform(queries.query_emb), dtype=np.float32)
         if query_emb.shape != (len(queries.ids), self.corpus_emb.shape[1]):
             raise RagtuneError(f"arm {self.name}: transformed queries have shape {query_emb.shape}, expected "
                                f"({len(queries.ids)}, {self.corpus_emb.shape[1]}); the model does not match "
                                "the embeddings, rerun the train stage")
-        _, idx = exact_top_k(query_emb, self.corpus_emb, depth)
-        return _pad(idx, depth)
+        scores, idx = exact_top_k(query_emb, self.corpus_emb, depth)
+        return _pad_scores(scores, depth), _pad(idx, depth)
+
+    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray:
+        return self.search(queries, depth)[1]
 
 
 @dataclass(frozen=True)
@@ -134,11 +143,53 @@ class LexicalArm:
     name: str
     index: Bm25Index
 
-    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray | None:
+    def search(self, queries: QuerySet, depth: int) -> Scored | None:
+        """(scores, rows), each (n_questions, depth), -1 rows where no term is shared; None without texts."""
         if queries.texts is None:
             return None
-        _, idx = self.index.top_k(queries.texts, depth)
-        return _pad(idx, depth)
+        scores, idx = self.index.top_k(queries.texts, depth)
+        return _pad_scores(scores, depth), _pad(idx, depth)
+
+    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray | None:
+        found = self.search(queries, depth)
+        return None if found is None else found[1]
+
+
+@dataclass(frozen=True)
+class HybridArm:
+    """BM25 fused with an embedding arm (`ragtune.fusion.fuse_hybrid`): each part retrieves
+    max(`params.candidates`, depth) rows, the fused ranking is cut to depth. `weight` is the weighted
+    fusion's dense share, chosen on the validation questions (`fit_hybrid_weights`); RRF needs none."""
+
+    name: str
+    dense: EmbeddingArm
+    lexical: LexicalArm
+    params: HybridParams = HybridParams()
+    weight: float | None = None
+
+    @property
+    def method(self) -> str:
+        return "weighted" if self.params.method == "weighted" and self.weight is not None else "rrf"
+
+    def parts(self, queries: QuerySet, depth: int) -> tuple[Scored, Scored] | None:
+        """The two candidate lists the fusion reads, or None without question texts (BM25 needs them)."""
+        lexical = self.lexical.search(queries, max(self.params.candidates, depth))
+        if lexical is None:
+            return None
+        return self.dense.search(queries, max(self.params.candidates, depth)), lexical
+
+    def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray | None:
+        parts = self.parts(queries, depth)
+        if parts is None:
+            return None
+        _, idx = fuse_hybrid(*parts, depth=depth, method=self.method, rrf_k=self.params.rrf_k, weight=self.weight)
+        return idx
+
+
+def _pad_scores(scores: np.ndarray, depth: int) -> np.ndarray:
+    if scores.shape[1] >= depth:
+        return scores
+    return np.concatenate([scores, np.zeros((scores.shape[0], depth - scores.shape[1]), scores.dtype)], axis=1)
 
 
 def _pad(idx: np.ndarray, depth: int) -> np.ndarray:
@@ -302,32 +353,98 @@ def _hit_rate_curve(hits_by_arm: Mapping[str, np.ndarray], params: EvalParams) -
     return rows
 
 
+SINGLE_ARMS = ("cosine", "adapter", "bm25")  # the candidates for "best single arm" (hybrid's paired baseline)
+LEXICAL_BASED = ("bm25", "hybrid", "hybrid_cosine")
+DEFAULT_COMPARISONS = (("adapter", "cosine"), ("linear", "cosine"), ("bm25", "cosine"), ("hybrid_cosine", "cosine"),
+                       ("hybrid", "cosine"), ("hybrid", "hybrid_cosine"))
+
+
+def _mean_mrr(hits_by_arm: Mapping[str, np.ndarray], n_relevant: np.ndarray, params: EvalParams) -> dict[str, float]:
+    key = f"mrr@{params.mrr_k}"
+    return {a: float(per_question_metrics(h, n_relevant, params)[key].mean()) for a, h in hits_by_arm.items()}
+
+
+def best_arm(scores: Mapping[str, float], among: Sequence[str] | None = None) -> str | None:
+    """The arm with the highest score (of `among`, if given); ties go to the simpler arm (`_arm_order`)."""
+    names = [a for a in sorted(scores, key=_arm_order) if among is None or a in among]
+    return max(names, key=lambda a: (scores[a], -names.index(a))) if names else None
+
+
+def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr: Mapping[str, float] | None,
+              params: EvalParams, select_on: str, report_on: str) -> dict[str, Any]:
+    """The arm to deploy: best MRR@mrr_k on the synthetic validation questions (a user without labelled
+    queries can select on nothing else), with its test numbers and the arm that would have been best on test."""
+    mrr_key, hit_key = f"mrr@{params.mrr_k}", f"hit@{params.main_k}"
+    arm = best_arm(val_mrr)
+    val_block = metrics[select_on]
+    out: dict[str, Any] = {"arm": arm, "by": f"{select_on} {mrr_key}",
+                           "val": {a: _round(v) for a, v in sorted(val_mrr.items(), key=lambda kv: _arm_order(kv[0]))}}
+    label = f"the {val_block['questions']} {val_block['origin']} {select_on} questions"
+    note = f"{arm} has the best {_label(mrr_key)} on {label} ({val_mrr[arm]:.3f})"
+    test_block = metrics.get(report_on)
+    if test_mrr and isinstance(test_block, Mapping) and arm in test_block["arms"]:
+        values = test_block["arms"][arm]
+        out["test"] = {"questions": test_block["questions"], hit_key: values[hit_key], mrr_key: values[mrr_key],
+                       "ci": {k: values["ci"][k] for k in (hit_key, mrr_key)}}
+        test_best = best_arm(test_mrr)
+        out["test_best_arm"] = test_best
+        note += (f"; on the {test_block['questions']} {test_block['origin']} {report_on} questions it reaches "
+                 f"{_label(hit_key)} {values[hit_key] * 100:.1f}% and {_label(mrr_key)} {values[mrr_key]:.3f}")
+        if test_best == arm:
+            note += ", the best of all arms there too."
+        else:
+            why = (" (synthetic questions often copy their chunk's words, which favours the BM25-based arms)"
+                   if arm in LEXICAL_BASED else "")
+            note += (f", where {test_best} would have been best ({_label(mrr_key)} {test_mrr[test_best]:.3f}): "
+                     f"the choice made on synthetic validation questions differs from the test's best{why}.")
+    else:
+        note += "; there are no test questions to check the choice on."
+    out["note"] = note
+    return out
+
+
+def _label(metric: str) -> str:
+    return metric.replace("hit@", "Hit@").replace("mrr@", "MRR@")
+
+
 def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalParams,
-             comparisons: Sequence[tuple[str, str]] = (("adapter", "cosine"), ("linear", "cosine"),
-                                                         ("bm25", "cosine")),
-             setup: Mapping[str, Any] | None = None) -> EvalResult:
+             comparisons: Sequence[tuple[str, str]] = DEFAULT_COMPARISONS,
+             setup: Mapping[str, Any] | None = None, fusion: Mapping[str, Any] | None = None,
+             select_on: str = "val", report_on: str = "test") -> EvalResult:
     """Run every arm on every set. A test set with both human and synthetic questions is also reported
-    per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare."""
+    per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare.
+
+    With the `select_on` set (the synthetic validation questions) present: `hybrid` is also compared with
+    the best single arm there (`hybrid_vs_<arm>`), and `recommendation` names the arm to deploy (best MRR on
+    `select_on`) with its numbers on `report_on`. `fusion` (how the hybrid arms fused) is stored as given,
+    plus `best_single_on_val`."""
     depth = params.depth
     metrics: dict[str, Any] = {"setup": {**(setup or {}), "depth": depth, "main_k": params.main_k,
                                          "bootstrap_resamples": params.bootstrap_resamples,
                                          "confidence": params.confidence, "alpha": params.alpha,
                                          "seed": params.seed}}
     result = EvalResult(metrics)
+    retrieved: list[tuple[QuerySet, dict[str, np.ndarray]]] = []
     for qs in query_sets:
         if not qs.ids:
             log.warning("eval: set %s has no questions; skipped", qs.name)
             continue
         hits_by_arm: dict[str, np.ndarray] = {}
-        ranks_by_arm: dict[str, np.ndarray] = {}
         for arm in arms:
             idx = arm.retrieve(qs, depth)
             if idx is None:
                 log.info("eval: arm %s cannot run on %s (no question texts); skipped", arm.name, qs.name)
                 continue
-            hits = hit_matrix(idx, qs.relevant)
-            hits_by_arm[arm.name] = hits
-            ranks_by_arm[arm.name] = first_relevant_rank(hits)
+            hits_by_arm[arm.name] = hit_matrix(idx, qs.relevant)
+        retrieved.append((qs, hits_by_arm))
+
+    mrr_by_set = {qs.name: _mean_mrr(h, qs.n_relevant, params) for qs, h in retrieved}
+    comparisons = list(comparisons)
+    best_single = best_arm(mrr_by_set.get(select_on, {}), SINGLE_ARMS)
+    if best_single is not None and ("hybrid", best_single) not in comparisons:
+        comparisons.append(("hybrid", best_single))
+
+    for qs, hits_by_arm in retrieved:
         n_relevant = qs.n_relevant
         metrics[qs.name] = _summarise_set(qs.name, hits_by_arm, n_relevant, qs.origins, params, comparisons)
         kinds = sorted(set(qs.origins))
@@ -339,12 +456,19 @@ def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalPa
                     qs.name, {a: h[mask] for a, h in hits_by_arm.items()}, n_relevant[mask],
                     [o for o in qs.origins if o == kind], params, comparisons)
         result.hit_rate_at_k[qs.name] = _hit_rate_curve(hits_by_arm, params)
+        ranks_by_arm = {a: first_relevant_rank(h) for a, h in hits_by_arm.items()}
         for i, qid in enumerate(qs.ids):
             row: dict[str, Any] = {"set": qs.name, "id": qid, "origin": qs.origins[i],
                                    "n_relevant": int(n_relevant[i])}
             row.update({f"rank_{a}": int(r[i]) for a, r in ranks_by_arm.items()})
             row["question"] = qs.texts[i] if qs.texts is not None else ""
             result.per_question.append(row)
+
+    if fusion is not None and any(isinstance(a, HybridArm) for a in arms):
+        metrics["fusion"] = {**fusion, "best_single_on_val": best_single}
+    if mrr_by_set.get(select_on):
+        metrics["recommendation"] = recommend(metrics, mrr_by_set[select_on], mrr_by_set.get(report_on), params,
+                                              select_on, report_on)
     return result
 
 
@@ -492,15 +616,57 @@ def load_adapter_transform(path: Path) -> QueryTransform:
 
 def build_arms(corpus: Corpus, paths: EvalPaths, params: EvalParams,
                load_adapter: AdapterLoader = load_adapter_transform) -> list[Arm]:
-    """cosine, adapter, linear (when trained and enabled) and bm25 (when enabled), in that order."""
+    """cosine, adapter, linear (when trained and enabled), bm25 (when enabled), then the hybrid arms
+    hybrid_cosine and hybrid (when enabled; they need bm25), in that order. A weighted fusion's weight is
+    not chosen here (`fit_hybrid_weights`): until then the hybrid arms fuse by RRF."""
     require_file(paths.adapter, "train the adapter first (dvc repro train, or make run)")
-    arms: list[Arm] = [EmbeddingArm("cosine", corpus.emb, identity),
-                       EmbeddingArm("adapter", corpus.emb, load_adapter(paths.adapter))]
+    cosine = EmbeddingArm("cosine", corpus.emb, identity)
+    adapter = EmbeddingArm("adapter", corpus.emb, load_adapter(paths.adapter))
+    arms: list[Arm] = [cosine, adapter]
     if params.linear_adapter and paths.linear_adapter.exists():
         arms.append(EmbeddingArm("linear", corpus.emb, load_adapter(paths.linear_adapter)))
     if params.bm25.enabled:
-        arms.append(LexicalArm("bm25", Bm25Index(corpus.texts, params.bm25)))
+        bm25 = LexicalArm("bm25", Bm25Index(corpus.texts, params.bm25))
+        arms.append(bm25)
+        if params.hybrid.enabled:
+            arms += [HybridArm("hybrid_cosine", cosine, bm25, params.hybrid),
+                     HybridArm("hybrid", adapter, bm25, params.hybrid)]
+    elif params.hybrid.enabled:
+        log.warning("eval: the hybrid arms fuse BM25 with the dense arms, and eval.bm25.enabled is false; "
+                    "hybrid and hybrid_cosine skipped")
     return arms
+
+
+def fit_hybrid_weights(arms: Sequence[Arm], val: QuerySet, params: EvalParams) -> tuple[list[Arm], dict[str, Any]]:
+    """For `eval.hybrid.method: weighted`, each hybrid arm's dense share, chosen from `eval.hybrid.weights`
+    by MRR@mrr_k on the validation questions `val` (never on test). Without validation texts (BM25 needs
+    them) the arm falls back to RRF, with a warning. Returns the arms (hybrid ones with their weight) and
+    the `fusion` block of metrics.json."""
+    hp = params.hybrid
+    info: dict[str, Any] = {"method": hp.method, "rrf_k": hp.rrf_k, "candidates": max(hp.candidates, params.depth)}
+    out: list[Arm] = []
+    for arm in arms:
+        if not isinstance(arm, HybridArm):
+            out.append(arm)
+            continue
+        entry: dict[str, Any] = {"dense": arm.dense.name, "lexical": arm.lexical.name}
+        if hp.method == "weighted":
+            parts = arm.parts(val, params.depth) if val.ids else None
+            if parts is None:
+                log.warning("eval: %s: no validation questions with texts to choose the fusion weight on; "
+                            "fusing by RRF (k=%g) instead", arm.name, hp.rrf_k)
+            else:
+                weight, by_weight = choose_weight(*parts, val.relevant, hp.weights, params.mrr_k)
+                arm = replace(arm, weight=weight)
+                entry.update({"weight": weight, "chosen_on": val.name,
+                              f"{val.name}_mrr@{params.mrr_k}_by_weight": {f"{w:g}": _round(m)
+                                                                            for w, m in by_weight.items()}})
+                log.info("eval: %s: dense share %g chosen on %s (MRR@%d %.3f)", arm.name, weight, val.name,
+                         params.mrr_k, by_weight[weight])
+        entry["method"] = arm.method
+        info[arm.name] = entry
+        out.append(arm)
+    return out, info
 
 
 def _optional_json(path: Path) -> dict[str, Any]:
@@ -545,7 +711,7 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     test_path = paths.test
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
     val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions)
-    arms = build_arms(corpus, paths, params, load_adapter)
+    arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter), val, params)
     info = _optional_json(paths.embed_dir / "info.json")
     setup = {"source": _optional_json(fetch_report).get("source", "unknown"),
              "embedding_model": info.get("model", "unknown"), "corpus_chunks": len(corpus.ids),
@@ -556,7 +722,7 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     members = member_dirs(paths.adapter)
     if members:
         setup["bagging"] = len(members)
-    result = evaluate([test, val], arms, params, setup=setup)
+    result = evaluate([test, val], arms, params, setup=setup, fusion=fusion)
     if members and "test" in result.metrics:
         result.metrics["test"]["adapter_seeds"] = seed_spread(test, corpus, members, params, load_adapter)
     return result
@@ -579,7 +745,8 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
     _write_csv(written[2], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
 
     main_key = f"hit@{params.main_k}"
-    sets = [s for s in result.metrics if s != "setup"]
+    sets = [s for s, block in result.metrics.items()
+            if s != "setup" and isinstance(block, Mapping) and isinstance(block.get("arms"), Mapping)]
     arms = sorted({a for s in sets for a in result.metrics[s]["arms"]}, key=_arm_order)
     nan = float("nan")
     groups = [f"{s}\n{result.metrics[s]['questions']} {result.metrics[s]['origin'].split(' (')[0]}" for s in sets]
@@ -602,7 +769,7 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
 
 
 def _arm_order(name: str) -> tuple[int, str]:
-    known = ["cosine", "adapter", "linear", "bm25"]
+    known = ["cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid"]
     return (known.index(name) if name in known else len(known), name)
 
 

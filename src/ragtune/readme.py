@@ -78,7 +78,7 @@ def _set_section(name: str, block: Mapping[str, Any], confidence: float) -> list
         notes.append(f"Recall@k over the {block['multi_relevant']} questions with several relevant chunks.")
     lines += ["", " ".join(notes)]
     for key, cmp in block.items():
-        if key.endswith("_vs_cosine") and isinstance(cmp, Mapping):
+        if (key.endswith("_vs_cosine") or key.startswith("hybrid_vs_")) and isinstance(cmp, Mapping):
             lines += ["", f"- {cmp['verdict']}"]
     if isinstance(block.get("adapter_seeds"), Mapping):
         lines += ["", _seed_line(block["adapter_seeds"], arms.get("adapter", {}))]
@@ -107,6 +107,30 @@ def _at_a_glance(metrics: Mapping[str, Any], main_k: Any) -> str:
             arms = ", ".join(f"{a} {v[key] * 100:.1f}" for a, v in block["arms"].items() if key in v)
             parts.append(f"{_SET_TITLES.get(name, name).lower()} ({block['questions']}): {arms}")
     return f"At a glance, Hit@{main_k} in % — " + "; ".join(parts) + "." if parts else ""
+
+
+def _fusion_phrase(fusion: Mapping[str, Any]) -> str:
+    """How the hybrid arms fused, e.g. "reciprocal rank (k=60)" or "weighted scores (dense share 0.7 for
+    hybrid, 0.6 for hybrid_cosine, chosen on validation)"."""
+    arms = {name: e for name, e in fusion.items() if isinstance(e, Mapping) and "dense" in e}
+    weighted = {name: e["weight"] for name, e in arms.items() if e.get("method") == "weighted" and "weight" in e}
+    if weighted:
+        shares = ", ".join(f"{w:g} for {name}" for name, w in sorted(weighted.items()))
+        return f"min-max normalised scores weighted by a dense share chosen on validation ({shares})"
+    return f"reciprocal rank (k={float(fusion.get('rrf_k', 60)):g})"
+
+
+def _recommendation_line(metrics: Mapping[str, Any]) -> str:
+    """One line: the arm to deploy (best on the synthetic validation questions) and how it fared on test."""
+    rec = metrics.get("recommendation")
+    if not isinstance(rec, Mapping) or not rec.get("arm"):
+        return ""
+    by = str(rec.get("by", "")).replace("mrr@", "MRR@")
+    how = f"chosen by {by}, the only selection possible without labelled questions"
+    fusion = metrics.get("fusion")
+    if isinstance(fusion, Mapping):
+        how += f"; the hybrid arms fuse BM25 with a dense ranking by {_fusion_phrase(fusion)}"
+    return f"**Recommendation: `{rec['arm']}`** ({how}). {rec.get('note', '')}".rstrip()
 
 
 def _thousands(x: Any) -> str:
@@ -144,6 +168,9 @@ def render_results(metrics: Mapping[str, Any]) -> str:
     glance = _at_a_glance(metrics, setup.get("main_k"))
     if glance:
         lines += [glance, ""]
+    recommendation = _recommendation_line(metrics)
+    if recommendation:
+        lines += [recommendation, ""]
     for name, block in metrics.items():
         if name == "setup" or not isinstance(block, Mapping) or "arms" not in block:
             continue
