@@ -13,15 +13,11 @@ from ragtune.export import export_sentence_transformer, load_exported, needs_rem
 from ragtune.lexical import Bm25Params
 from ragtune.training import TrainParams, build_training_data, train_adapter, train_bagged, split_by_chunk
 from test_evaluation import DIM, make_pipeline
+from test_export import trained_like
 
 
 def random_adapter(config: AdapterConfig, seed: int) -> QueryAdapter:
-    adapter = QueryAdapter(config)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return adapter.eval()
+    return trained_like(config, seed)  # random non-zero weights everywhere, eval mode
 
 
 def test_affine_members_average_into_one_map():

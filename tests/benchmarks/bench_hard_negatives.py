@@ -7,7 +7,6 @@ validation questions; random data of that shape, as bench_training).
    negatives per question: the extra columns are one (B, m, d) gather and a batched dot product.
 """
 
-import numpy as np
 import torch
 
 from ragtune.hard_negatives import MiningRule, rank_candidates, select_negatives
