@@ -31,10 +31,13 @@ def test_fetch_embed_run_cache_and_noop(tmp_path):
     out = dvc(repo, "repro", "embed")
     assert "Running stage" not in out and "didn't change" in out
 
-    # One chunk edited: fetch and embed rerun, and exactly one text is encoded.
+    # One chunk edited: fetch and embed rerun, and exactly the new texts are encoded: the chunk and the
+    # pseudo-queries made from it (a query identical to a known text is a cache hit).
     rows[4]["text"] = "Financial entities shall classify every ICT-related incident by its impact."
     write_jsonl(repo / "corpus" / "corpus.jsonl", rows)
     out = dvc(repo, "repro", "embed")
     assert "Running stage 'fetch'" in out and "Running stage 'embed'" in out
     info = json.loads((repo / "data/embed/info.json").read_text())
-    assert info["encoded"] == 1
+    questions = [json.loads(x) for x in (repo / "data/synthesize/questions.jsonl").read_text().splitlines()]
+    new_queries = {q["question"] for q in questions if q["chunk_id"] == rows[4]["id"]} - {rows[4]["text"]}
+    assert new_queries and info["encoded"] == 1 + len(new_queries)
