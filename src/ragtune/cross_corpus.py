@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import yaml
 
 from .errors import ParamsError, RagtuneError
+from .labels import metric_label
 
 DEFAULT_OUT = Path("data/transfer")
 DEFAULT_NAME = "default"
@@ -441,11 +442,6 @@ def build_results(rows: Sequence[Mapping[str, Any]], *, command: str, overrides:
             "main_k": main_k, "confidence": confidence, "corpora": list(rows)}
 
 
-def _label(metric: str) -> str:
-    kind, _, k = metric.partition("@")
-    return {"hit": "Hit", "recall": "Recall", "mrr": "MRR", "ndcg": "nDCG"}.get(kind, kind) + "@" + k
-
-
 def _pct(metric: str) -> bool:
     return metric.startswith(("hit@", "recall@"))
 
@@ -520,7 +516,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                      + (f" {r.get('protocol', '–')} |" if protocol else "") + f" {_wall(r)} |")
     for metric in metrics:
         unit = " (%)" if _pct(metric) else ""
-        lines += ["", f"**{_label(metric)}{unit}** on the test questions", "",
+        lines += ["", f"**{metric_label(metric)}{unit}** on the test questions", "",
                   "| corpus | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
         for r in rows:
             lines.append(f"| {r['name']} | " + " | ".join(_cell(r, a, metric) for a in arms) + " |")
@@ -528,8 +524,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                     key=metrics.index)
     notes = [f"{conf_text} bootstrap intervals in parentheses."]
     if tested:
-        how = [f"exact McNemar on {_label(m)} with questions gained/lost" if m.startswith("hit@")
-               else f"paired bootstrap on {_label(m)}" for m in tested]
+        how = [f"exact McNemar on {metric_label(m)} with questions gained/lost" if m.startswith("hit@")
+               else f"paired bootstrap on {metric_label(m)}" for m in tested]
         notes.append("p: paired test of the arm against raw cosine on the same questions (" + "; ".join(how)
                      + "), uncorrected.")
     if any("adapter_seeds" in r for r in rows):
@@ -567,8 +563,8 @@ def write_results(out: Path, results: Mapping[str, Any]) -> list[Path]:
         series = {a: [r["arms"].get(a, {}).get(metric, {}).get("value", nan) for r in rows] for a in arms}
         intervals = {a: [tuple(r["arms"].get(a, {}).get(metric, {}).get("ci") or (nan, nan)) for r in rows]
                      for a in arms}
-        grouped_bar_chart(path, groups, series, intervals, percent=_pct(metric), ylabel=_label(metric),
-                          title=f"{_label(metric)} on each corpus's test questions ({float(conf):.0%} intervals)")
+        grouped_bar_chart(path, groups, series, intervals, percent=_pct(metric), ylabel=metric_label(metric),
+                          title=f"{metric_label(metric)} on each corpus's test questions ({float(conf):.0%} intervals)")
         paths.append(path)
     return paths
 

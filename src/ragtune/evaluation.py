@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 
 from .errors import RagtuneError
 from .fusion import HybridParams, Scored, choose_weight, fuse_hybrid
+from .labels import metric_label
 from .lexical import Bm25Index, Bm25Params
 from .params import Section
 from .retrieval import (exact_top_k, first_relevant_rank, ids_to_indices, per_query_ndcg, per_query_recall,
@@ -277,7 +278,7 @@ def _verdict(cmp: Mapping[str, Any], tests: Sequence[tuple[str, float]], signifi
     parts = []
     for key, _ in tests:
         c = cmp[key]
-        label = key.replace("hit@", "Hit@").replace("mrr@", "MRR@")
+        label = metric_label(key)
         if key.startswith("hit@"):
             parts.append(f"{label} {c['diff'] * 100:+.1f} pts ({c['gained']} gained, {c['lost']} lost, "
                          f"McNemar p={c['p']:.3g})")
@@ -380,7 +381,7 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
     out: dict[str, Any] = {"arm": arm, "by": f"{select_on} {mrr_key}",
                            "val": {a: _round(v) for a, v in sorted(val_mrr.items(), key=lambda kv: _arm_order(kv[0]))}}
     label = f"the {val_block['questions']} {val_block['origin']} {select_on} questions"
-    note = f"{arm} has the best {_label(mrr_key)} on {label} ({val_mrr[arm]:.3f})"
+    note = f"{arm} has the best {metric_label(mrr_key)} on {label} ({val_mrr[arm]:.3f})"
     test_block = metrics.get(report_on)
     if test_mrr and isinstance(test_block, Mapping) and arm in test_block["arms"]:
         values = test_block["arms"][arm]
@@ -389,22 +390,18 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
         test_best = best_arm(test_mrr)
         out["test_best_arm"] = test_best
         note += (f"; on the {test_block['questions']} {test_block['origin']} {report_on} questions it reaches "
-                 f"{_label(hit_key)} {values[hit_key] * 100:.1f}% and {_label(mrr_key)} {values[mrr_key]:.3f}")
+                 f"{metric_label(hit_key)} {values[hit_key] * 100:.1f}% and {metric_label(mrr_key)} {values[mrr_key]:.3f}")
         if test_best == arm:
             note += ", the best of all arms there too."
         else:
             why = (" (synthetic questions often copy their chunk's words, which favours the BM25-based arms)"
                    if arm in LEXICAL_BASED else "")
-            note += (f", where {test_best} would have been best ({_label(mrr_key)} {test_mrr[test_best]:.3f}): "
+            note += (f", where {test_best} would have been best ({metric_label(mrr_key)} {test_mrr[test_best]:.3f}): "
                      f"the choice made on synthetic validation questions differs from the test's best{why}.")
     else:
         note += "; there are no test questions to check the choice on."
     out["note"] = note
     return out
-
-
-def _label(metric: str) -> str:
-    return metric.replace("hit@", "Hit@").replace("mrr@", "MRR@")
 
 
 def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalParams,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import RagtuneError
+from .labels import metric_label
 
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
@@ -49,11 +50,6 @@ def _metric_order(name: str) -> tuple[int, int]:
             int(k) if k.isdigit() else 0)
 
 
-def _label(name: str) -> str:
-    kind, _, k = name.partition("@")
-    return {"hit": "Hit", "recall": "Recall", "mrr": "MRR", "ndcg": "nDCG"}.get(kind, kind) + "@" + k
-
-
 def _cell(name: str, value: float, ci: list[float] | None) -> str:
     if name.startswith(("hit", "recall")):
         text = f"{value * 100:.1f}"
@@ -68,7 +64,7 @@ def _set_section(name: str, block: Mapping[str, Any], confidence: float) -> list
     title = _SET_TITLES.get(name, name)
     lines = [f"**{title}** — {block['questions']} questions, origin: {block['origin']}"
              + (f"; {_SET_NOTES[name]}." if name in _SET_NOTES else ".")]
-    lines += ["", "| arm | " + " | ".join(_label(m) for m in metrics) + " |",
+    lines += ["", "| arm | " + " | ".join(metric_label(m) for m in metrics) + " |",
               "|---|" + "---:|" * len(metrics)]
     for arm, values in arms.items():
         cells = [_cell(m, values[m], values.get("ci", {}).get(m)) if m in values else "–" for m in metrics]
@@ -94,7 +90,7 @@ def _seed_line(seeds: Mapping[str, Any], ensemble: Mapping[str, Any]) -> str:
         scale, fmt = (100, "{:.1f}") if key.startswith("hit@") else (1, "{:.3f}")
         lo, hi = fmt.format(min(values) * scale), fmt.format(max(values) * scale)
         shipped = fmt.format(ensemble[key] * scale) if key in ensemble else "?"
-        parts.append(f"{_label(key)} {lo}–{hi} (ensemble {shipped})")
+        parts.append(f"{metric_label(key)} {lo}–{hi} (ensemble {shipped})")
     ids = seeds.get("seeds", [])
     return f"- Single-seed adapters ({len(ids)} seeds, {', '.join(map(str, ids))}): " + "; ".join(parts) + "."
 

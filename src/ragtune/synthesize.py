@@ -1,6 +1,7 @@
 """Synthetic training questions: one generator call per training chunk, through a per-item cache.
 
-Flow: pick the chunks (train split; test chunks never reach the generator), render the versioned
+Flow: pick the chunks (`synthesize.test_chunks` decides whether test questions' chunks are among them;
+chunks held out for synthetic test questions never are), render the versioned
 prompt, look every chunk up in the cache, send only the misses to the backend, commit each result
 the moment it arrives, then filter (empty, too short, overlong, not a question, pointing at "the
 text", duplicates within and across chunks) and count every drop by reason. A failed call is stored
