@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--test", type=Path, action="append",
                     help="a test.jsonl; repeat to join several (default: data/fetch/test.jsonl)")
     ap.add_argument("--questions", type=Path, default=None)
+    ap.add_argument("--real", type=Path, default=None, help="labelled real training questions (test contract)")
     args = ap.parse_args()
     tests = tuple(args.test or [Path("data/fetch/test.jsonl")])
 
@@ -28,7 +29,7 @@ def main() -> None:
     mlflow_params = load_section("mlflow", MlflowParams)
     with ContentCache(CACHE) as cache:
         embedder = CachedEmbedder(params, cache)
-        info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions), OUT)
+        info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real), OUT)
     write_json(OUT / "info.json", info)
     with stage_run("embed", mlflow_params, params={"embedding": params}) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})

@@ -17,7 +17,7 @@ from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.records import load_corpus
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
-from ragtune.training import TrainParams, apply_overrides, load_training_data, train_bagged
+from ragtune.training import TrainParams, load_training_data, load_tuned, train_bagged
 
 OUT = Path("data/train")
 MODEL_DIR = Path("models/adapter")
@@ -25,21 +25,12 @@ MODEL_DIR = Path("models/adapter")
 LINEAR_DIR = Path("models/linear_adapter")
 BEST = Path("data/tune/best.json")
 INFO = Path("data/embed/info.json")
-INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl")
+INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl",
+          "data/fetch/train_questions.jsonl", "data/embed/real.npz")
 # With train.bagging > 1, each single-seed member is kept here too (eval reports their spread).
 MEMBERS_DIR = "members"
 EXPORT_DIR = "sentence_transformer"
 EXPORT_TOLERANCE = 1e-5
-
-
-def tuned_params(params: TrainParams) -> tuple[TrainParams, dict]:
-    if not params.use_tuned:
-        return params, {}
-    if not BEST.is_file():
-        raise RagtuneError(f"{BEST} not found: run the tune stage first, or set train.use_tuned: false "
-                           "to train the params.yaml configuration")
-    best = read_json(BEST)
-    return apply_overrides(params, best.get("params", {}), source=str(BEST)), best
 
 
 def check_embedder(emb: EmbeddingParams) -> dict:
@@ -97,7 +88,7 @@ def warn_if_degenerate(stats: dict) -> None:
 
 
 def main() -> None:
-    params, best = tuned_params(load_section("train", TrainParams))
+    params, best = load_tuned(load_section("train", TrainParams), BEST)
     emb = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
     info = check_embedder(emb)
@@ -105,8 +96,9 @@ def main() -> None:
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
     base_model = load_model(emb)
 
+    validation = "real" if data.has_real else "synthetic"
     with stage_run("train", mlflow_params, params={"train": params},
-                   tags={"ragtune.tuned_from": best.get("study", "params.yaml")}) as run:
+                   tags={"ragtune.tuned_from": best.get("study", "params.yaml"), "ragtune.validation": validation}) as run:
         kinds = [params.kind] + (["linear"] if params.compare_linear and params.kind != "linear" else [])
         metrics: dict = {}
         dirs_written: list[Path] = []
@@ -140,14 +132,18 @@ def main() -> None:
     if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
         shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
     split = bagged.splits[0]
-    metrics.update(n_train_questions=int(len(split.train)), n_val_questions=int(len(split.val)),
+    val_ids = ([data.real.ids[i] for i in split.val_real] if split.val_real is not None
+               else [data.question_ids[i] for i in split.val])
+    metrics.update(validation=validation, n_train_questions=len(dict.fromkeys(data.question_ids[i] for i in split.train)), n_val_questions=len(val_ids),
                    dropped_test_chunk_questions=data.dropped.get("test_chunk_questions", 0),
                    dropped_round_trip=data.dropped.get("round_trip", 0), **data.stats,
                    tuned_trial=best.get("trial"), mlflow_run_id=run.run_id)
     warn_if_degenerate(data.stats)
     # Eval's synthetic validation set is member 0's; with bagging the other members trained on some of it.
-    write_json(OUT / "split.json", {"train": [data.question_ids[i] for i in split.train],
-                                    "val": [data.question_ids[i] for i in split.val],
+    # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl), else synthetic.
+    write_json(OUT / "split.json", {"validation": validation,
+                                    "train": list(dict.fromkeys(data.question_ids[i] for i in split.train)),
+                                    "val": val_ids,
                                     "bagging": len(bagged.members), "seeds": bagged.seeds})
     write_json(OUT / "metrics.json", metrics)
     print(f"train: {params.kind} adapter, epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "

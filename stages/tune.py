@@ -12,7 +12,8 @@ from ragtune.tuning import MlflowTarget, TuneParams, redact_url, run_study, writ
 
 OUT = Path("data/tune")
 STORAGE_DIR = OUT / "storage"
-INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl")
+INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl",
+          "data/fetch/train_questions.jsonl", "data/embed/real.npz")
 
 
 def main() -> None:
@@ -31,6 +32,7 @@ def main() -> None:
         result = run_study(tune, base, INPUTS, STORAGE_DIR, target, data)
         best = result.best
         run.set_tags({"optuna.study_name": result.study_name, "optuna.storage": storage_label,
+                      "ragtune.validation": "real" if data.has_real else "synthetic",
                       "optuna.best_trial": best["trial"]})
         run.log_metrics({"best_val_hit@5": best["value"], "best_val_mrr@10": best["val_mrr@10"],
                          "baseline_val_hit@5": best["baseline_val_hit@5"], "seconds": result.seconds,
@@ -44,6 +46,7 @@ def main() -> None:
                                                 encoding="utf-8")
     write_trials_csv(OUT / "trials.csv", result.trials)
     write_json(OUT / "best.json", {**best, "study": result.study_name, "storage": storage_label,
+                                   "validation": "real" if data.has_real else "synthetic",
                                    "trials": result.counts, "seconds": round(result.seconds, 2),
                                    "mlflow_run_id": run.run_id})
     print(f"tune: {result.counts['complete']} complete, {result.counts['pruned']} pruned in "

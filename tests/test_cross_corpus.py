@@ -279,6 +279,10 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
     beta_rows = [{**r, "title": None, "source": "beta"} for r in tiny_corpus(n_copies=1)]
     alpha = _corpus_dir(tmp_path / "alpha", alpha_rows, _questions(alpha_rows))
     beta = _corpus_dir(tmp_path / "beta", beta_rows, _questions(beta_rows)[:2])
+    # alpha has a few labelled real questions: they train, validate, and make a learning curve
+    write_jsonl(alpha / "train_questions.jsonl",
+                [{"id": f"r{i}", "question": f"Which rule covers topic {i}?", "relevant_ids": [alpha_rows[i]["id"]]}
+                 for i in (2, 3, 4, 5, 9, 10)])
     out = tmp_path / "transfer"
     monkeypatch.chdir(REPO)
     argv = ["bench", str(alpha), str(beta), "--out", str(out), *[a for s in TINY for a in ("-S", s)]]
@@ -297,12 +301,19 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
             if arm != "cosine":
                 cmp = row["vs_cosine"][arm]
                 assert 0 <= cmp["hit@5"]["p"] <= 1 and 0 <= cmp["mrr@20"]["p"] <= 1 and "gained" in cmp["hit@5"]
-        assert row["stages_run"] == ["fetch", "synthesize", "embed", "tune", "train", "eval"] and row["wall_s"] > 0
+        assert row["stages_run"] == ["fetch", "synthesize", "embed", "tune", "train", "eval", "curve"]
+        assert row["wall_s"] > 0
         assert "Running stage 'judge'" not in first
         params = yaml.safe_load((out / "work" / row["name"] / "params.yaml").read_text())
         assert params["fetch"]["source"] == "jsonl" and params["tune"]["n_trials"] == 2
+    alpha_row, beta_row = results["corpora"]
+    assert alpha_row["train_questions"] == 6 and alpha_row["validation"] == "real"
+    assert [p["n_real"] for p in alpha_row["curve"]] == [0, 6] and "curve" not in beta_row
+    assert beta_row["validation"] == "synthetic"
     md = (out / "results.md").read_text()
     assert "| alpha |" in md and "| beta |" in md and "p=" in md
+    assert "**Learning curve, alpha**" in md and "Learning curve, beta" not in md
+    assert (out / "results_curve.png").stat().st_size > 0
     assert (out / "results.png").stat().st_size > 0 and (out / "results_mrr.png").stat().st_size > 0
     assert (out / "work/alpha/stages").is_symlink() and (out / "work/alpha/.dvc/config").read_text() == (
         "[core]\n    no_scm = True\n    analytics = false\n")

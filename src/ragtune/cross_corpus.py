@@ -2,7 +2,8 @@
 
     ragtune bench DIR [DIR ...] [--default] [--out data/transfer] [-S key=value ...] [--mlflow]
 
-Each DIR holds `corpus.jsonl` and `test.jsonl` (the documented contracts). Every corpus gets its own scratch
+Each DIR holds `corpus.jsonl` and `test.jsonl` (the documented contracts), and optionally
+`train_questions.jsonl` (labelled real training questions, `fetch.jsonl.train_questions`). Every corpus gets its own scratch
 workspace `<out>/work/<name>/`: a copy of dvc.yaml, a params.yaml made from the project's (with
 `fetch.source=jsonl` on the copied files and the -S overrides), `corpus/` with the copied files, and symlinks
 to the project's `stages/` and `src/` so that dvc.yaml's dependencies resolve. `dvc repro eval` runs there,
@@ -38,10 +39,12 @@ from .labels import metric_label
 
 DEFAULT_OUT = Path("data/transfer")
 DEFAULT_NAME = "default"
-TARGET_STAGE = "eval"  # the judge stage is not part of the benchmark
+TARGET_STAGES = ("eval", "curve")  # the judge stage is not part of the benchmark
 METRICS = Path("data/eval/metrics.json")
+CURVE = Path("data/curve/metrics.json")
 FETCH_REPORT = Path("data/fetch/report.json")
 RUN_RECORD = "bench_run.json"  # in each workspace: the wall time of the last run that ran any stage
+TRAIN_QUESTIONS = "train_questions.jsonl"  # optional in a DIR: labelled real questions to train on
 LINKED = ("stages", "src")  # project folders the workspace links to (dvc.yaml's code deps)
 DVC_CONFIG = "[core]\n    no_scm = True\n    analytics = false\n"
 TAIL_LINES = 40
@@ -94,13 +97,17 @@ def apply_overrides(params: Mapping[str, Any], overrides: Sequence[str],
 
 
 def workspace_params(base: Mapping[str, Any], own_corpus: bool, overrides: Sequence[str], mlflow: bool,
-                     known_sections: Iterable[str], project_root: Path | None = None) -> dict[str, Any]:
+                     known_sections: Iterable[str], project_root: Path | None = None,
+                     train_questions: bool = False) -> dict[str, Any]:
     """The params.yaml of one workspace: the project's params, the copied corpus as a jsonl source (unless
-    it is the project-default workspace), MLflow off unless asked for, then the user's overrides."""
+    it is the project-default workspace) with its real training questions when the folder has
+    train_questions.jsonl, MLflow off unless asked for, then the user's overrides."""
     settings: list[str] = []
     if own_corpus:
         settings += ["fetch.source=jsonl", "fetch.jsonl.corpus=corpus/corpus.jsonl",
                      "fetch.jsonl.test=corpus/test.jsonl"]
+        if train_questions:
+            settings.append(f"fetch.jsonl.train_questions=corpus/{TRAIN_QUESTIONS}")
     if not mlflow:
         settings.append("mlflow.enabled=false")
     params = apply_overrides(base, settings, known_sections)
@@ -179,6 +186,9 @@ def check_corpus_dir(path: Path) -> tuple[int, int]:
     questions = load_test(path / "test.jsonl", corpus_ids=[c.id for c in chunks])
     if not questions:
         raise RagtuneError(f"{path / 'test.jsonl'}: no test questions")
+    if (path / TRAIN_QUESTIONS).is_file():
+        from .records import load_train_questions
+        load_train_questions(path / TRAIN_QUESTIONS, questions, [c.id for c in chunks], str(path / "test.jsonl"))
     return len(chunks), len(questions)
 
 
@@ -217,7 +227,8 @@ def plan_bench(root: Path, dirs: Sequence[Path], default: bool, out: Path, overr
     workspaces, hashes = [], set()
     sources: list[Path | None] = [d.resolve() for d in dirs] + ([None] if default else [])
     for name, src in zip(names, sources):
-        params = workspace_params(base, src is not None, overrides, mlflow, SECTIONS, root)
+        params = workspace_params(base, src is not None, overrides, mlflow, SECTIONS, root,
+                                  train_questions=src is not None and (src / TRAIN_QUESTIONS).is_file())
         sections = validate_params(params, f"params.yaml with -S overrides (workspace {name})")
         digest = shared_params_hash(sections)
         hashes.add(digest)
@@ -275,8 +286,11 @@ def prepare_workspace(ws: Workspace, root: Path, dvc: Path, env: Mapping[str, st
         if corpus.is_symlink():
             corpus.unlink()
         corpus.mkdir(exist_ok=True)
-        for name in ("corpus.jsonl", "test.jsonl"):
-            _copy_if_changed(ws.source_dir / name, corpus / name)
+        for name in ("corpus.jsonl", "test.jsonl", TRAIN_QUESTIONS):
+            if (ws.source_dir / name).is_file():
+                _copy_if_changed(ws.source_dir / name, corpus / name)
+            elif (corpus / name).exists():
+                (corpus / name).unlink()
 
 
 def dvc_env() -> dict[str, str]:
@@ -317,7 +331,7 @@ def run_workspace(ws: Workspace, dvc: Path, env: Mapping[str, str], echo: Echo) 
     shows the tail of dvc's output."""
     from .io import read_json, write_json
 
-    cmd = [str(dvc), "repro", TARGET_STAGE]
+    cmd = [str(dvc), "repro", *TARGET_STAGES]
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     lines: list[str] = []
     start = time.perf_counter()
@@ -335,7 +349,7 @@ def run_workspace(ws: Workspace, dvc: Path, env: Mapping[str, str], echo: Echo) 
     rc = proc.wait()
     wall = round(time.perf_counter() - start, 1)
     if rc != 0:
-        raise RagtuneError(f"corpus '{ws.name}': `dvc repro {TARGET_STAGE}` failed in {ws.path} (exit {rc}); "
+        raise RagtuneError(f"corpus '{ws.name}': `dvc repro {' '.join(TARGET_STAGES)}` failed in {ws.path} (exit {rc}); "
                            f"the last lines of its output:\n" + "\n".join(tail))
     ran = stages_run("\n".join(lines))
     record_path = ws.path / RUN_RECORD
@@ -387,8 +401,10 @@ def _seed_ranges(seeds: Any) -> dict[str, Any] | None:
 
 
 def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] | None = None,
-               run: RunRecord | None = None, source_dir: str | None = None) -> dict[str, Any]:
-    """One corpus's row of the results table from its eval metrics.json (and fetch report.json)."""
+               run: RunRecord | None = None, source_dir: str | None = None,
+               curve: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One corpus's row of the results table from its eval metrics.json (and fetch report.json, and the
+    curve stage's metrics.json when it has real training questions)."""
     setup = metrics.get("setup", {})
     test = metrics.get("test")
     if not isinstance(test, Mapping) or not test.get("arms"):
@@ -427,6 +443,12 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
     seeds = _seed_ranges(test.get("adapter_seeds"))
     if seeds is not None:
         row["adapter_seeds"] = seeds
+    if setup.get("validation") is not None:
+        row["validation"] = setup["validation"]
+    if report.get("train_questions"):
+        row["train_questions"] = report["train_questions"]
+    if curve and curve.get("real_questions"):
+        row["curve"] = list(curve.get("points", []))
     if run is not None:
         row["wall_s"] = run.wall_s
         row["stages_run"] = run.stages_run
@@ -438,7 +460,7 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
 def build_results(rows: Sequence[Mapping[str, Any]], *, command: str, overrides: Sequence[str], params_hash: str,
                   main_k: Any = None, confidence: Any = None) -> dict[str, Any]:
     return {"command": command, "overrides": list(overrides), "params_hash": params_hash,
-            "params_hash_of": "every params.yaml section but fetch and mlflow", "stage": TARGET_STAGE,
+            "params_hash_of": "every params.yaml section but fetch and mlflow", "stages": list(TARGET_STAGES),
             "main_k": main_k, "confidence": confidence, "corpora": list(rows)}
 
 
@@ -531,11 +553,63 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     if any("adapter_seeds" in r for r in rows):
         notes.append("seeds: the range of single-seed adapters' values.")
     overrides = results.get("overrides") or []
+    lines += render_curves(rows, conf_text)
     lines += ["", " ".join(notes), "",
               f"Params hash `{results.get('params_hash', '?')}` ({results.get('params_hash_of', 'params')}); "
               "overrides: " + (", ".join(f"`{o}`" for o in overrides) if overrides else "none")
               + f". Command: `{results.get('command', 'ragtune bench')}`."]
     return "\n".join(lines)
+
+
+def _curve_keys(point: Mapping[str, Any]) -> tuple[str, str]:
+    hit = next(k for k in point if k.startswith("adapter_hit@") and not k.endswith(("_low", "_high")))
+    mrr = next(k for k in point if k.startswith("adapter_mrr@") and not k.endswith(("_low", "_high")))
+    return hit.removeprefix("adapter_"), mrr.removeprefix("adapter_")
+
+
+def render_curves(rows: Sequence[Mapping[str, Any]], conf_text: str = "95%") -> list[str]:
+    """Markdown lines: one learning-curve table per corpus with real training questions (test scores
+    against the number of them), beside raw cosine and BM25."""
+    lines: list[str] = []
+    for r in rows:
+        points = r.get("curve") or []
+        if not points:
+            continue
+        hit, mrr = _curve_keys(points[0])
+        base = [a for a in ("cosine", "bm25") if f"{a}_{hit}" in points[0]]
+        lines += ["", f"**Learning curve, {r['name']}**: test scores against the number of real training questions "
+                      f"({conf_text} intervals; p: paired bootstrap on {metric_label(mrr)} against raw cosine)", "",
+                  f"| real questions | adapter {metric_label(hit)} (%) | adapter {metric_label(mrr)} | p |"
+                  + "".join(f" {a} {metric_label(hit)} | {a} {metric_label(mrr)} |" for a in base),
+                  "|---:|---|---|---:|" + "---:|---:|" * len(base)]
+        for p in points:
+            lines.append(f"| {p['n_real']} | {100 * p[f'adapter_{hit}']:.1f} ({100 * p[f'adapter_{hit}_low']:.1f}–"
+                         f"{100 * p[f'adapter_{hit}_high']:.1f}) | {p[f'adapter_{mrr}']:.3f} ({p[f'adapter_{mrr}_low']:.3f}–"
+                         f"{p[f'adapter_{mrr}_high']:.3f}) | {_p(p[f'p_{mrr}_vs_cosine'])} |"
+                         + "".join(f" {100 * p[f'{a}_{hit}']:.1f} | {p[f'{a}_{mrr}']:.3f} |" for a in base))
+    return lines
+
+
+def write_curve_chart(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """One panel per corpus with a curve: the adapter's test MRR (band: its interval) against the number of
+    real training questions, raw cosine and BM25 as flat lines. False when no corpus has a curve."""
+    from .plots import xy_panels
+
+    with_curve = [r for r in rows if r.get("curve")]
+    if not with_curve:
+        return False
+    _, mrr = _curve_keys(with_curve[0]["curve"][0])
+    panels, bands = {}, {}
+    for r in with_curve:
+        pts = r["curve"]
+        xs = [p["n_real"] for p in pts]
+        title = f"{r['name']} ({r.get('test_questions')} test questions)"
+        panels[title] = {arm: (xs, [p[f"{arm}_{mrr}"] for p in pts]) for arm in ("adapter", "cosine", "bm25")
+                         if f"{arm}_{mrr}" in pts[0]}
+        bands[title] = {"adapter": (xs, [p[f"adapter_{mrr}_low"] for p in pts], [p[f"adapter_{mrr}_high"] for p in pts])}
+    xy_panels(path, panels, bands, xlabel="real training questions", ylabel=metric_label(mrr),
+              title="Learning curve: test score against labelled real training questions")
+    return True
 
 
 # --- outputs (I/O) --------------------------------------------------------------------------------
@@ -566,6 +640,8 @@ def write_results(out: Path, results: Mapping[str, Any]) -> list[Path]:
         grouped_bar_chart(path, groups, series, intervals, percent=_pct(metric), ylabel=metric_label(metric),
                           title=f"{metric_label(metric)} on each corpus's test questions ({float(conf):.0%} intervals)")
         paths.append(path)
+    if write_curve_chart(out / "results_curve.png", rows):
+        paths.append(out / "results_curve.png")
     return paths
 
 
@@ -577,8 +653,10 @@ def collect_row(ws: Workspace, run: RunRecord | None) -> dict[str, Any]:
         raise RagtuneError(f"corpus '{ws.name}': {metrics_path} not found after dvc repro; rerun the benchmark")
     report_path = ws.path / FETCH_REPORT
     report = read_json(report_path) if report_path.is_file() else {}
+    curve_path = ws.path / CURVE
     return corpus_row(ws.name, read_json(metrics_path), report, run,
-                      str(ws.source_dir) if ws.source_dir is not None else None)
+                      str(ws.source_dir) if ws.source_dir is not None else None,
+                      read_json(curve_path) if curve_path.is_file() else None)
 
 
 def run_bench(plan: BenchPlan, command: str, echo: Echo = lambda line: print(line, file=sys.stderr)) -> list[Path]:

@@ -17,6 +17,7 @@ class EmbedInputs:
     corpus: Path
     test: Path | tuple[Path, ...]  # several files are one test set (fetch's, plus synthesize's synthetic ones)
     questions: Path | None = None
+    real: Path | None = None       # labelled real training questions (fetch's train_questions.jsonl)
 
     @property
     def test_files(self) -> tuple[Path, ...]:
@@ -37,7 +38,7 @@ def load_test_set(paths: tuple[Path, ...], corpus_ids: list[str]) -> list[TestQu
 
 
 def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> dict[str, Any]:
-    """Write corpus.npz, test.npz (and questions.npz) under out_dir; return counts for the report."""
+    """Write corpus.npz, test.npz (and questions.npz, real.npz) under out_dir; return counts for the report."""
     t0 = time.perf_counter()
     chunks = load_corpus(inputs.corpus)
     test = load_test_set(inputs.test_files, [c.id for c in chunks])
@@ -58,6 +59,11 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
                         q_emb.reshape(len(questions), embedder.dim), chunk_ids=[q.chunk_id for q in questions],
                         backends=[q.backend for q in questions])
         counts["questions"] = len(questions)
+    if inputs.real is not None:
+        real = load_test(inputs.real, corpus_ids=[c.id for c in chunks])
+        r_emb = embedder.encode_queries([q.question for q in real], desc="real training questions")
+        save_embeddings(out_dir / "real.npz", [q.id for q in real], r_emb.reshape(len(real), embedder.dim))
+        counts["real"] = len(real)
     counts["test_synthetic"] = sum(q.origin == "synthetic" for q in test)
 
     return {**counts, **embedder.describe(), "cache_hits": embedder.cache.hits,

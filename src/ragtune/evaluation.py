@@ -480,6 +480,7 @@ class EvalPaths:
     questions: Path = Path("data/synthesize/questions.jsonl")
     embed_dir: Path = Path("data/embed")
     split: Path = Path("data/train/split.json")
+    real_questions: Path = Path("data/fetch/train_questions.jsonl")   # when split.json says validation: real
     adapter: Path = Path("models/adapter")
     linear_adapter: Path = Path("models/linear_adapter")
 
@@ -534,8 +535,11 @@ def load_test_set(test_path: Path, test_npz: Path, corpus_ids: Sequence[str], na
 
 
 def load_validation_set(split_path: Path, questions_npz: Path, corpus_ids: Sequence[str],
-                        questions_path: Path | None = None, name: str = "val") -> QuerySet:
-    """The synthetic questions the train stage held out for validation (ids in split.json["val"])."""
+                        questions_path: Path | None = None, name: str = "val",
+                        real_path: Path | None = None) -> QuerySet:
+    """The questions the train stage held out for validation (ids in split.json["val"]): synthetic ones,
+    or with `"validation": "real"` the user's labelled real questions (`real_path`, embedded in real.npz
+    beside `questions_npz`)."""
     import json
 
     from .embedding import load_embeddings_with_columns
@@ -548,6 +552,19 @@ def load_validation_set(split_path: Path, questions_npz: Path, corpus_ids: Seque
         raise RagtuneError(f"{split_path}: expected {{\"train\": [...], \"val\": [...]}} of question ids; "
                            "rerun the train stage")
     val_ids = [str(x) for x in split["val"]]
+    if split.get("validation") == "real":
+        if real_path is None:
+            raise RagtuneError(f"{split_path}: validation on real questions, but no train_questions file given")
+        full = load_test_set(real_path, questions_npz.parent / "real.npz", corpus_ids, name=name)
+        where = {q: i for i, q in enumerate(full.ids)}
+        missing = [q for q in val_ids if q not in where]
+        if missing:
+            raise RagtuneError(f"{split_path}: validation ids {missing[:5]} are not in {real_path}: the split "
+                               "is stale, rerun dvc repro train")
+        pick = [where[q] for q in val_ids]
+        return QuerySet(name=name, ids=val_ids, query_emb=full.query_emb[pick],
+                        relevant=[full.relevant[i] for i in pick], origins=["human"] * len(val_ids),
+                        texts=[full.texts[i] for i in pick])
     ids, emb, cols = load_embeddings_with_columns(questions_npz)
     if "chunk_ids" not in cols:
         raise RagtuneError(f"{questions_npz}: no chunk_ids column; rerun dvc repro embed")
@@ -707,7 +724,8 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
     test_path = paths.test
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
-    val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions)
+    val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions,
+                              real_path=paths.real_questions)
     arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter), val, params)
     info = _optional_json(paths.embed_dir / "info.json")
     setup = {"source": _optional_json(fetch_report).get("source", "unknown"),
@@ -716,6 +734,7 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     synth = _optional_json(synthesize_report)
     if "protocol" in synth:
         setup["protocol"] = synth["protocol"]
+    setup["validation"] = _optional_json(paths.split).get("validation", "synthetic")
     members = member_dirs(paths.adapter)
     if members:
         setup["bagging"] = len(members)

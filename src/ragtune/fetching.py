@@ -29,6 +29,7 @@ def report(params: FetchParams, result: SourceResult) -> dict[str, Any]:
         "train_chunks": splits.get("train", 0),
         "test_chunks": splits.get("test", 0),
         "test_questions": len(result.test),
+        "train_questions": len(result.train_questions),
         "chunk_chars_median": lengths[len(lengths) // 2] if lengths else 0,
         "chunk_chars_max": lengths[-1] if lengths else 0,
         **result.stats,

@@ -77,6 +77,9 @@ class LegalRagBenchParams(Section):
 class JsonlSourceParams(Section):
     corpus: str | None = None
     test: str | None = None
+    # Optional labelled real questions for training (the test contract): query logs, reviewed tickets.
+    # Refused when a question's id or normalised text is also in the test set.
+    train_questions: str | None = None
     # Without a test file, this seeded fraction of chunks is held out for synthetic test questions.
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
@@ -103,6 +106,7 @@ SECTIONS: dict[str, str] = {
     "tune": "ragtune.tuning:TuneParams",
     "train": "ragtune.training:TrainParams",
     "eval": "ragtune.evaluation:EvalParams",
+    "curve": "ragtune.learning_curve:CurveParams",
     "judge": "ragtune.judge:JudgeParams",
 }
 

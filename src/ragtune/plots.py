@@ -68,9 +68,10 @@ def grouped_bar_chart(path: str | os.PathLike[str], groups: Sequence[str], serie
 
 def lines_against_k(path: str | os.PathLike[str], panels: Mapping[str, Mapping[str, Sequence[float]]],
                     ks: Sequence[int], bands: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]
-                    | None = None, *, ylabel: str = "hit rate", title: str = "") -> None:
-    """One panel per entry of `panels` (e.g. test, validation), one line per series (e.g. arm) against k,
-    with an optional shaded (low, high) band per series."""
+                    | None = None, *, ylabel: str = "hit rate", title: str = "", xlabel: str = "k",
+                    log_x: bool = True) -> None:
+    """One panel per entry of `panels` (e.g. test, validation), one line per series (e.g. arm) against k
+    (or any x: `xlabel`, `log_x`), with an optional shaded (low, high) band per series."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), sharey=True, squeeze=False)
     colour_of = _colours({name for s in panels.values() for name in s})
     for ax, (panel, series) in zip(axes[0], panels.items()):
@@ -79,12 +80,44 @@ def lines_against_k(path: str | os.PathLike[str], panels: Mapping[str, Mapping[s
             if bands and panel in bands and name in bands[panel]:
                 lo, hi = bands[panel][name]
                 ax.fill_between(ks, lo, hi, alpha=0.15, color=colour_of[name], linewidth=0)
-        ax.set_xscale("log")
-        ax.set_xticks(list(ks) if len(ks) <= 8 else [k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= max(ks)])
-        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        if log_x:
+            ax.set_xscale("log")
+            ax.set_xticks(list(ks) if len(ks) <= 8 else [k for k in (1, 2, 3, 5, 10, 20, 50, 100) if k <= max(ks)])
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        else:
+            ax.set_xticks(list(ks))
         ax.set_ylim(0.0, 1.0)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-        ax.set_xlabel("k")
+        ax.set_xlabel(xlabel)
+        ax.set_title(panel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(frameon=False, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+XY = tuple[Sequence[float], Sequence[float]]
+
+
+def xy_panels(path: str | os.PathLike[str], panels: Mapping[str, Mapping[str, XY]],
+              bands: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]] | None = None,
+              *, xlabel: str, ylabel: str, title: str = "") -> None:
+    """One panel per entry of `panels`, one line per series with its own x values ((xs, ys)), and an
+    optional shaded band per series ((xs, low, high)); y from 0 to 1. Series named `cosine`/`bm25` are
+    drawn dashed (flat reference lines)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    colour_of = _colours({name for s in panels.values() for name in s})
+    for ax, (panel, series) in zip(axes[0], panels.items()):
+        for name, (xs, ys) in series.items():
+            flat = name.split(" ")[0] in ("cosine", "bm25")
+            ax.plot(xs, ys, "--" if flat else "-o", markersize=3, label=name, color=colour_of[name])
+            if bands and panel in bands and name in bands[panel]:
+                bx, lo, hi = bands[panel][name]
+                ax.fill_between(bx, lo, hi, alpha=0.15, color=colour_of[name], linewidth=0)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel(xlabel)
         ax.set_title(panel)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence, TypeVar
 
@@ -163,6 +164,32 @@ def load_test(path: str | os.PathLike[str], corpus_ids: Iterable[str] | None = N
                                 "fix the id or add the chunk to the corpus")
         questions.append(q)
     return questions
+
+
+def normalise_question(text: str) -> str:
+    """The form two questions are compared in for leakage: case-folded, punctuation dropped, whitespace
+    collapsed ("What is X?" and "what is  x" are the same question)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def load_train_questions(path: str | os.PathLike[str], test: Sequence[TestQuestion],
+                         corpus_ids: Iterable[str] | None = None, test_name: str = "the test set") -> list[TestQuestion]:
+    """Read labelled real training questions (the test contract) and refuse any that is also a test
+    question: the same id, or the same text after `normalise_question`. Such a question would be trained
+    on and then measured."""
+    questions = load_test(path, corpus_ids=corpus_ids)
+    test_ids = {q.id for q in test}
+    test_texts = {normalise_question(q.question): q.id for q in test}
+    for lineno, q in iter_jsonl(path, TestQuestion):
+        if q.id in test_ids:
+            raise DataError(f"{path}:{lineno}: id '{q.id}' is also a question of {test_name}; a question is "
+                            "either for training or for testing: remove it from one of the files")
+        twin = test_texts.get(normalise_question(q.question))
+        if twin is not None:
+            raise DataError(f"{path}:{lineno}: '{q.id}' has the same text as test question '{twin}' of "
+                            f"{test_name} (after case, punctuation and spacing are normalised); remove it "
+                            "from one of the files")
+    return [q.model_copy(update={"origin": "human"}) for q in questions]
 
 
 def mark_test_chunks(chunks: Sequence[Chunk], questions: Sequence[TestQuestion]) -> list[Chunk]:

@@ -69,6 +69,9 @@ class TrainParams(Section):
     # LLM questions whose chunk is not in raw cosine's top k are dropped (round-trip consistency);
     # no-model pseudo-queries are exempt; null: off
     round_trip_top_k: int | None = Field(20, ge=1, le=10_000)
+    # labelled real training questions (fetch.jsonl.train_questions), when there are any
+    real_weight: float = Field(1.0, gt=0.0, le=1000.0)   # loss weight of a real question's row vs a synthetic one
+    real_val_fraction: float = Field(0.3, gt=0.0, lt=1.0)  # seeded share of them that validates (selection, tune)
     compare_linear: bool = False
     device: Literal["cpu", "auto", "cuda", "mps"] = "cpu"
     # CPU threads for torch while training; 0 leaves torch's default. The matrices are small, so one
@@ -98,7 +101,7 @@ class TrainParams(Section):
 TUNABLE = frozenset({"kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale",
                      "loss", "temperature", "identity_weight", "lr", "weight_decay", "batch_size",
                      "grad_clip", "hard_negatives", "hard_negative_min_rank", "hard_negative_max_rank",
-                     "hard_negative_margin"})
+                     "hard_negative_margin", "real_weight"})
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -118,6 +121,16 @@ class TrainingData:
     parent_group: np.ndarray | None = None   # (N,) int64, shared by chunks of one parent document
     stats: dict[str, Any] = field(default_factory=dict)
     _candidates: Candidates | None = field(default=None, repr=False)
+    # Labelled real questions (`with_real_questions`): their rows follow the synthetic ones, one per
+    # (question, relevant chunk); `row_real[i]` is row i's real question (-1: synthetic) and
+    # `relevant[i]` every corpus row relevant to it (-1 padded), masked as negatives.
+    real: "RealQuestions | None" = None
+    row_real: np.ndarray | None = None      # (n,) int64
+    relevant: torch.Tensor | None = None    # (n, r) int64
+
+    @property
+    def has_real(self) -> bool:
+        return self.real is not None and len(self.real.ids) > 0
 
     @property
     def dim(self) -> int:
@@ -126,7 +139,8 @@ class TrainingData:
     def to(self, device: str) -> "TrainingData":
         return TrainingData(self.corpus_ids, self.corpus_emb.to(device), self.text_group.to(device),
                             self.question_ids, self.question_emb.to(device), self.gold_rows.to(device),
-                            dict(self.dropped), self.parent_group, dict(self.stats), self._candidates)
+                            dict(self.dropped), self.parent_group, dict(self.stats), self._candidates,
+                            self.real, self.row_real, None if self.relevant is None else self.relevant.to(device))
 
     def hard_negatives(self, rule: MiningRule) -> torch.Tensor:
         """(n, rule.count) mined negatives per question (-1 padded). The raw-cosine ranking is computed
@@ -137,6 +151,13 @@ class TrainingData:
         negatives = mine_hard_negatives(self.question_emb.cpu(), self.gold_rows.cpu().numpy(),
                                         self.corpus_emb.cpu(), self.text_group.cpu().numpy(),
                                         self.parent_group, rule, self._candidates)
+        if self.relevant is not None:
+            # A chunk relevant to the row's (real) question is no negative of it.
+            groups = self.text_group.cpu().numpy()
+            relevant = self.relevant.cpu().numpy()
+            rel_groups = np.where(relevant >= 0, groups[np.maximum(relevant, 0)], -1)
+            neg_groups = np.where(negatives >= 0, groups[np.maximum(negatives, 0)], -2)
+            negatives = np.where((neg_groups[:, :, None] == rel_groups[:, None, :]).any(axis=2), -1, negatives)
         return torch.as_tensor(negatives)
 
 
@@ -215,9 +236,12 @@ def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpu
 
 
 def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus_jsonl: str | Path,
-                       test_jsonl: str | Path | None = None, round_trip_top_k: int | None = None) -> TrainingData:
+                       test_jsonl: str | Path | None = None, real_jsonl: str | Path | None = None,
+                       real_npz: str | Path | None = None, *, round_trip_top_k: int | None = None) -> TrainingData:
     """Read the embed stage's questions.npz (`ids`, `emb`, `chunk_ids`, optional `backends`) and
-    corpus.npz, and the fetch stage's corpus.jsonl (texts for the identical-text mask, parents).
+    corpus.npz, and the fetch stage's corpus.jsonl (texts for the identical-text mask, parents). With
+    `real_jsonl` (fetch's train_questions.jsonl) and `real_npz` (embed's real.npz), labelled real
+    questions join the synthetic ones (`with_real_questions`) when the file has any.
 
     Which chunks training must not see: with `test_jsonl` (the pipeline's test set), the chunks of its
     *synthetic* test questions (made for held-out chunks: training on them would measure what was
@@ -240,9 +264,15 @@ def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus
         held_out = [cid for cid, c in chunks.items() if c.split == "test"]
     else:
         held_out = synthetic_test_chunks(load_test(test_jsonl, corpus_ids=c_ids))
-    return build_training_data(c_ids, c_emb, texts, q_ids, q_emb, cols["chunk_ids"], held_out,
+    data = build_training_data(c_ids, c_emb, texts, q_ids, q_emb, cols["chunk_ids"], held_out,
                                source=str(questions_npz), corpus_parents=[chunks[cid].parent for cid in c_ids],
                                question_backends=cols.get("backends"), round_trip_top_k=round_trip_top_k)
+    # A workspace from before real questions existed has no such file: no real questions.
+    if real_jsonl is not None and real_npz is not None and Path(real_jsonl).is_file():
+        real = load_real_questions(real_jsonl, real_npz, c_ids)
+        if real.ids:
+            data = with_real_questions(data, real)
+    return data
 
 
 def synthetic_test_chunks(tests: Sequence[Any]) -> list[str]:
@@ -251,11 +281,102 @@ def synthetic_test_chunks(tests: Sequence[Any]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class RealQuestions:
+    """Labelled real questions (a query log, reviewed tickets): ids, embeddings (m, d) float32 and the
+    corpus rows relevant to each (int64 arrays)."""
+
+    ids: list[str]
+    emb: np.ndarray
+    relevant: list[np.ndarray]
+
+
+def with_real_questions(data: TrainingData, real: RealQuestions) -> TrainingData:
+    """`data` with the real questions added: one training row per (question, relevant chunk), after the
+    synthetic rows. Each row carries all of its question's relevant chunks, which the losses and the
+    hard-negative miner never use as its negatives."""
+    if real.emb.shape[0] != len(real.ids) or len(real.relevant) != len(real.ids):
+        raise DataError(f"real questions: {len(real.ids)} ids, {real.emb.shape[0]} embeddings and "
+                        f"{len(real.relevant)} relevance lists; rerun the embed stage")
+    if len(real.ids) and real.emb.shape[1] != data.dim:
+        raise DataError(f"real questions are {real.emb.shape[1]}-d but the corpus is {data.dim}-d; "
+                        "embed both with the same model")
+    n_syn = len(data.question_ids)
+    counts = np.array([len(r) for r in real.relevant], dtype=np.int64)
+    owner = np.repeat(np.arange(len(real.ids), dtype=np.int64), counts)
+    gold = np.concatenate(real.relevant).astype(np.int64) if len(real.ids) else np.zeros(0, np.int64)
+    width = int(counts.max()) if len(counts) else 1
+    relevant = np.full((n_syn + len(gold), width), -1, dtype=np.int64)
+    relevant[:n_syn, 0] = data.gold_rows.cpu().numpy()
+    padded = np.full((len(real.ids), width), -1, dtype=np.int64)
+    for i, rows in enumerate(real.relevant):  # m small lists: a loop over questions, not over pairs
+        padded[i, :len(rows)] = rows
+    relevant[n_syn:] = padded[owner]
+    emb = torch.cat([data.question_emb.cpu(), torch.as_tensor(np.ascontiguousarray(real.emb[owner], dtype=np.float32))])
+    return TrainingData(
+        corpus_ids=data.corpus_ids, corpus_emb=data.corpus_emb, text_group=data.text_group,
+        question_ids=data.question_ids + [real.ids[i] for i in owner], question_emb=emb,
+        gold_rows=torch.cat([data.gold_rows.cpu(), torch.as_tensor(gold)]),
+        dropped=dict(data.dropped), parent_group=data.parent_group,
+        stats={**data.stats, "real_questions": len(real.ids), "real_rows": int(len(gold))},
+        real=real, row_real=np.concatenate([np.full(n_syn, -1, dtype=np.int64), owner]),
+        relevant=torch.as_tensor(relevant))
+
+
+def synthetic_part(data: TrainingData) -> TrainingData:
+    """`data` without its real questions (the synthetic rows come first)."""
+    if data.row_real is None:
+        return data
+    n_syn = int((data.row_real < 0).sum())
+    stats = {k: v for k, v in data.stats.items() if not k.startswith("real_")}
+    return TrainingData(data.corpus_ids, data.corpus_emb, data.text_group, data.question_ids[:n_syn],
+                        data.question_emb[:n_syn], data.gold_rows[:n_syn], dict(data.dropped), data.parent_group,
+                        stats, None if data._candidates is None else
+                        Candidates(data._candidates.rows[:n_syn], data._candidates.scores[:n_syn]))
+
+
+def with_real_subset(data: TrainingData, keep: np.ndarray) -> TrainingData:
+    """`data` with only the real questions `keep` (indices, in file order); none: synthetic only."""
+    base = synthetic_part(data)
+    if data.real is None or len(keep) == 0:
+        return base
+    keep = np.sort(np.asarray(keep, dtype=np.int64))
+    real = RealQuestions([data.real.ids[i] for i in keep], data.real.emb[keep], [data.real.relevant[i] for i in keep])
+    return with_real_questions(base, real)
+
+
+def load_real_questions(questions_jsonl: str | Path, questions_npz: str | Path,
+                        corpus_ids: Sequence[str]) -> RealQuestions:
+    """The fetch stage's train_questions.jsonl with the embed stage's real.npz, rows in the file's order."""
+    from .embedding import load_embeddings
+    from .records import load_test
+
+    questions = load_test(questions_jsonl, corpus_ids=corpus_ids)
+    ids, emb = load_embeddings(questions_npz)
+    row = {q: i for i, q in enumerate(ids)}
+    missing = [q.id for q in questions if q.id not in row]
+    if missing:
+        raise DataError(f"{questions_npz} lacks real questions {missing[:5]} of {questions_jsonl}: the "
+                        "embeddings are stale, rerun the embed stage")
+    corpus_row = {cid: i for i, cid in enumerate(corpus_ids)}
+    order = np.array([row[q.id] for q in questions], dtype=np.int64)
+    return RealQuestions(ids=[q.id for q in questions],
+                         emb=emb[order] if len(order) else np.zeros((0, emb.shape[1] if emb.ndim == 2 else 0), np.float32),
+                         relevant=[np.array([corpus_row[r] for r in q.relevant_ids], dtype=np.int64)
+                                   for q in questions])
+
+
+@dataclass(frozen=True)
 class Split:
-    """Question row indices for training and validation; no text group (chunk) is on both sides."""
+    """Question row indices for training and validation; no text group (chunk) is on both sides. With
+    real questions, `val_real` indexes the real questions that validate (and `val` is empty)."""
 
     train: np.ndarray
     val: np.ndarray
+    val_real: np.ndarray | None = None
+
+    @property
+    def validation(self) -> str:
+        return "real" if self.val_real is not None else "synthetic"
 
 
 def split_by_chunk(data: TrainingData, val_fraction: float, seed: int) -> Split:
@@ -271,6 +392,27 @@ def split_by_chunk(data: TrainingData, val_fraction: float, seed: int) -> Split:
     val_groups = rng.permutation(unique)[:n_val]
     is_val = np.isin(groups, val_groups)
     return Split(train=np.flatnonzero(~is_val), val=np.flatnonzero(is_val))
+
+
+def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
+    """Seeded split of the real questions: `val_fraction` of them (at least one) validate; every row of
+    the others, and every synthetic row, trains. A validating question has no row in training."""
+    m = len(data.real.ids)
+    if m < 2:
+        raise DataError(f"{m} real training question(s): at least 2 are needed to hold one out for validation")
+    rng = np.random.default_rng(seed)
+    n_val = min(m - 1, max(1, math.ceil(val_fraction * m)))
+    val_real = np.sort(rng.permutation(m)[:n_val])
+    train = np.flatnonzero(~np.isin(data.row_real, val_real))
+    return Split(train=train, val=np.zeros(0, dtype=np.int64), val_real=val_real)
+
+
+def make_split(data: TrainingData, params: TrainParams, seed: int) -> Split:
+    """Real validation when the data has labelled real questions (selection and tuning then measure
+    what the user's queries look like), otherwise the synthetic split by chunk."""
+    if data.has_real:
+        return split_real(data, params.real_val_fraction, seed)
+    return split_by_chunk(data, params.val_fraction, seed)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -293,6 +435,34 @@ def validation_metrics(adapter: QueryAdapter | None, data: TrainingData, rows: n
     hits = groups[top] == gold_groups[:, None]
     return {"hit@1": hit_rate_at_k(hits, 1), "hit@5": hit_rate_at_k(hits, 5),
             "hit@10": hit_rate_at_k(hits, 10), "mrr@10": mrr_at_k(hits, 10)}
+
+
+@torch.no_grad()
+def real_validation_metrics(adapter: QueryAdapter | None, data: TrainingData, real_idx: np.ndarray) -> dict[str, float]:
+    """`validation_metrics` for real questions `real_idx`: a hit is any chunk whose text group is one of
+    the question's relevant chunks'."""
+    real = data.real
+    query_emb = torch.as_tensor(real.emb[real_idx], device=data.question_emb.device)
+    if adapter is not None:
+        was_training = adapter.training
+        adapter.eval()
+        query_emb = adapter(query_emb)
+        adapter.train(was_training)
+    _, top = exact_top_k(query_emb, data.corpus_emb, VAL_K)
+    groups = data.text_group.cpu().numpy()
+    wanted = np.zeros((len(real_idx), int(groups.max()) + 1), dtype=bool)
+    for i, q in enumerate(real_idx):
+        wanted[i, groups[real.relevant[q]]] = True
+    hits = wanted[np.arange(len(real_idx))[:, None], groups[top]]
+    return {"hit@1": hit_rate_at_k(hits, 1), "hit@5": hit_rate_at_k(hits, 5),
+            "hit@10": hit_rate_at_k(hits, 10), "mrr@10": mrr_at_k(hits, 10)}
+
+
+def split_metrics(adapter: QueryAdapter | None, data: TrainingData, split: Split) -> dict[str, float]:
+    """Validation metrics of `split`'s validation side, real or synthetic."""
+    if split.val_real is not None:
+        return real_validation_metrics(adapter, data, split.val_real)
+    return validation_metrics(adapter, data, split.val)
 
 
 def _selection_key(m: dict[str, float]) -> tuple[float, float]:
@@ -333,7 +503,8 @@ def train_adapter(params: TrainParams, data: TrainingData, split: Split,
                   on_epoch: EpochCallback | None = None) -> TrainResult:
     """Train one adapter; `on_epoch(epoch, row)` is called after each epoch's validation (the tuner
     reports to Optuna there and may raise to prune)."""
-    if len(split.train) == 0 or len(split.val) == 0:
+    n_val = len(split.val) if split.val_real is None else len(split.val_real)
+    if len(split.train) == 0 or n_val == 0:
         raise DataError("the training or validation split is empty; synthesize more questions")
     previous_threads = torch.get_num_threads()
     if params.threads:
@@ -361,8 +532,15 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
         optimiser = torch.optim.AdamW(adapter.parameters(), lr=params.lr, weight_decay=params.weight_decay)
         shuffle = torch.Generator().manual_seed(params.seed)
         train_rows = torch.as_tensor(split.train, device=device)
+        # Real rows: weighted against synthetic ones, their other relevant chunks masked. Without real
+        # questions neither is passed, and the loss is exactly the synthetic-only one.
+        weights = relevant = None
+        if data.row_real is not None and (data.row_real >= 0).any():
+            relevant = data.relevant
+            weights = torch.where(torch.as_tensor(data.row_real >= 0, device=device),
+                                  params.real_weight, 1.0).to(torch.float32)
 
-        baseline = validation_metrics(adapter, data, split.val)
+        baseline = split_metrics(adapter, data, split)
         history = [{"epoch": 0, "train_loss": float("nan"), **{f"val_{k}": v for k, v in baseline.items()},
                     "seconds": 0.0}]
         best, best_epoch = baseline, 0
@@ -381,7 +559,9 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
                 query_emb = data.question_emb[batch]
                 adapted = adapter(query_emb)
                 loss = loss_fn(adapted, data.gold_rows[batch], data.corpus_emb, data.text_group,
-                               None if negatives is None else negatives[batch])
+                               None if negatives is None else negatives[batch],
+                               None if relevant is None else relevant[batch],
+                               None if weights is None else weights[batch])
                 if params.identity_weight > 0:
                     loss = loss + params.identity_weight * identity_distance(adapted, query_emb)
                 optimiser.zero_grad(set_to_none=True)
@@ -391,7 +571,7 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
                 optimiser.step()
                 loss_sum += loss.detach()
                 n_batches += 1
-            metrics = validation_metrics(adapter, data, split.val)
+            metrics = split_metrics(adapter, data, split)
             row = {"epoch": epoch, "train_loss": float(loss_sum) / max(n_batches, 1),
                    **{f"val_{k}": v for k, v in metrics.items()},
                    "seconds": time.perf_counter() - t_epoch}
@@ -447,10 +627,24 @@ def train_bagged(params: TrainParams, data: TrainingData) -> BaggedResult:
     members, splits = [], []
     for seed in seeds:
         member_params = params if seed == params.seed else params.model_copy(update={"seed": seed})
-        split = split_by_chunk(data, params.val_fraction, seed)
+        split = make_split(data, params, seed)
         members.append(train_adapter(member_params, data, split))
         splits.append(split)
     return BaggedResult(ensemble_adapters([m.adapter for m in members]), members, seeds, splits)
+
+
+def load_tuned(params: TrainParams, best_path: str | Path) -> tuple[TrainParams, dict[str, Any]]:
+    """`params` with the tune stage's best values (data/tune/best.json) when `use_tuned`, and best.json."""
+    if not params.use_tuned:
+        return params, {}
+    path = Path(best_path)
+    if not path.is_file():
+        raise RagtuneError(f"{path} not found: run the tune stage first, or set train.use_tuned: false "
+                           "to train the params.yaml configuration")
+    from .io import read_json
+
+    best = read_json(path)
+    return apply_overrides(params, best.get("params", {}), source=str(path)), best
 
 
 def apply_overrides(params: TrainParams, overrides: dict[str, Any], source: str = "overrides") -> TrainParams:

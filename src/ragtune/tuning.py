@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from .errors import RagtuneError
 from .params import Section
-from .training import TUNABLE, Split, TrainingData, TrainParams, apply_overrides, split_by_chunk, train_adapter
+from .training import TUNABLE, Split, TrainingData, TrainParams, apply_overrides, make_split, train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,9 @@ def open_storage(storage: str | None, default_dir: str | os.PathLike[str]):
 def data_fingerprint(*paths: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     for p in paths:
+        if not os.path.exists(p):  # an optional input (real questions) that this workspace lacks
+            h.update(f"absent:{p}".encode())
+            continue
         with open(p, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -333,7 +336,7 @@ class WorkerJob:
 
     tune: dict[str, Any]
     base: dict[str, Any]
-    inputs: tuple[str, ...]               # questions.npz, corpus.npz, corpus.jsonl[, test.jsonl]
+    inputs: tuple[str, ...]               # questions.npz, corpus.npz, corpus.jsonl[, test.jsonl[, train_questions.jsonl, real.npz]]
     storage: str | None
     storage_dir: str
     study_name: str
@@ -357,7 +360,7 @@ def _run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
     tune, base = TuneParams(**job.tune), TrainParams(**job.base)
     if data is None:
         data = load_training_data(*job.inputs, round_trip_top_k=base.round_trip_top_k)
-    split = split_by_chunk(data, base.val_fraction, base.seed)
+    split = make_split(data, base, base.seed)
     study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage, job.storage_dir),
                               sampler=make_sampler(tune, job.worker), pruner=make_pruner(tune))
     if _finished(study) >= tune.n_trials:

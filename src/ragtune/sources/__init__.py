@@ -13,3 +13,4 @@ class SourceResult:
     chunks: list[Chunk]
     test: list[TestQuestion]
     stats: dict[str, Any] = field(default_factory=dict)
+    train_questions: list[TestQuestion] = field(default_factory=list)  # labelled real questions for training

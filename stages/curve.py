@@ -1,0 +1,79 @@
+"""curve: the learning curve over labelled real training questions -> data/curve/{learning_curve.csv,
+learning_curve.png, metrics.json}. Without real questions (fetch.jsonl.train_questions) it is the one
+synthetic-only point: the shipped adapter, evaluated, not retrained."""
+
+import csv
+from pathlib import Path
+
+from ragtune.adapter import adapt_queries, load_query_adapter
+from ragtune.evaluation import (EmbeddingArm, EvalParams, LexicalArm, identity, load_corpus_with_embeddings,
+                                load_test_set)
+from ragtune.io import atomic_open, write_json
+from ragtune.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
+from ragtune.lexical import Bm25Index
+from ragtune.params import MlflowParams, load_section
+from ragtune.plots import lines_against_k
+from ragtune.stage import run_main
+from ragtune.tracking import stage_run
+from ragtune.training import TrainParams, load_training_data, load_tuned
+
+OUT = Path("data/curve")
+INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl",
+          "data/fetch/train_questions.jsonl", "data/embed/real.npz")
+MODEL_DIR = Path("models/adapter")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_open(path) as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main() -> None:
+    curve = load_section("curve", CurveParams)
+    params = load_section("eval", EvalParams)
+    train_params, _ = load_tuned(load_section("train", TrainParams), "data/tune/best.json")
+    mlflow_params = load_section("mlflow", MlflowParams)
+    corpus = load_corpus_with_embeddings(Path(INPUTS[2]), Path(INPUTS[1]))
+    test = load_test_set(Path(INPUTS[3]), Path("data/embed/test.npz"), corpus.ids)
+    cosine = arm_scores(EmbeddingArm("cosine", corpus.emb, identity).retrieve(test, params.depth), test, params)
+    baselines: dict[str, CurveArm] = {"cosine": cosine}
+    if params.bm25.enabled:
+        bm25 = LexicalArm("bm25", Bm25Index(corpus.texts, params.bm25))
+        baselines["bm25"] = arm_scores(bm25.retrieve(test, params.depth), test, params)
+    data = load_training_data(*INPUTS, round_trip_top_k=train_params.round_trip_top_k)
+
+    if data.has_real and curve.enabled:
+        rows = learning_curve(train_params, data, test, corpus.emb, baselines, params, curve)
+    else:
+        # The synthetic-only point is the train stage's own adapter (same params, data and seeds).
+        adapter = load_query_adapter(MODEL_DIR)
+        shipped = EmbeddingArm("adapter", corpus.emb, lambda q: adapt_queries(adapter, q))
+        rows = [summary_row(0, arm_scores(shipped.retrieve(test, params.depth), test, params), baselines, params)]
+
+    hit_key, mrr_key = f"hit@{params.main_k}", f"mrr@{params.mrr_k}"
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_csv(OUT / "learning_curve.csv", rows)
+    sizes = [r["n_real"] for r in rows]
+    arms = ["adapter", *baselines]
+    panels = {label: {arm: [r[f"{arm}_{key}"] for r in rows] for arm in arms}
+              for label, key in ((f"Hit@{params.main_k}", hit_key), (f"MRR@{params.mrr_k}", mrr_key))}
+    bands = {label: {"adapter": ([r[f"adapter_{key}_low"] for r in rows], [r[f"adapter_{key}_high"] for r in rows])}
+             for label, key in ((f"Hit@{params.main_k}", hit_key), (f"MRR@{params.mrr_k}", mrr_key))}
+    lines_against_k(OUT / "learning_curve.png", panels, sizes, bands, ylabel="test score", xlabel="real training questions",
+                    log_x=False, title=f"Learning curve ({len(test.ids)} test questions)")
+    metrics = {"real_questions": sizes[-1], "test_questions": len(test.ids), "points": rows,
+               "enabled": curve.enabled}
+    write_json(OUT / "metrics.json", metrics)
+    with stage_run("curve", mlflow_params, params={"curve": curve}) as run:
+        run.log_points([(f"curve_{arm}_{key}", r[f"{arm}_{key}"], r["n_real"])
+                        for r in rows for arm in arms for key in (hit_key, mrr_key)])
+        run.log_artifact(OUT / "learning_curve.png")
+    last = rows[-1]
+    print(f"curve: {len(rows)} point(s); with {last['n_real']} real questions adapter {hit_key} "
+          f"{last[f'adapter_{hit_key}']:.1%} (cosine {last[f'cosine_{hit_key}']:.1%})")
+
+
+if __name__ == "__main__":
+    run_main(main)

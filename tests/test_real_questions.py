@@ -1,0 +1,333 @@
+"""Labelled real training questions: the leakage refusal, fetch and embed, their rows in training (masks,
+weights, mined negatives), real validation, eval's real validation set, and the learning curve."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ragtune.adapter import InBatchRankingLoss, FullCorpusSoftmaxLoss
+from ragtune.errors import DataError, ParamsError
+from ragtune.fetching import fetch_source, report
+from ragtune.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
+from ragtune.params import FetchParams, JsonlSourceParams, load_section
+from ragtune.records import TestQuestion, load_train_questions, normalise_question
+from ragtune.training import (RealQuestions, TrainParams, build_training_data, make_split, split_real,
+                              train_adapter, train_bagged, with_real_questions, with_real_subset)
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# --- the leakage rule and fetch ------------------------------------------------------------------
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write(tmp_path / "corpus.jsonl", [{"id": f"c{i}", "text": f"chunk {i}"} for i in range(20)])
+
+
+@pytest.fixture
+def test_file(tmp_path):
+    return write(tmp_path / "test.jsonl", [{"id": "t1", "question": "What is the notice period?", "relevant_ids": ["c3"]}])
+
+
+def test_normalised_questions_ignore_case_punctuation_and_spacing():
+    assert normalise_question("What is the  Notice period?") == normalise_question("what is the notice period")
+    assert normalise_question("notice period") != normalise_question("notice periods")
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"id": "t1", "question": "Something else", "relevant_ids": ["c1"]}, "id 't1' is also a question of"),
+    ({"id": "r9", "question": "what is the NOTICE period", "relevant_ids": ["c1"]},
+     "'r9' has the same text as test question 't1'"),
+])
+def test_a_training_question_that_is_also_a_test_question_is_refused(tmp_path, corpus, test_file, row, message):
+    train = write(tmp_path / "train.jsonl", [{"id": "r1", "question": "Who pays?", "relevant_ids": ["c2"]}, row])
+    params = FetchParams(source="jsonl", jsonl=JsonlSourceParams(corpus=corpus, test=test_file, train_questions=train))
+    with pytest.raises(DataError) as err:
+        fetch_source(params)
+    assert f"{train}:2: " in str(err.value) and message in str(err.value)
+
+
+def test_training_questions_are_validated_like_test_questions(tmp_path, corpus, test_file):
+    train = write(tmp_path / "train.jsonl", [{"id": "r1", "question": "Who pays?", "relevant_ids": ["c99"]}])
+    with pytest.raises(DataError, match=r"train.jsonl:1: relevant id\(s\) \['c99'\] not in the corpus"):
+        load_train_questions(train, [], corpus_ids=[f"c{i}" for i in range(20)])
+
+
+def test_fetch_passes_real_questions_on_and_counts_them(tmp_path, corpus, test_file):
+    train = write(tmp_path / "train.jsonl", [{"id": "r1", "question": "Who pays?", "relevant_ids": ["c2", "c3"]}])
+    params = FetchParams(source="jsonl", jsonl=JsonlSourceParams(corpus=corpus, test=test_file, train_questions=train))
+    result = fetch_source(params)
+    assert [q.id for q in result.train_questions] == ["r1"] and result.train_questions[0].origin == "human"
+    assert report(params, result)["train_questions"] == 1
+    # chunks a training question is about stay training chunks unless a test question is about them too
+    assert {c.id for c in result.chunks if c.split == "test"} == {"c3"}
+
+
+def test_without_a_test_file_no_chunk_of_a_real_question_is_held_out(tmp_path, corpus):
+    taught = [f"c{i}" for i in range(15)]
+    train = write(tmp_path / "train.jsonl", [{"id": f"r{i}", "question": f"q {i}", "relevant_ids": [c]}
+                                             for i, c in enumerate(taught)])
+    params = FetchParams(source="jsonl", seed=3,
+                         jsonl=JsonlSourceParams(corpus=corpus, test_fraction=0.25, train_questions=train))
+    held = {c.id for c in fetch_source(params).chunks if c.split == "test"}
+    assert len(held) == 5 and not held & set(taught)
+
+
+def test_bad_params_name_the_key(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  real_val_fraction: 1.5\ncurve:\n  sizes: [0, -5]\n")
+    with pytest.raises(ParamsError, match="train.real_val_fraction: Input should be less than 1"):
+        load_section("train", TrainParams, tmp_path / "params.yaml")
+    with pytest.raises(ParamsError, match=r"curve.sizes: .*sizes must be >= 0"):
+        load_section("curve", CurveParams, tmp_path / "params.yaml")
+
+
+# --- training rows, masks and weights ------------------------------------------------------------
+
+def small_data(n_chunks=6, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    corpus = _unit(rng.standard_normal((n_chunks, dim)))
+    ids = [f"c{i}" for i in range(n_chunks)]
+    questions = _unit(corpus[[0, 1, 2]] + 0.1 * rng.standard_normal((3, dim)))
+    syn = build_training_data(ids, corpus, [f"text {i}" for i in range(n_chunks)], ["s0", "s1", "s2"], questions,
+                              ["c0", "c1", "c2"])
+    real = RealQuestions(["r0", "r1"], _unit(rng.standard_normal((2, dim))), [np.array([3, 4]), np.array([5])])
+    return syn, real
+
+
+def test_real_questions_become_one_row_per_relevant_chunk():
+    syn, real = small_data()
+    data = with_real_questions(syn, real)
+    assert data.question_ids == ["s0", "s1", "s2", "r0", "r0", "r1"]
+    assert data.gold_rows.tolist() == [0, 1, 2, 3, 4, 5]
+    assert data.row_real.tolist() == [-1, -1, -1, 0, 0, 1]
+    assert data.relevant.tolist() == [[0, -1], [1, -1], [2, -1], [3, 4], [3, 4], [5, -1]]
+    assert torch.equal(data.question_emb[3], data.question_emb[4])
+    assert data.stats["real_questions"] == 2 and data.stats["real_rows"] == 3
+    assert with_real_subset(data, np.array([1])).question_ids == ["s0", "s1", "s2", "r1"]
+    assert with_real_subset(data, np.array([], dtype=int)).row_real is None
+
+
+def test_a_questions_other_relevant_chunks_are_not_its_in_batch_negatives():
+    syn, real = small_data()
+    data = with_real_questions(syn, real)
+    rows = torch.tensor([3, 4, 0])  # r0 -> c3, r0 -> c4, s0 -> c0
+    adapted = data.question_emb[rows]
+    loss_fn = InBatchRankingLoss(0.1)
+    got = loss_fn(adapted, data.gold_rows[rows], data.corpus_emb, data.text_group, None, data.relevant[rows])
+    logits = adapted @ data.corpus_emb[data.gold_rows[rows]].T / 0.1
+    logits[0, 1] = logits[1, 0] = float("-inf")  # c4 is relevant to row 0's question and c3 to row 1's
+    want = torch.nn.functional.cross_entropy(logits, torch.arange(3))
+    assert torch.allclose(got, want)
+    plain = loss_fn(adapted, data.gold_rows[rows], data.corpus_emb, data.text_group)
+    assert not torch.allclose(got, plain)  # without the relevance mask they would be negatives
+
+    full = FullCorpusSoftmaxLoss(0.1)(adapted, data.gold_rows[rows], data.corpus_emb, data.text_group, None,
+                                      data.relevant[rows])
+    all_logits = adapted @ data.corpus_emb.T / 0.1
+    all_logits[0, 4] = all_logits[1, 3] = float("-inf")
+    assert torch.allclose(full, torch.nn.functional.cross_entropy(all_logits, data.gold_rows[rows]))
+
+
+def test_row_weights_make_a_weighted_mean_of_the_row_losses():
+    syn, real = small_data()
+    data = with_real_questions(syn, real)
+    rows = torch.tensor([0, 1, 5])
+    adapted = data.question_emb[rows]
+    loss_fn = InBatchRankingLoss(0.1)
+    logits = adapted @ data.corpus_emb[data.gold_rows[rows]].T / 0.1
+    per_row = torch.nn.functional.cross_entropy(logits, torch.arange(3), reduction="none")
+    weights = torch.tensor([1.0, 1.0, 4.0])
+    got = loss_fn(adapted, data.gold_rows[rows], data.corpus_emb, data.text_group, None, None, weights)
+    assert torch.allclose(got, (per_row * weights).sum() / 6.0)
+
+
+def test_mined_negatives_never_include_a_chunk_relevant_to_the_question():
+    from ragtune.hard_negatives import MiningRule
+
+    rng = np.random.default_rng(1)
+    corpus = _unit(rng.standard_normal((40, 16)))
+    ids = [f"c{i}" for i in range(40)]
+    base = build_training_data(ids, corpus, [f"t{i}" for i in range(40)], ["s0"], corpus[:1], ["c0"])
+    # the real question sits between chunks 10..14, all relevant to it
+    query = _unit(corpus[10:15].mean(axis=0, keepdims=True))
+    data = with_real_questions(base, RealQuestions(["r0"], query, [np.arange(10, 15)]))
+    negatives = data.hard_negatives(MiningRule(count=8, min_rank=1, max_rank=30, relative_margin=0.0))
+    for row in np.flatnonzero(data.row_real == 0):
+        assert not set(negatives[row].tolist()) & set(range(10, 15))
+    assert (negatives[data.row_real == 0] >= 0).any()
+
+
+# --- real validation -------------------------------------------------------------------------------
+
+def distorted_world(n_chunks=120, dim=24, n_real=60, seed=2):
+    """Synthetic questions are clean copies of their chunk (nothing to learn); real questions see their
+    chunk through a fixed distortion, which only the real rows can teach."""
+    rng = np.random.default_rng(seed)
+    corpus = _unit(rng.standard_normal((n_chunks, dim)))
+    ids = [f"c{i}" for i in range(n_chunks)]
+    gold = np.repeat(np.arange(n_chunks), 2)
+    syn_q = _unit(corpus[gold] + 0.3 * rng.standard_normal((len(gold), dim)) / np.sqrt(dim))
+    syn = build_training_data(ids, corpus, [f"text {i}" for i in range(n_chunks)],
+                              [f"s{j}" for j in range(len(gold))], syn_q, [ids[g] for g in gold])
+    distort = np.eye(dim) + 1.2 * rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    targets = rng.choice(n_chunks, size=n_real, replace=False)
+    real_q = _unit((corpus[targets] + 1.0 * rng.standard_normal((n_real, dim)) / np.sqrt(dim)) @ distort.T)
+    real = RealQuestions([f"r{i}" for i in range(n_real)], real_q, [np.array([t]) for t in targets])
+    return with_real_questions(syn, real)
+
+
+FAST = dict(max_epochs=15, patience=4, batch_size=64, lr=3e-3, temperature=0.05, identity_weight=0.0,
+            hidden_dim=32, dropout=0.0, kind="linear", hard_negatives=0)
+
+
+def test_real_split_holds_whole_questions_out_and_is_seeded():
+    data = distorted_world()
+    params = TrainParams(**FAST, real_val_fraction=0.25)
+    split = make_split(data, params, 7)
+    assert split.validation == "real" and len(split.val) == 0 and len(split.val_real) == 15
+    assert not np.isin(data.row_real[split.train], split.val_real).any()
+    assert (data.row_real[split.train] < 0).sum() == (data.row_real < 0).sum()  # every synthetic row trains
+    assert np.array_equal(split.val_real, split_real(data, 0.25, 7).val_real)
+    assert not np.array_equal(split.val_real, split_real(data, 0.25, 8).val_real)
+
+
+def test_selection_on_real_validation_learns_what_only_real_questions_teach():
+    from ragtune.training import real_validation_metrics
+
+    data = distorted_world(n_chunks=200, dim=8, n_real=150)
+    params = TrainParams(**FAST, real_weight=3.0)
+    split = make_split(data, params, 42)
+    result = train_adapter(params, data, split)
+    # the baseline and the selected state are measured on the held-out real questions
+    assert result.baseline == real_validation_metrics(None, data, split.val_real)
+    assert result.best == real_validation_metrics(result.adapter, data, split.val_real)
+    assert result.best["mrr@10"] > result.baseline["mrr@10"] + 0.05
+    synthetic = with_real_subset(data, np.array([], dtype=int))
+    synthetic_only = train_adapter(params, synthetic, make_split(synthetic, params, 42))
+    assert real_validation_metrics(synthetic_only.adapter, data, split.val_real)["mrr@10"] < result.best["mrr@10"]
+
+
+def test_fewer_than_two_real_questions_cannot_validate():
+    syn, real = small_data()
+    one = with_real_questions(syn, RealQuestions(["r0"], real.emb[:1], real.relevant[:1]))
+    with pytest.raises(DataError, match="at least 2 are needed"):
+        split_real(one, 0.3, 0)
+
+
+# --- the learning curve -----------------------------------------------------------------------------
+
+def test_learning_curve_subsets_are_nested_seeded_and_end_with_all():
+    points = nested_subsets(60, [0, 1, 10, 25, 100], seed=3)
+    assert [n for n, _ in points] == [0, 10, 25, 60]
+    for (_, small), (_, big) in zip(points, points[1:]):
+        assert set(small) <= set(big)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(points, nested_subsets(60, [0, 1, 10, 25, 100], 3)))
+    assert not np.array_equal(points[1][1], nested_subsets(60, [10], 4)[0][1])
+    assert [n for n, _ in nested_subsets(0, [0, 25], 3)] == [0]
+
+
+def test_learning_curve_trains_each_point_on_its_subset_only():
+    from ragtune.evaluation import EvalParams, QuerySet
+
+    data = distorted_world(n_real=40)
+    seen: list[list[str]] = []
+
+    def spy_train(params, subset):
+        seen.append(sorted({subset.question_ids[i] for i in np.flatnonzero(subset.row_real >= 0)}
+                           if subset.row_real is not None else []))
+        return train_bagged(params, subset)
+
+    rng = np.random.default_rng(9)
+    test = QuerySet("test", [f"t{i}" for i in range(30)], _unit(rng.standard_normal((30, 24))),
+                    [np.array([i]) for i in range(30)], ["human"] * 30)
+    cosine = CurveArm(np.zeros(30), np.zeros(30))
+    rows = learning_curve(TrainParams(**{**FAST, "max_epochs": 2}), data, test, data.corpus_emb.numpy(),
+                          {"cosine": cosine}, EvalParams(bootstrap_resamples=200), CurveParams(sizes=[0, 10, 20]),
+                          train=spy_train)
+    assert [r["n_real"] for r in rows] == [0, 10, 20, 40]
+    assert [len(s) for s in seen] == [0, 10, 20, 40]
+    assert all(set(a) <= set(b) for a, b in zip(seen, seen[1:]))
+    assert not any(q.startswith("t") for s in seen for q in s)  # test questions never train
+    row = rows[-1]
+    assert row["adapter_hit@5_low"] <= row["adapter_hit@5"] <= row["adapter_hit@5_high"]
+    assert row["cosine_hit@5"] == 0.0 and 0.0 <= row["p_mrr@20_vs_cosine"] <= 1.0
+
+
+# --- the train and curve stages, and eval's validation set, end to end --------------------------------
+
+@pytest.mark.slow
+def test_train_and_curve_stages_with_real_questions(tmp_path):
+    """stages/train.py and stages/curve.py in a scratch directory with labelled real questions: real
+    validation is used and stated, eval reads the real validation set, and the curve's points are nested."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from ragtune.embedding import save_embeddings
+    from ragtune.evaluation import load_validation_set
+    from ragtune.io import read_json
+    from ragtune.records import Chunk, write_jsonl
+
+    repo = Path(__file__).resolve().parents[1]
+    data = distorted_world(n_chunks=80, dim=384, n_real=40, seed=5)
+    syn_rows = np.flatnonzero(data.row_real < 0)
+    chunks = [Chunk(id=c, text=f"Clause {i}: the supplier shall give notice {i}.") for i, c in enumerate(data.corpus_ids)]
+    write_jsonl(tmp_path / "data/fetch/corpus.jsonl", chunks)
+    real = data.real
+    write_jsonl(tmp_path / "data/fetch/train_questions.jsonl",
+                [TestQuestion(id=q, question=f"real question {q}", relevant_ids=[data.corpus_ids[r] for r in rel])
+                 for q, rel in zip(real.ids, real.relevant)])
+    rng = np.random.default_rng(0)
+    test_ids = [f"t{i}" for i in range(20)]
+    write_jsonl(tmp_path / "data/synthesize/test.jsonl",
+                [TestQuestion(id=t, question=f"test question {t}", relevant_ids=[data.corpus_ids[i]])
+                 for i, t in enumerate(test_ids)])
+    save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
+    save_embeddings(tmp_path / "data/embed/questions.npz", [data.question_ids[i] for i in syn_rows],
+                    data.question_emb[syn_rows].numpy(),
+                    chunk_ids=[data.corpus_ids[g] for g in data.gold_rows[syn_rows].tolist()])
+    save_embeddings(tmp_path / "data/embed/real.npz", real.ids, real.emb)
+    save_embeddings(tmp_path / "data/embed/test.npz", test_ids, _unit(rng.standard_normal((20, 384))))
+    (tmp_path / "data/embed/info.json").write_text(json.dumps({"model": "packaged:all-MiniLM-L6-v2"}))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = {k: params[k] for k in ("embedding", "train", "eval", "curve")}
+    params["train"].update(use_tuned=False, max_epochs=3, bagging=2, kind="linear")
+    params["eval"]["bootstrap_resamples"] = 200
+    params["curve"]["sizes"] = [0, 10, 20]
+    params["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e2e"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
+    for stage in ("train", "curve"):
+        proc = subprocess.run([sys.executable, str(repo / "stages" / f"{stage}.py")], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    metrics = read_json(tmp_path / "data/train/metrics.json")
+    split = read_json(tmp_path / "data/train/split.json")
+    assert metrics["validation"] == split["validation"] == "real"
+    assert metrics["n_val_questions"] == len(split["val"]) == 12 and set(split["val"]) <= set(real.ids)
+    assert not set(split["val"]) & set(split["train"])
+    val = load_validation_set(tmp_path / "data/train/split.json", tmp_path / "data/embed/questions.npz",
+                              data.corpus_ids, real_path=tmp_path / "data/fetch/train_questions.jsonl")
+    assert val.ids == split["val"] and val.origins == ["human"] * 12
+    assert val.texts[0] == f"real question {split['val'][0]}"
+    i = real.ids.index(split["val"][0])
+    assert np.allclose(val.query_emb[0], real.emb[i]) and val.relevant[0].tolist() == real.relevant[i].tolist()
+
+    curve = read_json(tmp_path / "data/curve/metrics.json")
+    assert [p["n_real"] for p in curve["points"]] == [0, 10, 20, 40] and curve["real_questions"] == 40
+    header = (tmp_path / "data/curve/learning_curve.csv").read_text().splitlines()[0].split(",")
+    assert header[:2] == ["n_real", "adapter_hit@5"] and "bm25_mrr@20" in header
+    assert (tmp_path / "data/curve/learning_curve.png").stat().st_size > 1000
