@@ -30,6 +30,8 @@ INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpu
 # With train.bagging > 1, each single-seed member is kept here too (eval reports their spread).
 MEMBERS_DIR = "members"
 EXPORT_DIR = "sentence_transformer"
+FOLDS_DIR = "folds"  # k-fold (train.folds): models/adapter/folds/fold-N and folds.json
+TEST_FILE, TEST_NPZ = "data/synthesize/test.jsonl", "data/embed/test.npz"
 EXPORT_TOLERANCE = 1e-5
 
 
@@ -87,12 +89,40 @@ def warn_if_degenerate(stats: dict) -> None:
               "data/synthesize/report.json (degenerate questions) and consider llm.ict.style or an LLM backend.")
 
 
+def train_test_folds(params: TrainParams, data):
+    """k-fold (train.folds): one adapter per fold of the human test questions, saved under
+    models/adapter/folds/ with folds.json (question -> fold), which eval reads to score each test question
+    with its own fold's adapter. Returns (a summary, the data the shipped adapter trains on: all of them)."""
+    from ragtune.folds import assign_folds, train_folds, with_all_test_questions
+    from ragtune.real_questions import load_real_questions
+
+    test_real = load_real_questions(TEST_FILE, TEST_NPZ, data.corpus_ids, human_only=True)
+    if len(test_real.ids) < params.folds:
+        raise RagtuneError(f"train.folds is {params.folds} but {TEST_FILE} has {len(test_real.ids)} human test "
+                           "question(s); lower train.folds or set it to 0")
+    fold_of = assign_folds(test_real.ids, params.folds, params.seed)
+    results = train_folds(params, data, test_real, fold_of)
+    root = MODEL_DIR / FOLDS_DIR
+    if root.exists():
+        shutil.rmtree(root)
+    for fr in results:
+        save_query_adapter(fr.result.adapter, root / f"fold-{fr.fold}", extra={"train": params.model_dump(mode="json")})
+    write_json(root / "folds.json", {"k": params.folds, "seed": params.seed, "fold_of": fold_of,
+                                     "real_questions_per_fold": [len(fr.trained_on) for fr in results]})
+    summary = {"k": params.folds, "test_questions": len(test_real.ids),
+               "val_hit@5": [fr.result.members[0].best["hit@5"] for fr in results]}
+    return summary, with_all_test_questions(data, test_real)
+
+
 def main() -> None:
     params, best = load_tuned(load_section("train", TrainParams), BEST)
     emb = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
     info = check_embedder(emb)
     data = load_training_data(*INPUTS, round_trip_top_k=params.round_trip_top_k)
+    folds = train_test_folds(params, data) if params.folds else None
+    if folds is not None:
+        data = folds[1]
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
     base_model = load_model(emb)
 
@@ -109,6 +139,8 @@ def main() -> None:
             model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
             dirs_written.append(model_dir)
             save_query_adapter(bagged.adapter, model_dir, extra={"train": p.model_dump(mode="json")})
+            if folds is None and (model_dir / FOLDS_DIR).exists():
+                shutil.rmtree(model_dir / FOLDS_DIR)  # from an earlier k-fold run: eval would use them
             save_members(bagged, model_dir / MEMBERS_DIR, p)
             diff = export_and_check(bagged.adapter, model_dir / EXPORT_DIR, base_model, emb, probe, info)
             summary = {**bagged.summary(), "kind": kind, "loss": p.loss, "bagging": len(bagged.members),
@@ -129,6 +161,8 @@ def main() -> None:
             run.log_artifact(model_dir / "config.json", f"{prefix}adapter")
         run.log_artifact(OUT / "history.csv")
 
+    if folds is not None:
+        metrics["folds"] = folds[0]
     if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
         shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
     split = bagged.splits[0]

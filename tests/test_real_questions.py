@@ -13,8 +13,8 @@ from ragtune.fetching import fetch_source, report
 from ragtune.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
 from ragtune.params import FetchParams, JsonlSourceParams, load_section
 from ragtune.records import TestQuestion, load_train_questions, normalise_question
-from ragtune.training import (RealQuestions, TrainParams, build_training_data, make_split, split_real,
-                              train_adapter, train_bagged, with_real_questions, with_real_subset)
+from ragtune.real_questions import RealQuestions, with_real_questions, with_real_subset
+from ragtune.training import TrainParams, build_training_data, make_split, split_real, train_adapter, train_bagged
 
 
 def write(path, rows):
@@ -83,9 +83,11 @@ def test_without_a_test_file_no_chunk_of_a_real_question_is_held_out(tmp_path, c
 
 
 def test_bad_params_name_the_key(tmp_path):
-    (tmp_path / "params.yaml").write_text("train:\n  real_val_fraction: 1.5\ncurve:\n  sizes: [0, -5]\n")
-    with pytest.raises(ParamsError, match="train.real_val_fraction: Input should be less than 1"):
+    (tmp_path / "params.yaml").write_text("train:\n  real_val_fraction: 1.5\n  folds: 1\ncurve:\n  sizes: [0, -5]\n")
+    with pytest.raises(ParamsError) as err:
         load_section("train", TrainParams, tmp_path / "params.yaml")
+    assert "train.real_val_fraction: Input should be less than 1" in str(err.value)
+    assert "train.folds: Value error, 1 fold leaves nothing to train on" in str(err.value)
     with pytest.raises(ParamsError, match=r"curve.sizes: .*sizes must be >= 0"):
         load_section("curve", CurveParams, tmp_path / "params.yaml")
 

@@ -123,9 +123,13 @@ class EmbeddingArm:
     corpus_emb: np.ndarray
     transform: QueryTransform = identity
 
+    def adapt(self, queries: QuerySet) -> np.ndarray:
+        """The queries as this arm searches with them, (n_questions, dim) float32."""
+        return np.asarray(self.transform(queries.query_emb), dtype=np.float32)
+
     def search(self, queries: QuerySet, depth: int) -> Scored:
         """(scores, rows), each (n_questions, depth), best first; -1 rows past a small corpus."""
-        query_emb = np.asarray(self.transform(queries.query_emb), dtype=np.float32)
+        query_emb = self.adapt(queries)
         if query_emb.shape != (len(queries.ids), self.corpus_emb.shape[1]):
             raise RagtuneError(f"arm {self.name}: transformed queries have shape {query_emb.shape}, expected "
                                f"({len(queries.ids)}, {self.corpus_emb.shape[1]}); the model does not match "
@@ -135,6 +139,42 @@ class EmbeddingArm:
 
     def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray:
         return self.search(queries, depth)[1]
+
+
+@dataclass(frozen=True)
+class OutOfFoldArm(EmbeddingArm):
+    """k-fold (`ragtune.folds`): a question of fold f is adapted by fold f's adapter, which never saw it;
+    a question in no fold (validation questions) by `transform`, the shipped adapter."""
+
+    fold_of: Mapping[str, int] = field(default_factory=dict)
+    fold_transforms: Sequence[QueryTransform] = ()
+
+    def adapt(self, queries: QuerySet) -> np.ndarray:
+        out = np.asarray(self.transform(queries.query_emb), dtype=np.float32).copy()
+        folds = np.array([self.fold_of.get(q, -1) for q in queries.ids], dtype=np.int64)
+        for fold, transform in enumerate(self.fold_transforms):
+            rows = np.flatnonzero(folds == fold)
+            if len(rows):
+                out[rows] = transform(queries.query_emb[rows])
+        return out
+
+
+def fold_info(adapter: Path) -> dict[str, Any] | None:
+    """models/adapter/folds/folds.json when the train stage ran k-fold, else None."""
+    path = adapter / "folds" / "folds.json"
+    return (_optional_json(path) or None) if path.is_file() else None
+
+
+def adapter_arm(name: str, corpus_emb: np.ndarray, adapter: Path,
+                load_adapter: AdapterLoader | None = None) -> EmbeddingArm:
+    """The trained adapter as an arm: out-of-fold under k-fold (each test question scored by the adapter
+    of the folds it was not in), else the shipped adapter."""
+    load = load_adapter or load_adapter_transform
+    folds = fold_info(adapter)
+    if folds is None:
+        return EmbeddingArm(name, corpus_emb, load(adapter))
+    transforms = [load(adapter / "folds" / f"fold-{f}") for f in range(int(folds["k"]))]
+    return OutOfFoldArm(name, corpus_emb, load(adapter), dict(folds["fold_of"]), transforms)
 
 
 @dataclass(frozen=True)
@@ -635,9 +675,11 @@ def build_arms(corpus: Corpus, paths: EvalPaths, params: EvalParams,
     not chosen here (`fit_hybrid_weights`): until then the hybrid arms fuse by RRF."""
     require_file(paths.adapter, "train the adapter first (dvc repro train, or make run)")
     cosine = EmbeddingArm("cosine", corpus.emb, identity)
-    adapter = EmbeddingArm("adapter", corpus.emb, load_adapter(paths.adapter))
+    adapter = adapter_arm("adapter", corpus.emb, paths.adapter, load_adapter)
     arms: list[Arm] = [cosine, adapter]
-    if params.linear_adapter and paths.linear_adapter.exists():
+    if isinstance(adapter, OutOfFoldArm) and params.linear_adapter and paths.linear_adapter.exists():
+        log.warning("eval: k-fold: the linear comparison adapter trained on every test question; not evaluated")
+    elif params.linear_adapter and paths.linear_adapter.exists():
         arms.append(EmbeddingArm("linear", corpus.emb, load_adapter(paths.linear_adapter)))
     if params.bm25.enabled:
         bm25 = LexicalArm("bm25", Bm25Index(corpus.texts, params.bm25))
@@ -735,7 +777,12 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     if "protocol" in synth:
         setup["protocol"] = synth["protocol"]
     setup["validation"] = _optional_json(paths.split).get("validation", "synthetic")
-    members = member_dirs(paths.adapter)
+    folds = fold_info(paths.adapter)
+    # Under k-fold the shipped adapter's members trained on every test question: no seed spread on test.
+    members = member_dirs(paths.adapter) if folds is None else []
+    if folds is not None:
+        setup["folds"] = int(folds["k"])
+        setup["adapter_arm"] = f"out-of-fold ({folds['k']}-fold over the human test questions)"
     if members:
         setup["bagging"] = len(members)
     result = evaluate([test, val], arms, params, setup=setup, fusion=fusion)

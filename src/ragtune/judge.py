@@ -673,8 +673,8 @@ def build_items(paths: JudgePaths, params: JudgeParams, load_adapter: Callable[[
                 ) -> tuple[list[JudgeItem], dict[str, Any]]:
     """Select the judged questions (seeded), retrieve top-k for both arms with the exact search eval
     uses, render each arm's context and the reference. Returns the items and setup facts for the report."""
-    from .evaluation import (EmbeddingArm, QuerySet, hit_matrix, identity, load_adapter_transform,
-                             load_corpus_with_embeddings, load_test_set, require_file)
+    from .evaluation import (EmbeddingArm, QuerySet, adapter_arm, hit_matrix, identity, load_corpus_with_embeddings,
+                             load_test_set, require_file)
     from .records import load_test
 
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
@@ -682,14 +682,15 @@ def build_items(paths: JudgePaths, params: JudgeParams, load_adapter: Callable[[
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
     records = {q.id: q for q in load_test(test_path)}
     require_file(paths.adapter, "train the adapter first (dvc repro train, or make run)")
-    transform = (load_adapter or load_adapter_transform)(paths.adapter)
+    # under k-fold (train.folds) each question's answer comes from the adapter that never saw it
+    adapter = adapter_arm("adapter", corpus.emb, paths.adapter, load_adapter)
 
     sel = select_questions(len(test.ids), params.max_questions, params.seed)
     subset = QuerySet(name="judge", ids=[test.ids[i] for i in sel], query_emb=test.query_emb[sel],
                       relevant=[test.relevant[i] for i in sel], origins=[test.origins[i] for i in sel],
                       texts=[test.texts[i] for i in sel] if test.texts is not None else None)
     arms = {"cosine": EmbeddingArm("cosine", corpus.emb, identity),
-            "adapter": EmbeddingArm("adapter", corpus.emb, transform)}
+            "adapter": adapter}
     top = {arm: a.retrieve(subset, params.top_k) for arm, a in arms.items()}  # (m, k), -1 = nothing
     context_hits = {arm: hit_matrix(idx, subset.relevant).any(axis=1) for arm, idx in top.items()}
 

@@ -20,7 +20,8 @@ from pydantic import Field, field_validator
 from .evaluation import EmbeddingArm, EvalParams, QuerySet, hit_matrix, per_question_metrics
 from .params import Section
 from .statistics import bootstrap_ci, paired_bootstrap
-from .training import TrainingData, TrainParams, train_bagged, with_real_subset
+from .real_questions import with_real_subset
+from .training import TrainingData, TrainParams, train_bagged
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .adapter import (Activation, AdapterConfig, AdapterKind, LossName, QueryAdapter, build_adapter,
                       identity_distance, make_loss, text_groups)
@@ -27,6 +27,9 @@ from .errors import DataError, RagtuneError
 from .hard_negatives import Candidates, MiningRule, mine_hard_negatives, rank_candidates
 from .params import Section
 from .retrieval import exact_top_k, hit_rate_at_k, mrr_at_k
+
+if TYPE_CHECKING:
+    from .real_questions import RealQuestions
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,9 @@ class TrainParams(Section):
     # labelled real training questions (fetch.jsonl.train_questions), when there are any
     real_weight: float = Field(1.0, gt=0.0, le=1000.0)   # loss weight of a real question's row vs a synthetic one
     real_val_fraction: float = Field(0.3, gt=0.0, lt=1.0)  # seeded share of them that validates (selection, tune)
+    # k-fold over the human test questions (`ragtune.folds`): 0 off; k >= 2 trains k out-of-fold adapters
+    # that eval reports, and ships one trained on all of them
+    folds: int = Field(0, ge=0, le=50)
     compare_linear: bool = False
     device: Literal["cpu", "auto", "cuda", "mps"] = "cpu"
     # CPU threads for torch while training; 0 leaves torch's default. The matrices are small, so one
@@ -88,6 +94,13 @@ class TrainParams(Section):
         return MiningRule(count=self.hard_negatives, min_rank=self.hard_negative_min_rank,
                           max_rank=self.hard_negative_max_rank, relative_margin=self.hard_negative_margin,
                           skip_same_parent=self.hard_negative_skip_same_parent)
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("1 fold leaves nothing to train on; use 0 (off) or at least 2")
+        return v
 
     @model_validator(mode="after")
     def _window(self) -> "TrainParams":
@@ -269,6 +282,8 @@ def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus
                                question_backends=cols.get("backends"), round_trip_top_k=round_trip_top_k)
     # A workspace from before real questions existed has no such file: no real questions.
     if real_jsonl is not None and real_npz is not None and Path(real_jsonl).is_file():
+        from .real_questions import load_real_questions, with_real_questions
+
         real = load_real_questions(real_jsonl, real_npz, c_ids)
         if real.ids:
             data = with_real_questions(data, real)
@@ -278,91 +293,6 @@ def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus
 def synthetic_test_chunks(tests: Sequence[Any]) -> list[str]:
     """Chunks that synthetic test questions were written for: never training material."""
     return sorted({rid for q in tests if q.origin == "synthetic" for rid in q.relevant_ids})
-
-
-@dataclass(frozen=True)
-class RealQuestions:
-    """Labelled real questions (a query log, reviewed tickets): ids, embeddings (m, d) float32 and the
-    corpus rows relevant to each (int64 arrays)."""
-
-    ids: list[str]
-    emb: np.ndarray
-    relevant: list[np.ndarray]
-
-
-def with_real_questions(data: TrainingData, real: RealQuestions) -> TrainingData:
-    """`data` with the real questions added: one training row per (question, relevant chunk), after the
-    synthetic rows. Each row carries all of its question's relevant chunks, which the losses and the
-    hard-negative miner never use as its negatives."""
-    if real.emb.shape[0] != len(real.ids) or len(real.relevant) != len(real.ids):
-        raise DataError(f"real questions: {len(real.ids)} ids, {real.emb.shape[0]} embeddings and "
-                        f"{len(real.relevant)} relevance lists; rerun the embed stage")
-    if len(real.ids) and real.emb.shape[1] != data.dim:
-        raise DataError(f"real questions are {real.emb.shape[1]}-d but the corpus is {data.dim}-d; "
-                        "embed both with the same model")
-    n_syn = len(data.question_ids)
-    counts = np.array([len(r) for r in real.relevant], dtype=np.int64)
-    owner = np.repeat(np.arange(len(real.ids), dtype=np.int64), counts)
-    gold = np.concatenate(real.relevant).astype(np.int64) if len(real.ids) else np.zeros(0, np.int64)
-    width = int(counts.max()) if len(counts) else 1
-    relevant = np.full((n_syn + len(gold), width), -1, dtype=np.int64)
-    relevant[:n_syn, 0] = data.gold_rows.cpu().numpy()
-    padded = np.full((len(real.ids), width), -1, dtype=np.int64)
-    for i, rows in enumerate(real.relevant):  # m small lists: a loop over questions, not over pairs
-        padded[i, :len(rows)] = rows
-    relevant[n_syn:] = padded[owner]
-    emb = torch.cat([data.question_emb.cpu(), torch.as_tensor(np.ascontiguousarray(real.emb[owner], dtype=np.float32))])
-    return TrainingData(
-        corpus_ids=data.corpus_ids, corpus_emb=data.corpus_emb, text_group=data.text_group,
-        question_ids=data.question_ids + [real.ids[i] for i in owner], question_emb=emb,
-        gold_rows=torch.cat([data.gold_rows.cpu(), torch.as_tensor(gold)]),
-        dropped=dict(data.dropped), parent_group=data.parent_group,
-        stats={**data.stats, "real_questions": len(real.ids), "real_rows": int(len(gold))},
-        real=real, row_real=np.concatenate([np.full(n_syn, -1, dtype=np.int64), owner]),
-        relevant=torch.as_tensor(relevant))
-
-
-def synthetic_part(data: TrainingData) -> TrainingData:
-    """`data` without its real questions (the synthetic rows come first)."""
-    if data.row_real is None:
-        return data
-    n_syn = int((data.row_real < 0).sum())
-    stats = {k: v for k, v in data.stats.items() if not k.startswith("real_")}
-    return TrainingData(data.corpus_ids, data.corpus_emb, data.text_group, data.question_ids[:n_syn],
-                        data.question_emb[:n_syn], data.gold_rows[:n_syn], dict(data.dropped), data.parent_group,
-                        stats, None if data._candidates is None else
-                        Candidates(data._candidates.rows[:n_syn], data._candidates.scores[:n_syn]))
-
-
-def with_real_subset(data: TrainingData, keep: np.ndarray) -> TrainingData:
-    """`data` with only the real questions `keep` (indices, in file order); none: synthetic only."""
-    base = synthetic_part(data)
-    if data.real is None or len(keep) == 0:
-        return base
-    keep = np.sort(np.asarray(keep, dtype=np.int64))
-    real = RealQuestions([data.real.ids[i] for i in keep], data.real.emb[keep], [data.real.relevant[i] for i in keep])
-    return with_real_questions(base, real)
-
-
-def load_real_questions(questions_jsonl: str | Path, questions_npz: str | Path,
-                        corpus_ids: Sequence[str]) -> RealQuestions:
-    """The fetch stage's train_questions.jsonl with the embed stage's real.npz, rows in the file's order."""
-    from .embedding import load_embeddings
-    from .records import load_test
-
-    questions = load_test(questions_jsonl, corpus_ids=corpus_ids)
-    ids, emb = load_embeddings(questions_npz)
-    row = {q: i for i, q in enumerate(ids)}
-    missing = [q.id for q in questions if q.id not in row]
-    if missing:
-        raise DataError(f"{questions_npz} lacks real questions {missing[:5]} of {questions_jsonl}: the "
-                        "embeddings are stale, rerun the embed stage")
-    corpus_row = {cid: i for i, cid in enumerate(corpus_ids)}
-    order = np.array([row[q.id] for q in questions], dtype=np.int64)
-    return RealQuestions(ids=[q.id for q in questions],
-                         emb=emb[order] if len(order) else np.zeros((0, emb.shape[1] if emb.ndim == 2 else 0), np.float32),
-                         relevant=[np.array([corpus_row[r] for r in q.relevant_ids], dtype=np.int64)
-                                   for q in questions])
 
 
 @dataclass(frozen=True)

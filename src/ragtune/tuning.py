@@ -163,7 +163,7 @@ def code_fingerprint() -> str:
     """Hash of the modules that decide what a trial computes: changed code means a new study."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("adapter.py", "training.py", "tuning.py", "retrieval.py", "hard_negatives.py"):
+    for name in ("adapter.py", "training.py", "tuning.py", "retrieval.py", "hard_negatives.py", "real_questions.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 

@@ -1,0 +1,156 @@
+"""k-fold over the test questions: fold assignment, fold isolation (a fold's questions never reach its
+adapter's training or selection, nor tuning), the out-of-fold arm, and the train stage writing the folds."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragtune.evaluation import OutOfFoldArm, QuerySet, adapter_arm, load_adapter_transform
+from ragtune.folds import assign_folds, train_folds, with_all_test_questions
+from ragtune.real_questions import RealQuestions, with_real_questions
+from ragtune.training import TrainParams, build_training_data, train_bagged
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_folds_are_seeded_balanced_and_cover_every_question():
+    ids = [f"t{i}" for i in range(23)]
+    fold_of = assign_folds(ids, 5, seed=1)
+    assert set(fold_of) == set(ids)
+    sizes = np.bincount(list(fold_of.values()))
+    assert len(sizes) == 5 and sizes.max() - sizes.min() <= 1
+    assert fold_of == assign_folds(ids, 5, seed=1) and fold_of != assign_folds(ids, 5, seed=2)
+    with pytest.raises(ValueError, match="2 <= k"):
+        assign_folds(ids[:3], 4, seed=1)
+
+
+def world(n_chunks=60, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    corpus = _unit(rng.standard_normal((n_chunks, dim)))
+    ids = [f"c{i}" for i in range(n_chunks)]
+    gold = np.repeat(np.arange(n_chunks), 2)
+    syn = build_training_data(ids, corpus, [f"text {i}" for i in range(n_chunks)], [f"s{j}" for j in range(len(gold))],
+                              _unit(corpus[gold] + 0.2 * rng.standard_normal((len(gold), dim))), [ids[g] for g in gold])
+    logs = RealQuestions(["log0", "log1", "log2"], _unit(rng.standard_normal((3, dim))),
+                         [np.array([1]), np.array([2]), np.array([3])])
+    tests = RealQuestions([f"t{i}" for i in range(12)], _unit(rng.standard_normal((12, dim))),
+                          [np.array([i + 10]) for i in range(12)])
+    return with_real_questions(syn, logs), tests
+
+
+def test_a_folds_questions_never_reach_its_adapters_training_or_selection():
+    data, tests = world()
+    fold_of = assign_folds(tests.ids, 3, seed=4)
+    seen = []
+
+    def spy(params, subset):
+        seen.append(set(subset.real.ids))
+        result = train_bagged(params, subset)
+        # selection: every member's validation questions come from this subset's real questions
+        for split in result.splits:
+            assert set(subset.real.ids[i] for i in split.val_real) <= seen[-1]
+        return result
+
+    params = TrainParams(max_epochs=2, batch_size=32, kind="linear", hard_negatives=0, bagging=2)
+    results = train_folds(params, data, tests, fold_of, train=spy)
+    assert [r.fold for r in results] == [0, 1, 2]
+    for r, real_ids in zip(results, seen):
+        own = {q for q, f in fold_of.items() if f == r.fold}
+        assert real_ids == set(r.trained_on)
+        assert not own & real_ids                                  # nothing of its own fold
+        assert {"log0", "log1", "log2"} <= real_ids                # the user's other real questions
+        assert set(tests.ids) - own <= real_ids                    # every other fold's
+    shipped = with_all_test_questions(data, tests)
+    assert set(shipped.real.ids) == {"log0", "log1", "log2", *tests.ids}
+
+
+def test_tuning_reads_no_test_questions():
+    """The tune stage's inputs are the synthetic and real training questions only: under k-fold no test
+    question can reach any fold's hyperparameters."""
+    spec = importlib.util.spec_from_file_location("tune_stage", REPO / "stages" / "tune.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "data/embed/test.npz" not in module.INPUTS
+    assert module.INPUTS[4:] == ("data/fetch/train_questions.jsonl", "data/embed/real.npz")
+
+
+def test_the_out_of_fold_arm_adapts_each_question_with_its_own_folds_adapter():
+    rng = np.random.default_rng(0)
+    corpus = _unit(rng.standard_normal((10, 4)))
+    queries = QuerySet("test", ["a", "b", "c", "v"], _unit(rng.standard_normal((4, 4))),
+                       [np.array([0])] * 4, ["human"] * 4)
+    # fold f's "adapter" sends every query to chunk f; the shipped one to chunk 9
+    to_chunk = lambda row: (lambda q: np.repeat(corpus[row:row + 1], len(q), axis=0))  # noqa: E731
+    arm = OutOfFoldArm("adapter", corpus, to_chunk(9), {"a": 0, "b": 1, "c": 0}, [to_chunk(0), to_chunk(1)])
+    top = arm.retrieve(queries, 1)[:, 0]
+    assert top.tolist() == [0, 1, 0, 9]  # "v" is in no fold (a validation question): the shipped adapter
+
+
+@pytest.mark.slow
+def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from ragtune.embedding import save_embeddings
+    from ragtune.io import read_json
+    from ragtune.records import Chunk, TestQuestion, write_jsonl
+
+    data, tests = world(n_chunks=60, dim=384, seed=3)
+    syn = np.flatnonzero(data.row_real < 0)
+    write_jsonl(tmp_path / "data/fetch/corpus.jsonl",
+                [Chunk(id=c, text=f"Clause {i} on notice.") for i, c in enumerate(data.corpus_ids)])
+    write_jsonl(tmp_path / "data/fetch/train_questions.jsonl", [])
+    human = [TestQuestion(id=q, question=f"question {q}", relevant_ids=[data.corpus_ids[r[0]]])
+             for q, r in zip(tests.ids, tests.relevant)]
+    synthetic = TestQuestion(id="syn0", question="held out", relevant_ids=["c59"], origin="synthetic")
+    write_jsonl(tmp_path / "data/synthesize/test.jsonl", [*human, synthetic])
+    save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
+    save_embeddings(tmp_path / "data/embed/questions.npz", [data.question_ids[i] for i in syn],
+                    data.question_emb[syn].numpy(), chunk_ids=[data.corpus_ids[g] for g in data.gold_rows[syn].tolist()])
+    save_embeddings(tmp_path / "data/embed/real.npz", [], np.zeros((0, 384), np.float32))
+    save_embeddings(tmp_path / "data/embed/test.npz", [*tests.ids, "syn0"], np.concatenate([tests.emb, tests.emb[:1]]))
+    (tmp_path / "data/embed/info.json").write_text(json.dumps({"model": "packaged:all-MiniLM-L6-v2"}))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = {k: params[k] for k in ("embedding", "train")}
+    params["train"].update(use_tuned=False, max_epochs=2, bagging=1, kind="linear", folds=3)
+    params["mlflow"] = {"enabled": False}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    folds = read_json(tmp_path / "models/adapter/folds/folds.json")
+    assert folds["k"] == 3 and set(folds["fold_of"]) == set(tests.ids)  # the synthetic test question is in no fold
+    assert folds["real_questions_per_fold"] == [8, 8, 8]
+    metrics = read_json(tmp_path / "data/train/metrics.json")
+    assert metrics["folds"]["k"] == 3 and metrics["validation"] == "real"
+    split = read_json(tmp_path / "data/train/split.json")
+    assert set(split["val"]) <= set(tests.ids)  # the shipped adapter trains and selects on all of them
+
+    arm = adapter_arm("adapter", data.corpus_emb.numpy(), tmp_path / "models/adapter")
+    assert isinstance(arm, OutOfFoldArm)
+    queries = QuerySet("test", tests.ids, tests.emb, tests.relevant, ["human"] * 12)
+    adapted = arm.adapt(queries)
+    for i, q in enumerate(tests.ids):
+        own = load_adapter_transform(tmp_path / f"models/adapter/folds/fold-{folds['fold_of'][q]}")
+        assert np.allclose(adapted[i], own(tests.emb[i:i + 1])[0], atol=1e-6)
+
+    # back to folds: 0 removes the fold adapters, so eval cannot pick up stale ones
+    params["train"]["folds"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "models/adapter/folds").exists()
+    assert not isinstance(adapter_arm("adapter", data.corpus_emb.numpy(), tmp_path / "models/adapter"), OutOfFoldArm)
