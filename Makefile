@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test bench transfer ui venv clean-venv
+.PHONY: run test bench transfer querylogs ui venv clean-venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,15 @@ transfer: $(STAMP)
 # No tuning timeout: a larger corpus would otherwise finish as many trials as the machine allows in the time,
 # and the table would not reproduce.
 	$(BIN)/ragtune bench --default ../shared/devsets/acord ../shared/devsets/or_sharc -S tune.timeout_s=null
+	$(BIN)/python -m ragtune.readme
+
+# The same benchmark with each development set's own training queries as real training questions
+# (fetch.jsonl.train_questions) and its test queries as the test set; learning curves included.
+SPLITS := data/transfer/work/splits
+querylogs: $(STAMP)
+	$(BIN)/python scripts/split_devset.py ../shared/devsets/acord $(SPLITS)/acord --train train- valid-
+	$(BIN)/python scripts/split_devset.py ../shared/devsets/or_sharc $(SPLITS)/or_sharc --train dev-
+	$(BIN)/ragtune bench $(SPLITS)/acord $(SPLITS)/or_sharc --out data/transfer/real -S tune.timeout_s=null
 	$(BIN)/python -m ragtune.readme
 
 ui: $(STAMP)

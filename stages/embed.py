@@ -33,7 +33,20 @@ def main() -> None:
     write_json(OUT / "info.json", info)
     with stage_run("embed", mlflow_params, params={"embedding": params}) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        run.log_metrics({f"window_{k}": v for k, v in info["window"].items() if isinstance(v, (int, float))})
     print(f"embed: {info['encoded']} texts encoded, {info['cache_hits']} from cache, {info['seconds']} s")
+    warn_window(info["window"])
+
+
+def warn_window(window: dict) -> None:
+    """Say when chunks are longer than the embedder reads: their ends are never retrieved by meaning."""
+    if window["over_window"]:
+        print(f"embed: warning: {window['over_window']} of {window['texts']} chunks "
+              f"({window['over_window_share']:.1%}) are longer than the embedder's window of "
+              f"{window['max_seq_length']} word pieces (median {window['over_window_median_tokens']}, longest "
+              f"{window['longest_tokens']}); only their first {window['max_seq_length']} are embedded "
+              f"({window['unread_token_share']:.1%} of all corpus word pieces are never read). Cut long texts "
+              "into passages (fetch.passages.enabled: true), or use an embedder with a longer window.")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def main() -> None:
                 log.warning("eval: could not log to train run %s: %s", train_run_id, exc)
 
     main_k = params.main_k
-    for set_name in ("test", "val"):
+    for set_name in ("test", "test_documents", "val"):
         block = result.metrics.get(set_name)
         if not block:
             continue

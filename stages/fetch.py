@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ragtune.fetching import fetch_source, report
 from ragtune.io import write_json
-from ragtune.params import FetchParams, load_section
+from ragtune.params import EmbeddingParams, FetchParams, load_section
 from ragtune.records import write_jsonl
 from ragtune.stage import run_main
 
@@ -14,12 +14,21 @@ OUT = Path("data/fetch")
 def main() -> None:
     params = load_section("fetch", FetchParams)
     result = fetch_source(params)
+    if params.passages.enabled:
+        from ragtune.embedding import token_counter
+        from ragtune.fetching import apply_passages
+
+        count, window = token_counter(load_section("embedding", EmbeddingParams))
+        result = apply_passages(result, count, params.passages.size or window, params.passages.overlap)
     write_jsonl(OUT / "corpus.jsonl", result.chunks)
     write_jsonl(OUT / "test.jsonl", result.test)
     # Always written (empty without fetch.jsonl.train_questions), so the stages after fetch have one input.
     write_jsonl(OUT / "train_questions.jsonl", result.train_questions)
     summary = report(params, result)
     write_json(OUT / "report.json", summary)
+    if params.passages.enabled:
+        print(f"fetch: {summary['documents_split']} long text(s) cut into {summary['passages']} passages of at most "
+              f"{summary['passage_size']} word pieces")
     print(f"fetch: {summary['chunks']} chunks ({summary['test_chunks']} held out for test), "
           f"{summary['test_questions']} test questions and {summary['train_questions']} real training "
           f"questions from {params.source}")

@@ -44,6 +44,19 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def run_stages(workdir: Path, params: dict, *stages: str, timeout: int = 300) -> None:
+    """Write `params` as workdir/params.yaml, then run stages/<stage>.py of this repository in `workdir`
+    one after another (no DVC), failing with a stage's stderr when it exits non-zero."""
+    import yaml
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
+    for stage in stages:
+        proc = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=workdir, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        assert proc.returncode == 0, f"{stage}: {proc.stderr[-3000:]}"
+
+
 def dvc(dest: Path, *args: str, timeout: int = 900) -> str:
     """Run dvc in `dest`; return its combined output, failing with that output on a non-zero exit."""
     proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=dest, env=pipeline_env(),

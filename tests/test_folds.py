@@ -95,15 +95,13 @@ def test_the_out_of_fold_arm_adapts_each_question_with_its_own_folds_adapter():
 @pytest.mark.slow
 def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
     import yaml
 
     from ragtune.embedding import save_embeddings
     from ragtune.io import read_json
     from ragtune.records import Chunk, TestQuestion, write_jsonl
+    from pipeline_support import run_stages
 
     data, tests = world(n_chunks=60, dim=384, seed=3)
     syn = np.flatnonzero(data.row_real < 0)
@@ -124,11 +122,7 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     params = {k: params[k] for k in ("embedding", "train")}
     params["train"].update(use_tuned=False, max_epochs=2, bagging=1, kind="linear", folds=3)
     params["mlflow"] = {"enabled": False}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_stages(tmp_path, params, "train")
 
     folds = read_json(tmp_path / "models/adapter/folds/folds.json")
     assert folds["k"] == 3 and set(folds["fold_of"]) == set(tests.ids)  # the synthetic test question is in no fold
@@ -148,9 +142,6 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
 
     # back to folds: 0 removes the fold adapters, so eval cannot pick up stale ones
     params["train"]["folds"] = 0
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_stages(tmp_path, params, "train")
     assert not (tmp_path / "models/adapter/folds").exists()
     assert not isinstance(adapter_arm("adapter", data.corpus_emb.numpy(), tmp_path / "models/adapter"), OutOfFoldArm)

@@ -270,9 +270,6 @@ def test_learning_curve_trains_each_point_on_its_subset_only():
 def test_train_and_curve_stages_with_real_questions(tmp_path):
     """stages/train.py and stages/curve.py in a scratch directory with labelled real questions: real
     validation is used and stated, eval reads the real validation set, and the curve's points are nested."""
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     import yaml
@@ -281,6 +278,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     from ragtune.evaluation import load_validation_set
     from ragtune.io import read_json
     from ragtune.records import Chunk, write_jsonl
+    from pipeline_support import run_stages
 
     repo = Path(__file__).resolve().parents[1]
     data = distorted_world(n_chunks=80, dim=384, n_real=40, seed=5)
@@ -309,12 +307,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     params["eval"]["bootstrap_resamples"] = 200
     params["curve"]["sizes"] = [0, 10, 20]
     params["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e2e"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
-    for stage in ("train", "curve"):
-        proc = subprocess.run([sys.executable, str(repo / "stages" / f"{stage}.py")], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    run_stages(tmp_path, params, "train", "curve")
 
     metrics = read_json(tmp_path / "data/train/metrics.json")
     split = read_json(tmp_path / "data/train/split.json")

@@ -2,7 +2,6 @@
 tune and train stages end to end."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -213,13 +212,12 @@ def test_summary_is_json_serialisable(data, split):
 def test_tune_and_train_stages_end_to_end(tmp_path):
     """stages/tune.py then stages/train.py in a scratch directory: every declared output, the MLflow
     runs, the export's self-check, and the tuned trial reproduced exactly by the train stage."""
-    import subprocess
-    import sys
     from pathlib import Path
 
     import yaml
 
     from ragtune.io import read_json
+    from pipeline_support import run_stages
 
     repo = Path(__file__).resolve().parents[1]
     data = learnable_data(n_chunks=80, dim=384, per_chunk=3, seed=4)
@@ -241,12 +239,7 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     params["tune"]["search_space"] = {"kind": {"type": "categorical", "choices": ["mlp"]},
                                       "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
     params["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e2e"}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
-    for stage in ("tune", "train"):
-        proc = subprocess.run([sys.executable, str(repo / "stages" / f"{stage}.py")], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    run_stages(tmp_path, params, "tune", "train")
 
     best = read_json(tmp_path / "data/tune/best.json")
     assert best["trials"]["complete"] + best["trials"]["pruned"] == 4 and set(best["params"]) == {"kind", "lr"}

@@ -406,7 +406,9 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
     """One corpus's row of the results table from its eval metrics.json (and fetch report.json, and the
     curve stage's metrics.json when it has real training questions)."""
     setup = metrics.get("setup", {})
-    test = metrics.get("test")
+    # Cut into passages (fetch.passages): the document-level block is the one comparable with whole texts.
+    level = "documents" if isinstance(metrics.get("test_documents"), Mapping) else "chunks"
+    test = metrics.get("test_documents") if level == "documents" else metrics.get("test")
     if not isinstance(test, Mapping) or not test.get("arms"):
         raise RagtuneError(f"corpus '{name}': data/eval/metrics.json has no test results; rerun the benchmark")
     report = report or {}
@@ -445,6 +447,9 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
         row["adapter_seeds"] = seeds
     if setup.get("validation") is not None:
         row["validation"] = setup["validation"]
+    if level == "documents":
+        row["level"] = "documents ranked by their best passage"
+        row["passages"] = setup.get("passages")
     if report.get("train_questions"):
         row["train_questions"] = report["train_questions"]
     if curve and curve.get("real_questions"):
@@ -552,6 +557,10 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                      + "), uncorrected.")
     if any("adapter_seeds" in r for r in rows):
         notes.append("seeds: the range of single-seed adapters' values.")
+    split = [r for r in rows if r.get("level")]
+    if split:
+        notes.append(", ".join(f"`{r['name']}`" for r in split) + ": long texts cut into passages "
+                     "(`fetch.passages`); its metrics count documents, each ranked by its best passage.")
     overrides = results.get("overrides") or []
     lines += render_curves(rows, conf_text)
     lines += ["", " ".join(notes), "",

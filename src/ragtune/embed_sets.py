@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .embedding import CachedEmbedder, save_embeddings
+from .embedding import CachedEmbedder, save_embeddings, window_report
 from .errors import DataError
 from .records import SyntheticQuestion, TestQuestion, load_corpus, load_test, read_jsonl
 
@@ -47,6 +47,9 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
     corpus_emb = embedder.encode_documents([c.text for c in chunks], desc="corpus")
     save_embeddings(out_dir / "corpus.npz", [c.id for c in chunks], corpus_emb)
     counts["corpus"] = len(chunks)
+    # Texts past the window are embedded from their start only: say how many, whatever splitting is set.
+    counts["window"] = window_report(embedder.token_lengths([c.text for c in chunks], embedder.params.document_prompt),
+                                     embedder.model.max_seq_length)
 
     test_emb = embedder.encode_queries([q.question for q in test], desc="test questions")
     save_embeddings(out_dir / "test.npz", [q.id for q in test], test_emb.reshape(len(test), embedder.dim))

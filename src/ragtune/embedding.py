@@ -11,13 +11,13 @@ import importlib
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .cache import ContentCache, content_key
-from .errors import RagtuneError
+from .errors import DataError, RagtuneError
 from .params import EmbeddingParams
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,18 @@ def load_model(params: EmbeddingParams):
     return model
 
 
+def token_counter(params: EmbeddingParams) -> tuple[Callable[[str], int], int]:
+    """(count, window): a function giving the word pieces the embedder reads for a document text (document
+    prompt and special tokens included), and its window, max_seq_length."""
+    model = load_model(params)
+    tokenizer, prompt = model.tokenizer, params.document_prompt
+
+    def count(text: str) -> int:
+        return len(tokenizer(prompt + text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+
+    return count, int(model.max_seq_length)
+
+
 def model_fingerprint(params: EmbeddingParams) -> str:
     """Identify the exact weights: file hashes for a local directory, the resolved commit for a Hub model."""
     name = resolve_model(params.model)
@@ -157,10 +169,33 @@ class CachedEmbedder:
                                  show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
 
+    def token_lengths(self, texts: Sequence[str], prompt: str = "", batch: int = 2048) -> np.ndarray:
+        """Word pieces per text as the model reads it (prompt and special tokens included, nothing cut):
+        int64 (n,). More than `max_seq_length` means the model embeds only the first max_seq_length."""
+        tokenizer = self.model.tokenizer
+        out = np.empty(len(texts), dtype=np.int64)
+        for s in range(0, len(texts), batch):
+            enc = tokenizer([prompt + t for t in texts[s:s + batch]], add_special_tokens=True, truncation=False,
+                            verbose=False)["input_ids"]
+            out[s:s + len(enc)] = [len(ids) for ids in enc]
+        return out
+
     def describe(self) -> dict:
         return {"model": self.params.model, "fingerprint": self.fingerprint, "dim": self.dim,
                 "query_prompt": self.params.query_prompt, "document_prompt": self.params.document_prompt,
                 "normalize": self.params.normalize, "max_seq_length": self.model.max_seq_length}
+
+
+def window_report(lengths: np.ndarray, max_seq_length: int) -> dict:
+    """How many texts are longer than the embedder's window (`lengths` in word pieces), and by how much."""
+    over = lengths[lengths > max_seq_length]
+    report = {"max_seq_length": int(max_seq_length), "texts": int(len(lengths)), "over_window": int(len(over)),
+              "over_window_share": round(float(len(over) / max(len(lengths), 1)), 4),
+              "longest_tokens": int(lengths.max()) if len(lengths) else 0}
+    if len(over):
+        report["over_window_median_tokens"] = int(np.median(over))
+        report["unread_token_share"] = round(float((over - max_seq_length).sum() / lengths.sum()), 4)
+    return report
 
 
 def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], emb: np.ndarray,
@@ -182,6 +217,17 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
     """Inverse of save_embeddings: (ids, float32 matrix of shape (len(ids), dim))."""
     ids, emb, _ = load_embeddings_with_columns(path)
     return ids, emb
+
+
+def embeddings_for(ids: Sequence[str], path: str | os.PathLike[str], what: str = "question ids") -> np.ndarray:
+    """The rows of the .npz at `path` for `ids`, in that order: (len(ids), dim) float32. Ids the file lacks
+    mean the embeddings are older than the file they came from: an error naming `what`."""
+    file_ids, emb = load_embeddings(path)
+    row = {q: i for i, q in enumerate(file_ids)}
+    missing = [q for q in ids if q not in row]
+    if missing:
+        raise DataError(f"{path} lacks {what} {missing[:5]}: the embeddings are stale, run dvc repro embed")
+    return emb[np.array([row[q] for q in ids], dtype=np.int64)]
 
 
 def load_embeddings_with_columns(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, list[str]]]:

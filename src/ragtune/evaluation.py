@@ -248,6 +248,25 @@ def hit_matrix(topk_idx: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarr
     return relevance_matrix(topk_idx, relevant) & (topk_idx >= 0)
 
 
+def document_hits(idx: np.ndarray, relevant: Sequence[np.ndarray], documents: np.ndarray,
+                  depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Documents ranked by their best passage: `idx` (n, D) passage rows, best first (-1 empty) ->
+    (hits (n, depth) over each question's first `depth` distinct documents, n_relevant documents (n,)).
+    A document is relevant when any of its passages is."""
+    doc = np.where(idx >= 0, documents[np.maximum(idx, 0)], -1)
+    first = doc >= 0
+    for j in range(1, doc.shape[1]):  # depth steps, each over all questions at once
+        first[:, j] &= ~(doc[:, j:j + 1] == doc[:, :j]).any(axis=1)
+    order = np.argsort(~first, axis=1, kind="stable")
+    ranked = np.take_along_axis(doc, order, axis=1)
+    ranked[~np.take_along_axis(first, order, axis=1)] = -1
+    ranked = ranked[:, :depth]
+    if ranked.shape[1] < depth:
+        ranked = np.pad(ranked, ((0, 0), (0, depth - ranked.shape[1])), constant_values=-1)
+    rel_docs = [np.unique(documents[np.asarray(r, dtype=np.int64)]) for r in relevant]
+    return hit_matrix(ranked, rel_docs), np.array([len(r) for r in rel_docs], dtype=np.int64)
+
+
 # --- per-question metrics and summaries -------------------------------------------------------
 
 def per_question_metrics(hits: np.ndarray, n_relevant: np.ndarray, params: EvalParams) -> dict[str, np.ndarray]:
@@ -444,17 +463,23 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
     return out
 
 
+# Passages retrieved per document-level rank: several passages of one document collapse into one rank.
+DOCUMENT_DEPTH_FACTOR = 4
+
+
 def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalParams,
              comparisons: Sequence[tuple[str, str]] = DEFAULT_COMPARISONS,
              setup: Mapping[str, Any] | None = None, fusion: Mapping[str, Any] | None = None,
-             select_on: str = "val", report_on: str = "test") -> EvalResult:
+             select_on: str = "val", report_on: str = "test", documents: np.ndarray | None = None) -> EvalResult:
     """Run every arm on every set. A test set with both human and synthetic questions is also reported
     per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare.
 
     With the `select_on` set (the synthetic validation questions) present: `hybrid` is also compared with
     the best single arm there (`hybrid_vs_<arm>`), and `recommendation` names the arm to deploy (best MRR on
     `select_on`) with its numbers on `report_on`. `fusion` (how the hybrid arms fused) is stored as given,
-    plus `best_single_on_val`."""
+    plus `best_single_on_val`. With `documents` (the document of each corpus row, when long texts were cut
+    into passages), every set is also reported per document (`<set>_documents`: documents ranked by their
+    best passage, from DOCUMENT_DEPTH_FACTOR x depth passages)."""
     depth = params.depth
     metrics: dict[str, Any] = {"setup": {**(setup or {}), "depth": depth, "main_k": params.main_k,
                                          "bootstrap_resamples": params.bootstrap_resamples,
@@ -462,18 +487,26 @@ def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalPa
                                          "seed": params.seed}}
     result = EvalResult(metrics)
     retrieved: list[tuple[QuerySet, dict[str, np.ndarray]]] = []
+    by_document: list[tuple[QuerySet, dict[str, np.ndarray], np.ndarray]] = []
     for qs in query_sets:
         if not qs.ids:
             log.warning("eval: set %s has no questions; skipped", qs.name)
             continue
         hits_by_arm: dict[str, np.ndarray] = {}
+        doc_hits: dict[str, np.ndarray] = {}
+        n_docs = None
         for arm in arms:
             idx = arm.retrieve(qs, depth)
             if idx is None:
                 log.info("eval: arm %s cannot run on %s (no question texts); skipped", arm.name, qs.name)
                 continue
             hits_by_arm[arm.name] = hit_matrix(idx, qs.relevant)
+            if documents is not None:
+                doc_hits[arm.name], n_docs = document_hits(arm.retrieve(qs, depth * DOCUMENT_DEPTH_FACTOR),
+                                                           qs.relevant, documents, depth)
         retrieved.append((qs, hits_by_arm))
+        if doc_hits:
+            by_document.append((qs, doc_hits, n_docs))
 
     mrr_by_set = {qs.name: _mean_mrr(h, qs.n_relevant, params) for qs, h in retrieved}
     comparisons = list(comparisons)
@@ -501,6 +534,9 @@ def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalPa
             row["question"] = qs.texts[i] if qs.texts is not None else ""
             result.per_question.append(row)
 
+    for qs, doc_hits, n_docs in by_document:
+        metrics[f"{qs.name}_documents"] = _summarise_set(f"{qs.name} (documents)", doc_hits, n_docs, qs.origins,
+                                                         params, comparisons)
     if fusion is not None and any(isinstance(a, HybridArm) for a in arms):
         metrics["fusion"] = {**fusion, "best_single_on_val": best_single}
     if mrr_by_set.get(select_on):
@@ -531,6 +567,8 @@ class Corpus:
     texts: list[str]
     titles: list[str | None]
     emb: np.ndarray  # (n_chunks, dim), row-aligned with ids
+    documents: np.ndarray | None = None  # (n_chunks,) int64 document of each row, when passages were cut
+
 
 
 def require_file(path: Path, how: str) -> Path:
@@ -552,24 +590,23 @@ def load_corpus_with_embeddings(corpus_path: Path, corpus_npz: Path) -> Corpus:
     if missing or len(ids) != len(chunks):
         raise RagtuneError(f"{corpus_npz} does not match {corpus_path} ({len(ids)} embedded rows, {len(chunks)} "
                            f"chunks; e.g. {missing[:3]}): the embeddings are stale, run dvc repro embed")
-    return Corpus(ids, [chunks[i].text for i in ids], [chunks[i].title for i in ids], emb)
+    documents = None
+    if any(chunks[i].document is not None for i in ids):
+        first: dict[str, int] = {}
+        documents = np.fromiter((first.setdefault(chunks[i].document or i, len(first)) for i in ids), dtype=np.int64,
+                                count=len(ids))
+    return Corpus(ids, [chunks[i].text for i in ids], [chunks[i].title for i in ids], emb, documents)
 
 
 def load_test_set(test_path: Path, test_npz: Path, corpus_ids: Sequence[str], name: str = "test") -> QuerySet:
-    from .embedding import load_embeddings
+    from .embedding import embeddings_for
     from .records import load_test
 
     require_file(test_path, "run the fetch (and synthesize) stages first (make run)")
     require_file(test_npz, "run the embed stage first (dvc repro embed, or make run)")
     questions = load_test(test_path, corpus_ids=corpus_ids)
-    ids, emb = load_embeddings(test_npz)
-    row = {qid: i for i, qid in enumerate(ids)}
-    missing = [q.id for q in questions if q.id not in row]
-    if missing:
-        raise RagtuneError(f"{test_npz} lacks question ids {missing[:5]} of {test_path}: the embeddings are "
-                           "stale, run dvc repro embed")
-    order = np.array([row[q.id] for q in questions], dtype=np.int64)
-    return QuerySet(name=name, ids=[q.id for q in questions], query_emb=emb[order],
+    emb = embeddings_for([q.id for q in questions], test_npz, f"question ids of {test_path}")
+    return QuerySet(name=name, ids=[q.id for q in questions], query_emb=emb,
                     relevant=ids_to_indices(corpus_ids, [q.relevant_ids for q in questions]),
                     origins=[q.origin for q in questions], texts=[q.question for q in questions])
 
@@ -785,7 +822,9 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
         setup["adapter_arm"] = f"out-of-fold ({folds['k']}-fold over the human test questions)"
     if members:
         setup["bagging"] = len(members)
-    result = evaluate([test, val], arms, params, setup=setup, fusion=fusion)
+    if corpus.documents is not None:
+        setup["passages"] = {"passages": len(corpus.ids), "documents": int(corpus.documents.max()) + 1}
+    result = evaluate([test, val], arms, params, setup=setup, fusion=fusion, documents=corpus.documents)
     if members and "test" in result.metrics:
         result.metrics["test"]["adapter_seeds"] = seed_spread(test, corpus, members, params, load_adapter)
     return result

@@ -20,6 +20,17 @@ def fetch_source(params: FetchParams) -> SourceResult:
     return jsonl.fetch(params.jsonl, params.seed)
 
 
+def apply_passages(result: SourceResult, count, size: int, overlap: int) -> SourceResult:
+    """`result` with every text longer than `size` tokens (by `count`) cut into passages, and the test and
+    training questions' relevance mapped to them (`ragtune.passages`)."""
+    from .passages import map_relevance, split_corpus
+
+    chunks, passages_of, stats = split_corpus(result.chunks, count, size, overlap)
+    return SourceResult(chunks=chunks, test=map_relevance(result.test, passages_of),
+                        stats={**result.stats, **stats},
+                        train_questions=map_relevance(result.train_questions, passages_of))
+
+
 def report(params: FetchParams, result: SourceResult) -> dict[str, Any]:
     splits = Counter(c.split for c in result.chunks)
     lengths = sorted(len(c.text) for c in result.chunks)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ParamsError
 
@@ -84,12 +84,30 @@ class JsonlSourceParams(Section):
     test_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
 
+class PassageParams(Section):
+    """fetch.passages: texts longer than the embedder reads, cut into passages (`ragtune.passages`)."""
+
+    enabled: bool = False
+    size: int | None = Field(None, ge=16, le=32768)   # word pieces per passage; null: the embedder's window
+    overlap: int = Field(32, ge=0, le=32768)           # word pieces consecutive passages share
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap_below_size(cls, overlap: int, info: ValidationInfo) -> int:
+        size = info.data.get("size")
+        if size is not None and overlap >= size:
+            raise ValueError(f"must be smaller than size ({size}): passages would repeat each other without end")
+        return overlap
+
+
 class FetchParams(Section):
     source: Literal["eu-law", "legal-rag-bench", "jsonl"] = "eu-law"
     seed: int = 42
     eu_law: EuLawParams = EuLawParams()
     legal_rag_bench: LegalRagBenchParams = LegalRagBenchParams()
     jsonl: JsonlSourceParams = JsonlSourceParams()
+    # long texts cut into passages that fit the embedder's window (ragtune.passages)
+    passages: PassageParams = PassageParams()
 
 
 # --- loading ----------------------------------------------------------------------------------

@@ -86,11 +86,19 @@ def lines_against_k(path: str | os.PathLike[str], panels: Mapping[str, Mapping[s
             ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
         else:
             ax.set_xticks(list(ks))
-        ax.set_ylim(0.0, 1.0)
         ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-        ax.set_xlabel(xlabel)
-        ax.set_title(panel)
-        ax.grid(alpha=0.3)
+        _label_panel(ax, xlabel, panel)
+    _finish_panels(fig, axes, path, ylabel, title)
+
+
+def _label_panel(ax, xlabel: str, panel: str) -> None:
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_title(panel)
+    ax.grid(alpha=0.3)
+
+
+def _finish_panels(fig, axes, path: str | os.PathLike[str], ylabel: str, title: str) -> None:
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(frameon=False, loc="lower right")
     if title:
@@ -116,15 +124,8 @@ def xy_panels(path: str | os.PathLike[str], panels: Mapping[str, Mapping[str, XY
             if bands and panel in bands and name in bands[panel]:
                 bx, lo, hi = bands[panel][name]
                 ax.fill_between(bx, lo, hi, alpha=0.15, color=colour_of[name], linewidth=0)
-        ax.set_ylim(0.0, 1.0)
-        ax.set_xlabel(xlabel)
-        ax.set_title(panel)
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(frameon=False, loc="lower right")
-    if title:
-        fig.suptitle(title)
-    _save(fig, path)
+        _label_panel(ax, xlabel, panel)
+    _finish_panels(fig, axes, path, ylabel, title)
 
 
 def _colours(names) -> dict[str, str]:

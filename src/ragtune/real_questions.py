@@ -88,21 +88,14 @@ def load_real_questions(questions_jsonl: str | Path, questions_npz: str | Path,
                         corpus_ids: Sequence[str], human_only: bool = False) -> RealQuestions:
     """The fetch stage's train_questions.jsonl with the embed stage's real.npz, rows in the file's order
     (or, for k-fold, a test.jsonl with test.npz and `human_only`: synthetic test questions never train)."""
-    from .embedding import load_embeddings
+    from .embedding import embeddings_for
     from .records import load_test
 
     questions = load_test(questions_jsonl, corpus_ids=corpus_ids)
     if human_only:
         questions = [q for q in questions if q.origin == "human"]
-    ids, emb = load_embeddings(questions_npz)
-    row = {q: i for i, q in enumerate(ids)}
-    missing = [q.id for q in questions if q.id not in row]
-    if missing:
-        raise DataError(f"{questions_npz} lacks real questions {missing[:5]} of {questions_jsonl}: the "
-                        "embeddings are stale, rerun the embed stage")
     corpus_row = {cid: i for i, cid in enumerate(corpus_ids)}
-    order = np.array([row[q.id] for q in questions], dtype=np.int64)
     return RealQuestions(ids=[q.id for q in questions],
-                         emb=emb[order] if len(order) else np.zeros((0, emb.shape[1] if emb.ndim == 2 else 0), np.float32),
+                         emb=embeddings_for([q.id for q in questions], questions_npz, f"questions of {questions_jsonl}"),
                          relevant=[np.array([corpus_row[r] for r in q.relevant_ids], dtype=np.int64)
                                    for q in questions])

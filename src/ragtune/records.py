@@ -29,7 +29,8 @@ class Chunk(_Record):
     """One retrievable passage. `split == "test"` marks chunks relevant to test questions (what the
     synthesize stage's protocol, `synthesize.test_chunks`, acts on). `parent` names the document a chunk
     was cut from (an article, a contract), when known: chunks of one parent are not mined as each other's
-    hard negatives."""
+    hard negatives. `document` is set on passages the fetch stage cut from a text too long for the
+    embedder (`fetch.passages`): the original text's id, by which eval ranks documents."""
 
     id: StrictStr
     text: StrictStr
@@ -37,6 +38,7 @@ class Chunk(_Record):
     source: StrictStr = "unknown"
     split: Split = "train"
     parent: StrictStr | None = None
+    document: StrictStr | None = None   # set on a passage cut from a longer text (`ragtune.passages`)
 
     @field_validator("id")
     @classmethod

@@ -347,19 +347,23 @@ def make_split(data: TrainingData, params: TrainParams, seed: int) -> Split:
 
 # --- validation -------------------------------------------------------------------------------
 
+def _validation_top(adapter: QueryAdapter | None, data: TrainingData, query_emb: torch.Tensor) -> np.ndarray:
+    """(n, VAL_K) corpus rows of `query_emb` (n, d), adapted in eval mode when an adapter is given."""
+    if adapter is not None:
+        was_training = adapter.training
+        adapter.eval()
+        query_emb = adapter(query_emb)
+        adapter.train(was_training)
+    return exact_top_k(query_emb, data.corpus_emb, VAL_K)[1]
+
+
 @torch.no_grad()
 def validation_metrics(adapter: QueryAdapter | None, data: TrainingData, rows: np.ndarray) -> dict[str, float]:
     """Hit@1/5/10 and MRR@10 of questions `rows`, all at once: one adapter pass, one batched product
     against the corpus. A chunk with the gold chunk's exact text counts as a hit. `adapter=None`
     scores raw cosine."""
     idx = torch.as_tensor(rows, device=data.question_emb.device)
-    query_emb = data.question_emb[idx]
-    if adapter is not None:
-        was_training = adapter.training
-        adapter.eval()
-        query_emb = adapter(query_emb)
-        adapter.train(was_training)
-    _, top = exact_top_k(query_emb, data.corpus_emb, VAL_K)
+    top = _validation_top(adapter, data, data.question_emb[idx])
     groups = data.text_group.cpu().numpy()
     gold_groups = groups[data.gold_rows[idx].cpu().numpy()]
     hits = groups[top] == gold_groups[:, None]
@@ -372,13 +376,7 @@ def real_validation_metrics(adapter: QueryAdapter | None, data: TrainingData, re
     """`validation_metrics` for real questions `real_idx`: a hit is any chunk whose text group is one of
     the question's relevant chunks'."""
     real = data.real
-    query_emb = torch.as_tensor(real.emb[real_idx], device=data.question_emb.device)
-    if adapter is not None:
-        was_training = adapter.training
-        adapter.eval()
-        query_emb = adapter(query_emb)
-        adapter.train(was_training)
-    _, top = exact_top_k(query_emb, data.corpus_emb, VAL_K)
+    top = _validation_top(adapter, data, torch.as_tensor(real.emb[real_idx], device=data.question_emb.device))
     groups = data.text_group.cpu().numpy()
     wanted = np.zeros((len(real_idx), int(groups.max()) + 1), dtype=bool)
     for i, q in enumerate(real_idx):
