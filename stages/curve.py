@@ -8,7 +8,7 @@ from pathlib import Path
 from ragtune.adapter import adapt_queries, load_query_adapter
 from ragtune.evaluation import (EmbeddingArm, EvalParams, LexicalArm, identity, load_corpus_with_embeddings,
                                 load_test_set)
-from ragtune.io import atomic_open, write_json
+from ragtune.io import atomic_open, read_json, write_json
 from ragtune.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
 from ragtune.lexical import Bm25Index
 from ragtune.params import MlflowParams, load_section
@@ -40,7 +40,8 @@ def main() -> None:
     cosine = arm_scores(EmbeddingArm("cosine", corpus.emb, identity).retrieve(test, params.depth), test, params)
     baselines: dict[str, CurveArm] = {"cosine": cosine}
     if params.bm25.enabled:
-        bm25 = LexicalArm("bm25", Bm25Index(corpus.texts, params.bm25))
+        source = read_json("data/fetch/report.json").get("source") if Path("data/fetch/report.json").is_file() else None
+        bm25 = LexicalArm("bm25", Bm25Index(corpus.lexical_texts(params.bm25, source), params.bm25))
         baselines["bm25"] = arm_scores(bm25.retrieve(test, params.depth), test, params)
     data = load_training_data(*INPUTS, round_trip_top_k=train_params.round_trip_top_k)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from ragtune.cache import ContentCache
 from ragtune.embed_sets import EmbedInputs, embed_all
 from ragtune.embedding import CachedEmbedder
-from ragtune.io import write_json
+from ragtune.io import read_json, write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
@@ -29,7 +29,9 @@ def main() -> None:
     mlflow_params = load_section("mlflow", MlflowParams)
     with ContentCache(CACHE) as cache:
         embedder = CachedEmbedder(params, cache)
-        info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real), OUT)
+        report = args.corpus.parent / "report.json"
+        source = read_json(report).get("source") if report.is_file() else None
+        info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source), OUT)
     write_json(OUT / "info.json", info)
     with stage_run("embed", mlflow_params, params={"embedding": params}) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})

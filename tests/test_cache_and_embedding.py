@@ -128,3 +128,33 @@ def test_hub_model_from_local_cache_is_fingerprinted_by_commit(tmp_path, offline
 def test_hub_model_missing_offline_is_a_clear_error(offline_hub):
     with pytest.raises(RagtuneError, match="could not load 'acme/absent'"):
         load_model(EmbeddingParams(model="acme/absent"))
+
+
+def test_include_title_changes_the_embedded_text_and_the_cache_key(tmp_path, model):
+    """`embedding.include_title`: auto follows the source (off for eu-law, whose titles are its test
+    questions); on, a titled chunk is embedded as "title + text", a new cache entry; an untitled one is not."""
+    from ragtune.embed_sets import EmbedInputs, embed_all
+    from ragtune.records import Chunk, TestQuestion, include_title, indexed_text, write_jsonl
+
+    assert include_title("auto", "eu-law") is False and include_title("auto", "jsonl") is True
+    assert include_title(True, "eu-law") is True and include_title(False, "jsonl") is False
+    assert indexed_text("body", "Title", True) == "Title\n\nbody" and indexed_text("body", None, True) == "body"
+
+    write_jsonl(tmp_path / "corpus.jsonl", [Chunk(id="a", text=TEXTS[0], title="Lawfulness of processing"),
+                                            Chunk(id="b", text=TEXTS[1])])
+    write_jsonl(tmp_path / "test.jsonl", [TestQuestion(id="q", question="lawful?", relevant_ids=["a"])])
+    runs = {}
+    with ContentCache(tmp_path / "e.sqlite") as cache:
+        for setting, source in (("auto", "eu-law"), ("auto", "jsonl"), (False, "jsonl")):
+            embedder = CachedEmbedder(EmbeddingParams(include_title=setting), cache, model=model)
+            out = tmp_path / f"{setting}-{source}"
+            info = embed_all(embedder, EmbedInputs(tmp_path / "corpus.jsonl", (tmp_path / "test.jsonl",),
+                                                   source=source), out)
+            runs[(setting, source)] = (load_embeddings(out / "corpus.npz")[1], embedder.encoded, info["include_title"])
+    off, on, off_again = runs[("auto", "eu-law")], runs[("auto", "jsonl")], runs[(False, "jsonl")]
+    assert (off[2], on[2], off_again[2]) == (False, True, False)
+    assert on[1] == 1 and off_again[1] == 0          # only the titled chunk's text (and key) changed
+    assert not np.allclose(off[0][0], on[0][0]) and np.allclose(off[0][1], on[0][1])
+    np.testing.assert_allclose(on[0][0], model.encode("Lawfulness of processing\n\n" + TEXTS[0],
+                                                      normalize_embeddings=True), atol=1e-5)
+    np.testing.assert_array_equal(off[0], off_again[0])

@@ -304,3 +304,20 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path):
     assert client.get_run(train_id).data.metrics["test.adapter.hit_at_5"] == pytest.approx(hit5)
     artifacts = {f.path for f in client.list_artifacts(evals[0].info.run_id)}
     assert {"metrics.json", "hit_rate_at_k.png"} <= artifacts
+
+
+def test_bm25_indexes_titles_as_its_include_title_says():
+    from ragtune.evaluation import Corpus
+    from ragtune.lexical import Bm25Index, Bm25Params
+
+    corpus = Corpus(["a", "b"], ["The processor shall notify.", "Fees are due monthly."], ["Breach notification", None],
+                    np.eye(2, dtype=np.float32))
+    assert corpus.lexical_texts(Bm25Params(), "eu-law") == corpus.texts  # auto: eu-law titles are its questions
+    with_titles = corpus.lexical_texts(Bm25Params(), "jsonl")
+    assert with_titles == ["Breach notification\n\nThe processor shall notify.", "Fees are due monthly."]
+    assert corpus.lexical_texts(Bm25Params(include_title=False), "jsonl") == corpus.texts
+    # a query that only the title answers is found only with titles indexed
+    _, rows = Bm25Index(with_titles, Bm25Params()).top_k(["breach"], 1)
+    assert rows[0, 0] == 0
+    _, rows = Bm25Index(corpus.texts, Bm25Params()).top_k(["breach"], 1)
+    assert rows[0, 0] == -1  # no term in common: nothing retrieved

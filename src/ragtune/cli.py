@@ -20,7 +20,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -158,8 +158,10 @@ def _check_pipeline_outputs(corpus: Path, embed_dir: Path, adapter: Path) -> Non
                                f"with `make run` (or `dvc repro {stage}`), from the repository root.")
 
 
-def hybrid_setup(texts: Sequence[str], params_file: Path, metrics_path: Path = EVAL_METRICS) -> HybridSetup | None:
-    """The hybrid column as eval's `hybrid` arm fuses: BM25 with eval's settings over `texts`, fused by the
+def hybrid_setup(texts: Sequence[str] | Callable[[Any], Sequence[str]], params_file: Path,
+                 metrics_path: Path = EVAL_METRICS) -> HybridSetup | None:
+    """The hybrid column as eval's `hybrid` arm fuses: BM25 with eval's settings over `texts` (or over
+    `texts(bm25_params)`, the corpus texts as eval's BM25 indexes them), fused by the
     weight eval chose on validation when params ask for the weighted fusion and metrics.json has that weight,
     else by RRF (`eval.hybrid.rrf_k`). None when `eval.hybrid.enabled` or `eval.bm25.enabled` is false."""
     from .evaluation import EvalParams
@@ -179,7 +181,8 @@ def hybrid_setup(texts: Sequence[str], params_file: Path, metrics_path: Path = E
         if isinstance(chosen, (int, float)):
             weight = float(chosen)
     method = "weighted" if weight is not None else "rrf"
-    return HybridSetup(Bm25Index(texts, params.bm25), method, params.hybrid.rrf_k, weight,
+    indexed = texts(params.bm25) if callable(texts) else texts
+    return HybridSetup(Bm25Index(indexed, params.bm25), method, params.hybrid.rrf_k, weight,
                        max(params.hybrid.candidates, params.depth))
 
 
@@ -209,7 +212,17 @@ def search(question: str, k: int, params_file: Path = Path("params.yaml"), corpu
         raise RagtuneError(f"the query embedding has {query_emb.shape[1]} dimensions, the corpus "
                            f"{corpus.emb.shape[1]}: rerun the pipeline (make run)")
     return compare_retrieval(question, query_emb, adapt(query_emb), corpus.emb, corpus.ids, corpus.titles,
-                             corpus.texts, k, hybrid_setup(corpus.texts, params_file, metrics_path))
+                             corpus.texts, k, hybrid_setup(lambda bm25: corpus.lexical_texts(bm25, _source(corpus_path)),
+                                                           params_file, metrics_path))
+
+
+def _source(corpus_path: Path) -> str | None:
+    """The fetch stage's source, from the report.json beside the corpus (None when absent)."""
+    report = corpus_path.parent / "report.json"
+    try:
+        return json.loads(report.read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _quiet_model_loading() -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 from .embedding import CachedEmbedder, save_embeddings, window_report
 from .errors import DataError
-from .records import SyntheticQuestion, TestQuestion, load_corpus, load_test, read_jsonl
+from .records import (SyntheticQuestion, TestQuestion, include_title, indexed_text, load_corpus, load_test,
+                      read_jsonl)
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class EmbedInputs:
     test: Path | tuple[Path, ...]  # several files are one test set (fetch's, plus synthesize's synthetic ones)
     questions: Path | None = None
     real: Path | None = None       # labelled real training questions (fetch's train_questions.jsonl)
+    source: str | None = None      # fetch's source (data/fetch/report.json), for embedding.include_title: auto
 
     @property
     def test_files(self) -> tuple[Path, ...]:
@@ -44,11 +46,14 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
     test = load_test_set(inputs.test_files, [c.id for c in chunks])
     counts: dict[str, Any] = {}
 
-    corpus_emb = embedder.encode_documents([c.text for c in chunks], desc="corpus")
+    with_title = include_title(embedder.params.include_title, inputs.source)
+    texts = [indexed_text(c.text, c.title, with_title) for c in chunks]
+    counts["include_title"] = with_title
+    corpus_emb = embedder.encode_documents(texts, desc="corpus")
     save_embeddings(out_dir / "corpus.npz", [c.id for c in chunks], corpus_emb)
     counts["corpus"] = len(chunks)
     # Texts past the window are embedded from their start only: say how many, whatever splitting is set.
-    counts["window"] = window_report(embedder.token_lengths([c.text for c in chunks], embedder.params.document_prompt),
+    counts["window"] = window_report(embedder.token_lengths(texts, embedder.params.document_prompt),
                                      embedder.model.max_seq_length)
 
     test_emb = embedder.encode_queries([q.question for q in test], desc="test questions")

@@ -569,6 +569,12 @@ class Corpus:
     emb: np.ndarray  # (n_chunks, dim), row-aligned with ids
     documents: np.ndarray | None = None  # (n_chunks,) int64 document of each row, when passages were cut
 
+    def lexical_texts(self, bm25: Bm25Params, source: str | None) -> list[str]:
+        """The texts BM25 indexes: with their titles when `bm25.include_title` says so for `source`."""
+        from .records import include_title, indexed_text
+
+        with_title = include_title(bm25.include_title, source)
+        return [indexed_text(t, title, with_title) for t, title in zip(self.texts, self.titles)]
 
 
 def require_file(path: Path, how: str) -> Path:
@@ -706,7 +712,7 @@ def load_adapter_transform(path: Path) -> QueryTransform:
 
 
 def build_arms(corpus: Corpus, paths: EvalPaths, params: EvalParams,
-               load_adapter: AdapterLoader = load_adapter_transform) -> list[Arm]:
+               load_adapter: AdapterLoader = load_adapter_transform, source: str | None = None) -> list[Arm]:
     """cosine, adapter, linear (when trained and enabled), bm25 (when enabled), then the hybrid arms
     hybrid_cosine and hybrid (when enabled; they need bm25), in that order. A weighted fusion's weight is
     not chosen here (`fit_hybrid_weights`): until then the hybrid arms fuse by RRF."""
@@ -719,7 +725,7 @@ def build_arms(corpus: Corpus, paths: EvalPaths, params: EvalParams,
     elif params.linear_adapter and paths.linear_adapter.exists():
         arms.append(EmbeddingArm("linear", corpus.emb, load_adapter(paths.linear_adapter)))
     if params.bm25.enabled:
-        bm25 = LexicalArm("bm25", Bm25Index(corpus.texts, params.bm25))
+        bm25 = LexicalArm("bm25", Bm25Index(corpus.lexical_texts(params.bm25, source), params.bm25))
         arms.append(bm25)
         if params.hybrid.enabled:
             arms += [HybridArm("hybrid_cosine", cosine, bm25, params.hybrid),
@@ -805,9 +811,10 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
     val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions,
                               real_path=paths.real_questions)
-    arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter), val, params)
+    source = _optional_json(fetch_report).get("source")
+    arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
     info = _optional_json(paths.embed_dir / "info.json")
-    setup = {"source": _optional_json(fetch_report).get("source", "unknown"),
+    setup = {"source": source or "unknown",
              "embedding_model": info.get("model", "unknown"), "corpus_chunks": len(corpus.ids),
              "test_file": str(test_path), "arms": ", ".join(a.name for a in arms)}
     synth = _optional_json(synthesize_report)

@@ -35,6 +35,7 @@ class Bm25Params(Section):
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
     stopwords: Literal["en"] | None = "en"
     stemmer: Literal["english", "porter", "german", "french", "spanish", "italian", "dutch"] | None = "english"
+    include_title: bool | Literal["auto"] = "auto"   # index "title + text" (auto: as embedding.include_title)
 
 
 def _stemmer(name: str | None):

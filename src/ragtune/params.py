@@ -43,6 +43,9 @@ class EmbeddingParams(Section):
     max_seq_length: int | None = Field(None, ge=8, le=32768)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     normalize: bool = True
+    # embed "title + text" for chunks with a title; auto: yes, unless the source's titles are its test
+    # questions (eu-law: article headings)
+    include_title: bool | Literal["auto"] = "auto"
 
 
 class MlflowParams(Section):

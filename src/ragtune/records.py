@@ -168,6 +168,24 @@ def load_test(path: str | os.PathLike[str], corpus_ids: Iterable[str] | None = N
     return questions
 
 
+# Sources whose chunk titles must not be indexed: eu-law's titles are its article headings, which are its
+# test questions (indexing them would put the answer key into the index).
+TITLE_OFF_SOURCES = frozenset({"eu-law"})
+
+
+def include_title(setting: bool | str, source: str | None) -> bool:
+    """`embedding.include_title` / `eval.bm25.include_title`: true, false, or auto (on unless the source's
+    titles are its test questions)."""
+    if setting == "auto":
+        return source not in TITLE_OFF_SOURCES
+    return bool(setting)
+
+
+def indexed_text(text: str, title: str | None, with_title: bool) -> str:
+    """What is embedded or indexed for a chunk: "title\n\ntext" when titles are included and it has one."""
+    return f"{title}\n\n{text}" if with_title and title else text
+
+
 def normalise_question(text: str) -> str:
     """The form two questions are compared in for leakage: case-folded, punctuation dropped, whitespace
     collapsed ("What is X?" and "what is  x" are the same question)."""
