@@ -326,3 +326,15 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     header = (tmp_path / "data/curve/learning_curve.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["n_real", "adapter_hit@5"] and "bm25_mrr@20" in header
     assert (tmp_path / "data/curve/learning_curve.png").stat().st_size > 1000
+
+
+def test_auto_real_weight_balances_real_and_synthetic_rows():
+    from ragtune.training import real_row_weight
+
+    rows = np.array([-1] * 90 + [0, 0, 1, 2, 3, 3, 4, 5, 6, 7])   # 90 synthetic rows, 10 real
+    assert real_row_weight("auto", rows) == 9.0
+    assert real_row_weight(2.5, rows) == 2.5
+    assert real_row_weight("auto", np.array([0, 1])) == 1.0 and real_row_weight("auto", np.array([-1, -1])) == 1.0
+    # in the loss: the real rows' total weight equals the synthetic rows'
+    weights = np.where(rows >= 0, real_row_weight("auto", rows), 1.0)
+    assert weights[rows >= 0].sum() == weights[rows < 0].sum()

@@ -9,8 +9,9 @@ and paired tests are means over questions.
 
 Output (`EvalResult`): a nested metrics dict (what data/eval/metrics.json holds), one row per question
 with the rank of its first relevant chunk per arm, and hit rate against k per arm. The metrics also name
-the arm a user should deploy (`recommendation`): the best on the synthetic validation questions, the only
-selection possible without labelled queries, with how that choice fared on the test questions.
+the arm a user should deploy (`recommendation`): the best on the validation questions (synthetic ones, the
+only selection possible without labelled queries, or the user's real ones when given), with how that
+choice fared on the test questions.
 """
 
 from __future__ import annotations
@@ -432,8 +433,9 @@ def best_arm(scores: Mapping[str, float], among: Sequence[str] | None = None) ->
 
 def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr: Mapping[str, float] | None,
               params: EvalParams, select_on: str, report_on: str) -> dict[str, Any]:
-    """The arm to deploy: best MRR@mrr_k on the synthetic validation questions (a user without labelled
-    queries can select on nothing else), with its test numbers and the arm that would have been best on test."""
+    """The arm to deploy: best MRR@mrr_k on the validation questions (synthetic ones: a user without labelled
+    queries can select on nothing else; or the user's real ones), with its test numbers and the arm that
+    would have been best on test."""
     mrr_key, hit_key = f"mrr@{params.mrr_k}", f"hit@{params.main_k}"
     arm = best_arm(val_mrr)
     val_block = metrics[select_on]
@@ -453,10 +455,12 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
         if test_best == arm:
             note += ", the best of all arms there too."
         else:
+            synthetic = val_block.get("synthetic", 0) > 0
             why = (" (synthetic questions often copy their chunk's words, which favours the BM25-based arms)"
-                   if arm in LEXICAL_BASED else "")
+                   if arm in LEXICAL_BASED and synthetic else "")
+            kind = "synthetic" if synthetic else "real"
             note += (f", where {test_best} would have been best ({metric_label(mrr_key)} {test_mrr[test_best]:.3f}): "
-                     f"the choice made on synthetic validation questions differs from the test's best{why}.")
+                     f"the choice made on {kind} validation questions differs from the test's best{why}.")
     else:
         note += "; there are no test questions to check the choice on."
     out["note"] = note
@@ -474,7 +478,7 @@ def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalPa
     """Run every arm on every set. A test set with both human and synthetic questions is also reported
     per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare.
 
-    With the `select_on` set (the synthetic validation questions) present: `hybrid` is also compared with
+    With the `select_on` set (the validation questions) present: `hybrid` is also compared with
     the best single arm there (`hybrid_vs_<arm>`), and `recommendation` names the arm to deploy (best MRR on
     `select_on`) with its numbers on `report_on`. `fusion` (how the hybrid arms fused) is stored as given,
     plus `best_single_on_val`. With `documents` (the document of each corpus row, when long texts were cut

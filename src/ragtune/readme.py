@@ -67,9 +67,12 @@ def _cell(name: str, value: float, ci: list[float] | None) -> str:
 def _set_section(name: str, block: Mapping[str, Any], confidence: float) -> list[str]:
     arms = block["arms"]
     metrics = sorted({m for a in arms.values() for m in a if m != "ci"}, key=_metric_order)
-    title = _SET_TITLES.get(name, name)
+    real_val = name == "val" and not block.get("synthetic")  # the user's labelled questions validated
+    title = "Real validation questions" if real_val else _SET_TITLES.get(name, name)
+    note = ("held out from adapter training, and what model selection and tuning chose on: optimistic"
+            if real_val else _SET_NOTES.get(name))
     lines = [f"**{title}** — {block['questions']} questions, origin: {block['origin']}"
-             + (f"; {_SET_NOTES[name]}." if name in _SET_NOTES else ".")]
+             + (f"; {note}." if note else ".")]
     lines += ["", "| arm | " + " | ".join(metric_label(m) for m in metrics) + " |",
               "|---|" + "---:|" * len(metrics)]
     for arm, values in arms.items():
@@ -123,7 +126,7 @@ def _fusion_phrase(fusion: Mapping[str, Any]) -> str:
 
 
 def _recommendation_line(metrics: Mapping[str, Any]) -> str:
-    """One line: the arm to deploy (best on the synthetic validation questions) and how it fared on test."""
+    """One line: the arm to deploy (best on the validation questions) and how it fared on test."""
     rec = metrics.get("recommendation")
     if not isinstance(rec, Mapping) or not rec.get("arm"):
         return ""

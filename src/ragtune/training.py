@@ -73,7 +73,9 @@ class TrainParams(Section):
     # no-model pseudo-queries are exempt; null: off
     round_trip_top_k: int | None = Field(20, ge=1, le=10_000)
     # labelled real training questions (fetch.jsonl.train_questions), when there are any
-    real_weight: float = Field(1.0, gt=0.0, le=1000.0)   # loss weight of a real question's row vs a synthetic one
+    # loss weight of a real question's row against a synthetic one's; auto: the real rows together weigh
+    # as much as the synthetic ones (n_synthetic / n_real training rows), whatever their counts
+    real_weight: float | Literal["auto"] = "auto"
     real_val_fraction: float = Field(0.3, gt=0.0, lt=1.0)  # seeded share of them that validates (selection, tune)
     # k-fold over the human test questions (`ragtune.folds`): 0 off; k >= 2 trains k out-of-fold adapters
     # that eval reports, and ships one trained on all of them
@@ -427,6 +429,17 @@ def resolve_device(preference: str) -> str:
     return preference
 
 
+def real_row_weight(setting: float | str, row_real: np.ndarray) -> float:
+    """The loss weight of a real row: the number given, or for `auto` n_synthetic / n_real of the training
+    rows `row_real` (-1: synthetic), so that real and synthetic rows weigh the same in all (1 when either
+    side is empty)."""
+    if setting != "auto":
+        return float(setting)
+    n_real = int((row_real >= 0).sum())
+    n_synthetic = len(row_real) - n_real
+    return n_synthetic / n_real if n_real and n_synthetic else 1.0
+
+
 def train_adapter(params: TrainParams, data: TrainingData, split: Split,
                   on_epoch: EpochCallback | None = None) -> TrainResult:
     """Train one adapter; `on_epoch(epoch, row)` is called after each epoch's validation (the tuner
@@ -465,8 +478,8 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
         weights = relevant = None
         if data.row_real is not None and (data.row_real >= 0).any():
             relevant = data.relevant
-            weights = torch.where(torch.as_tensor(data.row_real >= 0, device=device),
-                                  params.real_weight, 1.0).to(torch.float32)
+            weight = real_row_weight(params.real_weight, data.row_real[split.train])
+            weights = torch.where(torch.as_tensor(data.row_real >= 0, device=device), weight, 1.0).to(torch.float32)
 
         baseline = split_metrics(adapter, data, split)
         history = [{"epoch": 0, "train_loss": float("nan"), **{f"val_{k}": v for k, v in baseline.items()},
