@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,7 +22,8 @@ def main() -> None:
     os.chdir(args.workspace)
     sys.path.insert(0, str(Path("src").resolve()))
     from ragtune.adapter import adapt_queries
-    from ragtune.evaluation import EmbeddingArm, EvalParams, hit_matrix, identity, load_corpus_with_embeddings, load_test_set, per_question_metrics
+    from ragtune.evaluation import (EmbeddingArm, EvalParams, hit_matrix, identity, load_corpus_with_embeddings,
+                                    load_test_set, per_question_metrics)
     from ragtune.params import load_section
     from ragtune.statistics import mcnemar_exact, paired_bootstrap
     from ragtune.training import TrainParams, apply_overrides, load_training_data, load_tuned, train_bagged
