@@ -17,8 +17,8 @@ from ragtune.cross_corpus import (RunRecord, apply_overrides, arm_order, build_r
                                   render_markdown, stages_run, validate_params, write_results)
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import SECTIONS
-from ragtune.readme import (TRANSFER, TRANSFER_END, TRANSFER_START, current_block, expected_transfer,
-                            render_transfer, update_transfer)
+from ragtune.readme import (LOGS, LOGS_END, LOGS_START, TRANSFER, TRANSFER_END, TRANSFER_START, current_block,
+                            expected_transfer, render_query_logs, render_transfer, update_transfer)
 
 TINY = ["tune.n_trials=2", "train.max_epochs=2", "eval.bootstrap_resamples=200"]
 
@@ -269,6 +269,28 @@ def test_readme_transfer_block_matches_the_committed_results(tmp_path):
         return
     assert current_block(text, TRANSFER_START, TRANSFER_END) == expected_transfer(readme, results), (
         "README transfer section is stale: run python -m ragtune.readme")
+
+
+def test_readme_query_logs_block_matches_the_committed_results(tmp_path):
+    """README.md's query-logs block is the rendering of data/transfer/real/results.json (`make querylogs`);
+    without that file it is the placeholder. The renderer names each corpus's split and its learning curve."""
+    readme, results = REPO / "README.md", REPO / LOGS
+    text = readme.read_text(encoding="utf-8")
+    assert LOGS_START in text and LOGS_END in text
+    if results.is_file():
+        assert current_block(text, LOGS_START, LOGS_END) == expected_transfer(readme, results, render_query_logs), (
+            "README query-logs section is stale: run python -m ragtune.readme")
+    else:
+        assert "make querylogs" in current_block(text, LOGS_START, LOGS_END)
+    row = {**_results()["corpora"][0], "name": "acord", "train_questions": 57, "test_questions": 57,
+           "curve": [{"n_real": n, "adapter_hit@5": 0.4, "adapter_hit@5_low": 0.3, "adapter_hit@5_high": 0.5,
+                      "adapter_mrr@20": 0.25, "adapter_mrr@20_low": 0.2, "adapter_mrr@20_high": 0.3,
+                      "p_mrr@20_vs_cosine": 0.04, "cosine_hit@5": 0.33, "cosine_mrr@20": 0.21,
+                      "bm25_hit@5": 0.33, "bm25_mrr@20": 0.2} for n in (0, 25, 57)]}
+    block = render_query_logs({**_results(), "corpora": [row]}, "data/transfer/real")
+    assert "`acord`: 57 training, 57 test" in block and "**Learning curve, acord**" in block
+    assert "| 25 | 40.0 (30.0–50.0) | 0.250 (0.200–0.300) | 0.04 | 33.0 | 0.210 | 33.0 | 0.200 |" in block
+    assert "![Learning curves](data/transfer/real/results_curve.png)" in block and "make querylogs" in block
 
 
 # --- end to end under real DVC ----------------------------------------------------------------------
