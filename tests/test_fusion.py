@@ -283,6 +283,9 @@ def test_recommendation_says_when_the_test_disagrees():
     assert "favours the BM25-based arms" in rec["note"]
     same = recommend(metrics, {"cosine": 0.6, "adapter": 0.9, "bm25": 0.9}, arms, params, "val", "test")
     assert same["arm"] == "adapter" and same["note"].endswith("the best of all arms there too.")  # tie: simpler arm
+    real = recommend({**metrics, "val": {**metrics["val"], "origin": "human"}}, {"cosine": 0.6, "adapter": 0.7,
+                                                                                  "bm25": 0.9}, arms, params, "val", "test")
+    assert "the choice made on real validation questions" in real["note"] and "favours" not in real["note"]
     alone = recommend({"val": metrics["val"]}, {"cosine": 0.6}, None, params, "val", "test")
     assert "test" not in alone and "no test questions" in alone["note"]
 

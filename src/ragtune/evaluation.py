@@ -455,7 +455,7 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
         if test_best == arm:
             note += ", the best of all arms there too."
         else:
-            synthetic = val_block.get("synthetic", 0) > 0
+            synthetic = "synthetic" in str(val_block.get("origin", "synthetic"))
             why = (" (synthetic questions often copy their chunk's words, which favours the BM25-based arms)"
                    if arm in LEXICAL_BASED and synthetic else "")
             kind = "synthetic" if synthetic else "real"
