@@ -126,7 +126,7 @@ def main() -> None:
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
     base_model = load_model(emb)
 
-    validation = "real" if data.has_real else "synthetic"
+    validation = "real" if data.has_real and folds is None else "synthetic"
     with stage_run("train", mlflow_params, params={"train": params},
                    tags={"ragtune.tuned_from": best.get("study", "params.yaml"), "ragtune.validation": validation}) as run:
         kinds = [params.kind] + (["linear"] if params.compare_linear and params.kind != "linear" else [])
@@ -134,7 +134,9 @@ def main() -> None:
         dirs_written: list[Path] = []
         for kind in kinds:
             p = params if kind == params.kind else params.model_copy(update={"kind": kind})
-            bagged = train_bagged(p, data)
+            # k-fold: the shipped adapter trains on every test question, so it validates on synthetic questions
+            # (eval's recommendation then selects on those, never on test questions)
+            bagged = train_bagged(p, data, "synthetic" if folds is not None else "auto")
             result = bagged.members[0]
             model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
             dirs_written.append(model_dir)

@@ -128,9 +128,17 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     assert folds["k"] == 3 and set(folds["fold_of"]) == set(tests.ids)  # the synthetic test question is in no fold
     assert folds["real_questions_per_fold"] == [8, 8, 8]
     metrics = read_json(tmp_path / "data/train/metrics.json")
-    assert metrics["folds"]["k"] == 3 and metrics["validation"] == "real"
+    assert metrics["folds"]["k"] == 3
+    # The shipped adapter trains on every test question and selects on synthetic questions, which are also
+    # eval's validation set (the recommendation): no test question validates anything.
     split = read_json(tmp_path / "data/train/split.json")
-    assert set(split["val"]) <= set(tests.ids)  # the shipped adapter trains and selects on all of them
+    assert metrics["validation"] == split["validation"] == "synthetic"
+    assert split["val"] and not set(split["val"]) & set(tests.ids) and set(tests.ids) <= set(split["train"])
+    from ragtune.evaluation import load_validation_set
+
+    val = load_validation_set(tmp_path / "data/train/split.json", tmp_path / "data/embed/questions.npz",
+                              data.corpus_ids, real_path=tmp_path / "data/fetch/train_questions.jsonl")
+    assert val.ids == split["val"] and set(val.origins) == {"synthetic"}
 
     arm = adapter_arm("adapter", data.corpus_emb.numpy(), tmp_path / "models/adapter")
     assert isinstance(arm, OutOfFoldArm)

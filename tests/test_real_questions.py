@@ -338,3 +338,13 @@ def test_auto_real_weight_balances_real_and_synthetic_rows():
     # in the loss: the real rows' total weight equals the synthetic rows'
     weights = np.where(rows >= 0, real_row_weight("auto", rows), 1.0)
     assert weights[rows >= 0].sum() == weights[rows < 0].sum()
+
+
+def test_synthetic_validation_can_keep_every_real_row_in_training():
+    data = distorted_world()
+    params = TrainParams(**FAST)
+    split = make_split(data, params, 7, validation="synthetic")
+    assert split.validation == "synthetic" and len(split.val)
+    assert (data.row_real[split.val] < 0).all()                       # only synthetic rows validate
+    assert set(np.flatnonzero(data.row_real >= 0)) <= set(split.train)  # every real row trains
+    assert sorted(np.concatenate([split.train, split.val]).tolist()) == list(range(len(data.question_ids)))

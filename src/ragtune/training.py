@@ -311,10 +311,12 @@ class Split:
         return "real" if self.val_real is not None else "synthetic"
 
 
-def split_by_chunk(data: TrainingData, val_fraction: float, seed: int) -> Split:
+def split_by_chunk(data: TrainingData, val_fraction: float, seed: int, always_train: np.ndarray | None = None) -> Split:
     """Seeded split of the questions by the text group of their chunk, so near-identical
-    validation questions never share a chunk with training ones."""
-    groups = data.text_group[data.gold_rows].cpu().numpy()
+    validation questions never share a chunk with training ones. Rows marked in `always_train` (n,) bool
+    (real questions, when validation must stay synthetic) never validate."""
+    rows = np.arange(len(data.question_ids)) if always_train is None else np.flatnonzero(~always_train)
+    groups = data.text_group[data.gold_rows].cpu().numpy()[rows]
     unique = np.unique(groups)
     if len(unique) < 2:
         raise DataError("training questions cover fewer than 2 distinct chunks; cannot hold out a validation "
@@ -322,8 +324,8 @@ def split_by_chunk(data: TrainingData, val_fraction: float, seed: int) -> Split:
     rng = np.random.default_rng(seed)
     n_val = min(len(unique) - 1, max(1, math.ceil(val_fraction * len(unique))))
     val_groups = rng.permutation(unique)[:n_val]
-    is_val = np.isin(groups, val_groups)
-    return Split(train=np.flatnonzero(~is_val), val=np.flatnonzero(is_val))
+    val = rows[np.isin(groups, val_groups)]
+    return Split(train=np.setdiff1d(np.arange(len(data.question_ids)), val), val=val)
 
 
 def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
@@ -339,12 +341,15 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
     return Split(train=train, val=np.zeros(0, dtype=np.int64), val_real=val_real)
 
 
-def make_split(data: TrainingData, params: TrainParams, seed: int) -> Split:
+def make_split(data: TrainingData, params: TrainParams, seed: int, validation: str = "auto") -> Split:
     """Real validation when the data has labelled real questions (selection and tuning then measure
-    what the user's queries look like), otherwise the synthetic split by chunk."""
-    if data.has_real:
+    what the user's queries look like), otherwise the synthetic split by chunk. `validation="synthetic"`
+    keeps the synthetic split and every real row in training (k-fold's shipped adapter, whose real
+    questions are the test set: eval must not select on them)."""
+    if data.has_real and validation == "auto":
         return split_real(data, params.real_val_fraction, seed)
-    return split_by_chunk(data, params.val_fraction, seed)
+    return split_by_chunk(data, params.val_fraction, seed,
+                          None if data.row_real is None else data.row_real >= 0)
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -559,16 +564,16 @@ class BaggedResult:
         return out
 
 
-def train_bagged(params: TrainParams, data: TrainingData) -> BaggedResult:
-    """Train `params.bagging` adapters on as many seeded validation splits and ensemble them. With
-    bagging 1 this is exactly one `train_adapter` run with `params.seed`."""
+def train_bagged(params: TrainParams, data: TrainingData, validation: str = "auto") -> BaggedResult:
+    """Train `params.bagging` adapters on as many seeded validation splits (`make_split`'s `validation`)
+    and ensemble them. With bagging 1 this is exactly one `train_adapter` run with `params.seed`."""
     from .adapter import ensemble_adapters
 
     seeds = [params.seed + i for i in range(params.bagging)]
     members, splits = [], []
     for seed in seeds:
         member_params = params if seed == params.seed else params.model_copy(update={"seed": seed})
-        split = make_split(data, params, seed)
+        split = make_split(data, params, seed, validation)
         members.append(train_adapter(member_params, data, split))
         splits.append(split)
     return BaggedResult(ensemble_adapters([m.adapter for m in members]), members, seeds, splits)
