@@ -26,12 +26,11 @@ def main() -> None:
                                     load_test_set, per_question_metrics)
     from ragtune.params import load_section
     from ragtune.statistics import mcnemar_exact, paired_bootstrap
-    from ragtune.training import TrainParams, apply_overrides, load_training_data, load_tuned, train_bagged
+    from ragtune.training import TRAINING_INPUTS, TrainParams, apply_overrides, load_training_data, load_tuned, train_bagged
 
     base, _ = load_tuned(load_section("train", TrainParams), "data/tune/best.json")
     params = apply_overrides(base, json.loads(args.params))
-    inputs = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl",
-              "data/synthesize/test.jsonl", "data/fetch/train_questions.jsonl", "data/embed/real.npz")
+    inputs = TRAINING_INPUTS
     data = load_training_data(*inputs, round_trip_top_k=params.round_trip_top_k)
     ev = EvalParams()
     corpus = load_corpus_with_embeddings(Path(inputs[2]), Path(inputs[1]))

@@ -2,32 +2,24 @@
 learning_curve.png, metrics.json}. Without real questions (fetch.jsonl.train_questions) it is the one
 synthetic-only point: the shipped adapter, evaluated, not retrained."""
 
-import csv
 from pathlib import Path
 
 from ragtune.adapter import adapt_queries, load_query_adapter
 from ragtune.evaluation import (EmbeddingArm, EvalParams, LexicalArm, identity, load_corpus_with_embeddings,
-                                load_test_set)
-from ragtune.io import atomic_open, read_json, write_json
+                                load_test_set, write_csv)
+from ragtune.fetching import report_source
+from ragtune.io import write_json
 from ragtune.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
 from ragtune.lexical import Bm25Index
 from ragtune.params import MlflowParams, load_section
 from ragtune.plots import lines_against_k
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
-from ragtune.training import TrainParams, load_training_data, load_tuned
+from ragtune.training import TRAINING_INPUTS, TrainParams, load_training_data, load_tuned
 
 OUT = Path("data/curve")
-INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl",
-          "data/fetch/train_questions.jsonl", "data/embed/real.npz")
+INPUTS = TRAINING_INPUTS
 MODEL_DIR = Path("models/adapter")
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_open(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main() -> None:
@@ -40,7 +32,7 @@ def main() -> None:
     cosine = arm_scores(EmbeddingArm("cosine", corpus.emb, identity).retrieve(test, params.depth), test, params)
     baselines: dict[str, CurveArm] = {"cosine": cosine}
     if params.bm25.enabled:
-        source = read_json("data/fetch/report.json").get("source") if Path("data/fetch/report.json").is_file() else None
+        source = report_source("data/fetch/report.json")
         bm25 = LexicalArm("bm25", Bm25Index(corpus.lexical_texts(params.bm25, source), params.bm25))
         baselines["bm25"] = arm_scores(bm25.retrieve(test, params.depth), test, params)
     data = load_training_data(*INPUTS, round_trip_top_k=train_params.round_trip_top_k)
@@ -55,7 +47,7 @@ def main() -> None:
 
     hit_key, mrr_key = f"hit@{params.main_k}", f"mrr@{params.mrr_k}"
     OUT.mkdir(parents=True, exist_ok=True)
-    write_csv(OUT / "learning_curve.csv", rows)
+    write_csv(OUT / "learning_curve.csv", list(rows[0]), rows)
     sizes = [r["n_real"] for r in rows]
     arms = ["adapter", *baselines]
     panels = {label: {arm: [r[f"{arm}_{key}"] for r in rows] for arm in arms}

@@ -6,7 +6,8 @@ from pathlib import Path
 from ragtune.cache import ContentCache
 from ragtune.embed_sets import EmbedInputs, embed_all
 from ragtune.embedding import CachedEmbedder
-from ragtune.io import read_json, write_json
+from ragtune.fetching import report_source
+from ragtune.io import write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
@@ -29,8 +30,7 @@ def main() -> None:
     mlflow_params = load_section("mlflow", MlflowParams)
     with ContentCache(CACHE) as cache:
         embedder = CachedEmbedder(params, cache)
-        report = args.corpus.parent / "report.json"
-        source = read_json(report).get("source") if report.is_file() else None
+        source = report_source(args.corpus.parent / "report.json")
         info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source), OUT)
     write_json(OUT / "info.json", info)
     with stage_run("embed", mlflow_params, params={"embedding": params}) as run:

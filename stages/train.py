@@ -17,7 +17,7 @@ from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.records import load_corpus
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
-from ragtune.training import TrainParams, load_training_data, load_tuned, train_bagged
+from ragtune.training import TRAINING_INPUTS, TrainParams, load_training_data, load_tuned, train_bagged
 
 OUT = Path("data/train")
 MODEL_DIR = Path("models/adapter")
@@ -25,8 +25,7 @@ MODEL_DIR = Path("models/adapter")
 LINEAR_DIR = Path("models/linear_adapter")
 BEST = Path("data/tune/best.json")
 INFO = Path("data/embed/info.json")
-INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl",
-          "data/fetch/train_questions.jsonl", "data/embed/real.npz")
+INPUTS = TRAINING_INPUTS
 # With train.bagging > 1, each single-seed member is kept here too (eval reports their spread).
 MEMBERS_DIR = "members"
 EXPORT_DIR = "sentence_transformer"
@@ -120,9 +119,9 @@ def main() -> None:
     mlflow_params = load_section("mlflow", MlflowParams)
     info = check_embedder(emb)
     data = load_training_data(*INPUTS, round_trip_top_k=params.round_trip_top_k)
-    folds = train_test_folds(params, data) if params.folds else None
-    if folds is not None:
-        data = folds[1]
+    folds = None  # the k-fold summary for metrics.json, when train.folds asks for k-fold
+    if params.folds:
+        folds, data = train_test_folds(params, data)
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
     base_model = load_model(emb)
 
@@ -164,7 +163,7 @@ def main() -> None:
         run.log_artifact(OUT / "history.csv")
 
     if folds is not None:
-        metrics["folds"] = folds[0]
+        metrics["folds"] = folds
     if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
         shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
     split = bagged.splits[0]

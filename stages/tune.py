@@ -7,13 +7,12 @@ from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
 from ragtune.stage import run_main
 from ragtune.tracking import pipeline_tags, stage_run
-from ragtune.training import TrainParams, load_training_data
+from ragtune.training import TRAINING_INPUTS, TrainParams, load_training_data
 from ragtune.tuning import MlflowTarget, TuneParams, redact_url, run_study, write_trials_csv
 
 OUT = Path("data/tune")
 STORAGE_DIR = OUT / "storage"
-INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl", "data/synthesize/test.jsonl",
-          "data/fetch/train_questions.jsonl", "data/embed/real.npz")
+INPUTS = TRAINING_INPUTS
 
 
 def main() -> None:

@@ -194,6 +194,7 @@ def search(question: str, k: int, params_file: Path = Path("params.yaml"), corpu
     from .cache import ContentCache
     from .embedding import CachedEmbedder
     from .evaluation import load_adapter_transform, load_corpus_with_embeddings
+    from .fetching import report_source
     from .params import EmbeddingParams, load_section
 
     if not question.strip():
@@ -211,18 +212,11 @@ def search(question: str, k: int, params_file: Path = Path("params.yaml"), corpu
     if query_emb.shape[1] != corpus.emb.shape[1]:
         raise RagtuneError(f"the query embedding has {query_emb.shape[1]} dimensions, the corpus "
                            f"{corpus.emb.shape[1]}: rerun the pipeline (make run)")
+    source = report_source(corpus_path.parent / "report.json")
     return compare_retrieval(question, query_emb, adapt(query_emb), corpus.emb, corpus.ids, corpus.titles,
-                             corpus.texts, k, hybrid_setup(lambda bm25: corpus.lexical_texts(bm25, _source(corpus_path)),
+                             corpus.texts, k, hybrid_setup(lambda bm25: corpus.lexical_texts(bm25, source),
                                                            params_file, metrics_path))
 
-
-def _source(corpus_path: Path) -> str | None:
-    """The fetch stage's source, from the report.json beside the corpus (None when absent)."""
-    report = corpus_path.parent / "report.json"
-    try:
-        return json.loads(report.read_text(encoding="utf-8")).get("source")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _quiet_model_loading() -> None:

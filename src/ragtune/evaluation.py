@@ -815,7 +815,9 @@ def run_eval(paths: EvalPaths, params: EvalParams, load_adapter: AdapterLoader =
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
     val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions,
                               real_path=paths.real_questions)
-    source = _optional_json(fetch_report).get("source")
+    from .fetching import report_source
+
+    source = report_source(fetch_report)
     arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
     info = _optional_json(paths.embed_dir / "info.json")
     setup = {"source": source or "unknown",
@@ -852,10 +854,10 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
     write_json(written[0], result.metrics)
     curve = result.hit_rate_at_k.get("test", [])
     arm_names = [k for k in (curve[0] if curve else {}) if k != "k" and not k.endswith(("_low", "_high"))]
-    _write_csv(written[1], ["k", *arm_names], curve)
+    write_csv(written[1], ["k", *arm_names], curve)
     rank_cols = sorted({c for r in result.per_question for c in r if c.startswith("rank_")},
                        key=lambda c: _arm_order(c.removeprefix("rank_")))
-    _write_csv(written[2], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
+    write_csv(written[2], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
 
     main_key = f"hit@{params.main_k}"
     sets = [s for s, block in result.metrics.items()
@@ -886,7 +888,7 @@ def _arm_order(name: str) -> tuple[int, str]:
     return (known.index(name) if name in known else len(known), name)
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
     import csv
 
     from .io import atomic_open

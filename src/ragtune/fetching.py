@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from .params import FetchParams
@@ -29,6 +31,18 @@ def apply_passages(result: SourceResult, count, size: int, overlap: int) -> Sour
     return SourceResult(chunks=chunks, test=map_relevance(result.test, passages_of),
                         stats={**result.stats, **stats},
                         train_questions=map_relevance(result.train_questions, passages_of))
+
+
+def report_source(report_path: str | os.PathLike[str]) -> str | None:
+    """The `source` a fetch report.json names, or None when the file is absent or unreadable (the
+    stages after fetch read it for `include_title: auto`)."""
+    import json
+
+    try:
+        data = json.loads(Path(report_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("source") if isinstance(data, dict) else None
 
 
 def report(params: FetchParams, result: SourceResult) -> dict[str, Any]:

@@ -37,11 +37,6 @@ def join_real(*parts: RealQuestions | None) -> RealQuestions:
                          [r for p in present for r in p.relevant])
 
 
-def take(real: RealQuestions, keep: Sequence[int]) -> RealQuestions:
-    keep = list(keep)
-    return RealQuestions([real.ids[i] for i in keep], real.emb[keep], [real.relevant[i] for i in keep])
-
-
 @dataclass
 class FoldResult:
     fold: int
@@ -57,7 +52,7 @@ def train_folds(params: TrainParams, data: TrainingData, test_real: RealQuestion
     k = max(fold_of.values()) + 1
     out = []
     for fold in range(k):
-        others = take(test_real, [i for i, q in enumerate(test_real.ids) if fold_of[q] != fold])
+        others = test_real.take([i for i, q in enumerate(test_real.ids) if fold_of[q] != fold])
         real = join_real(data.real, others)
         out.append(FoldResult(fold, train(params, with_real_questions(base, real)), list(real.ids)))
     return out

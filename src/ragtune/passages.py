@@ -18,19 +18,25 @@ from typing import Any, Callable, Sequence
 from .params import PassageParams
 from .records import Chunk, TestQuestion
 
-__all__ = ["PassageParams", "split_text", "split_corpus", "map_relevance"]
+__all__ = ["PassageParams", "make_splitter", "split_text", "split_corpus", "map_relevance"]
 
 TokenCounter = Callable[[str], int]
 
 
-def split_text(text: str, count: TokenCounter, size: int, overlap: int) -> list[str]:
-    """`text` as passages of at most `size` tokens (by `count`), consecutive ones sharing about `overlap`."""
+def make_splitter(count: TokenCounter, size: int, overlap: int) -> Callable[[str], list[str]]:
+    """A function cutting a text into passages of at most `size` tokens (by `count`), consecutive ones sharing
+    about `overlap`. Built once per corpus: semchunk memoises its token counts across texts."""
     import semchunk
 
     if overlap >= size:
         raise ValueError(f"overlap ({overlap}) must be smaller than size ({size})")
     chunker = semchunk.chunkerify(count, size)
-    return [p for p in chunker(text, overlap=overlap or None) if p.strip()]
+    return lambda text: [p for p in chunker(text, overlap=overlap or None) if p.strip()]
+
+
+def split_text(text: str, count: TokenCounter, size: int, overlap: int) -> list[str]:
+    """`text` as passages (`make_splitter`)."""
+    return make_splitter(count, size, overlap)(text)
 
 
 def split_corpus(chunks: Sequence[Chunk], count: TokenCounter, size: int, overlap: int
@@ -39,11 +45,12 @@ def split_corpus(chunks: Sequence[Chunk], count: TokenCounter, size: int, overla
     their document, in order), document id -> passage ids (for the split ones), and counts for the report."""
     out: list[Chunk] = []
     passages_of: dict[str, list[str]] = {}
+    split = make_splitter(count, size, overlap)
     for chunk in chunks:
         if count(chunk.text) <= size:
             out.append(chunk)
             continue
-        pieces = split_text(chunk.text, count, size, overlap)
+        pieces = split(chunk.text)
         ids = [f"{chunk.id}#p{i}" for i in range(1, len(pieces) + 1)]
         passages_of[chunk.id] = ids
         out += [chunk.model_copy(update={"id": pid, "text": text, "document": chunk.id,

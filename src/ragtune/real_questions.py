@@ -29,6 +29,11 @@ class RealQuestions:
     emb: np.ndarray
     relevant: list[np.ndarray]
 
+    def take(self, keep: Sequence[int]) -> "RealQuestions":
+        """The questions at indices `keep`, in that order."""
+        keep = list(keep)
+        return RealQuestions([self.ids[i] for i in keep], self.emb[keep], [self.relevant[i] for i in keep])
+
 
 def with_real_questions(data: TrainingData, real: RealQuestions) -> TrainingData:
     """`data` with the real questions added: one training row per (question, relevant chunk), after the
@@ -79,9 +84,7 @@ def with_real_subset(data: TrainingData, keep: np.ndarray) -> TrainingData:
     base = synthetic_part(data)
     if data.real is None or len(keep) == 0:
         return base
-    keep = np.sort(np.asarray(keep, dtype=np.int64))
-    real = RealQuestions([data.real.ids[i] for i in keep], data.real.emb[keep], [data.real.relevant[i] for i in keep])
-    return with_real_questions(base, real)
+    return with_real_questions(base, data.real.take(np.sort(np.asarray(keep, dtype=np.int64))))
 
 
 def load_real_questions(questions_jsonl: str | Path, questions_npz: str | Path,

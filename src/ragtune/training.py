@@ -250,6 +250,11 @@ def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpu
     )
 
 
+# The pipeline outputs the tune, train and curve stages read, in `load_training_data`'s argument order.
+TRAINING_INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl",
+                   "data/synthesize/test.jsonl", "data/fetch/train_questions.jsonl", "data/embed/real.npz")
+
+
 def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus_jsonl: str | Path,
                        test_jsonl: str | Path | None = None, real_jsonl: str | Path | None = None,
                        real_npz: str | Path | None = None, *, round_trip_top_k: int | None = None) -> TrainingData:
