@@ -21,12 +21,14 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(args.workspace)
     sys.path.insert(0, str(Path("src").resolve()))
-    from ragtune.adapter import adapt_queries
-    from ragtune.evaluation import (EmbeddingArm, EvalParams, hit_matrix, identity, load_corpus_with_embeddings,
-                                    load_test_set, per_question_metrics)
+    from ragtune.adapter.model import adapt_queries
+    from ragtune.evaluation.arms import EmbeddingArm, identity
+    from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
+    from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
     from ragtune.params import load_section
-    from ragtune.statistics import mcnemar_exact, paired_bootstrap
-    from ragtune.training import TRAINING_INPUTS, TrainParams, apply_overrides, load_training_data, load_tuned, train_bagged
+    from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
+    from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+    from ragtune.adapter.training import TrainParams, apply_overrides, load_tuned, train_bagged
 
     base, _ = load_tuned(load_section("train", TrainParams), "data/tune/best.json")
     params = apply_overrides(base, json.loads(args.params))

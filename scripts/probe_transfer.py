@@ -19,18 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.adapter import adapt_queries, ensemble_adapters
+from ragtune.adapter.model import adapt_queries, ensemble_adapters
 from ragtune.cache import ContentCache
-from ragtune.embedding import CachedEmbedder
-from ragtune.evaluation import EvalParams, hit_matrix, per_question_metrics
-from ragtune.lexical import Bm25Index
+from ragtune.embedding.embedder import CachedEmbedder
+from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
+from ragtune.search.lexical import Bm25Index
 from ragtune.llm.config import IctParams
 from ragtune.llm.ict import make_extractor, styled_queries
 from ragtune.params import EmbeddingParams
 from ragtune.records import load_corpus, load_test
-from ragtune.retrieval import exact_top_k, ids_to_indices
-from ragtune.statistics import mcnemar_exact, paired_bootstrap
-from ragtune.training import TrainParams, build_training_data, split_by_chunk, train_adapter
+from ragtune.search.dense import exact_top_k, ids_to_indices
+from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
+from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.adapter.data import build_training_data
+from ragtune.adapter.splits import split_by_chunk
 
 # The EU default's tuned configuration (data/tune/best.json before this probe existed).
 EU_TUNED = dict(kind="linear", loss="in_batch", lr=1.48e-4, weight_decay=0.0017, temperature=0.0162,

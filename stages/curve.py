@@ -4,18 +4,21 @@ synthetic-only point: the shipped adapter, evaluated, not retrained."""
 
 from pathlib import Path
 
-from ragtune.adapter import adapt_queries, load_query_adapter
-from ragtune.evaluation import (EmbeddingArm, EvalParams, LexicalArm, identity, load_corpus_with_embeddings,
-                                load_test_set, write_csv)
-from ragtune.fetching import report_source
+from ragtune.adapter.model import adapt_queries, load_query_adapter
+from ragtune.evaluation.arms import EmbeddingArm, LexicalArm, identity
+from ragtune.evaluation.metrics import EvalParams
+from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
+from ragtune.evaluation.report import write_csv
+from ragtune.corpus.fetching import report_source
 from ragtune.io import write_json
-from ragtune.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
-from ragtune.lexical import Bm25Index
+from ragtune.evaluation.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
+from ragtune.search.lexical import Bm25Index
 from ragtune.params import MlflowParams, load_section
 from ragtune.plots import lines_against_k
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
-from ragtune.training import TRAINING_INPUTS, TrainParams, load_training_data, load_tuned
+from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+from ragtune.adapter.training import TrainParams, load_tuned
 
 OUT = Path("data/curve")
 INPUTS = TRAINING_INPUTS

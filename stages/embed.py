@@ -4,9 +4,9 @@ import argparse
 from pathlib import Path
 
 from ragtune.cache import ContentCache
-from ragtune.embed_sets import EmbedInputs, embed_all
-from ragtune.embedding import CachedEmbedder
-from ragtune.fetching import report_source
+from ragtune.embedding.sets import EmbedInputs, embed_all
+from ragtune.embedding.embedder import CachedEmbedder
+from ragtune.corpus.fetching import report_source
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.stage import run_main

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ragtune.fetching import fetch_source, report
+from ragtune.corpus.fetching import fetch_source, report
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams, FetchParams, load_section
 from ragtune.records import write_jsonl
@@ -15,8 +15,8 @@ def main() -> None:
     params = load_section("fetch", FetchParams)
     result = fetch_source(params)
     if params.passages.enabled:
-        from ragtune.embedding import token_counter
-        from ragtune.fetching import apply_passages
+        from ragtune.embedding.embedder import token_counter
+        from ragtune.corpus.fetching import apply_passages
 
         count, window = token_counter(load_section("embedding", EmbeddingParams))
         result = apply_passages(result, count, params.passages.size or window, params.passages.overlap)

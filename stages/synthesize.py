@@ -21,7 +21,8 @@ from ragtune.llm import LlmParams, make_backend
 from ragtune.params import MlflowParams, load_section
 from ragtune.records import load_corpus, load_test, write_jsonl
 from ragtune.stage import run_main
-from ragtune.synthesize import SynthesizeParams, check_no_leak, degenerate_warning, synthesize
+from ragtune.synthesis.run import SynthesizeParams, check_no_leak, synthesize
+from ragtune.synthesis.filters import degenerate_warning
 from ragtune.tracking import stage_run
 
 FETCH = Path("data/fetch")

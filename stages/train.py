@@ -8,16 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.adapter import adapt_queries, save_query_adapter
-from ragtune.embedding import load_model
+from ragtune.adapter.model import adapt_queries, save_query_adapter
+from ragtune.embedding.embedder import load_model
 from ragtune.errors import RagtuneError
-from ragtune.export import export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.io import atomic_open, read_json, write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.records import load_corpus
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
-from ragtune.training import TRAINING_INPUTS, TrainParams, load_training_data, load_tuned, train_bagged
+from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
 
 OUT = Path("data/train")
 MODEL_DIR = Path("models/adapter")
@@ -64,7 +65,7 @@ def export_and_check(adapter, out_dir: Path, base_model, emb: EmbeddingParams, p
     diff = float(np.abs(exported.encode_query(probe_texts, convert_to_numpy=True) - library).max())
     if not diff <= EXPORT_TOLERANCE:
         raise RagtuneError(f"{out_dir}: the export differs from the adapter by {diff:.2e} (> {EXPORT_TOLERANCE}); "
-                           "this is a bug in ragtune.export")
+                           "this is a bug in ragtune.adapter.export")
     return diff
 
 
@@ -92,8 +93,8 @@ def train_test_folds(params: TrainParams, data):
     """k-fold (train.folds): one adapter per fold of the human test questions, saved under
     models/adapter/folds/ with folds.json (question -> fold), which eval reads to score each test question
     with its own fold's adapter. Returns (a summary, the data the shipped adapter trains on: all of them)."""
-    from ragtune.folds import assign_folds, train_folds, with_all_test_questions
-    from ragtune.real_questions import load_real_questions
+    from ragtune.adapter.folds import assign_folds, train_folds, with_all_test_questions
+    from ragtune.adapter.real_questions import load_real_questions
 
     test_real = load_real_questions(TEST_FILE, TEST_NPZ, data.corpus_ids, human_only=True)
     if len(test_real.ids) < params.folds:

@@ -7,8 +7,10 @@ from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
 from ragtune.stage import run_main
 from ragtune.tracking import pipeline_tags, stage_run
-from ragtune.training import TRAINING_INPUTS, TrainParams, load_training_data
-from ragtune.tuning import MlflowTarget, TuneParams, redact_url, run_study, write_trials_csv
+from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+from ragtune.adapter.training import TrainParams
+from ragtune.adapter.tuning import MlflowTarget, TuneParams, run_study
+from ragtune.adapter.study import redact_url, write_trials_csv
 
 OUT = Path("data/tune")
 STORAGE_DIR = OUT / "storage"

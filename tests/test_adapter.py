@@ -7,11 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ragtune.adapter import (AdapterConfig, FullCorpusSoftmaxLoss, InBatchRankingLoss, QueryAdapter,
-                             adapt_queries, build_adapter, identity_distance, load_query_adapter, make_loss,
-                             save_query_adapter, text_groups)
+from ragtune.adapter.model import AdapterConfig, QueryAdapter, adapt_queries, build_adapter, load_query_adapter, save_query_adapter
+from ragtune.adapter.losses import FullCorpusSoftmaxLoss, InBatchRankingLoss, identity_distance, make_loss, text_groups
 from ragtune.errors import RagtuneError
-from ragtune.retrieval import exact_top_k
+from ragtune.search.dense import exact_top_k
 
 DIM = 24
 

@@ -6,12 +6,16 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from ragtune.adapter import AdapterConfig, QueryAdapter, ensemble_adapters, load_query_adapter, save_query_adapter
-from ragtune.embedding import resolve_model
-from ragtune.evaluation import EvalParams, member_dirs, run_eval
-from ragtune.export import export_sentence_transformer, load_exported, needs_remote_code
-from ragtune.lexical import Bm25Params
-from ragtune.training import TrainParams, build_training_data, train_adapter, train_bagged, split_by_chunk
+from ragtune.adapter.model import AdapterConfig, QueryAdapter, ensemble_adapters, load_query_adapter, save_query_adapter
+from ragtune.embedding.embedder import resolve_model
+from ragtune.evaluation.metrics import EvalParams
+from ragtune.evaluation.arms import member_dirs
+from ragtune.evaluation.run import run_eval
+from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.search.lexical import Bm25Params
+from ragtune.adapter.training import TrainParams, train_adapter, train_bagged
+from ragtune.adapter.data import build_training_data
+from ragtune.adapter.splits import split_by_chunk
 from test_evaluation import DIM, make_pipeline
 from test_export import trained_like
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ragtune.cache import ContentCache, content_key
-from ragtune.embedding import (CachedEmbedder, load_embeddings, load_embeddings_with_columns, load_model,
+from ragtune.embedding.embedder import (CachedEmbedder, load_embeddings, load_embeddings_with_columns, load_model,
                                save_embeddings)
 from ragtune.errors import RagtuneError
 from ragtune.params import EmbeddingParams
@@ -133,7 +133,7 @@ def test_hub_model_missing_offline_is_a_clear_error(offline_hub):
 def test_include_title_changes_the_embedded_text_and_the_cache_key(tmp_path, model):
     """`embedding.include_title`: auto follows the source (off for eu-law, whose titles are its test
     questions); on, a titled chunk is embedded as "title + text", a new cache entry; an untitled one is not."""
-    from ragtune.embed_sets import EmbedInputs, embed_all
+    from ragtune.embedding.sets import EmbedInputs, embed_all
     from ragtune.records import Chunk, TestQuestion, include_title, indexed_text, write_jsonl
 
     assert include_title("auto", "eu-law") is False and include_title("auto", "jsonl") is True

@@ -7,12 +7,12 @@ import re
 import numpy as np
 import pytest
 
-from ragtune.adapter import AdapterConfig, build_adapter, save_query_adapter
+from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
 from ragtune.cache import ContentCache
 from ragtune.cli import HybridSetup, compare_retrieval, format_comparison, main
-from ragtune.embedding import CachedEmbedder, load_model, save_embeddings
+from ragtune.embedding.embedder import CachedEmbedder, load_model, save_embeddings
 from ragtune.io import write_json
-from ragtune.lexical import Bm25Index
+from ragtune.search.lexical import Bm25Index
 from ragtune.params import EmbeddingParams
 from ragtune.records import Chunk, write_jsonl
 

@@ -13,8 +13,8 @@ import yaml
 
 from pipeline_support import REPO, tiny_corpus, write_jsonl
 from ragtune.cli import main
-from ragtune.cross_corpus import (RunRecord, apply_overrides, arm_order, build_results, corpus_row, metric_keys, plan_bench,
-                                  render_markdown, stages_run, validate_params, write_results)
+from ragtune.benchmark.workspaces import RunRecord, apply_overrides, plan_bench, stages_run, validate_params
+from ragtune.benchmark.tables import arm_order, build_results, corpus_row, metric_keys, render_markdown, write_results
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import SECTIONS
 from ragtune.readme import (LOGS, LOGS_END, LOGS_START, TRANSFER, TRANSFER_END, TRANSFER_START, current_block,

@@ -12,17 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter import AdapterConfig, build_adapter, save_query_adapter
-from ragtune.embedding import save_embeddings
+from ragtune.paths import PipelinePaths
+from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
+from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
-from ragtune.evaluation import (EmbeddingArm, EvalParams, EvalPaths, LexicalArm, QuerySet, flat_metrics, hit_matrix, identity, per_question_metrics, per_question_recall,
-                                run_eval, write_eval_outputs)
+from ragtune.evaluation.arms import EmbeddingArm, LexicalArm, identity
+from ragtune.evaluation.inputs import QuerySet
+from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics, per_question_recall
+from ragtune.evaluation.report import flat_metrics, write_eval_outputs
+from ragtune.evaluation.run import run_eval
 from ragtune.io import write_json
-from ragtune.lexical import Bm25Index, Bm25Params
+from ragtune.search.lexical import Bm25Index, Bm25Params
 from ragtune.params import load_section, validate_params_file
 from ragtune.readme import END, START, current_block, render_results, replace_block, update_readme
 from ragtune.records import Chunk, SyntheticQuestion, TestQuestion, write_jsonl
-from ragtune.retrieval import exact_top_k, first_relevant_rank
+from ragtune.search.dense import exact_top_k, first_relevant_rank
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 16
@@ -101,7 +105,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def make_pipeline(root: Path, n_chunks: int = 40, n_test: int = 30, n_synth: int = 60, noise: float = 0.35,
-                  seed: int = 0) -> EvalPaths:
+                  seed: int = 0) -> PipelinePaths:
     """Files laid out like a real run: questions sit near their chunk's embedding, with noise, so raw
     cosine gets some right and some wrong. Test questions 0-19 are human, 20-29 synthetic; every third
     has two relevant chunks."""
@@ -129,7 +133,7 @@ def make_pipeline(root: Path, n_chunks: int = 40, n_test: int = 30, n_synth: int
                     chunk_ids=[s.chunk_id for s in synth])
     write_json(d / "embed/info.json", {"model": "fixture-model"})
     write_json(d / "train/split.json", {"train": [s.id for s in synth[:40]], "val": [s.id for s in synth[40:]]})
-    return EvalPaths(corpus=d / "fetch/corpus.jsonl", test=d / "synthesize/test.jsonl",
+    return PipelinePaths(corpus=d / "fetch/corpus.jsonl", test=d / "synthesize/test.jsonl",
                      questions=d / "synthesize/questions.jsonl", embed_dir=d / "embed", split=d / "train/split.json",
                      adapter=root / "models/adapter", linear_adapter=root / "models/linear_adapter")
 
@@ -307,8 +311,8 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path):
 
 
 def test_bm25_indexes_titles_as_its_include_title_says():
-    from ragtune.evaluation import Corpus
-    from ragtune.lexical import Bm25Index, Bm25Params
+    from ragtune.evaluation.inputs import Corpus
+    from ragtune.search.lexical import Bm25Index, Bm25Params
 
     corpus = Corpus(["a", "b"], ["The processor shall notify.", "Fees are due monthly."], ["Breach notification", None],
                     np.eye(2, dtype=np.float32))

@@ -8,10 +8,10 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from ragtune.adapter import AdapterConfig, QueryAdapter, adapt_queries, load_query_adapter, save_query_adapter
+from ragtune.adapter.model import AdapterConfig, QueryAdapter, adapt_queries, load_query_adapter, save_query_adapter
 from ragtune.cache import ContentCache
-from ragtune.embedding import CachedEmbedder, resolve_model
-from ragtune.export import EXPORT_INFO, MODULE_FILE, export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.embedding.embedder import CachedEmbedder, resolve_model
+from ragtune.adapter.export import EXPORT_INFO, MODULE_FILE, export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.params import EmbeddingParams
 
 QUERIES = ["What must a provider of a high-risk AI system document?", "incident reporting deadline",

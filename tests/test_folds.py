@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragtune.evaluation import OutOfFoldArm, QuerySet, adapter_arm, load_adapter_transform
-from ragtune.folds import assign_folds, train_folds, with_all_test_questions
-from ragtune.real_questions import RealQuestions, with_real_questions
-from ragtune.training import TrainParams, build_training_data, train_bagged
+from ragtune.evaluation.arms import OutOfFoldArm, adapter_arm, load_adapter_transform
+from ragtune.evaluation.inputs import QuerySet
+from ragtune.adapter.folds import assign_folds, train_folds, with_all_test_questions
+from ragtune.adapter.real_questions import RealQuestions, with_real_questions
+from ragtune.adapter.training import TrainParams, train_bagged
+from ragtune.adapter.data import build_training_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +100,7 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
 
     import yaml
 
-    from ragtune.embedding import save_embeddings
+    from ragtune.embedding.embedder import save_embeddings
     from ragtune.io import read_json
     from ragtune.records import Chunk, TestQuestion, write_jsonl
     from pipeline_support import run_stages
@@ -134,7 +136,7 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     split = read_json(tmp_path / "data/train/split.json")
     assert metrics["validation"] == split["validation"] == "synthetic"
     assert split["val"] and not set(split["val"]) & set(tests.ids) and set(tests.ids) <= set(split["train"])
-    from ragtune.evaluation import load_validation_set
+    from ragtune.evaluation.inputs import load_validation_set
 
     val = load_validation_set(tmp_path / "data/train/split.json", tmp_path / "data/embed/questions.npz",
                               data.corpus_ids, real_path=tmp_path / "data/fetch/train_questions.jsonl")

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 
 from ragtune.errors import ParamsError
-from ragtune.evaluation import (EmbeddingArm, EvalParams, HybridArm, LexicalArm, QuerySet, identity, recommend,
-                                run_eval, write_eval_outputs)
-from ragtune.fusion import (HybridParams, choose_weight, fuse_hybrid, min_max_normalise, reciprocal_rank_fusion,
+from ragtune.evaluation.arms import EmbeddingArm, HybridArm, LexicalArm, identity
+from ragtune.evaluation.inputs import QuerySet
+from ragtune.evaluation.metrics import EvalParams
+from ragtune.evaluation.report import recommend, write_eval_outputs
+from ragtune.evaluation.run import run_eval
+from ragtune.search.fusion import (HybridParams, choose_weight, fuse_hybrid, min_max_normalise, reciprocal_rank_fusion,
                             weighted_score_fusion)
-from ragtune.lexical import Bm25Index, Bm25Params
+from ragtune.search.lexical import Bm25Index, Bm25Params
 from ragtune.params import load_section
 from ragtune.readme import render_results
 from ragtune.records import TestQuestion, read_jsonl, write_jsonl
@@ -302,9 +305,9 @@ def _readme_example() -> str:
 def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, capsys):
     from sentence_transformers import SentenceTransformer
 
-    from ragtune.adapter import AdapterConfig, build_adapter
-    from ragtune.embedding import resolve_model
-    from ragtune.export import export_sentence_transformer
+    from ragtune.adapter.model import AdapterConfig, build_adapter
+    from ragtune.embedding.embedder import resolve_model
+    from ragtune.adapter.export import export_sentence_transformer
 
     code = _readme_example()
     assert "reciprocal_rank_fusion([dense, lexical], k=60" in code

@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter import InBatchRankingLoss
+from ragtune.adapter.losses import InBatchRankingLoss
 from ragtune.errors import ParamsError
-from ragtune.hard_negatives import Candidates, MiningRule, mine_hard_negatives, select_negatives
+from ragtune.adapter.hard_negatives import Candidates, MiningRule, mine_hard_negatives, select_negatives
 from ragtune.params import parse_section
-from ragtune.training import TrainParams, build_training_data, split_by_chunk, train_adapter
+from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.adapter.data import build_training_data
+from ragtune.adapter.splits import split_by_chunk
 
 
 def hand_built() -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

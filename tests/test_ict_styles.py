@@ -20,7 +20,8 @@ from ragtune.llm.config import IctParams
 from ragtune.llm.ict import ict_queries, keyphrase_queries, make_extractor, styled_queries
 from ragtune.params import parse_section
 from ragtune.records import Chunk
-from ragtune.synthesize import SynthesizeParams, is_near_copy, normalise, synthesize
+from ragtune.synthesis.run import SynthesizeParams, synthesize
+from ragtune.synthesis.filters import is_near_copy, normalise
 
 TEXT = ("Article 5. 1. Member States shall lay down the rules on penalties applicable to infringements of this "
         "Regulation and shall take all measures necessary to ensure that they are implemented. (a) The penalties "
@@ -198,7 +199,7 @@ def test_is_near_copy():
 
 
 def test_degenerate_questions_are_reported_and_warned_about_on_sentence_chunks(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="ragtune.synthesize"):
+    with caplog.at_level(logging.WARNING, logger="ragtune.synthesis"):
         out = run_ict(chunks_of(SENTENCES), tmp_path, "sentence")
     r = out.report
     assert r["degenerate_questions"] == len(SENTENCES) and r["degenerate_share"] == 1.0
@@ -209,7 +210,7 @@ def test_degenerate_questions_are_reported_and_warned_about_on_sentence_chunks(t
 
 def test_degenerate_detection_is_silent_on_multi_sentence_chunks(tmp_path, caplog):
     assert all(600 <= len(t) <= 800 for t in EU_CHUNKS)
-    with caplog.at_level(logging.WARNING, logger="ragtune.synthesize"):
+    with caplog.at_level(logging.WARNING, logger="ragtune.synthesis"):
         out = run_ict(chunks_of(EU_CHUNKS), tmp_path, "sentence", questions_per_chunk=3)
     assert out.report["questions_kept"] == 12
     assert out.report["degenerate_questions"] == 0 and out.report["degenerate_share"] == 0.0
@@ -219,7 +220,7 @@ def test_degenerate_detection_is_silent_on_multi_sentence_chunks(tmp_path, caplo
 def test_both_brings_the_degenerate_share_down_on_sentence_chunks(tmp_path, caplog):
     sentence = run_ict(chunks_of(SENTENCES), tmp_path, "sentence").report
     caplog.clear()  # its warning is expected
-    with caplog.at_level(logging.WARNING, logger="ragtune.synthesize"):
+    with caplog.at_level(logging.WARNING, logger="ragtune.synthesis"):
         both = run_ict(chunks_of(SENTENCES), tmp_path, "both").report
     keyphrase = run_ict(chunks_of(SENTENCES), tmp_path, "keyphrase").report
     assert both["degenerate_share"] < 0.2 < sentence["degenerate_share"]

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from ragtune.errors import ParamsError, RagtuneError
-from ragtune.judge import (ARMS, JUDGE_METRICS, ORDERS, JudgeItem, JudgeParams, LlmReply, Reference, answer_chars,
-                           answer_schema, build_reference, complete_with_retries, identical_pair_consistency,
-                           judge_items, judge_schema, load_prompt, mean_over_orders, order_agreement,
-                           parse_answer, parse_judgement, position_preference, render_context, select_questions,
-                           to_arm_scores)
+from ragtune.judge.prompts import ARMS, JUDGE_METRICS, ORDERS, Reference, answer_chars, answer_schema, build_reference, judge_schema, load_prompt, parse_answer, parse_judgement, render_context
+from ragtune.judge.run import JudgeItem, JudgeParams, judge_items, select_questions
+from ragtune.judge.calls import LlmReply, complete_with_retries
+from ragtune.judge.aggregate import identical_pair_consistency, mean_over_orders, order_agreement, position_preference, to_arm_scores
 from ragtune.params import parse_section
-from ragtune.text_metrics import normalise_tokens, rowwise_cosine, token_f1
+from ragtune.judge.text_metrics import normalise_tokens, rowwise_cosine, token_f1
 
 M = len(JUDGE_METRICS)
 
@@ -97,7 +96,7 @@ class Scripted:
 
 
 def _call(item="q1/cosine_first"):
-    from ragtune.judge import LlmCall
+    from ragtune.judge.calls import LlmCall
 
     return LlmCall("judge", item, "sys", "user text", "submit_scores", judge_schema(), 100, 0.0, "h")
 
@@ -295,7 +294,7 @@ def test_judge_items_end_to_end_with_a_scripted_llm():
 
 
 def test_when_every_call_fails_the_failures_are_counted_and_outputs_still_written(tmp_path):
-    from ragtune.judge import flat_judge_metrics, write_judge_outputs
+    from ragtune.judge.outputs import flat_judge_metrics, write_judge_outputs
 
     def refuse(calls):
         return [LlmReply(False, reason="refusal", detail="declined") for _ in calls]

@@ -19,12 +19,14 @@ import torch
 import yaml
 
 from fake_anthropic import FakeAnthropic, message
-from ragtune.adapter import AdapterConfig, build_adapter, save_query_adapter
-from ragtune.embedding import load_model, save_embeddings
+from ragtune.paths import PipelinePaths
+from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
+from ragtune.embedding.embedder import load_model, save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.io import write_json
-from ragtune.judge import (ANSWER_TOOL, JUDGE_METRICS, JUDGE_TOOL, JudgeParams, JudgePaths, run_judge,
-                           write_judge_outputs)
+from ragtune.judge.prompts import ANSWER_TOOL, JUDGE_METRICS, JUDGE_TOOL
+from ragtune.judge.run import JudgeParams, run_judge
+from ragtune.judge.outputs import write_judge_outputs
 from ragtune.llm import LlmParams
 from ragtune.params import EmbeddingParams
 from ragtune.records import Chunk, TestQuestion, write_jsonl
@@ -85,7 +87,7 @@ def _unit(x):
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def make_pipeline(root: Path, questions: list[str] | None = None, expert: bool = False) -> JudgePaths:
+def make_pipeline(root: Path, questions: list[str] | None = None, expert: bool = False) -> PipelinePaths:
     """corpus, test set, embeddings and a real (linear, rotating) adapter laid out like a pipeline run:
     test question q sits near chunk q, so cosine finds it and the rotated adapter mostly does not."""
     rng = np.random.default_rng(0)
@@ -109,7 +111,7 @@ def make_pipeline(root: Path, questions: list[str] | None = None, expert: bool =
     with torch.no_grad():
         adapter.delta.copy_(torch.as_tensor(0.8 * (rotation.T - np.eye(DIM)), dtype=torch.float32))
     save_query_adapter(adapter, root / "models/adapter")
-    return JudgePaths(corpus=d / "fetch/corpus.jsonl", test=d / "synthesize/test.jsonl", embed_dir=d / "embed",
+    return PipelinePaths(corpus=d / "fetch/corpus.jsonl", test=d / "synthesize/test.jsonl", embed_dir=d / "embed",
                       adapter=root / "models/adapter")
 
 
@@ -135,7 +137,7 @@ FAST = JudgeParams(bootstrap_resamples=500, top_k=2, max_questions=None)
 
 
 def judge(tmp_path, server, minilm, params=FAST, **anthropic):
-    paths = make_pipeline(tmp_path) if not (tmp_path / "data").exists() else JudgePaths(
+    paths = make_pipeline(tmp_path) if not (tmp_path / "data").exists() else PipelinePaths(
         corpus=tmp_path / "data/fetch/corpus.jsonl", test=tmp_path / "data/synthesize/test.jsonl",
         embed_dir=tmp_path / "data/embed", adapter=tmp_path / "models/adapter")
     return run_judge(paths, params, llm_for(server, **anthropic), EmbeddingParams(), tmp_path / "judge_llm.sqlite",

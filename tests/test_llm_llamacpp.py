@@ -9,7 +9,7 @@ from ragtune.cache import ContentCache
 from ragtune.errors import RagtuneError
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.llamacpp_backend import PACKAGED_GGUF, LlamaCppBackend, resolve_gguf
-from ragtune.synthesize import SynthesizeParams, synthesize
+from ragtune.synthesis.run import SynthesizeParams, synthesize
 
 PARAMS = LlmParams.model_validate({"backend": "llamacpp", "max_tokens": 160, "llamacpp": {"threads": 2}})
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from ragtune.errors import ParamsError
-from ragtune.evaluation import document_hits, hit_matrix
-from ragtune.fetching import apply_passages
+from ragtune.evaluation.metrics import document_hits, hit_matrix
+from ragtune.corpus.fetching import apply_passages
 from ragtune.params import FetchParams, load_section
-from ragtune.passages import map_relevance, split_corpus, split_text
+from ragtune.corpus.passages import map_relevance, split_corpus, split_text
 from ragtune.records import Chunk, TestQuestion
-from ragtune.sources import SourceResult
+from ragtune.corpus.sources import SourceResult
 
 
 def words(text: str) -> int:
@@ -113,8 +113,9 @@ def test_long_documents_end_to_end(tmp_path):
     import yaml
 
     from ragtune.cache import ContentCache
-    from ragtune.embedding import CachedEmbedder
-    from ragtune.evaluation import EmbeddingArm, load_corpus_with_embeddings, load_test_set
+    from ragtune.embedding.embedder import CachedEmbedder
+    from ragtune.evaluation.arms import EmbeddingArm
+    from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
     from pipeline_support import run_stages, write_jsonl
 
     rows, questions = long_corpus()
@@ -129,7 +130,7 @@ def test_long_documents_end_to_end(tmp_path):
         run_stages(tmp_path, params, "fetch")
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         # embed directly (the stage's own function) so the report can be read back
-        from ragtune.embed_sets import EmbedInputs, embed_all
+        from ragtune.embedding.sets import EmbedInputs, embed_all
         from ragtune.params import EmbeddingParams
 
         with ContentCache(tmp_path / "cache.sqlite") as cache:
@@ -167,7 +168,7 @@ def test_embed_stage_warns_about_texts_past_the_window(capsys):
 
 
 def test_window_report_counts_texts_past_the_window():
-    from ragtune.embedding import window_report
+    from ragtune.embedding.embedder import window_report
 
     report = window_report(np.array([100, 300, 500, 256]), 256)
     assert (report["over_window"], report["longest_tokens"], report["over_window_median_tokens"]) == (2, 500, 400)

@@ -6,12 +6,12 @@ import pytest
 
 from conftest import make_chunks
 from ragtune.cache import ContentCache
-from ragtune.embedding import save_embeddings
+from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import parse_section
 from ragtune.records import SyntheticQuestion, TestQuestion, write_jsonl
-from ragtune.synthesize import SynthesizeParams, check_no_leak, select_chunks, synthesize
-from ragtune.training import load_training_data
+from ragtune.synthesis.run import SynthesizeParams, check_no_leak, select_chunks, synthesize
+from ragtune.adapter.data import load_training_data
 
 HUMAN = [TestQuestion(id="t1", question="Who monitors penalties?", relevant_ids=["c2", "c4"])]
 

@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter import InBatchRankingLoss, FullCorpusSoftmaxLoss
+from ragtune.adapter.losses import InBatchRankingLoss, FullCorpusSoftmaxLoss
 from ragtune.errors import DataError, ParamsError
-from ragtune.fetching import fetch_source, report
-from ragtune.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
+from ragtune.corpus.fetching import fetch_source, report
+from ragtune.evaluation.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
 from ragtune.params import FetchParams, JsonlSourceParams, load_section
 from ragtune.records import TestQuestion, load_train_questions, normalise_question
-from ragtune.real_questions import RealQuestions, with_real_questions, with_real_subset
-from ragtune.training import TrainParams, build_training_data, make_split, split_real, train_adapter, train_bagged
+from ragtune.adapter.real_questions import RealQuestions, with_real_questions, with_real_subset
+from ragtune.adapter.training import TrainParams, train_adapter, train_bagged
+from ragtune.adapter.data import build_training_data
+from ragtune.adapter.splits import make_split, split_real
 
 
 def write(path, rows):
@@ -153,7 +155,7 @@ def test_row_weights_make_a_weighted_mean_of_the_row_losses():
 
 
 def test_mined_negatives_never_include_a_chunk_relevant_to_the_question():
-    from ragtune.hard_negatives import MiningRule
+    from ragtune.adapter.hard_negatives import MiningRule
 
     rng = np.random.default_rng(1)
     corpus = _unit(rng.standard_normal((40, 16)))
@@ -203,7 +205,7 @@ def test_real_split_holds_whole_questions_out_and_is_seeded():
 
 
 def test_selection_on_real_validation_learns_what_only_real_questions_teach():
-    from ragtune.training import real_validation_metrics
+    from ragtune.adapter.splits import real_validation_metrics
 
     data = distorted_world(n_chunks=200, dim=8, n_real=150)
     params = TrainParams(**FAST, real_weight=3.0)
@@ -238,7 +240,8 @@ def test_learning_curve_subsets_are_nested_seeded_and_end_with_all():
 
 
 def test_learning_curve_trains_each_point_on_its_subset_only():
-    from ragtune.evaluation import EvalParams, QuerySet
+    from ragtune.evaluation.metrics import EvalParams
+    from ragtune.evaluation.inputs import QuerySet
 
     data = distorted_world(n_real=40)
     seen: list[list[str]] = []
@@ -274,8 +277,8 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
 
     import yaml
 
-    from ragtune.embedding import save_embeddings
-    from ragtune.evaluation import load_validation_set
+    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.evaluation.inputs import load_validation_set
     from ragtune.io import read_json
     from ragtune.records import Chunk, write_jsonl
     from pipeline_support import run_stages
@@ -329,7 +332,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
 
 
 def test_auto_real_weight_balances_real_and_synthetic_rows():
-    from ragtune.training import real_row_weight
+    from ragtune.adapter.training import real_row_weight
 
     rows = np.array([-1] * 90 + [0, 0, 1, 2, 3, 3, 4, 5, 6, 7])   # 90 synthetic rows, 10 real
     assert real_row_weight("auto", rows) == 9.0

@@ -9,7 +9,7 @@ import pytest
 
 from ragtune.errors import DataError, RagtuneError
 from ragtune.params import EuLawParams
-from ragtune.sources import eu_law
+from ragtune.corpus.sources import eu_law
 
 ARTICLES = [
     # (celex, number, content) as the real database stores them: heading, then body.

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ragtune.errors import DataError, RagtuneError
-from ragtune.fetching import fetch_source, report
+from ragtune.corpus.fetching import fetch_source, report
 from ragtune.params import FetchParams, JsonlSourceParams
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from ragtune.errors import DataError, RagtuneError
 from ragtune.params import LegalRagBenchParams
-from ragtune.sources import legal_rag_bench
+from ragtune.corpus.sources import legal_rag_bench
 
 REV = LegalRagBenchParams().revision
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from ragtune.statistics import (Interval, bootstrap_ci, bootstrap_counts, bootstrap_means, holm_adjust,
+from ragtune.evaluation.statistics import (Interval, bootstrap_ci, bootstrap_counts, bootstrap_means, holm_adjust,
                                 mcnemar_exact, paired_bootstrap, sign_test)
 
 

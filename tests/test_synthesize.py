@@ -13,8 +13,8 @@ from ragtune.errors import RagtuneError
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.ict import IctBackend, ict_queries
 from ragtune.records import TestQuestion
-from ragtune.synthesize import (FilterParams, SynthesizeParams, check_question, clean, load_prompt, normalise,
-                                synthesize)
+from ragtune.synthesis.filters import FilterParams, check_question, clean, normalise
+from ragtune.synthesis.run import SynthesizeParams, load_prompt, synthesize
 
 
 def run(chunks, backend, cache, tests=(), **params):

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter import QueryAdapter
-from ragtune.embedding import save_embeddings
+from ragtune.adapter.model import QueryAdapter
+from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import DataError, ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, TestQuestion, write_jsonl
-from ragtune.retrieval import exact_top_k
-from ragtune.training import (TrainParams, apply_overrides, build_training_data, load_training_data,
-                              split_by_chunk, train_adapter, validation_metrics)
+from ragtune.search.dense import exact_top_k
+from ragtune.adapter.training import TrainParams, apply_overrides, train_adapter
+from ragtune.adapter.data import build_training_data, load_training_data
+from ragtune.adapter.splits import split_by_chunk, validation_metrics
 
 
 def _unit(x):

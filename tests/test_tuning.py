@@ -6,13 +6,14 @@ import numpy as np
 import optuna
 import pytest
 
-from ragtune.embedding import save_embeddings
+from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, write_jsonl
-from ragtune.training import TrainParams, split_by_chunk
-from ragtune.tuning import (STATE_TAG, MlflowTarget, Objective, SearchDim, TuneParams, best_configuration,
-                            redact_url, run_study, trial_rows, write_trials_csv)
+from ragtune.adapter.training import TrainParams
+from ragtune.adapter.splits import split_by_chunk
+from ragtune.adapter.tuning import STATE_TAG, MlflowTarget, Objective, SearchDim, TuneParams, run_study
+from ragtune.adapter.study import best_configuration, redact_url, trial_rows, write_trials_csv
 from test_training import learnable_data
 
 BASE = TrainParams(max_epochs=3, patience=2, batch_size=64, hidden_dim=16, dropout=0.0)
@@ -152,7 +153,7 @@ def test_each_trial_is_a_nested_mlflow_run_with_its_curve(inputs, tmp_path):
 
 
 def test_a_pruned_trial_is_tagged_pruned_not_failed(inputs, tmp_path):
-    from ragtune.training import load_training_data
+    from ragtune.adapter.data import load_training_data
 
     client, target = mlflow_parent(tmp_path)
     data = load_training_data(*inputs)
@@ -169,7 +170,7 @@ def test_a_pruned_trial_is_tagged_pruned_not_failed(inputs, tmp_path):
 
 
 def test_a_trial_that_raises_is_failed_in_mlflow(inputs, tmp_path):
-    from ragtune.training import load_training_data
+    from ragtune.adapter.data import load_training_data
 
     client, target = mlflow_parent(tmp_path)
     data = load_training_data(*inputs)

@@ -6,7 +6,7 @@
 `search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/, and
 data/eval/metrics.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
 params.yaml (BM25 and fusion settings, as eval uses them); writes nothing. `bench` runs each corpus in its own
-scratch DVC workspace under --out (see ragtune.cross_corpus).
+scratch DVC workspace under --out (see ragtune.benchmark.cross_corpus).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Hit:
 @dataclass(frozen=True)
 class HybridSetup:
     """The hybrid column of `ragtune search`: BM25 (`index`, anything with `top_k(queries, k)`) fused with
-    the adapter's ranking by `ragtune.fusion.fuse_hybrid`, as eval's `hybrid` arm does."""
+    the adapter's ranking by `ragtune.search.fusion.fuse_hybrid`, as eval's `hybrid` arm does."""
 
     index: Any
     method: str = "rrf"
@@ -88,8 +88,8 @@ def compare_retrieval(question: str, query_emb: np.ndarray, adapted_emb: np.ndar
     search as eval; each hit says whether the other side missed it. With `hybrid`, also the adapter's
     ranking fused with BM25's (each to `hybrid.candidates` deep, then cut to k), whose hits say whether
     neither dense side found them."""
-    from .fusion import fuse_hybrid
-    from .retrieval import exact_top_k
+    from .search.fusion import fuse_hybrid
+    from .search.dense import exact_top_k
 
     both = np.concatenate([np.asarray(query_emb, np.float32).reshape(1, -1),
                            np.asarray(adapted_emb, np.float32).reshape(1, -1)])
@@ -164,8 +164,8 @@ def hybrid_setup(texts: Sequence[str] | Callable[[Any], Sequence[str]], params_f
     `texts(bm25_params)`, the corpus texts as eval's BM25 indexes them), fused by the
     weight eval chose on validation when params ask for the weighted fusion and metrics.json has that weight,
     else by RRF (`eval.hybrid.rrf_k`). None when `eval.hybrid.enabled` or `eval.bm25.enabled` is false."""
-    from .evaluation import EvalParams
-    from .lexical import Bm25Index
+    from .evaluation.metrics import EvalParams
+    from .search.lexical import Bm25Index
     from .params import load_section
 
     params = load_section("eval", EvalParams, params_file)
@@ -192,9 +192,10 @@ def search(question: str, k: int, params_file: Path = Path("params.yaml"), corpu
     """Embed `question` like the pipeline did, adapt it, and search the pipeline's corpus both ways (and the
     hybrid of BM25 and the adapter, unless eval's params turn it off)."""
     from .cache import ContentCache
-    from .embedding import CachedEmbedder
-    from .evaluation import load_adapter_transform, load_corpus_with_embeddings
-    from .fetching import report_source
+    from .embedding.embedder import CachedEmbedder
+    from .evaluation.arms import load_adapter_transform
+    from .evaluation.inputs import load_corpus_with_embeddings
+    from .corpus.fetching import report_source
     from .params import EmbeddingParams, load_section
 
     if not question.strip():
@@ -288,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def bench(args: argparse.Namespace, command: str) -> list[Path]:
     """Plan (every input checked before any work), run every workspace, write the results."""
-    from .cross_corpus import plan_bench, run_bench
+    from .benchmark.workspaces import plan_bench
+    from .benchmark.cross_corpus import run_bench
 
     plan = plan_bench(Path.cwd(), args.dirs, args.default, args.out, args.overrides, args.mlflow)
     return run_bench(plan, command)

@@ -1,9 +1,29 @@
-"""How metric keys read in reports: one place for the eval verdicts, the README and the cross-corpus table."""
+"""How numbers and names read in reports: one place for eval, judge, the README and the cross-corpus table."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 
 def metric_label(metric: str) -> str:
     """`hit@5` -> `Hit@5`, `mrr@20` -> `MRR@20`, `ndcg@10` -> `nDCG@10`, `recall@5` -> `Recall@5`."""
     kind, _, k = metric.partition("@")
     return {"hit": "Hit", "recall": "Recall", "mrr": "MRR", "ndcg": "nDCG"}.get(kind, kind) + "@" + k
+
+
+def round_metric(x: float) -> float:
+    """A metric as reports store it: 6 decimals."""
+    return round(float(x), 6)
+
+
+def round_p(p: float) -> float:
+    """A p-value to 4 significant figures, not decimals: 2e-9 must not print as 0."""
+    return float(f"{float(p):.4g}")
+
+
+def origin_label(origins: Sequence[str]) -> str:
+    """Where a set's questions come from: `human`, `synthetic`, or `mixed (3 human, 5 synthetic)`."""
+    kinds = sorted(set(origins))
+    if len(kinds) == 1:
+        return kinds[0]
+    return "mixed (" + ", ".join(f"{origins.count(k)} {k}" for k in kinds) + ")"

@@ -88,7 +88,7 @@ class JsonlSourceParams(Section):
 
 
 class PassageParams(Section):
-    """fetch.passages: texts longer than the embedder reads, cut into passages (`ragtune.passages`)."""
+    """fetch.passages: texts longer than the embedder reads, cut into passages (`ragtune.corpus.passages`)."""
 
     enabled: bool = False
     size: int | None = Field(None, ge=16, le=32768)   # word pieces per passage; null: the embedder's window
@@ -109,7 +109,7 @@ class FetchParams(Section):
     eu_law: EuLawParams = EuLawParams()
     legal_rag_bench: LegalRagBenchParams = LegalRagBenchParams()
     jsonl: JsonlSourceParams = JsonlSourceParams()
-    # long texts cut into passages that fit the embedder's window (ragtune.passages)
+    # long texts cut into passages that fit the embedder's window (ragtune.corpus.passages)
     passages: PassageParams = PassageParams()
 
 
@@ -123,12 +123,12 @@ SECTIONS: dict[str, str] = {
     "embedding": "ragtune.params:EmbeddingParams",
     "mlflow": "ragtune.params:MlflowParams",
     "llm": "ragtune.llm:LlmParams",
-    "synthesize": "ragtune.synthesize:SynthesizeParams",
-    "tune": "ragtune.tuning:TuneParams",
-    "train": "ragtune.training:TrainParams",
-    "eval": "ragtune.evaluation:EvalParams",
-    "curve": "ragtune.learning_curve:CurveParams",
-    "judge": "ragtune.judge:JudgeParams",
+    "synthesize": "ragtune.synthesis.run:SynthesizeParams",
+    "tune": "ragtune.adapter.tuning:TuneParams",
+    "train": "ragtune.adapter.training:TrainParams",
+    "eval": "ragtune.evaluation.run:EvalParams",
+    "curve": "ragtune.evaluation.learning_curve:CurveParams",
+    "judge": "ragtune.judge.run:JudgeParams",
 }
 
 

@@ -38,7 +38,7 @@ class Chunk(_Record):
     source: StrictStr = "unknown"
     split: Split = "train"
     parent: StrictStr | None = None
-    document: StrictStr | None = None   # set on a passage cut from a longer text (`ragtune.passages`)
+    document: StrictStr | None = None   # set on a passage cut from a longer text (`ragtune.corpus.passages`)
 
     @field_validator("id")
     @classmethod

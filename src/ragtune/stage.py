@@ -1,13 +1,20 @@
-"""What every stage entry point shares: logging set-up and turning RagtuneError into a clear exit."""
+"""What the stage entry points share: logging set-up, a RagtuneError turned into a clear exit, the path
+arguments of the stages that read a whole pipeline (eval, judge), and their MLflow run under the train run."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
-from typing import Callable
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 from .errors import RagtuneError
+from .paths import PipelinePaths
+
+log = logging.getLogger(__name__)
 
 
 def run_main(main: Callable[[], None]) -> None:
@@ -22,3 +29,43 @@ def run_main(main: Callable[[], None]) -> None:
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def parse_paths(description: str | None, names: Sequence[str], argv: Sequence[str] | None = None) -> PipelinePaths:
+    """`--corpus PATH --embed-dir PATH ...`: one option per named PipelinePaths field, defaulting to it."""
+    known = {f.name for f in fields(PipelinePaths)}
+    ap = argparse.ArgumentParser(description=description)
+    defaults = PipelinePaths()
+    for name in names:
+        if name not in known:
+            raise ValueError(f"PipelinePaths has no field {name!r}")
+        ap.add_argument("--" + name.replace("_", "-"), type=Path, default=getattr(defaults, name))
+    args = ap.parse_args(argv)
+    return replace(defaults, **{name: getattr(args, name) for name in names})
+
+
+def train_run_id(paths: PipelinePaths) -> str | None:
+    """The MLflow run of the train stage that made the adapter, from data/train/metrics.json."""
+    from .io import read_json
+
+    return read_json(paths.train_metrics).get("mlflow_run_id") if paths.train_metrics.is_file() else None
+
+
+def log_under_train_run(stage: str, mlflow_params: Any, params: Mapping[str, Any], tags: Mapping[str, str],
+                        flat: Mapping[str, float], written: Sequence[Path], paths: PipelinePaths) -> None:
+    """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, shown nested under
+    the train run that made the adapter, with the same numbers on that run too, so runs compare by their
+    test scores. A train run from another tracking store only costs a warning."""
+    from .tracking import StageRun, stage_run
+
+    parent = train_run_id(paths)
+    tags = {**tags, **({"ragtune.train_run_id": parent, "mlflow.parentRunId": parent} if parent else {})}
+    with stage_run(stage, mlflow_params, params=params, tags=tags) as run:
+        run.log_metrics(flat)
+        for path in written:
+            run.log_artifact(path)
+        if run.active and parent:
+            try:
+                StageRun(parent, run.client).log_metrics(flat)
+            except Exception as exc:
+                log.warning("%s: could not log to train run %s: %s", stage, parent, exc)

@@ -75,14 +75,8 @@ class StageRun:
         self.log_points([(name, float(v), start_step + i) for i, v in enumerate(values)])
 
     def log_points(self, points: Sequence[tuple[str, float, int]]) -> None:
-        if not self.active or not points:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(_clean_key(k), v, now, s) for k, v, s in points]
-        for i in range(0, len(metrics), _MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + _MAX_BATCH])
+        if self.active and points:
+            log_points(self.client, self.run_id, points)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not self.active:
@@ -90,7 +84,7 @@ class StageRun:
         from mlflow.entities import Param
 
         flat = flatten("", dict(params))
-        items = [Param(_clean_key(k), str(v)[:6000]) for k, v in flat.items()]
+        items = [Param(clean_key(k), str(v)[:6000]) for k, v in flat.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
@@ -109,9 +103,22 @@ class StageRun:
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
 
-def _clean_key(key: str) -> str:
-    # MLflow allows alphanumerics, _ - . space / only.
+def clean_key(key: str) -> str:
+    """A metric or param name MLflow accepts (alphanumerics, _ - . space / only): val_hit@5 -> val_hit_5."""
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", key)
+
+
+def log_points(client: Any, run_id: str, points: Sequence[tuple[str, float, int]],
+               tags: Mapping[str, str] | None = None) -> None:
+    """Metric points (name, value, step) in batches of 1,000, the one batching path of every run (stage runs
+    and tuning trials); `tags` ride with the first batch, so a short run costs one round trip."""
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(clean_key(k), float(v), now, int(s)) for k, v, s in points]
+    first_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    for i in range(0, max(len(metrics), 1 if first_tags else 0), _MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH], tags=first_tags if i == 0 else [])
 
 
 def pipeline_tags(stage: str, params_file: str | os.PathLike[str] = "params.yaml") -> dict[str, str]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ragtune.cache import ContentCache
-from ragtune.embedding import CachedEmbedder, load_model
+from ragtune.embedding.embedder import CachedEmbedder, load_model
 from ragtune.params import EmbeddingParams
 from ragtune.records import load_corpus
 

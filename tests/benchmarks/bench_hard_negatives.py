@@ -9,8 +9,8 @@ validation questions; random data of that shape, as bench_training).
 
 import torch
 
-from ragtune.hard_negatives import MiningRule, rank_candidates, select_negatives
-from ragtune.training import TrainParams, train_adapter
+from ragtune.adapter.hard_negatives import MiningRule, rank_candidates, select_negatives
+from ragtune.adapter.training import TrainParams, train_adapter
 
 from .bench_training import N_CHUNKS, N_TRAIN, N_VAL, DIM, reference_scale_data
 from .common import best_of, save

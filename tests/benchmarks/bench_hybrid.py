@@ -11,10 +11,11 @@ import time
 import numpy as np
 import torch
 
-from ragtune.evaluation import EmbeddingArm, HybridArm, LexicalArm, QuerySet
-from ragtune.fusion import HybridParams, reciprocal_rank_fusion, weighted_score_fusion
-from ragtune.lexical import Bm25Index, Bm25Params
-from ragtune.retrieval import exact_top_k
+from ragtune.evaluation.arms import EmbeddingArm, HybridArm, LexicalArm
+from ragtune.evaluation.inputs import QuerySet
+from ragtune.search.fusion import HybridParams, reciprocal_rank_fusion, weighted_score_fusion
+from ragtune.search.lexical import Bm25Index, Bm25Params
+from ragtune.search.dense import exact_top_k
 
 from .common import best_of, save
 

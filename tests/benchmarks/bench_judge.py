@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from ragtune.cache import ContentCache
-from ragtune.judge import (JudgeItem, JudgeParams, judge_items, load_prompt, make_complete, render_context,
-                           build_reference)
+from ragtune.judge.run import JudgeItem, JudgeParams, judge_items
+from ragtune.judge.prompts import load_prompt, render_context, build_reference
+from ragtune.judge.calls import make_complete
 from ragtune.llm import LlmParams, RunStats, make_backend
 from ragtune.params import load_section
 from ragtune.records import load_corpus

@@ -6,7 +6,7 @@ merging on top of the product).
 
 import torch
 
-from ragtune.retrieval import exact_top_k
+from ragtune.search.dense import exact_top_k
 
 from .common import best_of, save
 

@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ragtune.adapter import AdapterConfig, QueryAdapter
-from ragtune.embedding import save_embeddings
+from ragtune.adapter.model import AdapterConfig, QueryAdapter
+from ragtune.embedding.embedder import save_embeddings
 from ragtune.records import Chunk, write_jsonl
-from ragtune.training import TrainingData, TrainParams, Split, split_by_chunk, train_adapter, validation_metrics
-from ragtune.tuning import Objective, TuneParams, make_pruner, make_sampler
+from ragtune.adapter.data import TrainingData
+from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.adapter.splits import Split, split_by_chunk, validation_metrics
+from ragtune.adapter.tuning import Objective, TuneParams, make_pruner, make_sampler
 
 from .common import best_of, save
 
@@ -179,7 +181,7 @@ def bench_time_to_quality(n_trials: int = 50) -> dict:
     it reaches that target (at most 3x the trials and 2x the unpruned wall time)."""
     import optuna
 
-    from ragtune.training import load_training_data
+    from ragtune.adapter.data import load_training_data
 
     with tempfile.TemporaryDirectory() as tmp:
         inputs, source = default_inputs(Path(tmp))

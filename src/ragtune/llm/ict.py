@@ -102,7 +102,7 @@ def styled_queries(text: str, n: int, seed: int, p: IctParams, extractor: Any = 
     keys = keyphrase_queries(text, n, seed, extractor, p)
     if p.style == "keyphrase":
         return keys, ["keyphrase"] * len(keys)
-    from ..synthesize import is_near_copy  # the same test synthesize reports degenerate questions with
+    from ..synthesis.filters import is_near_copy
 
     sents = ict_queries(text, n, seed, p.min_words, p.max_words, skip=lambda q: is_near_copy(q, text))
     queries: list[str] = []

@@ -1,0 +1,64 @@
+"""k-fold over the human test questions, for a user whose only labelled questions are the test set.
+
+The test questions are dealt into `k` seeded folds. Fold f's adapter trains on the synthetic questions, the
+user's other real questions (if any) and the test questions of every *other* fold; its validation (model
+selection) is a seeded slice of those, so nothing of fold f reaches its training or selection. Tuning never
+reads test questions at all. Eval then scores each test question with its own fold's adapter and pools the
+out-of-fold rankings into the usual report. The shipped adapter trains on all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .data import TrainingData
+from .real_questions import RealQuestions, synthetic_part, with_real_questions
+from .training import BaggedResult, TrainParams, train_bagged
+
+
+def assign_folds(ids: Sequence[str], k: int, seed: int) -> dict[str, int]:
+    """Question id -> fold (0..k-1): a seeded permutation dealt round-robin, so fold sizes differ by at most one."""
+    if k < 2 or k > len(ids):
+        raise ValueError(f"k-fold needs 2 <= k <= the number of questions ({len(ids)}), got k={k}")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return {ids[i]: int(pos % k) for pos, i in enumerate(order)}
+
+
+def join_real(*parts: RealQuestions | None) -> RealQuestions:
+    """Several sets of real questions as one (ids must not repeat)."""
+    present = [p for p in parts if p is not None and p.ids]
+    ids = [q for p in present for q in p.ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a real question id appears in two sets")
+    dim = present[0].emb.shape[1] if present else 0
+    return RealQuestions(ids, np.concatenate([p.emb for p in present]) if present else np.zeros((0, dim), np.float32),
+                         [r for p in present for r in p.relevant])
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    result: Any                 # what `train` returned (a BaggedResult)
+    trained_on: list[str]       # the real question ids its training data held (validation included)
+
+
+def train_folds(params: TrainParams, data: TrainingData, test_real: RealQuestions, fold_of: dict[str, int],
+                train: Callable[[TrainParams, TrainingData], BaggedResult] = train_bagged) -> list[FoldResult]:
+    """One adapter per fold: `data` (synthetic plus any real training questions) with the test questions
+    of the other folds added. `test_real` holds the human test questions, `fold_of` their folds."""
+    base = synthetic_part(data)
+    k = max(fold_of.values()) + 1
+    out = []
+    for fold in range(k):
+        others = test_real.take([i for i, q in enumerate(test_real.ids) if fold_of[q] != fold])
+        real = join_real(data.real, others)
+        out.append(FoldResult(fold, train(params, with_real_questions(base, real)), list(real.ids)))
+    return out
+
+
+def with_all_test_questions(data: TrainingData, test_real: RealQuestions) -> TrainingData:
+    """The shipped adapter's data under k-fold: every human test question joins the real ones."""
+    return with_real_questions(synthetic_part(data), join_real(data.real, test_real))

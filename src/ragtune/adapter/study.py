@@ -1,0 +1,155 @@
+"""The Optuna study's storage and identity, and what is read back from it.
+
+A study lives in a JournalStorage file (the default) or an RDB URL; its name carries a fingerprint of the
+search space, base params, training data and the code that decides what a trial computes, so the same
+inputs resume one study and anything else starts a new one. `best_configuration` and `trial_rows` read a
+finished study back for data/tune/best.json and trials.csv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import RagtuneError
+
+if TYPE_CHECKING:
+    from .training import TrainParams
+    from .tuning import TuneParams
+
+DEFAULT_JOURNAL = "optuna.journal"
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL before it reaches a log or MLflow."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def open_storage(storage: str | None, default_dir: str | os.PathLike[str]):
+    """None -> JournalStorage file `default_dir/optuna.journal`; a URL with `://` -> RDB storage;
+    anything else -> a journal file at that path."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if storage and "://" in storage:
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except (ImportError, ModuleNotFoundError) as exc:
+            raise RagtuneError(f"tune.storage: {redact_url(storage)} needs a database driver ({exc}); "
+                               "install it (e.g. pip install psycopg2-binary) or use the default file") from None
+    path = Path(storage) if storage else Path(default_dir) / DEFAULT_JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def data_fingerprint(*paths: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        if not os.path.exists(p):  # an optional input (real questions) that this workspace lacks
+            h.update(f"absent:{p}".encode())
+            continue
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def code_fingerprint() -> str:
+    """Hash of the modules that decide what a trial computes: changed code means a new study."""
+    package = Path(__file__).parents[1]
+    h = hashlib.sha256()
+    for name in ("adapter/model.py", "adapter/losses.py", "adapter/data.py", "adapter/splits.py",
+                 "adapter/training.py", "adapter/tuning.py", "adapter/hard_negatives.py", "adapter/real_questions.py",
+                 "search/dense.py"):
+        h.update((package / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def study_fingerprint(tune: TuneParams, base: TrainParams, data_hash: str) -> str:
+    """Same search, base params, data and code -> same study (resumed); anything else -> a new one."""
+    run_keys = {"use_tuned", "compare_linear", "device", "bagging"}  # how the train stage runs, not what a trial is
+    blob = json.dumps({
+        "code": code_fingerprint(),
+        "space": {k: v.model_dump(mode="json") for k, v in sorted(tune.search_space.items())},
+        "base": {k: v for k, v in base.model_dump(mode="json").items() if k not in run_keys},
+        "seed": tune.seed, "pruning": [tune.pruning, tune.pruner_startup_trials, tune.pruner_warmup_epochs],
+        "sampler_startup_trials": tune.sampler_startup_trials, "data": data_hash,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def fail_stale_trials(study) -> int:
+    """Mark RUNNING trials left by a killed run as FAILED so a resumed study does not count them.
+    Only for the single-machine journal file: on a shared RDB they may be another machine's."""
+    import optuna
+
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+    return len(stale)
+
+
+def _finished(study) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                        optuna.trial.TrialState.PRUNED)))
+
+
+def best_configuration(study) -> dict[str, Any]:
+    """The best complete trial by (Hit@5, MRR@10): Hit@5 ties are common on small validation sets."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise RagtuneError("no tuning trial finished; raise tune.timeout_s or tune.n_trials")
+    best = max(complete, key=lambda t: (t.value, t.user_attrs.get("val_mrr@10", 0.0), -t.number))
+    attrs = best.user_attrs
+    return {"trial": best.number, "value": best.value, "params": dict(best.params),
+            "val_mrr@10": attrs.get("val_mrr@10"), "val_hit@1": attrs.get("val_hit@1"),
+            "val_hit@10": attrs.get("val_hit@10"), "best_epoch": attrs.get("best_epoch"),
+            "baseline_val_hit@5": attrs.get("baseline_val_hit@5")}
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    """One row per trial for trials.csv: objective (a pruned trial: the best Hit@5 it reached),
+    best so far among complete trials, state, seconds, params."""
+    rows = []
+    best_so_far = float("nan")
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "fail"}.get(t.state.name, t.state.name.lower())
+        value = t.value if t.value is not None else t.user_attrs.get("best_val_hit@5", float("nan"))
+        if state == "complete" and not (value <= best_so_far):
+            best_so_far = value
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else float("nan")
+        rows.append({"trial": t.number, "state": state, "value": value, "best_so_far": best_so_far,
+                     "seconds": round(duration, 3), "epochs": len(t.intermediate_values),
+                     **{f"param_{k}": v for k, v in sorted(t.params.items())}})
+    return rows
+
+
+def write_trials_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    from ..io import atomic_open
+
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    with atomic_open(path) as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: _csv_value(r.get(k)) for k in columns})
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return "" if v is None else v

@@ -1,0 +1,376 @@
+"""Hyperparameter search for the adapter: Optuna TPE (seeded) with per-epoch pruning.
+
+The search space is declared in params.yaml (`tune.search_space`), one entry per `train` key:
+`{type: float|int, low, high, log}` or `{type: categorical, choices: [...]}`. Each trial trains with
+`ragtune.adapter.training.train_adapter` and is scored by its selected validation Hit@5 (never below raw
+cosine, which is part of every trial's model selection).
+
+Storage: a JournalStorage file by default (one machine, any number of worker processes), or any
+RDB URL (e.g. PostgreSQL, for several machines). The study name carries a fingerprint of the search
+space, the base params and the data, so rerunning with the same inputs resumes the same study and
+changing any of them starts a new one.
+
+MLflow: the caller opens the parent run; every trial gets a nested run opened by hand through
+`MlflowClient` (params in one batch, the per-epoch curve in one batch). A pruned trial ends FINISHED
+with the tag `ragtune.trial_state=pruned`; only a trial that raised ends FAILED.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ..errors import RagtuneError
+from ..params import Section
+from .data import TrainingData
+from .splits import Split, make_split
+from .study import (
+    _finished,
+    best_configuration,
+    data_fingerprint,
+    fail_stale_trials,
+    open_storage,
+    study_fingerprint,
+    trial_rows,
+)
+from .training import TUNABLE, TrainParams, apply_overrides, train_adapter
+
+log = logging.getLogger(__name__)
+
+
+STATE_TAG = "ragtune.trial_state"
+Scalar = str | int | float | bool
+
+
+class SearchDim(Section):
+    """One hyperparameter's range (`float`/`int`, optionally on a log scale) or its `choices`."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Scalar] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchDim":
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("a categorical dimension takes `choices` only")
+        else:
+            if self.low is None or self.high is None or self.choices is not None:
+                raise ValueError(f"a {self.type} dimension takes `low` and `high` (no `choices`)")
+            if self.low > self.high:
+                raise ValueError(f"low {self.low} is above high {self.high}")
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scale range needs low > 0")
+            if self.log and self.step is not None:
+                raise ValueError("`step` and `log` cannot be combined")
+            if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+                raise ValueError("an int dimension needs whole-number bounds")
+        return self
+
+    def extremes(self) -> list[Scalar]:
+        """The values that must be valid `train` values for the whole range to be."""
+        if self.type == "categorical":
+            return list(self.choices or [])
+        cast = int if self.type == "int" else float
+        return [cast(self.low), cast(self.high)]
+
+
+DEFAULT_SEARCH_SPACE: dict[str, SearchDim] = {
+    "kind": SearchDim(type="categorical", choices=["mlp", "linear"]),
+    "loss": SearchDim(type="categorical", choices=["in_batch", "full_corpus"]),
+    "hidden_dim": SearchDim(type="categorical", choices=[64, 128, 256]),
+    "n_hidden_layers": SearchDim(type="int", low=0, high=2),
+    "dropout": SearchDim(type="float", low=0.0, high=0.3),
+    "lr": SearchDim(type="float", low=3e-5, high=3e-3, log=True),
+    "weight_decay": SearchDim(type="float", low=1e-4, high=0.3, log=True),
+    "temperature": SearchDim(type="float", low=0.01, high=0.2, log=True),
+    "identity_weight": SearchDim(type="float", low=1e-3, high=3.0, log=True),
+    "batch_size": SearchDim(type="categorical", choices=[64, 128, 256, 512]),
+}
+
+
+class TuneParams(Section):
+    """params.yaml `tune`: how long to search, where the study lives, and the search space."""
+
+    n_trials: int = Field(50, ge=1, le=100_000)
+    timeout_s: float | None = Field(270.0, gt=0)
+    seed: int = 42
+    n_workers: int = Field(1, ge=1, le=256)
+    storage: str | None = None
+    study_name: str = Field("ragtune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    resume: bool = True
+    pruning: bool = True
+    pruner_startup_trials: int = Field(5, ge=0)
+    pruner_warmup_epochs: int = Field(2, ge=0)
+    sampler_startup_trials: int = Field(10, ge=0)
+    search_space: dict[str, SearchDim] = Field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
+
+    @model_validator(mode="after")
+    def _space_names_train_keys(self) -> "TuneParams":
+        unknown = sorted(set(self.search_space) - TUNABLE)
+        if unknown:
+            raise ValueError(f"search_space: {unknown} are not tunable train keys; tunable: {sorted(TUNABLE)}")
+        for name, dim in self.search_space.items():
+            for value in dim.extremes():
+                try:
+                    TrainParams(**{name: value})
+                except ValueError as exc:
+                    first = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                    raise ValueError(f"search_space.{name}: {value!r} is not a valid train.{name} ({first})") from None
+        return self
+
+
+def make_sampler(tune: TuneParams, worker: int = 0):
+    import optuna
+
+    # Each worker its own seed stream; constant_liar keeps parallel workers from sampling one point.
+    return optuna.samplers.TPESampler(seed=tune.seed + worker, n_startup_trials=tune.sampler_startup_trials,
+                                      constant_liar=tune.n_workers > 1)
+
+
+def make_pruner(tune: TuneParams):
+    import optuna
+
+    if not tune.pruning:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
+                                       n_warmup_steps=tune.pruner_warmup_epochs)
+
+
+def suggest(trial, space: dict[str, SearchDim]) -> dict[str, Any]:
+    """Draw one value per dimension, in the declared order."""
+    out: dict[str, Any] = {}
+    for name, dim in space.items():
+        if dim.type == "categorical":
+            out[name] = trial.suggest_categorical(name, list(dim.choices or []))
+        elif dim.type == "int":
+            out[name] = trial.suggest_int(name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+        else:
+            out[name] = trial.suggest_float(name, float(dim.low), float(dim.high), step=dim.step, log=dim.log)
+    return out
+
+
+@dataclass(frozen=True)
+class MlflowTarget:
+    """Where nested trial runs go: picklable, so worker processes can open their own client."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+class TrialRun:
+    """A nested MLflow run for one trial, opened by hand; everything is logged in batches."""
+
+    def __init__(self, target: MlflowTarget | None, trial_number: int, params: dict[str, Any]):
+        self.client = None
+        self.run_id: str | None = None
+        if target is None:
+            return
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        self.client = MlflowClient(target.tracking_uri)
+        tags = {"mlflow.parentRunId": target.parent_run_id, "ragtune.stage": "tune",
+                "optuna.trial": str(trial_number), **dict(target.tags)}
+        run = self.client.create_run(target.experiment_id, tags=tags, run_name=f"trial-{trial_number:03d}")
+        self.run_id = run.info.run_id
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def finish(self, history: list[dict[str, float]], state: str, summary: dict[str, float]) -> None:
+        if self.client is None:
+            return
+        from ..tracking import log_points
+
+        points = [(k, float(v), int(row["epoch"])) for row in history
+                  for k, v in row.items() if k != "epoch" and v is not None and math.isfinite(float(v))]
+        points += [(k, float(v), 0) for k, v in summary.items() if math.isfinite(float(v))]
+        log_points(self.client, self.run_id, points, tags={STATE_TAG: state})
+        self.client.set_terminated(self.run_id, "FAILED" if state == "failed" else "FINISHED")
+
+
+class Objective:
+    """Optuna objective: train one configuration, report each epoch's validation Hit@5, prune."""
+
+    def __init__(self, base: TrainParams, space: dict[str, SearchDim], data: TrainingData, split: Split,
+                 mlflow_target: MlflowTarget | None = None):
+        self.base, self.space, self.data, self.split = base, space, data, split
+        self.mlflow_target = mlflow_target
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        overrides = suggest(trial, self.space)
+        params = apply_overrides(self.base, overrides, source=f"trial {trial.number}")
+        run = TrialRun(self.mlflow_target, trial.number, overrides)
+        history: list[dict[str, float]] = []
+
+        def on_epoch(epoch: int, row: dict[str, float]) -> None:
+            history.append(row)
+            trial.report(row["val_hit@5"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        t0 = time.perf_counter()
+        try:
+            result = train_adapter(params, self.data, self.split, on_epoch=on_epoch)
+        except optuna.TrialPruned:
+            best_seen = max(r["val_hit@5"] for r in history)
+            trial.set_user_attr("best_val_hit@5", best_seen)
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            run.finish(history, "pruned", {"best_val_hit@5": best_seen})
+            raise
+        except Exception:
+            run.finish(history, "failed", {})
+            raise
+        summary = {f"val_{k}": v for k, v in result.best.items()}
+        for k, v in {**summary, "best_epoch": result.best_epoch, "seconds": result.seconds,
+                     "baseline_val_hit@5": result.baseline["hit@5"]}.items():
+            trial.set_user_attr(k, v)
+        run.finish(result.history[1:], "complete",  # best_*: the selected epoch, apart from the curves
+                   {**{f"best_{k}": v for k, v in summary.items()}, "best_epoch": result.best_epoch})
+        return result.best["hit@5"]
+
+
+def _stop_callback(n_trials: int):
+    import optuna
+
+    # Counts finished trials in the storage, so resumed studies and several workers share one budget.
+    return optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                            optuna.trial.TrialState.PRUNED))
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """Everything a worker process needs (picklable): it reloads the data itself."""
+
+    tune: dict[str, Any]
+    base: dict[str, Any]
+    inputs: tuple[str, ...]               # questions.npz, corpus.npz, corpus.jsonl[, test.jsonl[, train_questions.jsonl, real.npz]]
+    storage: str | None
+    storage_dir: str
+    study_name: str
+    worker: int
+    threads: int
+    deadline: float | None                # time.time() at which to stop starting trials
+    mlflow_target: MlflowTarget | None
+
+
+def _run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
+    import optuna
+    import torch
+
+    from .data import load_training_data
+
+    torch.set_num_threads(job.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not logging.getLogger().handlers:  # a spawned worker starts without the stage's logging set-up
+        logging.basicConfig(level=os.environ.get("RAGTUNE_LOG", "INFO"),
+                            format=f"%(asctime)s %(levelname)s worker-{job.worker}: %(message)s")
+    tune, base = TuneParams(**job.tune), TrainParams(**job.base)
+    if data is None:
+        data = load_training_data(*job.inputs, round_trip_top_k=base.round_trip_top_k)
+    split = make_split(data, base, base.seed)
+    study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage, job.storage_dir),
+                              sampler=make_sampler(tune, job.worker), pruner=make_pruner(tune))
+    if _finished(study) >= tune.n_trials:
+        return
+    timeout = None if job.deadline is None else max(0.0, job.deadline - time.time())
+    if timeout == 0.0:
+        return
+    study.optimize(Objective(base, tune.search_space, data, split, job.mlflow_target), timeout=timeout,
+                   callbacks=[_stop_callback(tune.n_trials), _log_trial])
+
+
+def _log_trial(study, trial) -> None:
+    value = trial.value if trial.value is not None else trial.user_attrs.get("best_val_hit@5")
+    log.info("trial %d %s: val Hit@5 %s %s", trial.number, trial.state.name.lower(),
+             "n/a" if value is None else f"{value:.4f}", trial.params)
+
+
+@dataclass
+class StudyResult:
+    study: Any
+    study_name: str
+    best: dict[str, Any]
+    trials: list[dict[str, Any]]
+    seconds: float
+    counts: dict[str, int]
+
+
+def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], storage_dir: str | os.PathLike[str],
+              mlflow_target: MlflowTarget | None = None, data: TrainingData | None = None) -> StudyResult:
+    """Create or resume the study, run `n_workers` processes against one storage until `n_trials`
+    trials have finished (or the timeout), and return the best configuration."""
+    import optuna
+
+    from .data import load_training_data
+
+    t0 = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if data is None:
+        data = load_training_data(*inputs, round_trip_top_k=base.round_trip_top_k)
+    fingerprint = study_fingerprint(tune, base, data_fingerprint(*inputs))
+    study_name = f"{tune.study_name}-{fingerprint}"
+    storage = open_storage(tune.storage, storage_dir)
+    if not tune.resume:
+        try:
+            optuna.delete_study(study_name=study_name, storage=storage)
+        except KeyError:
+            pass
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+                                sampler=make_sampler(tune), pruner=make_pruner(tune), load_if_exists=True)
+    if not (tune.storage and "://" in tune.storage):
+        n_stale = fail_stale_trials(study)
+        if n_stale:
+            log.warning("marked %d trial(s) left running by an interrupted run as failed", n_stale)
+    done = _finished(study)
+    if done:
+        log.info("resuming study %s: %d of %d trials already finished", study_name, done, tune.n_trials)
+    deadline = None if tune.timeout_s is None else time.time() + tune.timeout_s
+    cores = os.cpu_count() or 1
+    jobs = [WorkerJob(tune.model_dump(mode="json"), base.model_dump(mode="json"), tuple(map(str, inputs)),
+                      tune.storage, str(storage_dir), study_name, w, max(1, cores // tune.n_workers), deadline,
+                      mlflow_target) for w in range(tune.n_workers)]
+    if tune.n_workers == 1:
+        _run_worker_in_process(jobs[0], data)
+    else:
+        # spawn, not fork: a forked child inherits torch's OpenMP thread pool in an unusable state.
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_run_worker, args=(job,), name=f"tune-worker-{job.worker}") for job in jobs]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.name for p in procs if p.exitcode != 0]
+        if bad:
+            raise RagtuneError(f"tune worker(s) {bad} exited with an error; see the log above")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = trial_rows(study)
+    counts = {s: sum(1 for t in trials if t["state"] == s) for s in ("complete", "pruned", "fail", "running")}
+    best = best_configuration(study)
+    return StudyResult(study, study_name, best, trials, time.perf_counter() - t0, counts)
+
+
+def _run_worker_in_process(job: WorkerJob, data: TrainingData) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        _run_worker(job, data)
+    finally:
+        torch.set_num_threads(threads)
+
+
+__all__ = ["TuneParams", "SearchDim", "run_study", "StudyResult", "MlflowTarget"]

