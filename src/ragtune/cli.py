@@ -284,6 +284,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable")
     b.add_argument("--mlflow", action="store_true",
                    help="log to MLflow (off by default; a relative sqlite store means the project's)")
+    w = sub.add_parser("tune-worker", help="run trials of a tune study that a tune stage started, from any machine",
+                       description="Join an Optuna study in a shared storage (tune.storage, e.g. a PostgreSQL URL) "
+                                   "and run its trials until it has tune.n_trials finished. Run it from the root "
+                                   "of a checkout whose fetch/synthesize/embed outputs match the stage's (dvc "
+                                   "pull): the worker checks the study's data and code fingerprints and refuses "
+                                   "to join on a mismatch. Trials it runs are not logged to MLflow.")
+    w.add_argument("--storage", required=True, help="the study's storage URL (the tune stage's tune.storage)")
+    w.add_argument("--study", required=True, help="the study name (data/tune/best.json `study`, or the stage's log)")
+    w.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    w.add_argument("--worker", type=int, default=None,
+                   help="worker number, offsets the sampler seed (default: from the process id)")
+    w.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for the study to appear (start workers before the stage)")
     return parser
 
 
@@ -307,6 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmp = search(args.question, args.top_k, args.params)
             width = args.width or shutil.get_terminal_size((120, 24)).columns
             print(_as_json(cmp) if args.json else format_comparison(cmp, width))
+        elif args.command == "tune-worker":
+            from .adapter.tuning import join_study
+
+            logging.getLogger().setLevel(logging.INFO)
+            done = join_study(args.storage, args.study, args.worker, args.threads, args.wait)
+            print(f"study {args.study}: {done} trials finished")
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from .tuning import TuneParams
 
 DEFAULT_JOURNAL = "optuna.journal"
+HEARTBEAT_S = 30  # RDB storage: a running trial beats this often; one silent for 4 beats is failed
+# The study's user attribute that lets a worker on another machine join it (`ragtune tune-worker`): the
+# tune and base params (no storage URL: no password), the input paths and their fingerprint, the code's.
+STUDY_ATTR = "ragtune.study"
 
 
 def redact_url(url: str) -> str:
@@ -30,18 +34,33 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+def storage_url(url: str) -> str:
+    """The SQLAlchemy URL for a storage URL: `postgresql://` (and `postgres://`) use psycopg 3, the driver of
+    the `postgres` extra (`pip install 'ragtune[postgres]'`); a URL naming its driver is kept as written."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def open_storage(storage: str | None, default_dir: str | os.PathLike[str]):
-    """None -> JournalStorage file `default_dir/optuna.journal`; a URL with `://` -> RDB storage;
-    anything else -> a journal file at that path."""
+    """None -> JournalStorage file `default_dir/optuna.journal`; a URL with `://` -> RDB storage (with
+    heartbeats, so a trial whose worker died is failed and not waited for); anything else -> a journal
+    file at that path."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     if storage and "://" in storage:
         try:
-            return optuna.storages.RDBStorage(storage)
+            return optuna.storages.RDBStorage(storage_url(storage), heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=4 * HEARTBEAT_S)
         except (ImportError, ModuleNotFoundError) as exc:
             raise RagtuneError(f"tune.storage: {redact_url(storage)} needs a database driver ({exc}); "
-                               "install it (e.g. pip install psycopg2-binary) or use the default file") from None
+                               "install it (pip install 'ragtune[postgres]' for PostgreSQL) or use the "
+                               "default file") from None
+        except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: say which storage, no password
+            raise RagtuneError(f"tune.storage: cannot open {redact_url(storage)}: "
+                               f"{redact_url(str(exc).splitlines()[0])}") from None
     path = Path(storage) if storage else Path(default_dir) / DEFAULT_JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -81,6 +100,29 @@ def study_fingerprint(tune: TuneParams, base: TrainParams, data_hash: str) -> st
         "sampler_startup_trials": tune.sampler_startup_trials, "data": data_hash,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def study_identity(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], data_hash: str) -> dict[str, Any]:
+    """What `STUDY_ATTR` holds: enough for a worker elsewhere to rebuild every trial of the study."""
+    return {"tune": {**tune.model_dump(mode="json"), "storage": None}, "base": base.model_dump(mode="json"),
+            "inputs": [str(p) for p in inputs], "data": data_hash, "code": code_fingerprint()}
+
+
+def check_identity(identity: dict[str, Any], study_name: str) -> None:
+    """Refuse to join a study whose inputs or code differ from this machine's (the trials would not be the
+    study's trials)."""
+    missing = [p for p in identity["inputs"][:3] if not os.path.exists(p)]
+    if missing:
+        raise RagtuneError(f"study {study_name}: this machine lacks its training data ({', '.join(missing)}); run "
+                           "the worker from the project root after `dvc pull` or `dvc repro embed`")
+    local = data_fingerprint(*identity["inputs"])
+    if local != identity["data"]:
+        raise RagtuneError(f"study {study_name}: this machine's training data differ from the study's (fingerprint "
+                           f"{local} here, {identity['data']} in the study); run the worker on the same fetch, "
+                           "synthesize and embed outputs (`dvc pull`, or the same params and `dvc repro embed`)")
+    if code_fingerprint() != identity["code"]:
+        raise RagtuneError(f"study {study_name}: this machine's ragtune code differs from the study's (code "
+                           f"{code_fingerprint()} here, {identity['code']} in the study); check out the same commit")
 
 
 def fail_stale_trials(study) -> int:

@@ -21,6 +21,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,17 +33,23 @@ from ..params import Section
 from .data import TrainingData
 from .splits import Split, make_split
 from .study import (
+    STUDY_ATTR,
     _finished,
     best_configuration,
+    check_identity,
     data_fingerprint,
     fail_stale_trials,
     open_storage,
+    redact_url,
     study_fingerprint,
+    study_identity,
     trial_rows,
 )
 from .training import TUNABLE, TrainParams, apply_overrides, train_adapter
 
 log = logging.getLogger(__name__)
+# Which process ran a trial (a trial user attribute): workers on several machines share one study.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 STATE_TAG = "ragtune.trial_state"
@@ -212,6 +219,7 @@ class Objective:
         import optuna
 
         overrides = suggest(trial, self.space)
+        trial.set_user_attr("worker", WORKER_ID)
         params = apply_overrides(self.base, overrides, source=f"trial {trial.number}")
         run = TrialRun(self.mlflow_target, trial.number, overrides)
         history: list[dict[str, float]] = []
@@ -321,7 +329,8 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if data is None:
         data = load_training_data(*inputs, round_trip_top_k=base.round_trip_top_k)
-    fingerprint = study_fingerprint(tune, base, data_fingerprint(*inputs))
+    data_hash = data_fingerprint(*inputs)
+    fingerprint = study_fingerprint(tune, base, data_hash)
     study_name = f"{tune.study_name}-{fingerprint}"
     storage = open_storage(tune.storage, storage_dir)
     if not tune.resume:
@@ -331,6 +340,7 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
             pass
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
                                 sampler=make_sampler(tune), pruner=make_pruner(tune), load_if_exists=True)
+    study.set_user_attr(STUDY_ATTR, study_identity(tune, base, tuple(map(str, inputs)), data_hash))
     if not (tune.storage and "://" in tune.storage):
         n_stale = fail_stale_trials(study)
         if n_stale:
@@ -373,4 +383,38 @@ def _run_worker_in_process(job: WorkerJob, data: TrainingData) -> None:
         torch.set_num_threads(threads)
 
 
-__all__ = ["TuneParams", "SearchDim", "run_study", "StudyResult", "MlflowTarget"]
+def join_study(storage: str, study_name: str, worker: int | None = None, threads: int | None = None,
+               wait_s: float = 0.0) -> int:
+    """`ragtune tune-worker`: run trials of a study that a tune stage started (on this machine or another)
+    until it has `n_trials` finished trials, then return how many it has. Waits up to `wait_s` seconds for
+    the study to appear, and refuses with a clear error when this machine's training data or code differ
+    from the study's. Run it from a project root whose embed outputs match the stage's."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage, "."))
+            identity = study.user_attrs.get(STUDY_ATTR)
+        except KeyError:
+            identity = None
+        if identity is not None:
+            break
+        if time.time() >= deadline:
+            raise RagtuneError(f"no study {study_name!r} started by a ragtune tune stage in {redact_url(storage)} "
+                               f"(waited {wait_s:g} s); start the tune stage with tune.storage set to this URL, "
+                               "and use the study name data/tune/best.json or its log gives")
+        time.sleep(0.5)
+    check_identity(identity, study_name)
+    tune = TuneParams(**identity["tune"])
+    job = WorkerJob(identity["tune"], identity["base"], tuple(identity["inputs"]), storage, ".", study_name,
+                    os.getpid() % 1000 + 1 if worker is None else worker, threads or (os.cpu_count() or 1), None,
+                    None)
+    _run_worker(job)
+    done = _finished(optuna.load_study(study_name=study_name, storage=open_storage(storage, ".")))
+    log.info("tune-worker: study %s has %d of %d trials finished", study_name, done, tune.n_trials)
+    return done
+
+
+__all__ = ["TuneParams", "SearchDim", "run_study", "join_study", "StudyResult", "MlflowTarget"]
