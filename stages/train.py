@@ -2,6 +2,7 @@
 sentence-transformers export), data/train/{history.csv, metrics.json, split.json}."""
 
 import csv
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -11,16 +12,18 @@ import numpy as np
 from ragtune.adapter.model import adapt_queries, save_query_adapter
 from ragtune.embedding.embedder import load_model
 from ragtune.errors import RagtuneError
+from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.io import atomic_open, read_json, write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.records import load_corpus
 from ragtune.stage import run_main
-from ragtune.tracking import stage_run
+from ragtune.tracking import pipeline_tags, stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
 
 OUT = Path("data/train")
+log = logging.getLogger("train")
 MODEL_DIR = Path("models/adapter")
 # The `linear` variant, only when train.compare_linear asks for it (not a DVC output: it may be absent).
 LINEAR_DIR = Path("models/linear_adapter")
@@ -145,6 +148,13 @@ def main() -> None:
                 shutil.rmtree(model_dir / FOLDS_DIR)  # from an earlier k-fold run: eval would use them
             save_members(bagged, model_dir / MEMBERS_DIR, p)
             diff = export_and_check(bagged.adapter, model_dir / EXPORT_DIR, base_model, emb, probe, info)
+            if run.active and kind == params.kind:
+                model = log_query_encoder(run.run_id, model_dir / EXPORT_DIR, bagged.adapter.config.dim,
+                                          [probe[0][:120]], mlflow_params.register_model_name,
+                                          pipeline_tags("train"))
+                log.info("train: logged the adapter as MLflow model %s%s", model.model_uri,
+                         f" (registered {mlflow_params.register_model_name} version "
+                         f"{model.registered_model_version})" if mlflow_params.register_model_name else "")
             summary = {**bagged.summary(), "kind": kind, "loss": p.loss, "bagging": len(bagged.members),
                        "export_max_abs_diff": diff, "export_needs_trust_remote_code": needs_remote_code(bagged.adapter)}
             prefix = "" if kind == params.kind else "linear_"

@@ -279,12 +279,23 @@ def test_readme_results_match_the_committed_metrics(tmp_path):
         "README results are stale: run python -m ragtune.readme"
 
 
-def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path):
+@pytest.fixture(scope="module")
+def mlflow_server_url():
+    from server_support import mlflow_server
+
+    with mlflow_server() as url:
+        yield url
+
+
+@pytest.mark.parametrize("store", ["sqlite", "server"])
+def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, request):
+    """The same stage against a local SQLite store and against a real `mlflow server` over HTTP (SQL
+    backend, artifacts served by the server), as a team sets it up."""
     import mlflow
 
     paths = make_pipeline(tmp_path)
     save_query_adapter(build_adapter(AdapterConfig(dim=DIM), seed=0), paths.adapter)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else request.getfixturevalue("mlflow_server_url")
     (tmp_path / "params.yaml").write_text(
         f"eval:\n  bootstrap_resamples: 500\nmlflow:\n  tracking_uri: {uri}\n  experiment: t\n", encoding="utf-8")
     mlflow.set_tracking_uri(uri)
@@ -292,6 +303,9 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path):
     with mlflow.start_run(run_name="train") as run:
         train_id = run.info.run_id
     write_json(tmp_path / "data/train/metrics.json", {"mlflow_run_id": train_id})
+    client = mlflow.MlflowClient(uri)
+    client.create_registered_model("rq")   # as the train stage registers with mlflow.register_model_name
+    version = client.create_model_version("rq", f"runs:/{train_id}/query_encoder", run_id=train_id)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run([sys.executable, str(REPO / "stages/eval.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -299,7 +313,6 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path):
     assert "eval test (30 mixed (20 human, 10 synthetic)): Hit@5 cosine" in proc.stdout
     metrics = json.loads((tmp_path / "data/eval/metrics.json").read_text())
     assert metrics["setup"]["bootstrap_resamples"] == 500
-    client = mlflow.MlflowClient(uri)
     evals = [r for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
              if r.data.tags.get("ragtune.stage") == "eval"]
     assert len(evals) == 1 and evals[0].data.tags["mlflow.parentRunId"] == train_id
@@ -308,6 +321,9 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path):
     assert client.get_run(train_id).data.metrics["test.adapter.hit_at_5"] == pytest.approx(hit5)
     artifacts = {f.path for f in client.list_artifacts(evals[0].info.run_id)}
     assert {"metrics.json", "hit_rate_at_k.png"} <= artifacts
+    tags = client.get_model_version("rq", version.version).tags   # the headline test numbers on the version
+    assert float(tags["test.adapter.hit_at_5"]) == pytest.approx(hit5)
+    assert {"test.cosine.hit_at_5", "test.adapter.mrr_at_20", "test.bm25.mrr_at_20"} <= set(tags)
 
 
 def test_bm25_indexes_titles_as_its_include_title_says():

@@ -106,3 +106,36 @@ def test_export_of_a_saved_adapter_and_replacement_in_place(base_model, tmp_path
 def test_dimension_mismatch_is_refused(base_model, tmp_path):
     with pytest.raises(ValueError, match="384-d"):
         export_sentence_transformer(trained_like(AdapterConfig(dim=16)), tmp_path / "x", base_model)
+
+
+def test_the_logged_mlflow_model_gives_the_adapted_vectors_and_registers(base_model, tmp_path):
+    """The train stage's MLflow model: a pyfunc over the export whose predict() is the library's adapted
+    query vector (within 1e-5), with a signature, registered as a tagged version when a name is given."""
+    import mlflow
+
+    from ragtune.adapter.mlflow_model import MODEL_NAME, log_query_encoder, tag_model_versions
+
+    adapter = trained_like(CONFIGS["mlp-2-layers"])
+    out = export_sentence_transformer(adapter, tmp_path / "export", base_model)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("t")
+    with mlflow.start_run() as run:
+        run_id = run.info.run_id
+    info = log_query_encoder(run_id, out, 384, QUERIES[:1], register_as="rq", version_tags={"ragtune.git_commit": "abc"})
+
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    predicted = model.predict(QUERIES)
+    library, _ = library_vectors(base_model, adapter, tmp_path, EmbeddingParams())
+    assert predicted.shape == (len(QUERIES), 384) and predicted.dtype == np.float32
+    assert np.abs(predicted - library).max() <= 1e-5
+    assert np.abs(model.predict(QUERIES[0]) - library[:1]).max() <= 1e-5   # one string works too
+    inputs = info.signature.inputs.to_dict()
+    assert inputs[0]["type"] == "string" and info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 384)
+    client = mlflow.MlflowClient(uri)
+    assert [m.name for m in client.search_logged_models([client.get_experiment_by_name("t").experiment_id])] \
+        == [MODEL_NAME]
+    version = client.get_model_version("rq", info.registered_model_version)
+    assert version.run_id == run_id and version.tags["ragtune.git_commit"] == "abc"
+    assert tag_model_versions(client, run_id, {"test.adapter.hit_at_5": 0.5}) == 1
+    assert client.get_model_version("rq", version.version).tags["test.adapter.hit_at_5"] == "0.5"

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from postgres_support import free_port, postgres_server
+from server_support import free_port, postgres_server
 from ragtune.adapter.study import STUDY_ATTR, data_fingerprint, open_storage, storage_url, study_fingerprint
 from ragtune.adapter.tuning import run_study
 from ragtune.cli import main

@@ -52,6 +52,7 @@ class MlflowParams(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "ragtune"
     enabled: bool = True
+    register_model_name: str | None = None   # register each trained adapter as a version of this model
 
 
 # --- fetch ------------------------------------------------------------------------------------

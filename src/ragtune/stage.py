@@ -52,10 +52,12 @@ def train_run_id(paths: PipelinePaths) -> str | None:
 
 
 def log_under_train_run(stage: str, mlflow_params: Any, params: Mapping[str, Any], tags: Mapping[str, str],
-                        flat: Mapping[str, float], written: Sequence[Path], paths: PipelinePaths) -> None:
+                        flat: Mapping[str, float], written: Sequence[Path], paths: PipelinePaths,
+                        version_tags: Mapping[str, float] | None = None) -> None:
     """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, shown nested under
     the train run that made the adapter, with the same numbers on that run too, so runs compare by their
-    test scores. A train run from another tracking store only costs a warning."""
+    test scores; `version_tags` go on the registered model versions made from that run. A train run from
+    another tracking store only costs a warning."""
     from .tracking import StageRun, stage_run
 
     parent = train_run_id(paths)
@@ -67,5 +69,9 @@ def log_under_train_run(stage: str, mlflow_params: Any, params: Mapping[str, Any
         if run.active and parent:
             try:
                 StageRun(parent, run.client).log_metrics(flat)
+                if version_tags:
+                    from .adapter.mlflow_model import tag_model_versions
+
+                    tag_model_versions(run.client, parent, version_tags)
             except Exception as exc:
                 log.warning("%s: could not log to train run %s: %s", stage, parent, exc)

@@ -1,0 +1,99 @@
+"""Real servers for tests, each on 127.0.0.1 on a free port with a throw-away directory, stopped afterwards.
+
+- PostgreSQL: the binaries of the `pgserver` wheel, trust authentication. PostgreSQL refuses to run as
+  root, so under root it runs as the `pgserver` system user (the one pgserver itself uses).
+- MLflow: `mlflow server` with a SQL (SQLite) backend store, serving artifacts from a local folder, as a team
+  server does (there on PostgreSQL and shared storage)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield `postgresql://postgres@127.0.0.1:PORT/postgres` of a fresh server."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    user = None
+    if os.geteuid() == 0:
+        from pgserver.utils import ensure_user_exists
+
+        user = "pgserver"
+        ensure_user_exists(user)
+    root = Path(tempfile.mkdtemp(prefix="ragtune-pg-"))   # under /tmp: reachable by the server's user
+    data = root / "data"
+    data.mkdir()
+    if user is not None:
+        shutil.chown(root, user)
+        shutil.chown(data, user)
+    port = free_port()
+
+    def run(*args: str) -> None:
+        subprocess.run([str(POSTGRES_BIN_PATH / args[0]), *args[1:]], check=True, capture_output=True, text=True,
+                       user=user, cwd=root)
+
+    try:
+        run("initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=utf8")
+        run("pg_ctl", "-D", str(data), "-w", "-l", str(root / "server.log"),
+            "-o", f"-h 127.0.0.1 -p {port} -k {root}", "start")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if (data / "postmaster.pid").exists():
+            subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                           capture_output=True, user=user, cwd=root)
+        for _ in range(20):
+            if not (data / "postmaster.pid").exists():
+                break
+            time.sleep(0.1)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def mlflow_server(timeout_s: float = 180.0) -> Iterator[str]:
+    """Yield `http://127.0.0.1:PORT` of a fresh `mlflow server` once its /health answers."""
+    root = Path(tempfile.mkdtemp(prefix="ragtune-mlflow-"))
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                             "--artifacts-destination", str(root / "artifacts")],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
