@@ -10,7 +10,8 @@ from ragtune.tracking import pipeline_tags, stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.training import TrainParams
 from ragtune.adapter.tuning import MlflowTarget, TuneParams, run_study
-from ragtune.adapter.study import redact_url, write_trials_csv
+from ragtune.adapter.study import write_trials_csv
+from ragtune.tracking import redact_url
 
 OUT = Path("data/tune")
 STORAGE_DIR = OUT / "storage"

@@ -42,3 +42,19 @@ def test_disabled_tracking_is_a_noop():
     with stage_run("eval", MlflowParams(enabled=False)) as run:
         assert not run.active
         run.log_metrics({"x": 1.0})
+
+
+def test_an_unreachable_tracking_server_is_refused_naming_the_param_without_the_password():
+    from server_support import free_port
+
+    from ragtune.errors import RagtuneError
+    from ragtune.params import MlflowParams
+    from ragtune.tracking import stage_run
+
+    uri = f"http://tracker:s3cret@127.0.0.1:{free_port()}"   # nothing listens there
+    with pytest.raises(RagtuneError) as err:
+        with stage_run("eval", MlflowParams(tracking_uri=uri)):
+            pass
+    message = str(err.value)
+    assert message.startswith("mlflow.tracking_uri: cannot reach the tracking server http://tracker:***@127.0.0.1")
+    assert "s3cret" not in message and "mlflow.enabled: false" in message

@@ -13,7 +13,8 @@ from ragtune.records import Chunk, write_jsonl
 from ragtune.adapter.training import TrainParams
 from ragtune.adapter.splits import split_by_chunk
 from ragtune.adapter.tuning import STATE_TAG, MlflowTarget, Objective, SearchDim, TuneParams, run_study
-from ragtune.adapter.study import best_configuration, redact_url, trial_rows, write_trials_csv
+from ragtune.adapter.study import best_configuration, trial_rows, write_trials_csv
+from ragtune.tracking import redact_url
 from test_training import learnable_data
 
 BASE = TrainParams(max_epochs=3, patience=2, batch_size=64, hidden_dim=16, dropout=0.0)

@@ -103,6 +103,28 @@ class StageRun:
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
 
+def redact_url(url: str) -> str:
+    """Hide the password of a URL (database, tracking server) before it reaches a log, MLflow or an error."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """An http(s) tracking URI must answer /health within seconds: MLflow's client would otherwise retry for
+    minutes before a stage learns that the server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            pass
+    except Exception as exc:  # URLError, HTTPError, timeouts: say which server, without its password
+        from .errors import RagtuneError
+
+        raise RagtuneError(f"mlflow.tracking_uri: cannot reach the tracking server {redact_url(uri)} "
+                           f"({redact_url(str(exc))}); start it, fix the URI, or set mlflow.enabled: false") from None
+
+
 def clean_key(key: str) -> str:
     """A metric or param name MLflow accepts (alphanumerics, _ - . space / only): val_hit@5 -> val_hit_5."""
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", key)
@@ -137,6 +159,7 @@ def stage_run(stage: str, mlflow_params: MlflowParams, params: Mapping[str, Any]
         return
     import mlflow
 
+    check_tracking_server(mlflow_params.tracking_uri)
     mlflow.set_tracking_uri(mlflow_params.tracking_uri)
     mlflow.set_experiment(mlflow_params.experiment)
     all_tags = {**pipeline_tags(stage), **(tags or {})}

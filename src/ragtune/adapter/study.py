@@ -12,26 +12,22 @@ import hashlib
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RagtuneError
+from ..tracking import redact_url
 
 if TYPE_CHECKING:
     from .training import TrainParams
     from .tuning import TuneParams
 
 DEFAULT_JOURNAL = "optuna.journal"
+CONNECT_TIMEOUT_S = 10
 HEARTBEAT_S = 30  # RDB storage: a running trial beats this often; one silent for 4 beats is failed
 # The study's user attribute that lets a worker on another machine join it (`ragtune tune-worker`): the
 # tune and base params (no storage URL: no password), the input paths and their fingerprint, the code's.
 STUDY_ATTR = "ragtune.study"
-
-
-def redact_url(url: str) -> str:
-    """Hide the password of a database URL before it reaches a log or MLflow."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def storage_url(url: str) -> str:
@@ -52,7 +48,10 @@ def open_storage(storage: str | None, default_dir: str | os.PathLike[str]):
 
     if storage and "://" in storage:
         try:
-            return optuna.storages.RDBStorage(storage_url(storage), heartbeat_interval=HEARTBEAT_S,
+            url = storage_url(storage)
+            # An unreachable database fails within seconds, not after the TCP timeout.
+            engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith("postgresql") else None
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
                                               grace_period=4 * HEARTBEAT_S)
         except (ImportError, ModuleNotFoundError) as exc:
             raise RagtuneError(f"tune.storage: {redact_url(storage)} needs a database driver ({exc}); "

@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 
 from ..errors import RagtuneError
 from ..params import Section
+from ..tracking import redact_url
 from .data import TrainingData
 from .splits import Split, make_split
 from .study import (
@@ -40,7 +41,6 @@ from .study import (
     data_fingerprint,
     fail_stale_trials,
     open_storage,
-    redact_url,
     study_fingerprint,
     study_identity,
     trial_rows,
