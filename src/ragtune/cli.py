@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             width = args.width or shutil.get_terminal_size((120, 24)).columns
             print(_as_json(cmp) if args.json else format_comparison(cmp, width))
         elif args.command == "tune-worker":
-            from .adapter.tuning import join_study
+            from .adapter.tune_worker import join_study
 
             logging.getLogger().setLevel(logging.INFO)
             done = join_study(args.storage, args.study, args.worker, args.threads, args.wait)

@@ -135,7 +135,7 @@ def fail_stale_trials(study) -> int:
     return len(stale)
 
 
-def _finished(study) -> int:
+def finished_trials(study) -> int:
     import optuna
 
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,

@@ -30,16 +30,14 @@ from pydantic import Field, model_validator
 
 from ..errors import RagtuneError
 from ..params import Section
-from ..tracking import redact_url
 from .data import TrainingData
 from .splits import Split, make_split
 from .study import (
     STUDY_ATTR,
-    _finished,
     best_configuration,
-    check_identity,
     data_fingerprint,
     fail_stale_trials,
+    finished_trials,
     open_storage,
     study_fingerprint,
     study_identity,
@@ -48,11 +46,15 @@ from .study import (
 from .training import TUNABLE, TrainParams, apply_overrides, train_adapter
 
 log = logging.getLogger(__name__)
+
+
 # Which process ran a trial (a trial user attribute): workers on several machines share one study.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 STATE_TAG = "ragtune.trial_state"
+
+
 Scalar = str | int | float | bool
 
 
@@ -275,7 +277,7 @@ class WorkerJob:
     mlflow_target: MlflowTarget | None
 
 
-def _run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
+def run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
     import optuna
     import torch
 
@@ -292,7 +294,7 @@ def _run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
     split = make_split(data, base, base.seed)
     study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage, job.storage_dir),
                               sampler=make_sampler(tune, job.worker), pruner=make_pruner(tune))
-    if _finished(study) >= tune.n_trials:
+    if finished_trials(study) >= tune.n_trials:
         return
     timeout = None if job.deadline is None else max(0.0, job.deadline - time.time())
     if timeout == 0.0:
@@ -345,7 +347,7 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
         n_stale = fail_stale_trials(study)
         if n_stale:
             log.warning("marked %d trial(s) left running by an interrupted run as failed", n_stale)
-    done = _finished(study)
+    done = finished_trials(study)
     if done:
         log.info("resuming study %s: %d of %d trials already finished", study_name, done, tune.n_trials)
     deadline = None if tune.timeout_s is None else time.time() + tune.timeout_s
@@ -358,7 +360,7 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
     else:
         # spawn, not fork: a forked child inherits torch's OpenMP thread pool in an unusable state.
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_run_worker, args=(job,), name=f"tune-worker-{job.worker}") for job in jobs]
+        procs = [ctx.Process(target=run_worker, args=(job,), name=f"tune-worker-{job.worker}") for job in jobs]
         for p in procs:
             p.start()
         for p in procs:
@@ -378,43 +380,9 @@ def _run_worker_in_process(job: WorkerJob, data: TrainingData) -> None:
 
     threads = torch.get_num_threads()
     try:
-        _run_worker(job, data)
+        run_worker(job, data)
     finally:
         torch.set_num_threads(threads)
 
 
-def join_study(storage: str, study_name: str, worker: int | None = None, threads: int | None = None,
-               wait_s: float = 0.0) -> int:
-    """`ragtune tune-worker`: run trials of a study that a tune stage started (on this machine or another)
-    until it has `n_trials` finished trials, then return how many it has. Waits up to `wait_s` seconds for
-    the study to appear, and refuses with a clear error when this machine's training data or code differ
-    from the study's. Run it from a project root whose embed outputs match the stage's."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    deadline = time.time() + wait_s
-    while True:
-        try:
-            study = optuna.load_study(study_name=study_name, storage=open_storage(storage, "."))
-            identity = study.user_attrs.get(STUDY_ATTR)
-        except KeyError:
-            identity = None
-        if identity is not None:
-            break
-        if time.time() >= deadline:
-            raise RagtuneError(f"no study {study_name!r} started by a ragtune tune stage in {redact_url(storage)} "
-                               f"(waited {wait_s:g} s); start the tune stage with tune.storage set to this URL, "
-                               "and use the study name data/tune/best.json or its log gives")
-        time.sleep(0.5)
-    check_identity(identity, study_name)
-    tune = TuneParams(**identity["tune"])
-    job = WorkerJob(identity["tune"], identity["base"], tuple(identity["inputs"]), storage, ".", study_name,
-                    os.getpid() % 1000 + 1 if worker is None else worker, threads or (os.cpu_count() or 1), None,
-                    None)
-    _run_worker(job)
-    done = _finished(optuna.load_study(study_name=study_name, storage=open_storage(storage, ".")))
-    log.info("tune-worker: study %s has %d of %d trials finished", study_name, done, tune.n_trials)
-    return done
-
-
-__all__ = ["TuneParams", "SearchDim", "run_study", "join_study", "StudyResult", "MlflowTarget"]
+__all__ = ["TuneParams", "SearchDim", "run_study", "StudyResult", "MlflowTarget"]
