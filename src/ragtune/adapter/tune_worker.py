@@ -33,10 +33,11 @@ def join_study(storage: str, study_name: str, worker: int | None = None, threads
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rdb = open_storage(storage, ".")   # one connection pool for the wait and the final count
     deadline = time.time() + wait_s
     while True:
         try:
-            study = optuna.load_study(study_name=study_name, storage=open_storage(storage, "."))
+            study = optuna.load_study(study_name=study_name, storage=rdb)
             identity = study.user_attrs.get(STUDY_ATTR)
         except KeyError:
             identity = None
@@ -53,6 +54,6 @@ def join_study(storage: str, study_name: str, worker: int | None = None, threads
                     os.getpid() % 1000 + 1 if worker is None else worker, threads or (os.cpu_count() or 1), None,
                     None)
     run_worker(job)
-    done = finished_trials(optuna.load_study(study_name=study_name, storage=open_storage(storage, ".")))
+    done = finished_trials(optuna.load_study(study_name=study_name, storage=rdb))
     log.info("tune-worker: study %s has %d of %d trials finished", study_name, done, tune.n_trials)
     return done
