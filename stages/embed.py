@@ -1,4 +1,5 @@
-"""embed: float32 matrices for corpus, test (and synthetic) questions, through the embeddings cache."""
+"""embed: float32 matrices for corpus, test (and synthetic) questions, through the embeddings cache;
+info.json (embedder, dimensions, window) and run.json (texts encoded, cache hits, seconds; not committed)."""
 
 import argparse
 from pathlib import Path
@@ -9,11 +10,12 @@ from ragtune.embedding.embedder import CachedEmbedder
 from ragtune.corpus.fetching import report_source
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
-from ragtune.stage import run_main
+from ragtune.stage import run_main, split_run_facts, write_run_record
 from ragtune.tracking import stage_run
 
 OUT = Path("data/embed")
 CACHE = Path("data/cache/embeddings.sqlite")
+RUN_FACTS = ("cache_hits", "cache_misses", "encoded", "seconds")
 
 
 def main() -> None:
@@ -32,7 +34,9 @@ def main() -> None:
         embedder = CachedEmbedder(params, cache)
         source = report_source(args.corpus.parent / "report.json")
         info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source), OUT)
-    write_json(OUT / "info.json", info)
+    kept, facts = split_run_facts(info, RUN_FACTS)
+    write_json(OUT / "info.json", kept)
+    write_run_record(OUT, facts)
     with stage_run("embed", mlflow_params, params={"embedding": params}) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         run.log_metrics({f"window_{k}": v for k, v in info["window"].items() if isinstance(v, (int, float))})

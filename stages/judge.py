@@ -1,14 +1,15 @@
 """judge: short answers from the cosine and adapter top-k contexts, scored 1-5 on six criteria by an
-LLM judge in both display orders, plus token F1 and embedding similarity; metrics.json, answers.jsonl,
-scores.csv, PNGs and MLflow. Every LLM reply goes through data/cache/judge_llm.sqlite: a rerun costs no calls."""
+LLM judge in both display orders, plus token F1 and embedding similarity; report.json, metrics.json (its
+headline numbers), answers.jsonl, scores.csv, PNGs, MLflow, and run.json (calls, cache hits, cost and seconds
+of this run; not committed). Every LLM reply goes through data/cache/judge_llm.sqlite: a rerun costs no calls."""
 
 from pathlib import Path
 
-from ragtune.judge.outputs import flat_judge_metrics, write_judge_outputs
+from ragtune.judge.outputs import flat_judge_metrics, split_usage, write_judge_outputs
 from ragtune.judge.run import JudgeParams, run_judge
 from ragtune.llm import LlmParams
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
-from ragtune.stage import log_under_train_run, parse_paths, run_main
+from ragtune.stage import log_under_train_run, parse_paths, run_main, write_run_record
 
 OUT = Path("data/judge")
 LLM_CACHE = Path("data/cache/judge_llm.sqlite")
@@ -23,8 +24,8 @@ def main() -> None:
     mlflow_params = load_section("mlflow", MlflowParams)
     result = run_judge(paths, params, llm_params, embedding_params, LLM_CACHE, EMBEDDING_CACHE)
     written = write_judge_outputs(result, OUT)
-
     m = result.metrics
+    write_run_record(OUT, split_usage(m)[1])
     log_under_train_run("judge", mlflow_params, {"judge": params, "llm": llm_params},
                         {"ragtune.llm_backend": m["setup"]["backend"]}, flat_judge_metrics(m), written, paths)
 

@@ -2,7 +2,8 @@
 from the LLM backend in params.llm, through the per-chunk cache data/cache/llm.sqlite.
 
 Writes data/synthesize/questions.jsonl (training), data/synthesize/test.jsonl (the pipeline's test set:
-fetch's test questions followed by the synthetic ones, `origin: synthetic`) and report.json.
+fetch's test questions followed by the synthetic ones, `origin: synthetic`), report.json (the headline numbers
+in metrics.json) and run.json (this run's calls, cache hits, tokens, cost and seconds; not committed).
 
 SIGTERM or Ctrl-C stops taking new chunks, lets the calls in flight finish and commits them, then
 exits non-zero: a rerun resumes where this one stopped and pays for no chunk twice.
@@ -20,7 +21,7 @@ from ragtune.io import write_json
 from ragtune.llm import LlmParams, make_backend
 from ragtune.params import MlflowParams, load_section
 from ragtune.records import load_corpus, load_test, write_jsonl
-from ragtune.stage import run_main
+from ragtune.stage import run_main, split_run_facts, write_run_record
 from ragtune.synthesis.run import SynthesizeParams, check_no_leak, synthesize
 from ragtune.synthesis.filters import degenerate_warning
 from ragtune.tracking import stage_run
@@ -28,6 +29,12 @@ from ragtune.tracking import stage_run
 FETCH = Path("data/fetch")
 OUT = Path("data/synthesize")
 CACHE = Path("data/cache/llm.sqlite")
+# What this run did rather than what it made: a rerun on a warm cache makes no calls and pays nothing, for the
+# same questions (dataset_cost_usd, in report.json, is what the whole question set cost).
+RUN_FACTS = ("cache_hits", "cache_misses", "calls", "retries", "tokens_in", "tokens_out", "tokens_cache_read",
+             "tokens_cache_write", "cost_usd", "failures_retried_from_earlier_runs", "seconds", "generate_seconds",
+             "seconds_per_chunk")
+HEADLINE = ("questions_kept", "share_chunks_with_question", "degenerate_share", "failures", "dataset_cost_usd")
 
 
 def _numeric(report: dict) -> dict[str, float]:
@@ -64,8 +71,10 @@ def main() -> None:
         with tqdm(desc=f"synthesize ({backend.name})", unit="chunk", total=None, dynamic_ncols=True) as bar:
             outcome = synthesize(chunks, tests, backend, cache, params, stop=stop, progress=bar)
     backend.close()
-    report = outcome.report
+    report, facts = split_run_facts(outcome.report, RUN_FACTS)
     write_json(OUT / "report.json", report)
+    write_json(OUT / "metrics.json", {k: report[k] for k in HEADLINE})
+    write_run_record(OUT, facts)
     if report["interrupted"]:
         raise RagtuneError(f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk "
                            "is in data/cache/llm.sqlite, so a rerun resumes from here")
@@ -76,9 +85,10 @@ def main() -> None:
 
     with stage_run("synthesize", mlflow_params, params={"llm": llm_params, "synthesize": params},
                    tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks}) as run:
-        run.log_metrics(_numeric(report))
+        run.log_metrics(_numeric({**report, **facts}))
         run.log_artifact(OUT / "report.json")
 
+    report = {**report, **facts}
     cost = "unknown" if report["cost_usd"] is None else f"${report['cost_usd']:.4f}"
     print(f"synthesize: {report['questions_kept']} questions for {report['chunks_with_questions']}/"
           f"{report['chunks_requested']} chunks ({report['questions_dropped']} dropped), "

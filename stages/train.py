@@ -1,5 +1,7 @@
 """train: the tuned adapter, trained with a fixed seed -> models/adapter/ (state dict, config,
-sentence-transformers export), data/train/{history.csv, metrics.json, split.json}."""
+sentence-transformers export), data/train/{history.csv, report.json, metrics.json (its headline numbers),
+split.json} and data/train/run.json (seconds and the MLflow run id that eval and judge nest under; not
+committed)."""
 
 import csv
 import logging
@@ -17,7 +19,7 @@ from ragtune.adapter.export import export_sentence_transformer, load_exported, n
 from ragtune.io import atomic_open, read_json, write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.records import load_corpus
-from ragtune.stage import run_main
+from ragtune.stage import read_run_record, run_main, write_run_record
 from ragtune.tracking import pipeline_tags, stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
@@ -36,6 +38,8 @@ EXPORT_DIR = "sentence_transformer"
 FOLDS_DIR = "folds"  # k-fold (train.folds): models/adapter/folds/fold-N and folds.json
 TEST_FILE, TEST_NPZ = "data/synthesize/test.jsonl", "data/embed/test.npz"
 EXPORT_TOLERANCE = 1e-5
+# metrics.json (what `dvc metrics` and `dvc exp show` compare): validation of the adapter against raw cosine.
+HEADLINE = ("val_hit@5", "val_mrr@10", "baseline_val_hit@5", "baseline_val_mrr@10")
 
 
 def check_embedder(emb: EmbeddingParams) -> dict:
@@ -47,8 +51,10 @@ def check_embedder(emb: EmbeddingParams) -> dict:
 
 
 def write_history(path: Path, history: list[dict]) -> None:
+    """history.csv without the epochs' wall seconds (the file is committed; MLflow has them)."""
     with atomic_open(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]), lineterminator="\n")
+        writer = csv.DictWriter(fh, fieldnames=[k for k in history[0] if k != "seconds"], extrasaction="ignore",
+                                lineterminator="\n")
         writer.writeheader()
         for row in history:
             writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else
@@ -131,9 +137,12 @@ def main() -> None:
 
     validation = "real" if data.has_real and folds is None else "synthetic"
     with stage_run("train", mlflow_params, params={"train": params},
-                   tags={"ragtune.tuned_from": best.get("study", "params.yaml"), "ragtune.validation": validation}) as run:
+                   tags={"ragtune.tuned_from": (read_run_record(BEST.parent).get("study", str(BEST)) if best
+                                                else "params.yaml"),
+                         "ragtune.validation": validation}) as run:
         kinds = [params.kind] + (["linear"] if params.compare_linear and params.kind != "linear" else [])
         metrics: dict = {}
+        seconds: dict[str, float] = {}  # per kind, for run.json (a wall time is no output of the inputs)
         dirs_written: list[Path] = []
         for kind in kinds:
             p = params if kind == params.kind else params.model_copy(update={"kind": kind})
@@ -158,15 +167,16 @@ def main() -> None:
             summary = {**bagged.summary(), "kind": kind, "loss": p.loss, "bagging": len(bagged.members),
                        "export_max_abs_diff": diff, "export_needs_trust_remote_code": needs_remote_code(bagged.adapter)}
             prefix = "" if kind == params.kind else "linear_"
+            run.log_metrics({f"{prefix}{k}": v for k, v in summary.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            seconds[kind] = summary.pop("seconds")
             if kind == params.kind:
                 metrics.update(summary)
                 write_history(OUT / "history.csv", result.history)
             else:
                 metrics["linear"] = summary
                 write_history(LINEAR_DIR / "history.csv", result.history)
-            run.log_metrics({f"{prefix}{k}": v for k, v in summary.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            for key in ("train_loss", "val_hit@5", "val_mrr@10"):
+            for key in ("train_loss", "val_hit@5", "val_mrr@10", "seconds"):
                 values = [row[key] for row in result.history[1:]]
                 run.log_points([(f"{prefix}epoch_{key}", v, i + 1) for i, v in enumerate(values) if math.isfinite(v)])
             run.log_artifact(model_dir / "adapter.pt", f"{prefix}adapter")
@@ -183,7 +193,7 @@ def main() -> None:
     metrics.update(validation=validation, n_train_questions=len(dict.fromkeys(data.question_ids[i] for i in split.train)), n_val_questions=len(val_ids),
                    dropped_test_chunk_questions=data.dropped.get("test_chunk_questions", 0),
                    dropped_round_trip=data.dropped.get("round_trip", 0), **data.stats,
-                   tuned_trial=best.get("trial"), mlflow_run_id=run.run_id)
+                   tuned_trial=best.get("trial"))
     warn_if_degenerate(data.stats)
     # Eval's synthetic validation set is member 0's; with bagging the other members trained on some of it.
     # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl), else synthetic.
@@ -191,10 +201,12 @@ def main() -> None:
                                     "train": list(dict.fromkeys(data.question_ids[i] for i in split.train)),
                                     "val": val_ids,
                                     "bagging": len(bagged.members), "seeds": bagged.seeds})
-    write_json(OUT / "metrics.json", metrics)
+    write_json(OUT / "report.json", metrics)
+    write_json(OUT / "metrics.json", {k: metrics[k] for k in HEADLINE})
+    write_run_record(OUT, {"seconds": seconds[params.kind], "seconds_by_kind": seconds, "mlflow_run_id": run.run_id})
     print(f"train: {params.kind} adapter, epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
           f"val Hit@5 {metrics['val_hit@5']:.4f} (raw cosine {metrics['baseline_val_hit@5']:.4f}), "
-          f"{metrics['seconds']:.1f} s")
+          f"{seconds[params.kind]:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""tune: Optuna search over the adapter's hyperparameters -> best.json, trials.csv, the study storage."""
+"""tune: Optuna search over the adapter's hyperparameters -> best.json, trials.csv, the study storage, and
+run.json (the study name, seconds and MLflow run id; not committed)."""
 
 import math
 from pathlib import Path
 
 from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
-from ragtune.stage import run_main
+from ragtune.stage import run_main, write_run_record
 from ragtune.tracking import pipeline_tags, stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.training import TrainParams
@@ -47,10 +48,11 @@ def main() -> None:
         (STORAGE_DIR / "README.txt").write_text(f"study {result.study_name} is stored in {storage_label}\n",
                                                 encoding="utf-8")
     write_trials_csv(OUT / "trials.csv", result.trials)
-    write_json(OUT / "best.json", {**best, "study": result.study_name, "storage": storage_label,
-                                   "validation": "real" if data.has_real else "synthetic",
-                                   "trials": result.counts, "seconds": round(result.seconds, 2),
-                                   "mlflow_run_id": run.run_id})
+    write_json(OUT / "best.json", {**best, "storage": storage_label,
+                                   "validation": "real" if data.has_real else "synthetic", "trials": result.counts})
+    # `ragtune tune-worker --study` takes the study name from here.
+    write_run_record(OUT, {"study": result.study_name, "seconds": round(result.seconds, 2),
+                           "mlflow_run_id": run.run_id})
     print(f"tune: {result.counts['complete']} complete, {result.counts['pruned']} pruned in "
           f"{result.seconds:.0f} s; best trial {best['trial']}: val Hit@5 {best['value']:.4f} "
           f"(raw cosine {best['baseline_val_hit@5']:.4f})")

@@ -136,10 +136,10 @@ def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monke
     weighted = tmp_path / "weighted.yaml"
     weighted.write_text("embedding: {}\neval:\n  hybrid:\n    method: weighted\n", encoding="utf-8")
     question = ["search", "notify the supervisory authority of a breach", "-k", "2", "--json"]
-    # No metrics.json yet: the weight has not been chosen, so the hybrid fuses by RRF.
+    # No report.json yet: the weight has not been chosen, so the hybrid fuses by RRF.
     assert main([*question, "--params", str(weighted)]) == 0
     assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
-    metrics = pipeline / "data/eval/metrics.json"
+    metrics = pipeline / "data/eval/report.json"
     write_json(metrics, {"fusion": {"method": "weighted", "hybrid": {"dense": "adapter", "method": "weighted",
                                                                      "weight": 0.7}}})
     try:
@@ -148,7 +148,7 @@ def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monke
         assert out["hybrid_fusion"] == {"method": "weighted", "candidates": 100, "weight": 0.7}
         top = out["hybrid"][0]
         assert top["id"] == "gdpr-art33-p1" and top["score"] == pytest.approx(1.0)  # best in both parts
-        # params asking for RRF ignore a weight in metrics.json
+        # params asking for RRF ignore a weight in report.json
         assert main(question) == 0
         assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
     finally:

@@ -314,7 +314,7 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in results["corpora"]] == ["alpha", "beta"]
     for row, n_chunks, n_questions in zip(results["corpora"], (24, 12), (3, 2)):
-        metrics = json.loads((out / "work" / row["name"] / "data/eval/metrics.json").read_text())
+        metrics = json.loads((out / "work" / row["name"] / "data/eval/report.json").read_text())
         assert list(row["arms"]) == sorted(metrics["test"]["arms"], key=arm_order)
         assert {"cosine", "adapter", "bm25", "hybrid", "hybrid_cosine"} <= set(row["arms"])
         assert row["chunks"] == n_chunks and row["test_questions"] == row["human"] == n_questions

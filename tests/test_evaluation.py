@@ -234,8 +234,20 @@ def test_outputs_files_and_readme_block(pipeline, tmp_path):
     out = tmp_path / "data/eval"
     written = write_eval_outputs(result, FAST, out)
     assert sorted(p.name for p in written) == ["hit_rate_at_k.csv", "hit_rate_at_k.png", "hit_rate_by_arm.png",
-                                               "metrics.json", "per_question.csv"]
-    assert json.loads((out / "metrics.json").read_text()) == result.metrics
+                                               "metrics.json", "per_question.csv", "report.json"]
+    assert json.loads((out / "report.json").read_text()) == result.metrics
+    # metrics.json: only the headline numbers, taken from the report
+    headline = json.loads((out / "metrics.json").read_text())
+    test = result.metrics["test"]
+    assert set(headline) == {"test", "test_human", "test_synthetic", "val", "recommended_arm"}
+    assert headline["test"]["adapter"] == {"hit@5": test["arms"]["adapter"]["hit@5"],
+                                           "mrr@20": test["arms"]["adapter"]["mrr@20"]}
+    assert headline["test"]["adapter_vs_cosine"] == {"p_holm_hit@5": test["adapter_vs_cosine"]["hit@5"]["p_holm"],
+                                                     "p_holm_mrr@20": test["adapter_vs_cosine"]["mrr@20"]["p_holm"]}
+    assert "adapter_vs_cosine" not in headline["val"] and headline["val"]["questions"] == result.metrics["val"]["questions"]
+    assert headline["recommended_arm"] == result.metrics["recommendation"]["arm"]
+    leaves = lambda d: sum(leaves(v) if isinstance(v, dict) else 1 for v in d.values())  # noqa: E731
+    assert leaves(headline) < leaves(result.metrics) / 5
     rows = list(csv.DictReader((out / "hit_rate_at_k.csv").open()))
     assert list(rows[0]) == ["k", "cosine", "adapter", "bm25", "hybrid_cosine", "hybrid"]
     assert [r["k"] for r in rows] == [str(k) for k in range(1, 21)]
@@ -251,20 +263,20 @@ def test_outputs_files_and_readme_block(pipeline, tmp_path):
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\n{START}\nplaceholder\n{END}\n\nafter\n", encoding="utf-8")
-    assert update_readme(readme, out / "metrics.json") is True
+    assert update_readme(readme, out / "report.json") is True
     text = readme.read_text(encoding="utf-8")
     assert current_block(text) == render_results(result.metrics)
     assert text.startswith("# title\n\n") and text.endswith(f"{END}\n\nafter\n")
     assert "| cosine |" in text and "adapter vs cosine on 30 mixed" in text and "Synthetic validation" in text
     assert "| hybrid |" in text and "**Recommendation: `" in text and "hybrid vs hybrid_cosine on 30 mixed" in text
-    assert update_readme(readme, out / "metrics.json") is False  # idempotent
+    assert update_readme(readme, out / "report.json") is False  # idempotent
     with pytest.raises(RagtuneError, match="markers"):
         replace_block("no markers here", "x")
 
 
 def test_readme_results_match_the_committed_metrics(tmp_path):
-    """README.md's results block is the rendering of data/eval/metrics.json (python -m ragtune.readme)."""
-    readme, metrics = REPO / "README.md", REPO / "data/eval/metrics.json"
+    """README.md's results block is the rendering of data/eval/report.json (python -m ragtune.readme)."""
+    readme, metrics = REPO / "README.md", REPO / "data/eval/report.json"
     if not (metrics.is_file() and readme.is_file() and START in readme.read_text(encoding="utf-8")):
         # Before the first pipeline run: check the round trip on a temporary README instead.
         paths = make_pipeline(tmp_path)
@@ -302,7 +314,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, re
     mlflow.set_experiment("t")
     with mlflow.start_run(run_name="train") as run:
         train_id = run.info.run_id
-    write_json(tmp_path / "data/train/metrics.json", {"mlflow_run_id": train_id})
+    write_json(tmp_path / "data/train/run.json", {"mlflow_run_id": train_id})
     client = mlflow.MlflowClient(uri)
     client.create_registered_model("rq")   # as the train stage registers with mlflow.register_model_name
     version = client.create_model_version("rq", f"runs:/{train_id}/query_encoder", run_id=train_id)
@@ -311,7 +323,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, re
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "eval test (30 mixed (20 human, 10 synthetic)): Hit@5 cosine" in proc.stdout
-    metrics = json.loads((tmp_path / "data/eval/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/eval/report.json").read_text())
     assert metrics["setup"]["bootstrap_resamples"] == 500
     evals = [r for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
              if r.data.tags.get("ragtune.stage") == "eval"]
@@ -320,7 +332,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, re
     assert evals[0].data.metrics["test.adapter.hit_at_5"] == pytest.approx(hit5)
     assert client.get_run(train_id).data.metrics["test.adapter.hit_at_5"] == pytest.approx(hit5)
     artifacts = {f.path for f in client.list_artifacts(evals[0].info.run_id)}
-    assert {"metrics.json", "hit_rate_at_k.png"} <= artifacts
+    assert {"report.json", "metrics.json", "hit_rate_at_k.png"} <= artifacts
     tags = client.get_model_version("rq", version.version).tags   # the headline test numbers on the version
     assert float(tags["test.adapter.hit_at_5"]) == pytest.approx(hit5)
     assert {"test.cosine.hit_at_5", "test.adapter.mrr_at_20", "test.bm25.mrr_at_20"} <= set(tags)

@@ -129,7 +129,7 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     folds = read_json(tmp_path / "models/adapter/folds/folds.json")
     assert folds["k"] == 3 and set(folds["fold_of"]) == set(tests.ids)  # the synthetic test question is in no fold
     assert folds["real_questions_per_fold"] == [8, 8, 8]
-    metrics = read_json(tmp_path / "data/train/metrics.json")
+    metrics = read_json(tmp_path / "data/train/report.json")
     assert metrics["folds"]["k"] == 3
     # The shipped adapter trains on every test question and selects on synthetic questions, which are also
     # eval's validation set (the recommendation): no test question validates anything.

@@ -208,7 +208,7 @@ def test_eval_reports_both_hybrid_arms_the_comparisons_and_a_recommendation(pipe
     out = tmp_path / "data/eval"
     write_eval_outputs(result, FAST, out)
     assert (out / "hit_rate_at_k.csv").read_text().splitlines()[0] == "k,cosine,adapter,bm25,hybrid_cosine,hybrid"
-    assert json.loads((out / "metrics.json").read_text())["recommendation"] == rec
+    assert json.loads((out / "report.json").read_text())["recommendation"] == rec
     block = render_results(m)
     line = next(x for x in block.splitlines() if x.startswith("**Recommendation"))
     assert f"**Recommendation: `{rec['arm']}`** (chosen by val MRR@20" in line and rec["note"] in line

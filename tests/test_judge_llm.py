@@ -276,7 +276,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, server):
     mlflow.set_experiment("t")
     with mlflow.start_run(run_name="train") as run:
         train_id = run.info.run_id
-    write_json(tmp_path / "data/train/metrics.json", {"mlflow_run_id": train_id})
+    write_json(tmp_path / "data/train/run.json", {"mlflow_run_id": train_id})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "stages/judge.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -284,10 +284,17 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, server):
     assert "judge (anthropic claude-haiku-4-5): 4/4 questions judged" in proc.stdout
     assert KEY not in proc.stdout + proc.stderr
     out = tmp_path / "data/judge"
-    assert {p.name for p in out.iterdir()} >= {"metrics.json", "answers.jsonl", "scores.csv", "judge_scores.png",
-                                                "text_scores.png"}
+    assert {p.name for p in out.iterdir()} >= {"report.json", "metrics.json", "run.json", "answers.jsonl",
+                                                "scores.csv", "judge_scores.png", "text_scores.png"}
     assert (tmp_path / "data/cache/judge_llm.sqlite").is_file()
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "report.json").read_text())
+    # This run's calls and cost go to run.json (not committed); the report keeps what the replies cost.
+    run_facts = json.loads((out / "run.json").read_text())
+    assert run_facts["calls"] > 0 and run_facts["cache_hits"] == 0 and run_facts["cost_usd"] > 0
+    assert "calls" not in metrics["usage"] and metrics["usage"]["results_cost_usd"] == pytest.approx(run_facts["cost_usd"])
+    headline = json.loads((out / "metrics.json").read_text())
+    assert headline["adapter"]["overall"] == metrics["arms"]["adapter"]["overall"]
+    assert headline["cost_usd"] == metrics["usage"]["results_cost_usd"] and headline["questions_judged"] == 4
     client = mlflow.MlflowClient(uri)
     runs = [r for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
             if r.data.tags.get("ragtune.stage") == "judge"]
@@ -297,7 +304,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, server):
     assert client.get_run(train_id).data.metrics["judge.adapter.overall"] == pytest.approx(overall)
     assert runs[0].data.params["judge.max_questions"] == "4"
     assert all(KEY not in str(v) for v in runs[0].data.params.values())
-    assert {"metrics.json", "judge_scores.png"} <= {f.path for f in client.list_artifacts(runs[0].info.run_id)}
+    assert {"report.json", "metrics.json", "judge_scores.png"} <= {f.path for f in client.list_artifacts(runs[0].info.run_id)}
 
 
 def test_batch_mode_gives_the_same_judgement_at_half_the_cost(tmp_path, server):

@@ -25,7 +25,8 @@ def test_fetch_embed_run_cache_and_noop(tmp_path):
         assert z["emb"].shape == (12, 384) and z["emb"].dtype == np.float32
         assert list(z["ids"]) == [r["id"] for r in rows]
     info = json.loads((repo / "data/embed/info.json").read_text())
-    assert info["encoded"] >= 12
+    assert info["corpus"] == 12 and "encoded" not in info  # a run's own counts live in run.json
+    assert json.loads((repo / "data/embed/run.json").read_text())["encoded"] >= 12
 
     # Nothing changed: nothing reruns.
     out = dvc(repo, "repro", "embed")
@@ -37,7 +38,7 @@ def test_fetch_embed_run_cache_and_noop(tmp_path):
     write_jsonl(repo / "corpus" / "corpus.jsonl", rows)
     out = dvc(repo, "repro", "embed")
     assert "Running stage 'fetch'" in out and "Running stage 'embed'" in out
-    info = json.loads((repo / "data/embed/info.json").read_text())
+    info = json.loads((repo / "data/embed/run.json").read_text())
     questions = [json.loads(x) for x in (repo / "data/synthesize/questions.jsonl").read_text().splitlines()]
     new_queries = {q["question"] for q in questions if q["chunk_id"] == rows[4]["id"]} - {rows[4]["text"]}
     assert new_queries and info["encoded"] == 1 + len(new_queries)

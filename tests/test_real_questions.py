@@ -312,7 +312,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     params["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e2e"}
     run_stages(tmp_path, params, "train", "curve")
 
-    metrics = read_json(tmp_path / "data/train/metrics.json")
+    metrics = read_json(tmp_path / "data/train/report.json")
     split = read_json(tmp_path / "data/train/split.json")
     assert metrics["validation"] == split["validation"] == "real"
     assert metrics["n_val_questions"] == len(split["val"]) == 12 and set(split["val"]) <= set(real.ids)

@@ -80,7 +80,7 @@ def test_killed_midway_resumes_without_paying_twice(tmp_path, fake, sig):
         assert total == n  # the in-flight call was committed before exiting: nothing paid twice
     else:
         assert total <= n + 1  # a hard kill can lose at most the one call in flight (concurrency 1)
-    report = json.loads((project / "data/synthesize/report.json").read_text())
+    report = json.loads((project / "data/synthesize/run.json").read_text())
     assert report["cache_hits"] == first - (total - n) and report["calls"] == total - first
     assert {q["chunk_id"] for q in questions(project)} == {f"c{i}" for i in range(n)}
 
@@ -100,7 +100,8 @@ def test_api_key_appears_in_no_output_log_file_or_mlflow_param(tmp_path, fake):
                                     "experiment": "leakcheck"})
     proc = subprocess.run([sys.executable, STAGE], cwd=project, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads((project / "data/synthesize/report.json").read_text())
+    report = {**json.loads((project / "data/synthesize/report.json").read_text()),
+              **json.loads((project / "data/synthesize/run.json").read_text())}
     assert report["failures_by_reason"] == {"refusal": 1} and report["retries"] == 1
     assert report["calls"] == 5 and report["tokens_in"] == 600 and report["cost_usd"] > 0  # 6 requests, 5 results
 

@@ -4,7 +4,7 @@
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
 
 `search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/, and
-data/eval/metrics.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
+data/eval/report.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
 params.yaml (BM25 and fusion settings, as eval uses them); writes nothing. `bench` runs each corpus in its own
 scratch DVC workspace under --out (see ragtune.benchmark.cross_corpus).
 """
@@ -29,7 +29,7 @@ from .errors import RagtuneError
 CORPUS = Path("data/fetch/corpus.jsonl")
 EMBED_DIR = Path("data/embed")
 ADAPTER = Path("models/adapter")
-EVAL_METRICS = Path("data/eval/metrics.json")
+EVAL_METRICS = Path("data/eval/report.json")
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def hybrid_setup(texts: Sequence[str] | Callable[[Any], Sequence[str]], params_f
                  metrics_path: Path = EVAL_METRICS) -> HybridSetup | None:
     """The hybrid column as eval's `hybrid` arm fuses: BM25 with eval's settings over `texts` (or over
     `texts(bm25_params)`, the corpus texts as eval's BM25 indexes them), fused by the
-    weight eval chose on validation when params ask for the weighted fusion and metrics.json has that weight,
+    weight eval chose on validation when params ask for the weighted fusion and report.json has that weight,
     else by RRF (`eval.hybrid.rrf_k`). None when `eval.hybrid.enabled` or `eval.bm25.enabled` is false."""
     from .evaluation.metrics import EvalParams
     from .search.lexical import Bm25Index
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "pull): the worker checks the study's data and code fingerprints and refuses "
                                    "to join on a mismatch. Trials it runs are not logged to MLflow.")
     w.add_argument("--storage", required=True, help="the study's storage URL (the tune stage's tune.storage)")
-    w.add_argument("--study", required=True, help="the study name (data/tune/best.json `study`, or the stage's log)")
+    w.add_argument("--study", required=True, help="the study name (data/tune/run.json `study`, or the stage log)")
     w.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     w.add_argument("--worker", type=int, default=None,
                    help="worker number, offsets the sampler seed (default: from the process id)")

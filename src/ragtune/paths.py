@@ -18,4 +18,4 @@ class PipelinePaths:
     real_questions: Path = Path("data/fetch/train_questions.jsonl")   # when split.json says validation: real
     adapter: Path = Path("models/adapter")
     linear_adapter: Path = Path("models/linear_adapter")
-    train_metrics: Path = Path("data/train/metrics.json")             # names the train stage's MLflow run
+    train_run: Path = Path("data/train")                               # its run.json names the train MLflow run

@@ -1,5 +1,6 @@
 """What the stage entry points share: logging set-up, a RagtuneError turned into a clear exit, the path
-arguments of the stages that read a whole pipeline (eval, judge), and their MLflow run under the train run."""
+arguments of the stages that read a whole pipeline (eval, judge), their MLflow run under the train run, and
+the run record (run.json) that keeps one run's own facts out of the committed outputs."""
 
 from __future__ import annotations
 
@@ -9,12 +10,43 @@ import os
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import RagtuneError
 from .paths import PipelinePaths
 
 log = logging.getLogger(__name__)
+
+# Facts of one run, not of its inputs (wall seconds, MLflow run ids, study names, cache hits, calls made):
+# two runs of the same inputs differ in them, so they stay out of the DVC-tracked, committed outputs (a second
+# `dvc repro` would otherwise show changes where nothing changed). Git-ignored; MLflow has them too.
+RUN_RECORD = "run.json"
+
+
+def split_run_facts(report: Mapping[str, Any], keys: Iterable[str]) -> tuple[dict, dict]:
+    """(`report` without `keys`, the `keys` it has): the reproducible part and the run's own facts."""
+    keys = set(keys)
+    return ({k: v for k, v in report.items() if k not in keys}, {k: v for k, v in report.items() if k in keys})
+
+
+def write_run_record(out_dir: str | Path, facts: Mapping[str, Any]) -> Path:
+    """Write a stage's run facts to <out_dir>/run.json (git-ignored, not a DVC output)."""
+    from .io import write_json
+
+    path = Path(out_dir) / RUN_RECORD
+    write_json(path, dict(facts))
+    return path
+
+
+def read_run_record(out_dir: str | Path) -> dict:
+    """A stage's last run facts, or {} when it has none here (a fresh clone, outputs from `dvc pull`)."""
+    from .io import read_json
+
+    path = Path(out_dir) / RUN_RECORD
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return {}
 
 
 def run_main(main: Callable[[], None]) -> None:
@@ -45,10 +77,9 @@ def parse_paths(description: str | None, names: Sequence[str], argv: Sequence[st
 
 
 def train_run_id(paths: PipelinePaths) -> str | None:
-    """The MLflow run of the train stage that made the adapter, from data/train/metrics.json."""
-    from .io import read_json
-
-    return read_json(paths.train_metrics).get("mlflow_run_id") if paths.train_metrics.is_file() else None
+    """The MLflow run of the train stage that made the adapter, from its run record (data/train/run.json);
+    None where there is none (outputs pulled from a DVC remote: the evaluating run is then not nested)."""
+    return read_run_record(paths.train_run).get("mlflow_run_id")
 
 
 def log_under_train_run(stage: str, mlflow_params: Any, params: Mapping[str, Any], tags: Mapping[str, str],

@@ -159,7 +159,8 @@ def best_configuration(study) -> dict[str, Any]:
 
 def trial_rows(study) -> list[dict[str, Any]]:
     """One row per trial for trials.csv: objective (a pruned trial: the best Hit@5 it reached),
-    best so far among complete trials, state, seconds, params."""
+    best so far among complete trials, state, epochs, params. No wall time: trials.csv is committed, and a
+    rerun must leave it unchanged (each trial's MLflow run has its seconds)."""
     rows = []
     best_so_far = float("nan")
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
@@ -167,10 +168,8 @@ def trial_rows(study) -> list[dict[str, Any]]:
         value = t.value if t.value is not None else t.user_attrs.get("best_val_hit@5", float("nan"))
         if state == "complete" and not (value <= best_so_far):
             best_so_far = value
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else float("nan")
         rows.append({"trial": t.number, "state": state, "value": value, "best_so_far": best_so_far,
-                     "seconds": round(duration, 3), "epochs": len(t.intermediate_values),
+                     "epochs": len(t.intermediate_values),
                      **{f"param_{k}": v for k, v in sorted(t.params.items())}})
     return rows
 

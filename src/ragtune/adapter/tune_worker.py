@@ -46,7 +46,7 @@ def join_study(storage: str, study_name: str, worker: int | None = None, threads
         if time.time() >= deadline:
             raise RagtuneError(f"no study {study_name!r} started by a ragtune tune stage in {redact_url(storage)} "
                                f"(waited {wait_s:g} s); start the tune stage with tune.storage set to this URL, "
-                               "and use the study name data/tune/best.json or its log gives")
+                               "and use the study name data/tune/run.json or its log gives")
         time.sleep(0.5)
     check_identity(identity, study_name)
     tune = TuneParams(**identity["tune"])

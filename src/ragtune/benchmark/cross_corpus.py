@@ -26,7 +26,7 @@ from ..errors import RagtuneError
 from .tables import build_results, corpus_row, write_results
 from .workspaces import BenchPlan, Echo, RunRecord, Workspace, dvc_env, prepare_workspace, run_workspace
 
-METRICS = Path("data/eval/metrics.json")
+METRICS = Path("data/eval/report.json")
 CURVE = Path("data/curve/metrics.json")
 FETCH_REPORT = Path("data/fetch/report.json")
 

@@ -19,7 +19,7 @@ def arm_order(name: str) -> tuple[int, str]:
 
 
 def metric_keys(metrics: Mapping[str, Any]) -> list[str]:
-    """The headline metrics of a metrics.json: Hit@main_k, then the MRR and nDCG cut-offs it holds."""
+    """The headline metrics of an eval report.json: Hit@main_k, then the MRR and nDCG cut-offs it holds."""
     arms = metrics.get("test", {}).get("arms", {})
     present = {m for a in arms.values() for m in a if m != "ci"}
     main_k = metrics.get("setup", {}).get("main_k")
@@ -52,14 +52,14 @@ def _seed_ranges(seeds: Any) -> dict[str, Any] | None:
 def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] | None = None,
                run: RunRecord | None = None, source_dir: str | None = None,
                curve: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One corpus's row of the results table from its eval metrics.json (and fetch report.json, and the
+    """One corpus's row of the results table from its eval report.json (and fetch report.json, and the
     curve stage's metrics.json when it has real training questions)."""
     setup = metrics.get("setup", {})
     # Cut into passages (fetch.passages): the document-level block is the one comparable with whole texts.
     level = "documents" if isinstance(metrics.get("test_documents"), Mapping) else "chunks"
     test = metrics.get("test_documents") if level == "documents" else metrics.get("test")
     if not isinstance(test, Mapping) or not test.get("arms"):
-        raise RagtuneError(f"corpus '{name}': data/eval/metrics.json has no test results; rerun the benchmark")
+        raise RagtuneError(f"corpus '{name}': data/eval/report.json has no test results; rerun the benchmark")
     report = report or {}
     keys = metric_keys(metrics)
     arms = {}

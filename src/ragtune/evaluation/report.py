@@ -1,8 +1,8 @@
 """The whole evaluation: every arm on every question set, the comparisons, the recommendation, the files.
 
 `evaluate` takes query sets and arms and returns an `EvalResult`: the nested metrics dict
-(data/eval/metrics.json), one row per question with each arm's first relevant rank, and hit rate against
-k per arm. The metrics name the arm a user should deploy (`recommendation`): the best on the validation
+(data/eval/report.json; its headline numbers go to metrics.json), one row per question with each arm's first
+relevant rank, and hit rate against k per arm. The metrics name the arm a user should deploy (`recommendation`): the best on the validation
 questions, with how that choice fared on the test questions. `write_eval_outputs` writes them.
 """
 
@@ -231,21 +231,46 @@ def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, floa
     return out
 
 
+def headline_metrics(metrics: Mapping[str, Any], params: EvalParams) -> dict[str, Any]:
+    """The few numbers `dvc metrics` and `dvc exp show` compare (metrics.json), from the full report: per
+    question set, each arm's Hit@main_k and MRR@mrr_k, and on the test sets the Holm-adjusted p of each paired
+    comparison; the arm validation recommends. Intervals, other cut-offs and verdicts stay in report.json."""
+    hit, mrr = f"hit@{params.main_k}", f"mrr@{params.mrr_k}"
+    out: dict[str, Any] = {}
+    for set_name, block in metrics.items():
+        if not isinstance(block, Mapping) or not isinstance(block.get("arms"), Mapping):
+            continue
+        entry: dict[str, Any] = {"questions": block["questions"]}
+        entry.update({arm: {k: m[k] for k in (hit, mrr) if k in m} for arm, m in block["arms"].items()})
+        if set_name != "val":  # validation's thousands of questions make every p tiny: not a headline there
+            for name, comparison in block.items():
+                if "_vs_" in name and isinstance(comparison, Mapping):
+                    entry[name] = {f"p_holm_{k}": comparison[k]["p_holm"] for k in (hit, mrr)
+                                   if isinstance(comparison.get(k), Mapping) and "p_holm" in comparison[k]}
+        out[set_name] = entry
+    if isinstance(metrics.get("recommendation"), Mapping):
+        out["recommended_arm"] = metrics["recommendation"]["arm"]
+    return out
+
+
 def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) -> list[Path]:
-    """metrics.json, hit_rate_at_k.csv (test set; k then one column per arm), per_question.csv and the
-    two PNGs, each written atomically. Returns the paths written."""
+    """report.json (everything), metrics.json (its headline numbers, what DVC compares), hit_rate_at_k.csv
+    (test set; k then one column per arm), per_question.csv and the two PNGs, each written atomically.
+    Returns the paths written."""
     from ..io import write_json
     from ..plots import grouped_bar_chart, lines_against_k
 
     out_dir = Path(out_dir)
-    written = [out_dir / "metrics.json", out_dir / "hit_rate_at_k.csv", out_dir / "per_question.csv"]
+    written = [out_dir / "report.json", out_dir / "metrics.json", out_dir / "hit_rate_at_k.csv",
+               out_dir / "per_question.csv"]
     write_json(written[0], result.metrics)
+    write_json(written[1], headline_metrics(result.metrics, params))
     curve = result.hit_rate_at_k.get("test", [])
     arm_names = [k for k in (curve[0] if curve else {}) if k != "k" and not k.endswith(("_low", "_high"))]
-    write_csv(written[1], ["k", *arm_names], curve)
+    write_csv(written[2], ["k", *arm_names], curve)
     rank_cols = sorted({c for r in result.per_question for c in r if c.startswith("rank_")},
                        key=lambda c: _arm_order(c.removeprefix("rank_")))
-    write_csv(written[2], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
+    write_csv(written[3], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
 
     main_key = f"hit@{params.main_k}"
     sets = [s for s, block in result.metrics.items()

@@ -108,17 +108,47 @@ def flat_judge_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+# `usage` entries that say what this run did, not what the judgements are: a rerun on a warm cache makes no
+# calls and pays nothing for the same scores (results_cost_usd, what all the judged replies cost, stays).
+USAGE_RUN_FACTS = ("calls", "cache_hits", "cache_misses", "failures_retried", "tokens_in", "tokens_out",
+                   "cache_read", "cache_write", "cost_usd", "seconds")
+
+
+def split_usage(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the metrics without this run's own usage facts, those facts) for report.json and run.json."""
+    usage = dict(metrics.get("usage") or {})
+    facts = {k: usage.pop(k) for k in USAGE_RUN_FACTS if k in usage}
+    return {**metrics, "usage": usage}, facts
+
+
+def headline_judge_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The few numbers `dvc metrics` compares (metrics.json): per arm the overall score and the LLM-free
+    scores, the adapter-vs-cosine overall difference and sign test, order agreement, failures, cost."""
+    out: dict[str, Any] = {"questions_judged": metrics["setup"]["judged"]}
+    out.update({arm: {m: block.get(m) for m in ("overall", *TEXT_METRICS)} for arm, block in metrics["arms"].items()})
+    overall = metrics["adapter_vs_cosine"].get("overall", {})
+    out["adapter_vs_cosine"] = {"overall_diff": overall.get("diff"), "overall_sign_test_p": overall.get("sign_test_p")}
+    out["order_agreement"] = metrics["order_agreement"].get("overall_winner_rate")
+    out["failures"] = metrics["failures"]["total"]
+    out["cost_usd"] = (metrics.get("usage") or {}).get("results_cost_usd")
+    return out
+
+
 def write_judge_outputs(result: JudgeResult, out_dir: Path) -> list[Path]:
-    """metrics.json, answers.jsonl, scores.csv and two grouped-bar PNGs (judge scores by arm, LLM-free
-    scores by arm), each written atomically. Returns the paths written."""
+    """report.json (everything but this run's usage facts), metrics.json (its headline numbers), answers.jsonl,
+    scores.csv and two grouped-bar PNGs (judge scores by arm, LLM-free scores by arm), each written
+    atomically. Returns the paths written."""
     import csv
 
     from ..io import atomic_open, write_json
     from ..plots import grouped_bar_chart
 
     out_dir = Path(out_dir)
-    metrics_path, answers_path, scores_path = out_dir / "metrics.json", out_dir / "answers.jsonl", out_dir / "scores.csv"
-    write_json(metrics_path, result.metrics)
+    report_path, metrics_path = out_dir / "report.json", out_dir / "metrics.json"
+    answers_path, scores_path = out_dir / "answers.jsonl", out_dir / "scores.csv"
+    report, _ = split_usage(result.metrics)
+    write_json(report_path, report)
+    write_json(metrics_path, headline_judge_metrics(report))
     with atomic_open(answers_path) as fh:
         for row in result.answers:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -149,4 +179,4 @@ def write_judge_outputs(result: JudgeResult, out_dir: Path) -> list[Path]:
     grouped_bar_chart(text_png, [m.replace("_", " ") for m in TEXT_METRICS], vals, ivs,
                       title=f"Answer vs reference without an LLM ({conf:.0%} bootstrap intervals)",
                       ylabel="score (0-1)", ylim=(0.0, 1.0), percent=False)
-    return [metrics_path, answers_path, scores_path, judge_png, text_png]
+    return [report_path, metrics_path, answers_path, scores_path, judge_png, text_png]
