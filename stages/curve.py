@@ -14,6 +14,7 @@ from ragtune.io import write_json
 from ragtune.evaluation.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
 from ragtune.search.lexical import Bm25Index
 from ragtune.params import MlflowParams, load_section
+from ragtune.paths import PipelinePaths
 from ragtune.plots import lines_against_k
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
@@ -62,7 +63,7 @@ def main() -> None:
     metrics = {"real_questions": sizes[-1], "test_questions": len(test.ids), "points": rows,
                "enabled": curve.enabled}
     write_json(OUT / "metrics.json", metrics)
-    with stage_run("curve", mlflow_params, params={"curve": curve}) as run:
+    with stage_run("curve", mlflow_params, params={"curve": curve}, datasets=PipelinePaths().datasets()) as run:
         run.log_points([(f"curve_{arm}_{key}", r[f"{arm}_{key}"], r["n_real"])
                         for r in rows for arm in arms for key in (hit_key, mrr_key)])
         run.log_artifact(OUT / "learning_curve.png")

@@ -30,14 +30,15 @@ def main() -> None:
 
     params = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
-    with ContentCache(CACHE) as cache:
-        embedder = CachedEmbedder(params, cache)
+    with ContentCache(CACHE) as cache, CachedEmbedder(params, cache) as embedder:
         source = report_source(args.corpus.parent / "report.json")
         info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source), OUT)
     kept, facts = split_run_facts(info, RUN_FACTS)
     write_json(OUT / "info.json", kept)
     write_run_record(OUT, facts)
-    with stage_run("embed", mlflow_params, params={"embedding": params}) as run:
+    datasets = [(args.corpus, "corpus"), *((t, "test") for t in tests)] + \
+        [(p, "training") for p in (args.questions, args.real) if p is not None]
+    with stage_run("embed", mlflow_params, params={"embedding": params}, datasets=datasets) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         run.log_metrics({f"window_{k}": v for k, v in info["window"].items() if isinstance(v, (int, float))})
     print(f"embed: {info['encoded']} texts encoded, {info['cache_hits']} from cache, {info['seconds']} s")

@@ -27,7 +27,8 @@ def main() -> None:
     m = result.metrics
     write_run_record(OUT, split_usage(m)[1])
     log_under_train_run("judge", mlflow_params, {"judge": params, "llm": llm_params},
-                        {"ragtune.llm_backend": m["setup"]["backend"]}, flat_judge_metrics(m), written, paths)
+                        {"ragtune.llm_backend": m["setup"]["backend"]}, flat_judge_metrics(m), written, paths,
+                        datasets=("corpus", "test"))
 
     s, arms, usage = m["setup"], m["arms"], m["usage"]
     agreement = m["order_agreement"].get("overall_winner_rate")

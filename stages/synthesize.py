@@ -84,7 +84,8 @@ def main() -> None:
     write_jsonl(OUT / "test.jsonl", [*tests, *outcome.test_questions])
 
     with stage_run("synthesize", mlflow_params, params={"llm": llm_params, "synthesize": params},
-                   tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks}) as run:
+                   tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks},
+                   datasets=[(FETCH / "corpus.jsonl", "corpus"), (FETCH / "test.jsonl", "test")]) as run:
         run.log_metrics(_numeric({**report, **facts}))
         run.log_artifact(OUT / "report.json")
 

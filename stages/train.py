@@ -18,6 +18,7 @@ from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.io import atomic_open, read_json, write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
+from ragtune.paths import PipelinePaths
 from ragtune.records import load_corpus
 from ragtune.stage import read_run_record, run_main, write_run_record
 from ragtune.tracking import pipeline_tags, stage_run
@@ -136,7 +137,7 @@ def main() -> None:
     base_model = load_model(emb)
 
     validation = "real" if data.has_real and folds is None else "synthetic"
-    with stage_run("train", mlflow_params, params={"train": params},
+    with stage_run("train", mlflow_params, params={"train": params}, datasets=PipelinePaths().datasets(),
                    tags={"ragtune.tuned_from": (read_run_record(BEST.parent).get("study", str(BEST)) if best
                                                 else "params.yaml"),
                          "ragtune.validation": validation}) as run:

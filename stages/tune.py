@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
+from ragtune.paths import PipelinePaths
 from ragtune.stage import run_main, write_run_record
 from ragtune.tracking import pipeline_tags, stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
@@ -26,7 +27,8 @@ def main() -> None:
     data = load_training_data(*INPUTS, round_trip_top_k=base.round_trip_top_k)
     storage_label = redact_url(tune.storage) if tune.storage else str(STORAGE_DIR / "optuna.journal")
 
-    with stage_run("tune", mlflow_params, params={"tune": tune, "train": base}) as run:
+    with stage_run("tune", mlflow_params, params={"tune": tune, "train": base},
+                   datasets=PipelinePaths().datasets()) as run:
         target = None
         if run.active:
             experiment_id = run.client.get_run(run.run_id).info.experiment_id

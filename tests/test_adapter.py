@@ -156,6 +156,9 @@ def test_save_and_load_round_trip(tmp_path):
     x = unit(9, seed=20)
     torch.testing.assert_close(loaded(x), adapter.eval()(x), rtol=0, atol=0)
     assert (tmp_path / "adapter" / "config.json").read_text().count('"note": "kept"') == 1
+    # The same weights saved again, elsewhere, are the same bytes: a rerun leaves dvc.lock's hash unchanged.
+    save_query_adapter(adapter, tmp_path / "again")
+    assert (tmp_path / "again" / "adapter.pt").read_bytes() == (tmp_path / "adapter" / "adapter.pt").read_bytes()
 
 
 def test_load_query_adapter_without_files_says_what_to_run(tmp_path):

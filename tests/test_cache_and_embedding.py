@@ -1,5 +1,6 @@
 """ContentCache and the cached embedder on the real packaged all-MiniLM-L6-v2 model."""
 
+import os
 import sqlite3
 
 import numpy as np
@@ -69,6 +70,39 @@ def test_cached_vectors_equal_direct_encode(tmp_path, model):
         ours = CachedEmbedder(EmbeddingParams(), cache, model=model).encode_queries(TEXTS)
     direct = model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(ours, direct, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_process_pool_encodes_like_one_process_then_stops(tmp_path, model):
+    """embedding.processes: 2 CPU processes through sentence-transformers' pool give the in-process vectors;
+    a handful of missing texts starts no pool; closing stops its processes."""
+    texts = [f"Article {i}. The controller shall notify breach {i} to the authority within {i % 72} hours."
+             for i in range(600)]
+    params = EmbeddingParams(processes=2, device="cpu")
+    with ContentCache(tmp_path / "pool.sqlite") as cache, CachedEmbedder(params, cache, model=model) as pooled:
+        assert pooled.pool_devices() == ["cpu", "cpu"]
+        pooled.encode_documents(TEXTS)
+        assert pooled._pool is None  # 3 missing texts: in-process
+        got = pooled.encode_documents(texts)
+        assert pooled._pool is not None and pooled.encoded == 3 + 600
+        processes = pooled._pool["processes"]
+        assert len(processes) == 2 and all(p.is_alive() for p in processes)
+        pids = [p.pid for p in processes]
+    assert pooled._pool is None and not any(os.path.exists(f"/proc/{pid}") for pid in pids)  # stopped, reaped
+    with ContentCache(tmp_path / "one.sqlite") as cache:
+        alone = CachedEmbedder(EmbeddingParams(device="cpu"), cache, model=model).encode_documents(texts)
+    np.testing.assert_allclose(got, alone, atol=1e-5)
+
+
+def test_pool_devices_come_from_devices_else_processes(tmp_path, model):
+    with ContentCache(tmp_path / "e.sqlite") as cache:
+        def devices(**params):
+            return CachedEmbedder(EmbeddingParams(**params), cache, model=model).pool_devices()
+
+        assert devices() == [] and devices(device="cpu", processes=3) == ["cpu"] * 3
+        assert devices(devices=["cuda:0", "cuda:1"], processes=4) == ["cuda:0", "cuda:1"]  # one per device
+    with pytest.raises(ValueError, match="devices"):
+        EmbeddingParams(devices=["gpu0"])
 
 
 def test_prompt_is_part_of_the_key(tmp_path, model):

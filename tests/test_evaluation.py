@@ -2,6 +2,7 @@
 (identity, rotation and real adapters; BM25; outputs; README block; the stage with MLflow)."""
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -333,6 +334,15 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, re
     assert client.get_run(train_id).data.metrics["test.adapter.hit_at_5"] == pytest.approx(hit5)
     artifacts = {f.path for f in client.list_artifacts(evals[0].info.run_id)}
     assert {"report.json", "metrics.json", "hit_rate_at_k.png"} <= artifacts
+    # The sets it read are the run's dataset inputs: name, content digest, rows, context. The stage runs in
+    # tmp_path, whose data/fetch/train_questions.jsonl does not exist: no empty input is logged for it.
+    inputs = {d.dataset.name: d for d in client.get_run(evals[0].info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"fetch/corpus", "synthesize/test", "synthesize/questions"}
+    corpus = inputs["fetch/corpus"]
+    content = (tmp_path / "data/fetch/corpus.jsonl").read_bytes()
+    assert corpus.dataset.digest == hashlib.sha256(content).hexdigest()[:12]
+    assert json.loads(corpus.dataset.profile)["num_rows"] == len(content.splitlines()) == 40
+    assert {t.key: t.value for t in inputs["synthesize/questions"].tags}["mlflow.data.context"] == "training"
     tags = client.get_model_version("rq", version.version).tags   # the headline test numbers on the version
     assert float(tags["test.adapter.hit_at_5"]) == pytest.approx(hit5)
     assert {"test.cosine.hit_at_5", "test.adapter.mrr_at_20", "test.bm25.mrr_at_20"} <= set(tags)

@@ -275,6 +275,9 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
     stages = sorted(r.data.tags.get("ragtune.stage") for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert stages == ["train", "tune"]
+    train_run = client.get_run(next(r.info.run_id for r in runs if r.data.tags.get("ragtune.stage") == "train"))
+    # Its dataset inputs: this fixture writes the questions only as embeddings, so no questions.jsonl is logged.
+    assert {d.dataset.name for d in train_run.inputs.dataset_inputs} == {"fetch/corpus", "synthesize/test"}
     assert sum("mlflow.parentRunId" in r.data.tags for r in runs) == 4
 
 

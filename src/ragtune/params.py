@@ -13,7 +13,7 @@ import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -42,6 +42,11 @@ class EmbeddingParams(Section):
     batch_size: int = Field(32, ge=1, le=4096)
     max_seq_length: int | None = Field(None, ge=8, le=32768)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # More than 1: encode through sentence-transformers' multi-process pool, this many processes on `device`
+    # (CPU: the cores are shared out among them). `devices` instead names one process per device, e.g.
+    # [cuda:0, cuda:1] on a machine with two GPUs. Only cache misses are encoded, so a warm run starts no pool.
+    processes: int = Field(1, ge=1, le=256)
+    devices: list[Annotated[str, Field(pattern=r"^(cpu|mps|cuda(:\d+)?)$")]] | None = Field(None, min_length=1)
     normalize: bool = True
     # embed "title + text" for chunks with a title; auto: yes, unless the source's titles are its test
     # questions (eu-law: article headings)

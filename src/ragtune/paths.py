@@ -19,3 +19,9 @@ class PipelinePaths:
     adapter: Path = Path("models/adapter")
     linear_adapter: Path = Path("models/linear_adapter")
     train_run: Path = Path("data/train")                               # its run.json names the train MLflow run
+
+    def datasets(self, *names: str) -> list[tuple[Path, str]]:
+        """The named JSONL inputs (default: all four) with their MLflow dataset context, for a stage run's
+        dataset inputs (ragtune.tracking.StageRun.log_datasets)."""
+        contexts = {"corpus": "corpus", "test": "test", "questions": "training", "real_questions": "training"}
+        return [(getattr(self, name), contexts[name]) for name in names or contexts]

@@ -84,16 +84,19 @@ def train_run_id(paths: PipelinePaths) -> str | None:
 
 def log_under_train_run(stage: str, mlflow_params: Any, params: Mapping[str, Any], tags: Mapping[str, str],
                         flat: Mapping[str, float], written: Sequence[Path], paths: PipelinePaths,
-                        version_tags: Mapping[str, float] | None = None) -> None:
+                        version_tags: Mapping[str, float] | None = None,
+                        datasets: Sequence[str] = ()) -> None:
     """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, shown nested under
     the train run that made the adapter, with the same numbers on that run too, so runs compare by their
-    test scores; `version_tags` go on the registered model versions made from that run. A train run from
-    another tracking store only costs a warning."""
+    test scores; `version_tags` go on the registered model versions made from that run; `datasets` names
+    the `paths` inputs logged as the run's dataset inputs. A train run from another tracking store only costs
+    a warning."""
     from .tracking import StageRun, stage_run
 
     parent = train_run_id(paths)
     tags = {**tags, **({"ragtune.train_run_id": parent, "mlflow.parentRunId": parent} if parent else {})}
-    with stage_run(stage, mlflow_params, params=params, tags=tags) as run:
+    with stage_run(stage, mlflow_params, params=params, tags=tags,
+                   datasets=paths.datasets(*datasets) if datasets else ()) as run:
         run.log_metrics(flat)
         for path in written:
             run.log_artifact(path)

@@ -102,6 +102,37 @@ class StageRun:
         if self.active:
             self.client.log_artifacts(self.run_id, str(path), artifact_path)
 
+    def log_datasets(self, datasets: Sequence[tuple[str | os.PathLike[str], str]]) -> None:
+        """Each (JSONL file, context) the stage read as an MLflow dataset input of this run (the run page's
+        "Datasets"): name, content digest, rows; empty or absent files are left out."""
+        if not self.active:
+            return
+        inputs = [d for d in (dataset_input(path, context) for path, context in datasets) if d is not None]
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
+
+def dataset_input(path: str | os.PathLike[str], context: str) -> Any:
+    """An MLflow DatasetInput for a JSONL file: name `<stage dir>/<stem>` (fetch/corpus, synthesize/questions),
+    digest = the first 12 hex of the content's sha256 (changes exactly when the rows do), rows in the
+    profile, the path as a local source, `context` (corpus, training, test) as the usual context tag. None for an
+    absent or empty file."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    p = Path(path)
+    if not p.is_file():
+        return None
+    data = p.read_bytes()
+    rows = sum(1 for line in data.splitlines() if line.strip())
+    if not rows:
+        return None
+    dataset = Dataset(name=f"{p.parent.name}/{p.stem}", digest=hashlib.sha256(data).hexdigest()[:12],
+                      source_type="local", source=json.dumps({"uri": str(p)}),
+                      profile=json.dumps({"num_rows": rows}))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+
 
 def redact_url(url: str) -> str:
     """Hide the password of a URL (database, tracking server) before it reaches a log, MLflow or an error."""
@@ -152,8 +183,10 @@ def pipeline_tags(stage: str, params_file: str | os.PathLike[str] = "params.yaml
 @contextlib.contextmanager
 def stage_run(stage: str, mlflow_params: MlflowParams, params: Mapping[str, Any] | None = None,
               tags: Mapping[str, str] | None = None, nested: bool = False,
-              run_name: str | None = None) -> Iterator[StageRun]:
-    """Open an MLflow run for a stage; the run ends FINISHED, or FAILED if the block raises."""
+              run_name: str | None = None,
+              datasets: Sequence[tuple[str | os.PathLike[str], str]] = ()) -> Iterator[StageRun]:
+    """Open an MLflow run for a stage, with its params and the (JSONL file, context) `datasets` it reads as
+    dataset inputs; the run ends FINISHED, or FAILED if the block raises."""
     if not mlflow_params.enabled:
         yield StageRun(None)
         return
@@ -167,4 +200,5 @@ def stage_run(stage: str, mlflow_params: MlflowParams, params: Mapping[str, Any]
         handle = StageRun(run.info.run_id, mlflow.MlflowClient())
         if params:
             handle.log_params(params)
+        handle.log_datasets(datasets)
         yield handle

@@ -181,12 +181,18 @@ def ensemble_adapters(adapters: Sequence[QueryAdapter]) -> QueryAdapter:
 def save_query_adapter(adapter: QueryAdapter, path: str | os.PathLike[str],
                        extra: dict[str, Any] | None = None) -> None:
     """Write `adapter.pt` (state dict) and `config.json` into directory `path`, each atomically."""
-    from ..io import atomic_path, write_json
+    import io
+
+    from ..io import atomic_open, write_json
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / STATE_FILE) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in adapter.state_dict().items()}, tmp)
+    # Saved to memory first: torch names the archive's inner folder after the file it writes, and the random
+    # name of a temporary file would make two saves of the same weights differ (and a rerun change dvc.lock).
+    state = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in adapter.state_dict().items()}, state)
+    with atomic_open(out / STATE_FILE, "wb") as fh:
+        fh.write(state.getvalue())
     write_json(out / CONFIG_FILE, {**adapter.config.to_dict(), **(extra or {})})
 
 

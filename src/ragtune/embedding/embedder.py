@@ -30,6 +30,8 @@ PACKAGED_MODELS = {
 _CACHE_VERSION = "embedding/v1"
 # Texts encoded between cache commits: small enough that a killed run loses little.
 _COMMIT_EVERY = 256
+# A multi-process pool costs each process a model load (seconds): fewer missing texts than this encode in-process.
+_MIN_POOL_TEXTS = 512
 
 
 def resolve_model(name: str) -> str:
@@ -132,6 +134,44 @@ class CachedEmbedder:
         self.fingerprint = model_fingerprint(params)
         self.dim = int(self.model.get_embedding_dimension())
         self.encoded = 0  # texts actually run through the model (cache misses after dedup)
+        self._pool = None  # sentence-transformers' multi-process pool, started on the first large encode
+
+    def pool_devices(self) -> list[str]:
+        """The devices of the multi-process pool (one process each): `embedding.devices`, else
+        `embedding.processes` times `embedding.device`; empty for in-process encoding."""
+        if self.params.devices:
+            return list(self.params.devices)
+        if self.params.processes > 1:
+            return [pick_device(self.params.device)] * self.params.processes
+        return []
+
+    def close(self) -> None:
+        """Stop the pool's processes, if one was started."""
+        if self._pool is not None:
+            self.model.stop_multi_process_pool(self._pool)
+            self._pool = None
+
+    def __enter__(self) -> "CachedEmbedder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start_pool(self, devices: list[str]):
+        # CPU processes share the cores: each child's torch reads OMP_NUM_THREADS when it starts.
+        cpu = all(d == "cpu" for d in devices)
+        saved = os.environ.get("OMP_NUM_THREADS")
+        if cpu:
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
+        try:
+            log.info("embedding: starting %d encoding processes on %s", len(devices), ", ".join(devices))
+            return self.model.start_multi_process_pool(target_devices=devices)
+        finally:
+            if cpu:
+                if saved is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = saved
 
     def encode_queries(self, texts: Sequence[str], desc: str = "queries") -> np.ndarray:
         return self.encode(texts, self.params.query_prompt, desc)
@@ -149,10 +189,15 @@ class CachedEmbedder:
         found = self.cache.get_many(keys)
         # Identical texts share a key: encode each distinct missing text once.
         todo = list(dict.fromkeys((k, t) for k, t in zip(keys, texts) if k not in found))
+        devices = self.pool_devices()
+        if devices and len(todo) >= _MIN_POOL_TEXTS and self._pool is None:
+            self._pool = self._start_pool(devices)
+        # With a pool, each committed group gives every process a share.
+        group = _COMMIT_EVERY * max(1, len(devices) if self._pool is not None else 1)
         if todo:
             with tqdm(total=len(todo), desc=f"embed {desc}", unit="text", disable=len(todo) < 64) as bar:
-                for i in range(0, len(todo), _COMMIT_EVERY):
-                    batch = todo[i:i + _COMMIT_EVERY]
+                for i in range(0, len(todo), group):
+                    batch = todo[i:i + group]
                     vecs = self._encode_raw([t for _, t in batch], prompt)
                     self.cache.put_many((k, v.tobytes(), None) for (k, _), v in zip(batch, vecs))
                     found.update((k, v.tobytes()) for (k, _), v in zip(batch, vecs))
@@ -166,7 +211,7 @@ class CachedEmbedder:
     def _encode_raw(self, texts: list[str], prompt: str) -> np.ndarray:
         vecs = self.model.encode(texts, batch_size=self.params.batch_size, prompt=prompt or None,
                                  normalize_embeddings=self.params.normalize, convert_to_numpy=True,
-                                 show_progress_bar=False)
+                                 show_progress_bar=False, pool=self._pool)
         return np.asarray(vecs, dtype=np.float32)
 
     def token_lengths(self, texts: Sequence[str], prompt: str = "", batch: int = 2048) -> np.ndarray:
