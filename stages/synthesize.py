@@ -32,8 +32,8 @@ CACHE = Path("data/cache/llm.sqlite")
 # What this run did rather than what it made: a rerun on a warm cache makes no calls and pays nothing, for the
 # same questions (dataset_cost_usd, in report.json, is what the whole question set cost).
 RUN_FACTS = ("cache_hits", "cache_misses", "calls", "retries", "tokens_in", "tokens_out", "tokens_cache_read",
-             "tokens_cache_write", "cost_usd", "failures_retried_from_earlier_runs", "seconds", "generate_seconds",
-             "seconds_per_chunk")
+             "tokens_cache_write", "cost_usd", "failures_retried_from_earlier_runs", "failures_kept_from_earlier_runs",
+             "seconds", "generate_seconds", "seconds_per_chunk")
 HEADLINE = ("questions_kept", "share_chunks_with_question", "degenerate_share", "failures", "dataset_cost_usd")
 
 
@@ -99,7 +99,8 @@ def main() -> None:
     if warning:
         print(f"synthesize: WARNING: {warning}")
     if report["failures"]:
-        print(f"synthesize: failures by reason {report['failures_by_reason']}; they are retried on the next run")
+        print(f"synthesize: failures by reason {report['failures_by_reason']}; the next run retries them, but a "
+              "deterministic backend's content failures (invalid_output, max_tokens, refusal)")
     if outcome.failed_share > params.max_failed_share:
         raise RagtuneError(f"synthesize: {outcome.failed_share:.0%} of calls failed (more than "
                            f"synthesize.max_failed_share={params.max_failed_share}); see data/synthesize/report.json. "

@@ -30,12 +30,14 @@ def make_chunks(n: int = 6, test_ids: Sequence[int] = ()) -> list[Chunk]:
 
 
 class CountingBackend:
-    """A fake generator: records every request; a passage containing FAIL fails with `invalid_output`."""
+    """A fake generator: records every request; a passage containing FAIL fails with `fail_reason`."""
 
     name = "fake"
     model = "fake-1"
     cacheable = True
     uses_prompt = True
+    deterministic = False
+    fail_reason = "invalid_output"
 
     def __init__(self, questions: Any = None):
         self.calls: list[GenRequest] = []
@@ -52,7 +54,7 @@ class CountingBackend:
                 return
             self.calls.append(req)
             if self.fail and "FAIL" in req.passage:
-                on_result(GenResult.failure(req.key, "invalid_output", "no JSON", usage=Usage(10, 2)))
+                on_result(GenResult.failure(req.key, self.fail_reason, "no JSON", usage=Usage(10, 2)))
             else:
                 on_result(GenResult(key=req.key, ok=True, questions=list(self.questions(req)),
                                     usage=Usage(100, 20), cost_usd=0.001))

@@ -87,6 +87,24 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, backend):
     assert again.report["chunks_with_questions"] == 4
 
 
+@pytest.mark.parametrize("reason, kept", [("invalid_output", True), ("max_tokens", True), ("refusal", True),
+                                          ("server_error", False), ("rate_limited", False)])
+def test_a_deterministic_backend_keeps_content_failures_and_retries_transport_ones(tmp_path, backend, reason, kept):
+    """Sent again, a seeded local model would give the same broken reply: the rerun keeps that failure
+    instead of paying for it on every run. A server error may have passed: it is retried."""
+    chunks = make_chunks(3)
+    chunks[1] = chunks[1].model_copy(update={"text": chunks[1].text + " FAIL"})
+    backend.deterministic, backend.fail_reason = True, reason
+    with ContentCache(tmp_path / "llm.sqlite") as cache:
+        first = run(chunks, backend, cache)
+        again = run(chunks, backend, cache)
+    assert len(backend.calls) == (3 if kept else 4)
+    assert again.report["calls"] == (0 if kept else 1) and again.report["failures"] == first.report["failures"] == 1
+    assert again.report["failures_kept_from_earlier_runs"] == int(kept)
+    assert again.report["failures_retried_from_earlier_runs"] == int(not kept)
+    assert [q.model_dump() for q in again.questions] == [q.model_dump() for q in first.questions]
+
+
 def test_test_chunks_never_reach_the_generator_under_the_exclude_protocol(tmp_path, backend):
     chunks = make_chunks(6, test_ids=[2, 4])
     tests = [TestQuestion(id="t1", question="Who monitors penalties?", relevant_ids=["c2", "c4"])]

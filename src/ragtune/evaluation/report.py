@@ -2,8 +2,9 @@
 
 `evaluate` takes query sets and arms and returns an `EvalResult`: the nested metrics dict
 (data/eval/report.json; its headline numbers go to metrics.json), one row per question with each arm's first
-relevant rank, and hit rate against k per arm. The metrics name the arm a user should deploy (`recommendation`): the best on the validation
-questions, with how that choice fared on the test questions. `write_eval_outputs` writes them.
+relevant rank, and hit rate against k per arm. The metrics name the arm a user should deploy
+(`recommendation`): the best on the validation questions, with how that choice fared on the test questions.
+`write_eval_outputs` writes them.
 """
 
 from __future__ import annotations

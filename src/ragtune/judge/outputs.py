@@ -110,8 +110,8 @@ def flat_judge_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 # `usage` entries that say what this run did, not what the judgements are: a rerun on a warm cache makes no
 # calls and pays nothing for the same scores (results_cost_usd, what all the judged replies cost, stays).
-USAGE_RUN_FACTS = ("calls", "cache_hits", "cache_misses", "failures_retried", "tokens_in", "tokens_out",
-                   "cache_read", "cache_write", "cost_usd", "seconds")
+USAGE_RUN_FACTS = ("calls", "cache_hits", "cache_misses", "failures_retried", "failures_kept", "tokens_in",
+                   "tokens_out", "cache_read", "cache_write", "cost_usd", "seconds")
 
 
 def split_usage(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

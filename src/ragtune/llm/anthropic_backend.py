@@ -76,6 +76,7 @@ def retry_after_seconds(headers: Any) -> float | None:
 class AnthropicBackend:
     name = "anthropic"
     cacheable = True
+    deterministic = False  # sampled (temperature), and the API gives no seed
     uses_prompt = True
 
     def __init__(self, params: LlmParams, client: Any = None):

@@ -167,6 +167,9 @@ class Backend(Protocol):
     model: str
     cacheable: bool
     uses_prompt: bool
+    # The same request always gets the same reply (a seeded local model on one slot): a content failure it
+    # gave is kept in the cache instead of being sent again on every run (ragtune.llm.runner).
+    deterministic: bool
 
     def identity(self) -> dict[str, Any]: ...
 

@@ -119,6 +119,7 @@ class IctBackend:
     name = "ict"
     model = "ict"
     cacheable = False  # instant and deterministic: nothing worth caching
+    deterministic = True
     uses_prompt = False
 
     def __init__(self, params: LlmParams):

@@ -94,6 +94,8 @@ class LlamaCppBackend:
         self._server: Any = None
         self._lock = threading.Lock()
         self.load_seconds = 0.0
+        # Seeded sampling gives one reply per request on one slot; batched slots may perturb the logits.
+        self.deterministic = self.p.parallel == 1
 
     def identity(self) -> dict[str, Any]:
         # Threads and slots change speed, not the distribution of outputs: not part of the key.

@@ -2,8 +2,10 @@
 commit each result the moment it arrives, and count what the run cost.
 
 Requests carry their own cache key (the caller hashes backend identity, prompt and input into it).
-A cached success is reused; a cached failure is sent again (it was never paid for in full, and the
-cause may have passed). Requests with the same key are sent once.
+A cached success is reused. A cached failure is sent again (the cause may have passed), except a content
+failure (the reply itself was wrong: invalid output, cut at max_tokens, refused) from a deterministic backend,
+which would give the same reply again: that one is kept, and reruns stop paying for it. Requests with the
+same key are sent once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from .base import Backend, GenRequest, GenResult, Usage
 
 log = logging.getLogger(__name__)
 
+# Failures of the reply's content, not of its transport (server errors, rate limits, batch expiry): a backend
+# that answers one request always the same way gives them again.
+CONTENT_FAILURES = frozenset({"invalid_output", "max_tokens", "refusal"})
+
 
 @dataclass
 class RunStats:
@@ -30,6 +36,7 @@ class RunStats:
     cache_hits: int = 0
     cache_misses: int = 0
     failures_retried: int = 0  # failures recorded by an earlier run and sent again
+    failures_kept: int = 0     # content failures of a deterministic backend from an earlier run, not resent
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
     results_cost_usd: float | None = 0.0
@@ -37,7 +44,8 @@ class RunStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {"calls": self.calls, "cache_hits": self.cache_hits, "cache_misses": self.cache_misses,
-                "failures_retried": self.failures_retried, **self.usage.as_dict(),
+                "failures_retried": self.failures_retried, "failures_kept": self.failures_kept,
+                **self.usage.as_dict(),
                 "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
                 "results_cost_usd": None if self.results_cost_usd is None else round(self.results_cost_usd, 6),
                 "seconds": round(self.seconds, 2)}
@@ -61,11 +69,16 @@ def run_cached(backend: Backend, cache: ContentCache, requests: Sequence[GenRequ
     t0 = time.perf_counter()
     unique = {r.key: r for r in requests}
     results: dict[str, GenResult] = {}
+    # A third-party backend that does not say is treated as sampling anew each time.
+    deterministic = bool(getattr(backend, "deterministic", False))
     if backend.cacheable:
         for key, raw in cache.get_many(list(unique)).items():
             r = GenResult.from_json(key, json.loads(raw))
             if r.ok:
                 results[key] = r
+            elif deterministic and r.reason in CONTENT_FAILURES:
+                results[key] = r
+                stats.failures_kept += 1
             else:
                 stats.failures_retried += 1
     stats.cache_hits += len(results)

@@ -5,7 +5,8 @@ chunks held out for synthetic test questions never are), render the versioned
 prompt, look every chunk up in the cache, send only the misses to the backend, commit each result
 the moment it arrives, then filter (empty, too short, overlong, not a question, pointing at "the
 text", duplicates within and across chunks) and count every drop by reason. A failed call is stored
-with its reason and retried on the next run; it never becomes "zero questions". Kept questions that are
+with its reason and retried on the next run (a deterministic backend's content failures are kept:
+ragtune.llm.runner); it never becomes "zero questions". Kept questions that are
 near-copies of their chunk are counted (`degenerate_*` in the report) and warned about, not dropped.
 
 For a corpus whose test chunks no test question covers (a `jsonl` corpus without a test file), the
@@ -315,6 +316,7 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
         "failures": n_failed,
         "failures_by_reason": dict(sorted(failures.items())),
         "failures_retried_from_earlier_runs": stats.failures_retried,
+        "failures_kept_from_earlier_runs": stats.failures_kept,
         "not_done": pending,
         "interrupted": interrupted,
         "cache_hits": stats.cache_hits,
