@@ -31,7 +31,8 @@ def test_whole_pipeline_on_a_tiny_corpus(tmp_path):
     dvc(repo, "exp", "run", *[a for s in settings for a in ("-S", s)], timeout=1500)
 
     # What a second `make run` on a fresh clone does: every stage again, no cache, no run records. The committed
-    # outputs (metrics, reports, plot CSVs) and dvc.lock come out byte for byte the same.
+    # outputs (metrics, reports, plot CSVs) come out byte for byte the same, and dvc.lock too but for the hashes
+    # of the outputs that record wall times (the caches, the Optuna journal).
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "first run"], cwd=repo, check=True)
