@@ -1,5 +1,6 @@
 """eval: raw cosine, the trained adapter(s) and BM25 on the same test and validation questions, with
-bootstrap intervals and paired tests; metrics.json, hit_rate_at_k.csv, per_question.csv and PNGs."""
+bootstrap intervals and paired tests; report.json (all of it), metrics.json (the headline numbers DVC compares),
+hit_rate_at_k.csv, per_question.csv and PNGs."""
 
 from pathlib import Path
 

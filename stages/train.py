@@ -130,7 +130,7 @@ def main() -> None:
     mlflow_params = load_section("mlflow", MlflowParams)
     info = check_embedder(emb)
     data = load_training_data(*INPUTS, round_trip_top_k=params.round_trip_top_k)
-    folds = None  # the k-fold summary for metrics.json, when train.folds asks for k-fold
+    folds = None  # the k-fold summary for report.json, when train.folds asks for k-fold
     if params.folds:
         folds, data = train_test_folds(params, data)
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]

@@ -211,7 +211,7 @@ def fit_hybrid_weights(arms: Sequence[Arm], val: QuerySet, params: EvalParams) -
     """For `eval.hybrid.method: weighted`, each hybrid arm's dense share, chosen from `eval.hybrid.weights`
     by MRR@mrr_k on the validation questions `val` (never on test). Without validation texts (BM25 needs
     them) the arm falls back to RRF, with a warning. Returns the arms (hybrid ones with their weight) and
-    the `fusion` block of metrics.json."""
+    the `fusion` block of report.json."""
     hp = params.hybrid
     info: dict[str, Any] = {"method": hp.method, "rrf_k": hp.rrf_k, "candidates": max(hp.candidates, params.depth)}
     out: list[Arm] = []
