@@ -19,6 +19,7 @@ from ragtune.cache import ContentCache
 from ragtune.errors import RagtuneError
 from ragtune.io import write_json
 from ragtune.llm import LlmParams, make_backend
+from ragtune.llm.runner import CONTENT_FAILURES
 from ragtune.params import MlflowParams, load_section
 from ragtune.records import load_corpus, load_test, write_jsonl
 from ragtune.stage import run_main, split_run_facts, write_run_record
@@ -71,10 +72,11 @@ def main() -> None:
         with tqdm(desc=f"synthesize ({backend.name})", unit="chunk", total=None, dynamic_ncols=True) as bar:
             outcome = synthesize(chunks, tests, backend, cache, params, stop=stop, progress=bar)
     backend.close()
-    report, facts = split_run_facts(outcome.report, RUN_FACTS)
-    write_json(OUT / "report.json", report)
-    write_json(OUT / "metrics.json", {k: report[k] for k in HEADLINE})
+    committed, facts = split_run_facts(outcome.report, RUN_FACTS)
+    write_json(OUT / "report.json", committed)
+    write_json(OUT / "metrics.json", {k: committed[k] for k in HEADLINE})
     write_run_record(OUT, facts)
+    report = outcome.report  # all of it, this run's facts included, for MLflow and the log
     if report["interrupted"]:
         raise RagtuneError(f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk "
                            "is in data/cache/llm.sqlite, so a rerun resumes from here")
@@ -86,10 +88,9 @@ def main() -> None:
     with stage_run("synthesize", mlflow_params, params={"llm": llm_params, "synthesize": params},
                    tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks},
                    datasets=[(FETCH / "corpus.jsonl", "corpus"), (FETCH / "test.jsonl", "test")]) as run:
-        run.log_metrics(_numeric({**report, **facts}))
+        run.log_metrics(_numeric(report))
         run.log_artifact(OUT / "report.json")
 
-    report = {**report, **facts}
     cost = "unknown" if report["cost_usd"] is None else f"${report['cost_usd']:.4f}"
     print(f"synthesize: {report['questions_kept']} questions for {report['chunks_with_questions']}/"
           f"{report['chunks_requested']} chunks ({report['questions_dropped']} dropped), "
@@ -99,8 +100,8 @@ def main() -> None:
     if warning:
         print(f"synthesize: WARNING: {warning}")
     if report["failures"]:
-        print(f"synthesize: failures by reason {report['failures_by_reason']}; the next run retries them, but a "
-              "deterministic backend's content failures (invalid_output, max_tokens, refusal)")
+        print(f"synthesize: failures by reason {report['failures_by_reason']}; the next run retries them, except "
+              f"a deterministic backend's content failures ({', '.join(sorted(CONTENT_FAILURES))}), which are kept")
     if outcome.failed_share > params.max_failed_share:
         raise RagtuneError(f"synthesize: {outcome.failed_share:.0%} of calls failed (more than "
                            f"synthesize.max_failed_share={params.max_failed_share}); see data/synthesize/report.json. "

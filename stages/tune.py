@@ -8,12 +8,11 @@ from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
 from ragtune.paths import PipelinePaths
 from ragtune.stage import run_main, write_run_record
-from ragtune.tracking import pipeline_tags, stage_run
+from ragtune.tracking import pipeline_tags, redact_url, stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.training import TrainParams
 from ragtune.adapter.tuning import MlflowTarget, TuneParams, run_study
 from ragtune.adapter.study import write_trials_csv
-from ragtune.tracking import redact_url
 
 OUT = Path("data/tune")
 STORAGE_DIR = OUT / "storage"

@@ -104,6 +104,8 @@ def test_api_key_appears_in_no_output_log_file_or_mlflow_param(tmp_path, fake):
               **json.loads((project / "data/synthesize/run.json").read_text())}
     assert report["failures_by_reason"] == {"refusal": 1} and report["retries"] == 1
     assert report["calls"] == 5 and report["tokens_in"] == 600 and report["cost_usd"] > 0  # 6 requests, 5 results
+    assert ("failures by reason {'refusal': 1}; the next run retries them, except a deterministic backend's content "
+            "failures (invalid_output, max_tokens, refusal), which are kept") in proc.stdout
 
     assert KEY not in proc.stdout + proc.stderr
     assert "DEBUG" in proc.stderr  # the check ran with the most verbose logging
