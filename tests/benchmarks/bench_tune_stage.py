@@ -38,7 +38,7 @@ def run_tune_stage(threads: int, scratch: Path) -> dict:
         shutil.copytree(ROOT / d, scratch / d)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAGTUNE_LOG": "WARNING"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "tune.py")], cwd=scratch, env=env,
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "tune.py")], check=False, cwd=scratch, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
