@@ -6,14 +6,17 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from ragtune.adapter.model import AdapterConfig, QueryAdapter, ensemble_adapters, load_query_adapter, save_query_adapter
+from ragtune.adapter.model import (AdapterConfig, QueryAdapter, ensemble_adapters, interpolate_toward_identity,
+                                   load_query_adapter, save_query_adapter)
+from ragtune.errors import ParamsError
+from ragtune.params import parse_section
 from ragtune.embedding.embedder import resolve_model
 from ragtune.evaluation.metrics import EvalParams
 from ragtune.evaluation.arms import member_dirs
 from ragtune.evaluation.run import run_eval
 from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.search.lexical import Bm25Params
-from ragtune.adapter.training import TrainParams, train_adapter, train_bagged
+from ragtune.adapter.training import AUTO_INTERPOLATION, TrainParams, train_adapter, train_bagged
 from ragtune.adapter.data import build_training_data
 from ragtune.adapter.splits import split_by_chunk
 from test_evaluation import DIM, make_pipeline
@@ -78,7 +81,7 @@ def learnable(seed: int = 0):
 
 def test_bagging_one_is_exactly_a_single_run_and_more_uses_consecutive_seeds():
     data = learnable()
-    params = TrainParams(kind="linear", max_epochs=3, batch_size=16, seed=7)
+    params = TrainParams(kind="linear", max_epochs=3, batch_size=16, seed=7, interpolation=1.0)
     single = train_adapter(params, data, split_by_chunk(data, params.val_fraction, 7))
     bagged1 = train_bagged(params, data)
     assert torch.equal(bagged1.adapter.delta, single.adapter.delta) and bagged1.seeds == [7]
@@ -89,6 +92,45 @@ def test_bagging_one_is_exactly_a_single_run_and_more_uses_consecutive_seeds():
     assert torch.allclose(bagged3.adapter.delta, mean_delta)
     summary = bagged3.summary()
     assert [m["seed"] for m in summary["members"]] == [7, 8, 9] and "members_mean_val_hit@5" in summary
+
+
+@pytest.mark.parametrize("config", [AdapterConfig(dim=16, kind="linear"),
+                                    AdapterConfig(dim=16, kind="mlp", n_hidden_layers=0),
+                                    AdapterConfig(dim=16, kind="mlp", hidden_dim=8, n_hidden_layers=2)])
+def test_interpolation_moves_each_query_alpha_of_the_way_the_adapter_does(config):
+    trained = random_adapter(config, 5)
+    x = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    before = trained(x).clone()
+    half = interpolate_toward_identity(trained, 0.5)
+    assert half.config == trained.config  # same kind and export format
+    assert torch.allclose(half.unnormalised(x), x + 0.5 * (trained.unnormalised(x) - x), atol=1e-6)
+    assert torch.equal(trained(x), before)  # the trained adapter itself is untouched
+    assert torch.equal(interpolate_toward_identity(trained, 1.0)(x), before)
+    # An ensemble interpolated is the ensemble of its members interpolated (the averaged map, or each MLP).
+    members = [trained, random_adapter(config, 6)]
+    ens_half = interpolate_toward_identity(ensemble_adapters(members), 0.5)
+    want = ensemble_adapters([interpolate_toward_identity(m, 0.5) for m in members])
+    assert torch.allclose(ens_half(x), want(x), atol=1e-6)
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="alpha must be in"):
+            interpolate_toward_identity(trained, bad)
+
+
+def test_train_bagged_ships_members_interpolated_by_what_selection_saw():
+    data = learnable()
+    params = TrainParams(kind="linear", max_epochs=3, batch_size=16, seed=7, bagging=2)
+    full = train_bagged(params.model_copy(update={"interpolation": 1.0}), data)
+    auto = train_bagged(params, data)  # synthetic validation: auto is AUTO_INTERPOLATION
+    assert auto.interpolation == AUTO_INTERPOLATION < 1.0 and auto.summary()["interpolation"] == AUTO_INTERPOLATION
+    for a, f in zip(auto.members, full.members):
+        assert torch.allclose(a.adapter.delta, AUTO_INTERPOLATION * f.adapter.delta)
+        assert a.best == f.best and a.best_epoch == f.best_epoch  # selection scored the trained adapter
+    assert torch.allclose(auto.adapter.delta, AUTO_INTERPOLATION * full.adapter.delta, atol=1e-7)
+    assert TrainParams().interpolation_for("real") == 1.0
+    assert TrainParams(interpolation=0.4).interpolation_for("real") == 0.4
+    for bad in (0, 1.5, "half"):
+        with pytest.raises(ParamsError, match=r"train\.interpolation\b"):
+            parse_section({"interpolation": bad}, "train", TrainParams)
 
 
 def test_eval_reports_each_members_test_metrics_beside_the_ensemble(tmp_path):

@@ -18,6 +18,7 @@ The losses that train it are in `ragtune.adapter.losses`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -176,6 +177,27 @@ def ensemble_adapters(adapters: Sequence[QueryAdapter]) -> QueryAdapter:
     for slot, member in zip(out.members, adapters):
         slot.load_state_dict(member.state_dict())
     return out.eval()
+
+
+@torch.no_grad()
+def interpolate_toward_identity(adapter: QueryAdapter, alpha: float) -> QueryAdapter:
+    """A copy of `adapter` that moves each query `alpha` of the way the trained one does (0 < alpha <= 1).
+
+    The weight-space interpolation of WiSE-FT (Wortsman et al., 2022) between the starting point, raw
+    cosine, and the trained adapter: for `linear` the map `I + alpha * delta`, `alpha * bias`; for `mlp`
+    the last layer (zero at the start) scaled by alpha, i.e. `x + alpha * branch(x)`, in each member of an
+    ensemble. Rankings of queries unlike the training questions move less; the configuration and export
+    format stay as they are.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"interpolation alpha must be in (0, 1], got {alpha}")
+    out = copy.deepcopy(adapter)
+    if alpha == 1.0:
+        return out
+    for name, param in out.named_parameters():
+        if name in ("delta", "bias") or name.startswith("out.") or ".out." in name:
+            param.mul_(alpha)
+    return out
 
 
 def save_query_adapter(adapter: QueryAdapter, path: str | os.PathLike[str],

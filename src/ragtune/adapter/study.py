@@ -90,7 +90,8 @@ def code_fingerprint() -> str:
 
 def study_fingerprint(tune: TuneParams, base: TrainParams, data_hash: str) -> str:
     """Same search, base params, data and code -> same study (resumed); anything else -> a new one."""
-    run_keys = {"use_tuned", "compare_linear", "device", "bagging"}  # how the train stage runs, not what a trial is
+    # how the train stage runs and ships, not what a trial computes
+    run_keys = {"use_tuned", "compare_linear", "device", "bagging", "interpolation"}
     blob = json.dumps({
         "code": code_fingerprint(),
         "space": {k: v.model_dump(mode="json") for k, v in sorted(tune.search_space.items())},

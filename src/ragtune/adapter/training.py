@@ -10,6 +10,7 @@ validation. Same params, data and thread count -> bit-identical metrics.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -30,6 +31,11 @@ from .model import Activation, AdapterConfig, AdapterKind, LossName, QueryAdapte
 from .splits import Split, make_split, split_metrics
 
 log = logging.getLogger(__name__)
+
+# `train.interpolation: auto` without real validation questions. Synthetic questions are not the queries the
+# adapter will serve; WiSE-FT's interpolation toward the start guards against that shift. 0.75 was the best of
+# 1, 0.75, 0.5, 0.25 on the three development corpora together (README, "Interpolation toward raw cosine").
+AUTO_INTERPOLATION = 0.75
 
 
 class TrainParams(Section):
@@ -65,6 +71,10 @@ class TrainParams(Section):
     hard_negative_skip_same_parent: bool = True       # never a chunk of the gold chunk's document
     # ensemble over validation splits: seeds seed..seed+bagging-1, one adapter each, shipped as their mean
     bagging: int = Field(1, ge=1, le=32)
+    # the shipped adapter moves each query this share of the way the trained one does (WiSE-FT's
+    # interpolation toward the start, raw cosine); auto: AUTO_INTERPOLATION when selection saw only synthetic
+    # questions, 1 when it saw real ones (`interpolation_for`)
+    interpolation: float | Literal["auto"] = "auto"
     # LLM questions whose chunk is not in raw cosine's top k are dropped (round-trip consistency);
     # no-model pseudo-queries are exempt; null: off
     round_trip_top_k: int | None = Field(20, ge=1, le=10_000)
@@ -92,6 +102,19 @@ class TrainParams(Section):
         return MiningRule(count=self.hard_negatives, min_rank=self.hard_negative_min_rank,
                           max_rank=self.hard_negative_max_rank, relative_margin=self.hard_negative_margin,
                           skip_same_parent=self.hard_negative_skip_same_parent)
+
+    @field_validator("interpolation")
+    @classmethod
+    def _interpolation(cls, v: float | str) -> float | str:
+        if v != "auto" and not 0.0 < float(v) <= 1.0:
+            raise ValueError(f"must be 'auto' or a number in (0, 1] (1: the trained adapter as it is), got {v}")
+        return v
+
+    def interpolation_for(self, validation: str) -> float:
+        """The interpolation weight for members selected on `validation` ("real" or "synthetic")."""
+        if self.interpolation != "auto":
+            return float(self.interpolation)
+        return 1.0 if validation == "real" else AUTO_INTERPOLATION
 
     @field_validator("folds")
     @classmethod
@@ -263,10 +286,11 @@ class BaggedResult:
     members: list[TrainResult]
     seeds: list[int]
     splits: list[Split]
+    interpolation: float = 1.0   # applied to every member (and so to the ensemble); selection saw alpha 1
 
     def summary(self) -> dict[str, Any]:
         """Member 0's summary (the single-seed run, as without bagging) plus every member's validation."""
-        out = self.members[0].summary()
+        out = {**self.members[0].summary(), "interpolation": self.interpolation}
         if len(self.members) > 1:
             out["seconds"] = round(sum(m.seconds for m in self.members), 3)
             out["members"] = [{"seed": seed, "best_epoch": m.best_epoch, "val_hit@5": m.best["hit@5"],
@@ -279,8 +303,9 @@ class BaggedResult:
 
 def train_bagged(params: TrainParams, data: TrainingData, validation: str = "auto") -> BaggedResult:
     """Train `params.bagging` adapters on as many seeded validation splits (`make_split`'s `validation`)
-    and ensemble them. With bagging 1 this is exactly one `train_adapter` run with `params.seed`."""
-    from .model import ensemble_adapters
+    and ensemble them, each member interpolated toward raw cosine by `params.interpolation_for` its split's
+    validation. With bagging 1 and interpolation 1 this is exactly one `train_adapter` run with `params.seed`."""
+    from .model import ensemble_adapters, interpolate_toward_identity
 
     seeds = [params.seed + i for i in range(params.bagging)]
     members, splits = [], []
@@ -289,7 +314,9 @@ def train_bagged(params: TrainParams, data: TrainingData, validation: str = "aut
         split = make_split(data, params, seed, validation)
         members.append(train_adapter(member_params, data, split))
         splits.append(split)
-    return BaggedResult(ensemble_adapters([m.adapter for m in members]), members, seeds, splits)
+    alpha = params.interpolation_for(splits[0].validation)
+    members = [dataclasses.replace(m, adapter=interpolate_toward_identity(m.adapter, alpha)) for m in members]
+    return BaggedResult(ensemble_adapters([m.adapter for m in members]), members, seeds, splits, alpha)
 
 
 def load_tuned(params: TrainParams, best_path: str | Path) -> tuple[TrainParams, dict[str, Any]]:
