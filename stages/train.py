@@ -87,7 +87,8 @@ def save_members(bagged, members_dir: Path, params: TrainParams) -> None:
         return
     for seed, member in zip(bagged.seeds, bagged.members):
         save_query_adapter(member.adapter, members_dir / f"seed-{seed}",
-                           extra={"train": params.model_copy(update={"seed": seed}).model_dump(mode="json")})
+                           extra={"train": params.model_copy(update={"seed": seed}).model_dump(mode="json"),
+                                  "interpolation": bagged.interpolation})
 
 
 def warn_if_degenerate(stats: dict) -> None:
@@ -153,7 +154,9 @@ def main() -> None:
             result = bagged.members[0]
             model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
             dirs_written.append(model_dir)
-            save_query_adapter(bagged.adapter, model_dir, extra={"train": p.model_dump(mode="json")})
+            # `interpolation`: the alpha applied (train.interpolation may say auto)
+            save_query_adapter(bagged.adapter, model_dir, extra={"train": p.model_dump(mode="json"),
+                                                                 "interpolation": bagged.interpolation})
             if folds is None and (model_dir / FOLDS_DIR).exists():
                 shutil.rmtree(model_dir / FOLDS_DIR)  # from an earlier k-fold run: eval would use them
             save_members(bagged, model_dir / MEMBERS_DIR, p)
