@@ -26,6 +26,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _runs_as(user: str, program: Path) -> bool:
+    """Whether `user` can run `program` (every directory above it must let them through)."""
+    try:
+        subprocess.run([str(program), "--version"], check=True, capture_output=True, user=user)
+    except (PermissionError, subprocess.CalledProcessError):
+        return False
+    return True
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield `postgresql://postgres@127.0.0.1:PORT/postgres` of a fresh server."""
@@ -44,9 +53,21 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(root, user)
         shutil.chown(data, user)
     port = free_port()
+    bin_dir = POSTGRES_BIN_PATH
+    if user is not None and not _runs_as(user, bin_dir / "initdb"):
+        # The checkout lies under a directory only root may enter (/root, a `mktemp -d` folder): give the
+        # server's user its own copy of the wheel's install and of the libraries its RPATH names
+        # ($ORIGIN/../../../pgserver.libs), in the same relative places.
+        install = POSTGRES_BIN_PATH.parent                      # site-packages/pgserver/pginstall
+        copy = root / "site" / install.parent.name / install.name
+        shutil.copytree(install, copy, symlinks=True)
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, root / "site" / libs.name, symlinks=True)
+        bin_dir = copy / POSTGRES_BIN_PATH.name
 
     def run(*args: str) -> None:
-        subprocess.run([str(POSTGRES_BIN_PATH / args[0]), *args[1:]], check=True, capture_output=True, text=True,
+        subprocess.run([str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, text=True,
                        user=user, cwd=root)
 
     try:
@@ -56,7 +77,7 @@ def postgres_server() -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                            capture_output=True, user=user, cwd=root)
         for _ in range(20):
             if not (data / "postmaster.pid").exists():
