@@ -25,7 +25,7 @@ def main() -> None:
     sys.path.insert(0, str(Path("src").resolve()))
     import torch
 
-    from ragtune.adapter.model import adapt_queries, load_query_adapter
+    from ragtune.adapter.model import adapt_queries, load_query_adapter, moves_with_interpolation
     from ragtune.evaluation.arms import EmbeddingArm, identity
     from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
     from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
@@ -36,8 +36,7 @@ def main() -> None:
     test = load_test_set(Path("data/fetch/test.jsonl"), Path("data/embed/test.npz"), corpus.ids)
     shipped = load_query_adapter("models/adapter")
     applied = json.loads(Path("models/adapter/config.json").read_text()).get("interpolation", 1.0)
-    moving = {n: p.detach().clone() for n, p in shipped.named_parameters()
-              if n in ("delta", "bias") or n.startswith("out.") or ".out." in n}
+    moving = {n: p.detach().clone() for n, p in shipped.named_parameters() if moves_with_interpolation(n)}
 
     def scores(transform):
         hits = hit_matrix(EmbeddingArm("x", corpus.emb, transform).retrieve(test, ev.depth), test.relevant)

@@ -195,9 +195,15 @@ def interpolate_toward_identity(adapter: QueryAdapter, alpha: float) -> QueryAda
     if alpha == 1.0:
         return out
     for name, param in out.named_parameters():
-        if name in ("delta", "bias") or name.startswith("out.") or ".out." in name:
+        if moves_with_interpolation(name):
             param.mul_(alpha)
     return out
+
+
+def moves_with_interpolation(name: str) -> bool:
+    """Whether a QueryAdapter parameter scales with the interpolation alpha: the linear map's `delta` and
+    `bias`, and the MLP's last layer (`out.*`, in every member); all of them are zero at the start."""
+    return name in ("delta", "bias") or name.startswith("out.") or ".out." in name
 
 
 def save_query_adapter(adapter: QueryAdapter, path: str | os.PathLike[str],
