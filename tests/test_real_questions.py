@@ -315,6 +315,8 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     metrics = read_json(tmp_path / "data/train/report.json")
     split = read_json(tmp_path / "data/train/split.json")
     assert metrics["validation"] == split["validation"] == "real"
+    # interpolation auto: selection saw real questions, so the adapter ships as trained (alpha 1)
+    assert metrics["interpolation"] == read_json(tmp_path / "models/adapter/config.json")["interpolation"] == 1.0
     assert metrics["n_val_questions"] == len(split["val"]) == 12 and set(split["val"]) <= set(real.ids)
     assert not set(split["val"]) & set(split["train"])
     val = load_validation_set(tmp_path / "data/train/split.json", tmp_path / "data/embed/questions.npz",
