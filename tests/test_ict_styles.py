@@ -17,7 +17,7 @@ from ragtune.errors import ParamsError
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.base import GenRequest, GenResult, Usage
 from ragtune.llm.config import IctParams
-from ragtune.llm.ict import ict_queries, keyphrase_queries, make_extractor, styled_queries
+from ragtune.llm.ict import framed, ict_queries, keyphrase_queries, make_extractor, styled_queries
 from ragtune.params import parse_section
 from ragtune.records import Chunk
 from ragtune.synthesis.run import SynthesizeParams, synthesize
@@ -189,6 +189,51 @@ def test_tagged_results_are_capped_per_style_untagged_ones_overall(tmp_path):
     assert "questions_by_style" not in out.report
 
 
+# --- question frames (llm.ict.templates) ------------------------------------------------------------
+
+FRAMES = ["What are the rules on {q}?", "Does {q} apply to me?", "I have a question about {q}."]
+
+
+@pytest.mark.parametrize("style", ["sentence", "keyphrase", "both"])
+def test_templates_frame_every_query_of_every_style(style):
+    bare, bare_styles = styled_queries(TEXT, 3, 42, IctParams(style=style))
+    framed, styles = styled_queries(TEXT, 3, 42, IctParams(style=style, templates=FRAMES))
+    assert styles == bare_styles and len(framed) == len(bare) >= 3
+    used = set()
+    for b, f in zip(bare, framed):
+        matches = [t for t in FRAMES if f == t.replace("{q}", b[0].lower() + b[1:])]
+        assert len(matches) == 1, (b, f)
+        used.add(matches[0])
+    assert len(used) >= 2  # drawn, not always the first frame
+    assert styled_queries(TEXT, 3, 42, IctParams(style=style, templates=FRAMES)) == (framed, styles)  # seeded
+    assert styled_queries(TEXT, 3, 42, IctParams(style=style, templates=[])) == (bare, bare_styles)
+
+
+def test_template_draws_depend_on_the_seed_and_keep_acronyms():
+    p = IctParams(style="keyphrase", templates=FRAMES + ["Tell me about {q}.", "How does {q} work?"])
+    draws = {tuple(styled_queries(TEXT, 3, s, p)[0]) for s in range(6)}
+    assert len(draws) > 1
+    out = framed(["EUR fines apply", "Member States notify"], TEXT, 1, ["Q: {q}"])
+    assert out == ["Q: EUR fines apply", "Q: member States notify"]
+
+
+def test_template_share_frames_a_seeded_nested_part_of_the_queries():
+    queries = [f"query number {i}" for i in range(200)]
+    by_share = {s: framed(queries, TEXT, 7, FRAMES, s) for s in (0.0, 0.3, 0.6, 1.0)}
+    is_framed = {s: {i for i, (q, f) in enumerate(zip(queries, out)) if q != f} for s, out in by_share.items()}
+    assert by_share[0.0] == queries and len(is_framed[1.0]) == 200
+    assert 40 <= len(is_framed[0.3]) <= 80 and 100 <= len(is_framed[0.6]) <= 140
+    assert is_framed[0.3] < is_framed[0.6]  # a larger share frames the same queries and more
+    assert all(by_share[0.3][i] == by_share[1.0][i] for i in is_framed[0.3])  # with the same frame
+    assert framed(queries, TEXT, 7, FRAMES, 0.3) == by_share[0.3]
+
+
+def test_framed_sentence_queries_are_still_counted_as_degenerate(tmp_path):
+    out = run_ict(chunks_of(SENTENCES), tmp_path, "sentence", templates=FRAMES)
+    assert all(q.question != c for q, c in zip(out.questions, SENTENCES))
+    assert out.report["degenerate_questions"] == len(SENTENCES)
+
+
 # --- degenerate questions ---------------------------------------------------------------------------
 
 def test_is_near_copy():
@@ -250,6 +295,12 @@ def test_stage_prints_the_degenerate_warning(tmp_path):
      "llm.ict.keyphrases_per_query_max: Value error, must be >= keyphrases_per_query_min (3)"),
     ({"keyphrase_max_ngram": 0}, "llm.ict.keyphrase_max_ngram: Input should be greater than or equal to 1"),
     ({"keyphrase_dedup_lim": 0}, "llm.ict.keyphrase_dedup_lim: Input should be greater than 0"),
+    ({"templates": ["What about it?"]}, "llm.ict.templates: Value error, item 0 ('What about it?') must contain {q}"),
+    ({"templates": ["Is {q} {q}?"]}, "llm.ict.templates: Value error, item 0"),
+    ({"templates": ["{q}?", "What is {query}?"]}, "item 1 ('What is {query}?') must contain {q} exactly once and no "
+                                                  "other braces"),
+    ({"templates": "What is {q}?"}, "llm.ict.templates: Input should be a valid list"),
+    ({"template_share": 1.5}, "llm.ict.template_share: Input should be less than or equal to 1"),
 ])
 def test_bad_ict_params_name_the_key(ict, expected):
     with pytest.raises(ParamsError) as err:

@@ -67,6 +67,10 @@ class IctParams(Section):
     keyphrase_pool: int = Field(8, ge=2, le=100)  # the best this many are sampled from
     keyphrases_per_query_min: int = Field(2, ge=1, le=10)
     keyphrases_per_query_max: int = Field(3, ge=1, le=10)
+    # Question frames, each with one `{q}`: every pseudo-query is put into one of them (seeded per chunk), so
+    # that training queries are shaped like the questions users type. Empty: the bare sentence or keyphrases.
+    templates: list[str] = Field(default_factory=list, max_length=100)
+    template_share: float = Field(1.0, ge=0.0, le=1.0)  # share of the queries framed (a seeded draw per query)
 
     @model_validator(mode="after")
     def _order(self) -> "IctParams":
@@ -75,6 +79,15 @@ class IctParams(Section):
         return self
 
     # Field validators, so that the error names the key (llm.ict.keyphrase_pool, …).
+    @field_validator("templates")
+    @classmethod
+    def _one_slot(cls, v: list[str]) -> list[str]:
+        for i, frame in enumerate(v):
+            if frame.count("{q}") != 1 or "{" in frame.replace("{q}", "") or "}" in frame.replace("{q}", ""):
+                raise ValueError(f"item {i} ({frame!r}) must contain {{q}} exactly once and no other braces, "
+                                 "e.g. 'What are the rules on {q}?'")
+        return v
+
     @field_validator("keyphrase_pool")
     @classmethod
     def _pool_within_top(cls, v: int, info: ValidationInfo) -> int:

@@ -9,6 +9,10 @@ al., 2020, "YAKE! Keyword extraction from single documents using multiple local 
 (up to n of each per chunk; a sentence that is a near-copy of the whole chunk is left out). Each result
 tags its questions with their style in `GenResult.output = {"styles": [...]}` (parallel to `questions`):
 synthesize caps each style at `questions_per_chunk` and counts kept questions by style.
+
+`llm.ict.templates` (question frames such as "What are the rules on {q}?") puts each pseudo-query into
+one frame: users type questions, and a query adapter learns a map of the query space, so its training
+queries should come from the part of that space real queries occupy (README, "Pseudo-queries").
 """
 
 from __future__ import annotations
@@ -92,9 +96,36 @@ def keyphrase_queries(text: str, n: int, seed: int, extractor: Any, p: IctParams
     return out
 
 
+def framed(queries: Sequence[str], text: str, seed: int, templates: Sequence[str], share: float = 1.0) -> list[str]:
+    """Each query, with probability `share`, put into one of `templates` (`{q}` marks its place); the draws
+    come from a generator seeded with (seed, text). No templates: the queries unchanged. A leading capital is
+    lowered unless the word is all capitals (an acronym), so that a sentence reads as part of the question."""
+    if not templates or share <= 0.0:
+        return list(queries)
+    rng = _rng("frame\x00" + text, seed)
+    out = []
+    for q in queries:
+        # Both draws are made for every query, so a query's frame does not depend on the share.
+        keep, frame = rng.random() >= share, rng.choice(list(templates))
+        if keep:
+            out.append(q)
+            continue
+        first = q.split(" ", 1)[0]
+        if first[:1].isupper() and not first.isupper():
+            q = q[0].lower() + q[1:]
+        out.append(frame.replace("{q}", q))
+    return out
+
+
 def styled_queries(text: str, n: int, seed: int, p: IctParams, extractor: Any = None) -> tuple[list[str], list[str]]:
-    """(queries, their styles) for `text` under `p.style`; `both` interleaves sentence and keyphrase ones
-    (s1, k1, s2, k2, …; up to n of each) and leaves out a sentence that is a near-copy of the chunk."""
+    """(queries, their styles) for `text` under `p.style`, each put into a question frame of `p.templates`
+    when there are any; `both` interleaves sentence and keyphrase ones (s1, k1, s2, k2, …; up to n of each)
+    and leaves out a sentence that is a near-copy of the chunk."""
+    queries, styles = _styled(text, n, seed, p, extractor)
+    return framed(queries, text, seed, p.templates, p.template_share), styles
+
+
+def _styled(text: str, n: int, seed: int, p: IctParams, extractor: Any = None) -> tuple[list[str], list[str]]:
     if p.style == "sentence":
         qs = ict_queries(text, n, seed, p.min_words, p.max_words)
         return qs, ["sentence"] * len(qs)
