@@ -197,15 +197,15 @@ FRAMES = ["What are the rules on {q}?", "Does {q} apply to me?", "I have a quest
 @pytest.mark.parametrize("style", ["sentence", "keyphrase", "both"])
 def test_templates_frame_every_query_of_every_style(style):
     bare, bare_styles = styled_queries(TEXT, 3, 42, IctParams(style=style))
-    framed, styles = styled_queries(TEXT, 3, 42, IctParams(style=style, templates=FRAMES))
-    assert styles == bare_styles and len(framed) == len(bare) >= 3
+    out, styles = styled_queries(TEXT, 3, 42, IctParams(style=style, templates=FRAMES))
+    assert styles == bare_styles and len(out) == len(bare) >= 3
     used = set()
-    for b, f in zip(bare, framed):
+    for b, f in zip(bare, out):
         matches = [t for t in FRAMES if f == t.replace("{q}", b[0].lower() + b[1:])]
         assert len(matches) == 1, (b, f)
         used.add(matches[0])
     assert len(used) >= 2  # drawn, not always the first frame
-    assert styled_queries(TEXT, 3, 42, IctParams(style=style, templates=FRAMES)) == (framed, styles)  # seeded
+    assert styled_queries(TEXT, 3, 42, IctParams(style=style, templates=FRAMES)) == (out, styles)  # seeded
     assert styled_queries(TEXT, 3, 42, IctParams(style=style, templates=[])) == (bare, bare_styles)
 
 

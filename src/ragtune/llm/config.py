@@ -67,8 +67,8 @@ class IctParams(Section):
     keyphrase_pool: int = Field(8, ge=2, le=100)  # the best this many are sampled from
     keyphrases_per_query_min: int = Field(2, ge=1, le=10)
     keyphrases_per_query_max: int = Field(3, ge=1, le=10)
-    # Question frames, each with one `{q}`: every pseudo-query is put into one of them (seeded per chunk), so
-    # that training queries are shaped like the questions users type. Empty: the bare sentence or keyphrases.
+    # Question frames, each with one `{q}`: a seeded share (template_share) of the pseudo-queries is put into
+    # one of them, so that training queries are shaped like the questions users type. Empty: none framed.
     templates: list[str] = Field(default_factory=list, max_length=100)
     template_share: float = Field(1.0, ge=0.0, le=1.0)  # share of the queries framed (a seeded draw per query)
 

@@ -10,9 +10,10 @@ al., 2020, "YAKE! Keyword extraction from single documents using multiple local 
 tags its questions with their style in `GenResult.output = {"styles": [...]}` (parallel to `questions`):
 synthesize caps each style at `questions_per_chunk` and counts kept questions by style.
 
-`llm.ict.templates` (question frames such as "What are the rules on {q}?") puts each pseudo-query into
-one frame: users type questions, and a query adapter learns a map of the query space, so its training
-queries should come from the part of that space real queries occupy (README, "Pseudo-queries").
+`llm.ict.templates` (question frames such as "What are the rules on {q}?") puts a seeded share
+(`llm.ict.template_share`) of the pseudo-queries into a frame: many users type questions, and a query adapter
+learns a map of the query space only where its training queries lie (README, "Question-shaped
+pseudo-queries").
 """
 
 from __future__ import annotations
