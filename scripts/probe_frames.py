@@ -95,37 +95,20 @@ def main() -> None:
                     "data/synthesize/questions.jsonl", "--real", "data/fetch/train_questions.jsonl"],
                    cwd=out, env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([py, "stages/tune.py"], cwd=out, env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([py, "-c", EVALUATE], cwd=out, env=env, check=True)
+    os.chdir(out)
+    from probe_eval import AgainstCosine, load_test_inputs, train_tuned
+    from ragtune.adapter.model import adapt_queries
 
+    params, best, bagged = train_tuned()
+    versus = AgainstCosine(*load_test_inputs())
+    ada = versus.compare(lambda q: adapt_queries(bagged.adapter, q))
+    print(json.dumps({"workspace": str(out), "trial": best.get("trial"), "kind": params.kind,
+                      "interpolation": bagged.interpolation, "test": len(versus.test.ids),
+                      "cosine": [round(100 * versus.cosine["hit@5"].mean(), 1),
+                                 round(float(versus.cosine["mrr@20"].mean()), 4)],
+                      "adapter": [round(100 * ada["hit@5"], 1), round(ada["mrr@20"], 4)],
+                      "p_hit@5": round(ada["p_hit@5"], 4), "p_mrr@20": round(ada["p_mrr@20"], 4)}))
 
-EVALUATE = """
-import json
-from pathlib import Path
-from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-from ragtune.adapter.model import adapt_queries
-from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
-from ragtune.evaluation.arms import EmbeddingArm, identity
-from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
-from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
-from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
-from ragtune.params import load_section
-
-params, best = load_tuned(load_section("train", TrainParams), "data/tune/best.json")
-bagged = train_bagged(params, load_training_data(*TRAINING_INPUTS, round_trip_top_k=params.round_trip_top_k))
-ev = EvalParams()
-corpus = load_corpus_with_embeddings(Path("data/fetch/corpus.jsonl"), Path("data/embed/corpus.npz"))
-test = load_test_set(Path("data/fetch/test.jsonl"), Path("data/embed/test.npz"), corpus.ids)
-def scores(transform):
-    hits = hit_matrix(EmbeddingArm("x", corpus.emb, transform).retrieve(test, ev.depth), test.relevant)
-    return per_question_metrics(hits, test.n_relevant, ev)
-cos, ada = scores(identity), scores(lambda q: adapt_queries(bagged.adapter, q))
-print(json.dumps({"workspace": str(Path.cwd()), "trial": best.get("trial"), "kind": params.kind,
-                  "interpolation": bagged.interpolation, "test": len(test.ids),
-                  "cosine": [round(100 * cos["hit@5"].mean(), 1), round(float(cos["mrr@20"].mean()), 4)],
-                  "adapter": [round(100 * ada["hit@5"].mean(), 1), round(float(ada["mrr@20"].mean()), 4)],
-                  "p_hit@5": round(mcnemar_exact(ada["hit@5"] > 0, cos["hit@5"] > 0).p_value, 4),
-                  "p_mrr@20": round(paired_bootstrap(ada["mrr@20"], cos["mrr@20"], 10_000, 0.95, 42).p_value, 4)}))
-"""
 
 if __name__ == "__main__":
     main()

@@ -25,36 +25,25 @@ def main() -> None:
     sys.path.insert(0, str(Path("src").resolve()))
     import torch
 
+    from probe_eval import AgainstCosine, load_test_inputs
     from ragtune.adapter.model import adapt_queries, load_query_adapter, moves_with_interpolation
-    from ragtune.evaluation.arms import EmbeddingArm, identity
-    from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
-    from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
-    from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
 
-    ev = EvalParams()
-    corpus = load_corpus_with_embeddings(Path("data/fetch/corpus.jsonl"), Path("data/embed/corpus.npz"))
-    test = load_test_set(Path("data/fetch/test.jsonl"), Path("data/embed/test.npz"), corpus.ids)
+    versus = AgainstCosine(*load_test_inputs())
     shipped = load_query_adapter("models/adapter")
     applied = json.loads(Path("models/adapter/config.json").read_text()).get("interpolation", 1.0)
     moving = {n: p.detach().clone() for n, p in shipped.named_parameters() if moves_with_interpolation(n)}
 
-    def scores(transform):
-        hits = hit_matrix(EmbeddingArm("x", corpus.emb, transform).retrieve(test, ev.depth), test.relevant)
-        return per_question_metrics(hits, test.n_relevant, ev)
-
-    cos = scores(identity)
     rows = []
     for alpha in (float(a) for a in args.alphas.split(",")):
         with torch.no_grad():
             for name, param in shipped.named_parameters():
                 if name in moving:
                     param.copy_(moving[name] * (alpha / applied))
-        ada = scores(lambda q: adapt_queries(shipped, q))
-        rows.append({"alpha": alpha, "hit@5": round(100 * ada["hit@5"].mean(), 1),
-                     "mrr@20": round(float(ada["mrr@20"].mean()), 3),
-                     "p_hit@5": round(mcnemar_exact(ada["hit@5"] > 0, cos["hit@5"] > 0).p_value, 4),
-                     "p_mrr@20": round(paired_bootstrap(ada["mrr@20"], cos["mrr@20"], 10_000, 0.95, 42).p_value, 4)})
-    print(json.dumps({"workspace": str(args.workspace), "test": len(test.ids), "kind": shipped.config.kind,
+        ada = versus.compare(lambda q: adapt_queries(shipped, q))
+        rows.append({"alpha": alpha, "hit@5": round(100 * ada["hit@5"], 1), "mrr@20": round(ada["mrr@20"], 3),
+                     "p_hit@5": round(ada["p_hit@5"], 4), "p_mrr@20": round(ada["p_mrr@20"], 4)})
+    cos = versus.cosine
+    print(json.dumps({"workspace": str(args.workspace), "test": len(versus.test.ids), "kind": shipped.config.kind,
                       "shipped_alpha": applied,
                       "cosine": {"hit@5": round(100 * cos["hit@5"].mean(), 1),
                                  "mrr@20": round(float(cos["mrr@20"].mean()), 3)}, "alphas": rows}))

@@ -21,37 +21,17 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(args.workspace)
     sys.path.insert(0, str(Path("src").resolve()))
+    from probe_eval import AgainstCosine, load_test_inputs, train_tuned
     from ragtune.adapter.model import adapt_queries
-    from ragtune.evaluation.arms import EmbeddingArm, identity
-    from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
-    from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
-    from ragtune.params import load_section
-    from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
-    from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-    from ragtune.adapter.training import TrainParams, apply_overrides, load_tuned, train_bagged
 
-    base, _ = load_tuned(load_section("train", TrainParams), "data/tune/best.json")
-    params = apply_overrides(base, json.loads(args.params))
-    inputs = TRAINING_INPUTS
-    data = load_training_data(*inputs, round_trip_top_k=params.round_trip_top_k)
-    ev = EvalParams()
-    corpus = load_corpus_with_embeddings(Path(inputs[2]), Path(inputs[1]))
-    test = load_test_set(Path(inputs[3]), Path("data/embed/test.npz"), corpus.ids)
-    bagged = train_bagged(params, data)
-
-    def scores(transform):
-        hits = hit_matrix(EmbeddingArm("x", corpus.emb, transform).retrieve(test, ev.depth), test.relevant)
-        return per_question_metrics(hits, test.n_relevant, ev)
-
-    cos = scores(identity)
-    ada = scores(lambda q: adapt_queries(bagged.adapter, q))
-    mc = mcnemar_exact(ada["hit@5"] > 0, cos["hit@5"] > 0)
-    pb = paired_bootstrap(ada["mrr@20"], cos["mrr@20"], 10_000, 0.95, 42)
-    print(json.dumps({"params": json.loads(args.params), "test": len(test.ids),
+    _, _, bagged = train_tuned(json.loads(args.params))
+    versus = AgainstCosine(*load_test_inputs())
+    ada = versus.compare(lambda q: adapt_queries(bagged.adapter, q))
+    print(json.dumps({"params": json.loads(args.params), "test": len(versus.test.ids),
                       "val_hit@5": [round(m.best["hit@5"], 3) for m in bagged.members],
-                      "cosine": {"hit@5": round(cos["hit@5"].mean(), 4), "mrr@20": round(cos["mrr@20"].mean(), 4)},
-                      "adapter": {"hit@5": round(ada["hit@5"].mean(), 4), "mrr@20": round(ada["mrr@20"].mean(), 4)},
-                      "p_hit@5": round(mc.p_value, 4), "p_mrr@20": round(pb.p_value, 4)}))
+                      "cosine": {k: round(float(versus.cosine[k].mean()), 4) for k in ("hit@5", "mrr@20")},
+                      "adapter": {k: round(ada[k], 4) for k in ("hit@5", "mrr@20")},
+                      "p_hit@5": round(ada["p_hit@5"], 4), "p_mrr@20": round(ada["p_mrr@20"], 4)}))
 
 
 if __name__ == "__main__":
