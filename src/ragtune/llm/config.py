@@ -83,7 +83,8 @@ class IctParams(Section):
     @classmethod
     def _one_slot(cls, v: list[str]) -> list[str]:
         for i, frame in enumerate(v):
-            if frame.count("{q}") != 1 or "{" in frame.replace("{q}", "") or "}" in frame.replace("{q}", ""):
+            rest = frame.replace("{q}", "")
+            if frame.count("{q}") != 1 or "{" in rest or "}" in rest:
                 raise ValueError(f"item {i} ({frame!r}) must contain {{q}} exactly once and no other braces, "
                                  "e.g. 'What are the rules on {q}?'")
         return v

@@ -104,10 +104,11 @@ def framed(queries: Sequence[str], text: str, seed: int, templates: Sequence[str
     if not templates or share <= 0.0:
         return list(queries)
     rng = _rng("frame\x00" + text, seed)
+    frames = list(templates)
     out = []
     for q in queries:
         # Both draws are made for every query, so a query's frame does not depend on the share.
-        keep, frame = rng.random() >= share, rng.choice(list(templates))
+        keep, frame = rng.random() >= share, rng.choice(frames)
         if keep:
             out.append(q)
             continue
