@@ -1,13 +1,13 @@
 """The question-frame probe behind `llm.ict.template_share`'s default (not a pipeline stage).
 
 For a workspace after `dvc repro eval` (the main checkout, or a `ragtune bench` workspace, made with
-`llm.ict.templates` empty or `template_share: 0`), it writes a sibling workspace OUT whose synthetic questions
+`llm.ict.templates` empty or `template_share` 0, which `auto` is with real training questions), it writes a sibling workspace OUT whose synthetic questions
 are the same ones with a share of them put into question frames, then runs embed and tune there (tune.seed
 as given) and trains the tuned configuration as the train stage does (bagged, interpolation auto), and prints
 the shipped adapter's test Hit@5 / MRR@20 against raw cosine (McNemar and paired-bootstrap p). Which queries
 are framed, and with which frame, comes from a hash h of the question id, so every tune seed sees the same
 draws: --share 1 frames every query with FRAMES[h % 6]; --share 0.5 frames those with an even h, with
-FRAMES[(h // 2) % 6] (the README's rows). The pipeline's own `llm.ict.templates` draws per chunk instead:
+FRAMES[(h // 2) % 6] (the README's rows); --share 0 frames none (the workspace's questions, another tune seed). The pipeline's own `llm.ict.templates` draws per chunk instead:
 other draws, same idea.
 
     python scripts/probe_frames.py data/transfer/work/or_sharc /tmp/frames_1_s43 --share 1 --tune-seed 43
@@ -38,6 +38,10 @@ def rewrite(workspace: Path, share: float) -> list[str]:
     os.chdir(workspace)
     try:
         llm = load_section("llm", LlmParams)
+        real = Path("data/fetch/train_questions.jsonl")
+        real_lines = real.read_text(encoding="utf-8").splitlines() if real.is_file() else []
+        n_real = sum(1 for line in real_lines if line.strip())
+        llm = llm.model_copy(update={"ict": llm.ict.for_real_questions(n_real)})
         corpus = {r["id"]: r["text"] for r in map(json.loads, Path("data/fetch/corpus.jsonl").read_text(
             encoding="utf-8").splitlines())}
         lines = Path("data/synthesize/questions.jsonl").read_text(encoding="utf-8").splitlines()
@@ -56,7 +60,8 @@ def rewrite(workspace: Path, share: float) -> list[str]:
             qs, st = styled_queries(corpus[cid], 3, llm.seed, llm.ict, extractor)
             styles[cid] = dict(zip(qs, st))
         h = int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16)
-        frame = FRAMES[h % len(FRAMES)] if share == 1.0 else FRAMES[(h // 2) % len(FRAMES)] if h % 2 == 0 else None
+        frame = (None if share == 0.0 else FRAMES[h % len(FRAMES)] if share == 1.0
+                 else FRAMES[(h // 2) % len(FRAMES)] if h % 2 == 0 else None)
         if frame is not None:
             text = q[0].lower() + q[1:] if styles[cid].get(q) == "sentence" else q
             r["question"] = frame.format(q=text)
@@ -68,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workspace", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--share", type=float, choices=(0.5, 1.0), default=1.0)
+    ap.add_argument("--share", type=float, choices=(0.0, 0.5, 1.0), default=1.0)
     ap.add_argument("--tune-seed", type=int, default=42)
     args = ap.parse_args()
     base, out = args.workspace.resolve(), args.out.resolve()

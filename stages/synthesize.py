@@ -21,7 +21,7 @@ from ragtune.io import write_json
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.runner import CONTENT_FAILURES
 from ragtune.params import MlflowParams, load_section
-from ragtune.records import load_corpus, load_test, write_jsonl
+from ragtune.records import load_corpus, load_test, load_train_questions, write_jsonl
 from ragtune.stage import run_main, split_run_facts, write_run_record
 from ragtune.synthesis.run import SynthesizeParams, check_no_leak, synthesize
 from ragtune.synthesis.filters import degenerate_warning
@@ -54,6 +54,10 @@ def main() -> None:
     mlflow_params = load_section("mlflow", MlflowParams)
     chunks = load_corpus(FETCH / "corpus.jsonl")
     tests = load_test(FETCH / "test.jsonl", corpus_ids=[c.id for c in chunks])
+    real_path = FETCH / "train_questions.jsonl"  # fetch always writes it; absent (an older fetch): none
+    n_real = len(load_train_questions(real_path, tests, corpus_ids=[c.id for c in chunks])) if real_path.is_file() else 0
+    # `llm.ict.template_share: auto` frames none of the pseudo-queries when real questions show the query form.
+    llm_params = llm_params.model_copy(update={"ict": llm_params.ict.for_real_questions(n_real)})
     backend = make_backend(llm_params)  # checks the API key or the model file before any work
 
     stop = threading.Event()
@@ -72,6 +76,9 @@ def main() -> None:
         with tqdm(desc=f"synthesize ({backend.name})", unit="chunk", total=None, dynamic_ncols=True) as bar:
             outcome = synthesize(chunks, tests, backend, cache, params, stop=stop, progress=bar)
     backend.close()
+    outcome.report["real_training_questions"] = n_real
+    if llm_params.backend == "ict":  # the share that ran (`auto` resolved)
+        outcome.report["ict_template_share"] = llm_params.ict.template_share
     committed, facts = split_run_facts(outcome.report, RUN_FACTS)
     write_json(OUT / "report.json", committed)
     write_json(OUT / "metrics.json", {k: committed[k] for k in HEADLINE})

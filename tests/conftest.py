@@ -69,12 +69,15 @@ def backend() -> CountingBackend:
 
 
 def write_project(root: Path, chunks: Sequence[Chunk], tests: Sequence[TestQuestion] = (),
-                  llm: dict | None = None, synthesize: dict | None = None, mlflow: dict | None = None) -> Path:
-    """A scratch project: params.yaml plus data/fetch/{corpus,test}.jsonl, as the fetch stage leaves them."""
+                  llm: dict | None = None, synthesize: dict | None = None, mlflow: dict | None = None,
+                  train_questions: Sequence[TestQuestion] = ()) -> Path:
+    """A scratch project: params.yaml plus data/fetch/{corpus,test,train_questions}.jsonl, as the fetch stage
+    leaves them."""
     root.mkdir(parents=True, exist_ok=True)
     params = {"llm": llm or {"backend": "ict"}, "synthesize": synthesize or {},
               "mlflow": mlflow or {"enabled": False}}
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     write_jsonl(root / "data/fetch/corpus.jsonl", chunks)
     write_jsonl(root / "data/fetch/test.jsonl", tests)
+    write_jsonl(root / "data/fetch/train_questions.jsonl", train_questions)
     return root

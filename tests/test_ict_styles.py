@@ -16,10 +16,10 @@ from ragtune.cache import ContentCache
 from ragtune.errors import ParamsError
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.base import GenRequest, GenResult, Usage
-from ragtune.llm.config import IctParams
+from ragtune.llm.config import AUTO_TEMPLATE_SHARE, IctParams
 from ragtune.llm.ict import framed, ict_queries, keyphrase_queries, make_extractor, styled_queries
 from ragtune.params import parse_section
-from ragtune.records import Chunk
+from ragtune.records import Chunk, TestQuestion
 from ragtune.synthesis.run import SynthesizeParams, synthesize
 from ragtune.synthesis.filters import is_near_copy, normalise
 
@@ -228,6 +228,39 @@ def test_template_share_frames_a_seeded_nested_part_of_the_queries():
     assert framed(queries, TEXT, 7, FRAMES, 0.3) == by_share[0.3]
 
 
+def test_template_share_auto_hedges_without_real_questions_and_frames_none_with_them():
+    auto = IctParams(templates=FRAMES, template_share="auto")
+    assert auto.for_real_questions(0).template_share == AUTO_TEMPLATE_SHARE
+    assert auto.for_real_questions(5).template_share == 0.0
+    fixed = IctParams(templates=FRAMES, template_share=0.3)
+    assert fixed.for_real_questions(5).template_share == 0.3  # a number is the user's choice
+    # unresolved (a caller that knows of no real questions) it frames as the hedge does
+    assert styled_queries(TEXT, 3, 42, auto) == styled_queries(TEXT, 3, 42, auto.for_real_questions(0))
+    assert styled_queries(TEXT, 3, 42, auto.for_real_questions(5)) == styled_queries(TEXT, 3, 42, IctParams())
+
+
+@pytest.mark.slow
+def test_stage_resolves_template_share_auto_from_the_real_training_questions(tmp_path):
+    chunks = chunks_of(EU_CHUNKS)
+    real = [TestQuestion(id="r1", question="Who lays down the penalties?", relevant_ids=["c0"])]
+    llm = {"backend": "ict", "ict": {"style": "sentence", "templates": FRAMES, "template_share": "auto"}}
+    ran = {}
+    for name, train_questions in (("synthetic only", ()), ("with real", real)):
+        project = write_project(tmp_path / name, chunks, llm=llm, train_questions=train_questions)
+        proc = subprocess.run([sys.executable, str(REPO / "stages" / "synthesize.py")], cwd=project,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads((project / "data/synthesize/report.json").read_text())
+        lines = (project / "data/synthesize/questions.jsonl").read_text().splitlines()
+        ran[name] = (report["ict_template_share"], report["real_training_questions"],
+                     [json.loads(line)["question"] for line in lines])
+    bare = [q.question for q in run_ict(chunks, tmp_path, "sentence", questions_per_chunk=5).questions]
+    assert ran["synthetic only"][:2] == (AUTO_TEMPLATE_SHARE, 0) and ran["with real"][:2] == (0.0, 1)
+    assert ran["with real"][2] == bare  # no query framed
+    framed_count = sum(q != b for q, b in zip(ran["synthetic only"][2], bare))
+    assert len(ran["synthetic only"][2]) == len(bare) and 0 < framed_count < len(bare)
+
+
 def test_framed_sentence_queries_are_still_counted_as_degenerate(tmp_path):
     out = run_ict(chunks_of(SENTENCES), tmp_path, "sentence", templates=FRAMES)
     assert all(q.question != c for q, c in zip(out.questions, SENTENCES))
@@ -300,7 +333,9 @@ def test_stage_prints_the_degenerate_warning(tmp_path):
     ({"templates": ["{q}?", "What is {query}?"]}, "item 1 ('What is {query}?') must contain {q} exactly once and no "
                                                   "other braces"),
     ({"templates": "What is {q}?"}, "llm.ict.templates: Input should be a valid list"),
-    ({"template_share": 1.5}, "llm.ict.template_share: Input should be less than or equal to 1"),
+    ({"template_share": 1.5}, "llm.ict.template_share: Value error, must be 'auto' or a number in [0, 1]"),
+    ({"template_share": -0.1}, "llm.ict.template_share: Value error, must be 'auto' or a number in [0, 1]"),
+    ({"template_share": "half"}, "llm.ict.template_share"),
 ])
 def test_bad_ict_params_name_the_key(ict, expected):
     with pytest.raises(ParamsError) as err:

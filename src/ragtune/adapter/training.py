@@ -107,7 +107,7 @@ class TrainParams(Section):
     @classmethod
     def _interpolation(cls, v: float | str) -> float | str:
         if v != "auto" and not 0.0 < float(v) <= 1.0:
-            raise ValueError(f"must be 'auto' or a number in (0, 1] (1: the trained adapter as it is), got {v}")
+            raise ValueError("must be 'auto' or a number in (0, 1] (1: the trained adapter as it is)")
         return v
 
     def interpolation_for(self, validation: str) -> float:

@@ -54,6 +54,11 @@ class LlamaCppParams(Section):
 
 IctStyle = Literal["sentence", "keyphrase", "both"]
 
+# `llm.ict.template_share: auto` without labelled real training questions: half the pseudo-queries framed, the
+# hedge for users whose query form is unknown (README, "Question-shaped pseudo-queries"). With real questions
+# auto frames none: they show the adapter where users' queries lie, and frames are only a guess at it.
+AUTO_TEMPLATE_SHARE = 0.5
+
 
 class IctParams(Section):
     min_words: int = Field(5, ge=1, le=200)
@@ -70,7 +75,9 @@ class IctParams(Section):
     # Question frames, each with one `{q}`: a seeded share (template_share) of the pseudo-queries is put into
     # one of them, so that training queries are shaped like the questions users type. Empty: none framed.
     templates: list[str] = Field(default_factory=list, max_length=100)
-    template_share: float = Field(1.0, ge=0.0, le=1.0)  # share of the queries framed (a seeded draw per query)
+    # share of the queries framed (a seeded draw per query); auto: AUTO_TEMPLATE_SHARE, or 0 when there are
+    # labelled real training questions (`for_real_questions`)
+    template_share: float | Literal["auto"] = 1.0
 
     @model_validator(mode="after")
     def _order(self) -> "IctParams":
@@ -78,7 +85,21 @@ class IctParams(Section):
             raise ValueError("max_words must be >= min_words")
         return self
 
+    def for_real_questions(self, n_real: int) -> "IctParams":
+        """These params with `template_share` a number: `auto` becomes AUTO_TEMPLATE_SHARE without labelled real
+        training questions (`n_real` 0) and 0 with them; a number stays."""
+        if self.template_share != "auto":
+            return self
+        return self.model_copy(update={"template_share": 0.0 if n_real > 0 else AUTO_TEMPLATE_SHARE})
+
     # Field validators, so that the error names the key (llm.ict.keyphrase_pool, …).
+    @field_validator("template_share")
+    @classmethod
+    def _share(cls, v: float | str) -> float | str:
+        if v != "auto" and not 0.0 <= float(v) <= 1.0:
+            raise ValueError("must be 'auto' or a number in [0, 1] (the share of pseudo-queries framed)")
+        return v
+
     @field_validator("templates")
     @classmethod
     def _one_slot(cls, v: list[str]) -> list[str]:

@@ -124,7 +124,7 @@ def styled_queries(text: str, n: int, seed: int, p: IctParams, extractor: Any = 
     when there are any; `both` interleaves sentence and keyphrase ones (s1, k1, s2, k2, …; up to n of each)
     and leaves out a sentence that is a near-copy of the chunk."""
     queries, styles = _styled(text, n, seed, p, extractor)
-    return framed(queries, text, seed, p.templates, p.template_share), styles
+    return framed(queries, text, seed, p.templates, p.for_real_questions(0).template_share), styles
 
 
 def _styled(text: str, n: int, seed: int, p: IctParams, extractor: Any = None) -> tuple[list[str], list[str]]:
@@ -156,7 +156,9 @@ class IctBackend:
     uses_prompt = False
 
     def __init__(self, params: LlmParams):
-        self.params = params
+        # The synthesize stage resolves `template_share: auto` with the real-question count; a caller that did
+        # not has none.
+        self.params = params.model_copy(update={"ict": params.ict.for_real_questions(0)})
         self._extractor = make_extractor(params.ict) if params.ict.style != "sentence" else None
 
     def identity(self) -> dict[str, Any]:
