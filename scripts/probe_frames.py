@@ -1,14 +1,15 @@
 """The question-frame probe behind `llm.ict.template_share`'s default (not a pipeline stage).
 
 For a workspace after `dvc repro eval` (the main checkout, or a `ragtune bench` workspace, made with
-`llm.ict.templates` empty or `template_share` 0, which `auto` is with real training questions), it writes a sibling workspace OUT whose synthetic questions
-are the same ones with a share of them put into question frames, then runs embed and tune there (tune.seed
-as given) and trains the tuned configuration as the train stage does (bagged, interpolation auto), and prints
-the shipped adapter's test Hit@5 / MRR@20 against raw cosine (McNemar and paired-bootstrap p). Which queries
-are framed, and with which frame, comes from a hash h of the question id, so every tune seed sees the same
-draws: --share 1 frames every query with FRAMES[h % 6]; --share 0.5 frames those with an even h, with
-FRAMES[(h // 2) % 6] (the README's rows); --share 0 frames none (the workspace's questions, another tune seed). The pipeline's own `llm.ict.templates` draws per chunk instead:
-other draws, same idea.
+`llm.ict.templates` empty or `template_share` 0, which `auto` is with real training questions), it writes a
+sibling workspace OUT whose synthetic questions are the same ones with a share of them put into question
+frames, then runs embed and tune there (tune.seed as given) and trains the tuned configuration as the train
+stage does (bagged, interpolation auto), and prints the shipped adapter's test Hit@5 / MRR@20 against raw
+cosine (McNemar and paired-bootstrap p). Which queries are framed, and with which frame, comes from a hash h
+of the question id, so every tune seed sees the same draws: --share 1 frames every query with FRAMES[h % 6];
+--share 0.5 frames those with an even h, with FRAMES[(h // 2) % 6] (the README's rows); --share 0 frames none
+(the workspace's own questions under another tune seed). The pipeline's own `llm.ict.templates` draws per
+chunk instead: other draws, same idea.
 
     python scripts/probe_frames.py data/transfer/work/or_sharc /tmp/frames_1_s43 --share 1 --tune-seed 43
 """
