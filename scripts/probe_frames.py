@@ -34,14 +34,14 @@ def rewrite(workspace: Path, share: float) -> list[str]:
     from ragtune.llm.config import LlmParams
     from ragtune.llm.ict import make_extractor, styled_queries
     from ragtune.params import load_section
+    from ragtune.records import load_test
 
     cwd = Path.cwd()
     os.chdir(workspace)
     try:
         llm = load_section("llm", LlmParams)
         real = Path("data/fetch/train_questions.jsonl")
-        real_lines = real.read_text(encoding="utf-8").splitlines() if real.is_file() else []
-        n_real = sum(1 for line in real_lines if line.strip())
+        n_real = len(load_test(real)) if real.is_file() else 0
         llm = llm.model_copy(update={"ict": llm.ict.for_real_questions(n_real)})
         corpus = {r["id"]: r["text"] for r in map(json.loads, Path("data/fetch/corpus.jsonl").read_text(
             encoding="utf-8").splitlines())}

@@ -53,10 +53,10 @@ def main() -> None:
     params = load_section("synthesize", SynthesizeParams)
     mlflow_params = load_section("mlflow", MlflowParams)
     chunks = load_corpus(FETCH / "corpus.jsonl")
-    tests = load_test(FETCH / "test.jsonl", corpus_ids=[c.id for c in chunks])
+    chunk_ids = [c.id for c in chunks]
+    tests = load_test(FETCH / "test.jsonl", corpus_ids=chunk_ids)
     real_path = FETCH / "train_questions.jsonl"  # fetch always writes it; absent (an older fetch): none
-    real = load_train_questions(real_path, tests, corpus_ids=[c.id for c in chunks]) if real_path.is_file() else []
-    n_real = len(real)
+    n_real = len(load_train_questions(real_path, tests, corpus_ids=chunk_ids)) if real_path.is_file() else 0
     # `llm.ict.template_share: auto` frames none of the pseudo-queries when real questions show the query form.
     llm_params = llm_params.model_copy(update={"ict": llm_params.ict.for_real_questions(n_real)})
     backend = make_backend(llm_params)  # checks the API key or the model file before any work
