@@ -199,9 +199,11 @@ def main() -> None:
                    dropped_round_trip=data.dropped.get("round_trip", 0), **data.stats,
                    tuned_trial=best.get("trial"))
     warn_if_degenerate(data.stats)
-    # Eval's synthetic validation set is member 0's; with bagging the other members trained on some of it.
+    # Eval's validation set is member 0's; with bagging the other members trained on some of it, and with
+    # `refit` (real validation) every member trained on all of it after selection.
     # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl), else synthetic.
-    write_json(OUT / "split.json", {"validation": validation,
+    refit = any(m.refit for m in bagged.members)
+    write_json(OUT / "split.json", {"validation": validation, "refit": refit,
                                     "train": list(dict.fromkeys(data.question_ids[i] for i in split.train)),
                                     "val": val_ids,
                                     "bagging": len(bagged.members), "seeds": bagged.seeds})

@@ -363,3 +363,13 @@ def test_bm25_indexes_titles_as_its_include_title_says():
     assert rows[0, 0] == 0
     _, rows = Bm25Index(corpus.texts, Bm25Params()).top_k(["breach"], 1)
     assert rows[0, 0] == -1  # no term in common: nothing retrieved
+
+
+def test_readme_says_whether_real_validation_questions_were_held_out():
+    block = {"questions": 12, "origin": "human", "synthetic": 0,
+             "arms": {"cosine": {"hit@5": 0.5, "mrr@20": 0.4}, "adapter": {"hit@5": 0.6, "mrr@20": 0.5}}}
+    held_out = render_results({"setup": {"validation": "real"}, "val": block})
+    refit = render_results({"setup": {"validation": "real", "refit": True}, "val": block})
+    assert "**Real validation questions** — 12 questions" in held_out
+    assert "held out from the first bagged adapter's training" in held_out and "not a held-out measure" not in held_out
+    assert "trained on them too (train.refit): not a held-out measure" in refit and "held out from" not in refit

@@ -289,6 +289,9 @@ def test_recommendation_says_when_the_test_disagrees():
     real = recommend({**metrics, "val": {**metrics["val"], "origin": "human"}}, {"cosine": 0.6, "adapter": 0.7,
                                                                                   "bm25": 0.9}, arms, params, "val", "test")
     assert "the choice made on real validation questions" in real["note"] and "favours" not in real["note"]
+    refit = recommend({**metrics, "setup": {"refit": True}, "val": {**metrics["val"], "origin": "human"}},
+                      {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9}, arms, params, "val", "test")
+    assert "the adapter trained on them after selection" in refit["note"]
     alone = recommend({"val": metrics["val"]}, {"cosine": 0.6}, None, params, "val", "test")
     assert "test" not in alone and "no test questions" in alone["note"]
 

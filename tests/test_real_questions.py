@@ -315,6 +315,8 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     metrics = read_json(tmp_path / "data/train/report.json")
     split = read_json(tmp_path / "data/train/split.json")
     assert metrics["validation"] == split["validation"] == "real"
+    # train.refit (the default): the members retrained on their validation questions, and split.json says so
+    assert metrics["refit"] is True and split["refit"] is True
     # interpolation auto: selection saw real questions, so the adapter ships as trained (alpha 1)
     assert metrics["interpolation"] == read_json(tmp_path / "models/adapter/config.json")["interpolation"] == 1.0
     assert metrics["n_val_questions"] == len(split["val"]) == 12 and set(split["val"]) <= set(real.ids)
@@ -353,3 +355,58 @@ def test_synthetic_validation_can_keep_every_real_row_in_training():
     assert (data.row_real[split.val] < 0).all()                       # only synthetic rows validate
     assert set(np.flatnonzero(data.row_real >= 0)) <= set(split.train)  # every real row trains
     assert sorted(np.concatenate([split.train, split.val]).tolist()) == list(range(len(data.question_ids)))
+
+
+# --- refit on every real question after selection -----------------------------------------------------
+
+def test_refit_retrains_on_the_validation_questions_for_the_selected_epochs():
+    from ragtune.adapter.splits import Split, real_validation_metrics
+    from ragtune.adapter.training import refit_adapter
+
+    data = distorted_world(n_chunks=200, dim=8, n_real=150)
+    params = TrainParams(**FAST, real_weight=3.0)
+    split = make_split(data, params, 42)
+    selected = train_adapter(params, data, split)
+    assert selected.best_epoch > 0 and not selected.refit
+    refit = refit_adapter(params, data, selected)
+    # the same run from the same start on every row, for exactly the selected epochs, the last state kept
+    every = Split(train=np.arange(len(data.question_ids)), val=np.zeros(0, dtype=np.int64))
+    direct = train_adapter(params, data, every, epochs=selected.best_epoch)
+    assert len(direct.history) == selected.best_epoch + 1 and direct.best_epoch == selected.best_epoch
+    q = torch.as_tensor(data.real.emb)
+    assert torch.equal(refit.adapter(q), direct.adapter(q))
+    assert not torch.allclose(refit.adapter(q), selected.adapter(q))
+    # the validation questions trained: the refit adapter fits them better than the one they selected
+    assert (real_validation_metrics(refit.adapter, data, split.val_real)["mrr@10"]
+            > real_validation_metrics(selected.adapter, data, split.val_real)["mrr@10"])
+    # what selection measured is kept, and the result says it was refit
+    assert refit.refit and refit.best == selected.best and refit.history == selected.history
+
+
+def test_refit_keeps_raw_cosine_when_selection_did():
+    import dataclasses
+
+    from ragtune.adapter.model import build_adapter
+    from ragtune.adapter.training import refit_adapter
+
+    data = distorted_world()
+    params = TrainParams(**FAST)
+    selected = train_adapter(params, data, make_split(data, params, 1))
+    # selection kept epoch 0, the untrained start (raw cosine): nothing is retrained
+    kept_start = dataclasses.replace(selected, adapter=build_adapter(params.adapter_config(data.dim), params.seed),
+                                     best_epoch=0)
+    refit = refit_adapter(params, data, kept_start)
+    assert refit.refit and refit.adapter is kept_start.adapter
+
+
+def test_bagged_members_are_refit_only_after_real_validation():
+    data = distorted_world()
+    on = train_bagged(TrainParams(**FAST, bagging=2, refit=True), data)
+    off = train_bagged(TrainParams(**FAST, bagging=2, refit=False), data)
+    assert all(m.refit for m in on.members) and not any(m.refit for m in off.members)
+    assert on.summary()["refit"] and not off.summary()["refit"]
+    q = torch.as_tensor(data.real.emb)
+    assert not torch.allclose(on.adapter(q), off.adapter(q))
+    # synthetic validation (k-fold's shipped adapter) has no held-out real questions to take back
+    synthetic = train_bagged(TrainParams(**FAST, bagging=2, refit=True), data, validation="synthetic")
+    assert not any(m.refit for m in synthetic.members)

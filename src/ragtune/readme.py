@@ -64,13 +64,18 @@ def _cell(name: str, value: float, ci: list[float] | None) -> str:
     return text + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
 
-def _set_section(name: str, block: Mapping[str, Any], confidence: float) -> list[str]:
+def _set_section(name: str, block: Mapping[str, Any], confidence: float, refit: bool = False) -> list[str]:
     arms = block["arms"]
     metrics = sorted({m for a in arms.values() for m in a if m != "ci"}, key=_metric_order)
     real_val = name == "val" and not block.get("synthetic")  # the user's labelled questions validated
     title = "Real validation questions" if real_val else _SET_TITLES.get(name, name)
-    note = ("held out from adapter training, and what model selection and tuning chose on: optimistic"
-            if real_val else _SET_NOTES.get(name))
+    if real_val:
+        note = ("what model selection and tuning chose on, and after selection the shipped adapter trained on "
+                "them too (train.refit): not a held-out measure" if refit else
+                "held out from the first bagged adapter's training (the others trained on some), and what model "
+                "selection and tuning chose on: optimistic")
+    else:
+        note = _SET_NOTES.get(name)
     lines = [f"**{title}** — {block['questions']} questions, origin: {block['origin']}"
              + (f"; {note}." if note else ".")]
     lines += ["", "| arm | " + " | ".join(metric_label(m) for m in metrics) + " |",
@@ -179,7 +184,7 @@ def render_results(metrics: Mapping[str, Any]) -> str:
     for name, block in metrics.items():
         if name == "setup" or not isinstance(block, Mapping) or "arms" not in block:
             continue
-        lines += _set_section(name, block, confidence) + [""]
+        lines += _set_section(name, block, confidence, bool(setup.get("refit"))) + [""]
     lines += ["![Hit rate by arm](data/eval/hit_rate_by_arm.png)", "![Hit rate against k](data/eval/hit_rate_at_k.png)",
               "", "Reproduce: `make run` (or `dvc repro eval`), then `dvc metrics show` (the headline numbers; all of "
               "them are in data/eval/report.json); `python -m ragtune.readme` refreshes this section."]

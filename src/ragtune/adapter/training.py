@@ -83,6 +83,10 @@ class TrainParams(Section):
     # as much as the synthetic ones (n_synthetic / n_real training rows), whatever their counts
     real_weight: float | Literal["auto"] = "auto"
     real_val_fraction: float = Field(0.3, gt=0.0, lt=1.0)  # seeded share of them that validates (selection, tune)
+    # after selection on real validation questions, each member is retrained from its start on every row, its
+    # validation questions included, for the epochs it selected (`refit_adapter`): few labelled questions
+    # are too dear to leave a share of them out of the shipped adapter
+    refit: bool = True
     # k-fold over the human test questions (`ragtune.adapter.folds`): 0 off; k >= 2 trains k out-of-fold adapters
     # that eval reports, and ships one trained on all of them
     folds: int = Field(0, ge=0, le=50)
@@ -151,12 +155,14 @@ class TrainResult:
     best: dict[str, float]                # validation metrics of the selected state
     baseline: dict[str, float]            # validation metrics of raw cosine (epoch 0)
     seconds: float
+    # `refit_adapter`: the adapter was retrained on its validation questions too, so `best` is from before
+    refit: bool = False
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {f"val_{k}": v for k, v in self.best.items()}
         out.update({f"baseline_val_{k}": v for k, v in self.baseline.items()})
         out.update(best_epoch=self.best_epoch, epochs_run=len(self.history) - 1,
-                   seconds=round(self.seconds, 3))
+                   seconds=round(self.seconds, 3), refit=self.refit)
         return out
 
 
@@ -182,11 +188,12 @@ def real_row_weight(setting: float | str, row_real: np.ndarray) -> float:
 
 
 def train_adapter(params: TrainParams, data: TrainingData, split: Split,
-                  on_epoch: EpochCallback | None = None) -> TrainResult:
+                  on_epoch: EpochCallback | None = None, epochs: int | None = None) -> TrainResult:
     """Train one adapter; `on_epoch(epoch, row)` is called after each epoch's validation (the tuner
-    reports to Optuna there and may raise to prune)."""
+    reports to Optuna there and may raise to prune). With `epochs`, train exactly that many epochs on
+    `split.train` and keep the last state: no validation, no selection (`refit_adapter`)."""
     n_val = len(split.val) if split.val_real is None else len(split.val_real)
-    if len(split.train) == 0 or n_val == 0:
+    if len(split.train) == 0 or (n_val == 0 and epochs is None):
         raise DataError("the training or validation split is empty; synthesize more questions")
     previous_threads = torch.get_num_threads()
     if params.threads:
@@ -195,13 +202,24 @@ def train_adapter(params: TrainParams, data: TrainingData, split: Split,
         negatives = None
         if params.hard_negatives > 0 and params.loss == "in_batch":
             negatives = data.hard_negatives(params.mining_rule())
-        return _train(params, data, split, on_epoch, negatives)
+        return _train(params, data, split, on_epoch, negatives, epochs)
     finally:
         torch.set_num_threads(previous_threads)
 
 
+def refit_adapter(params: TrainParams, data: TrainingData, selected: TrainResult) -> TrainResult:
+    """`selected`'s run repeated from its start (same seed: same initialisation and shuffles) on every row of
+    `data`, its validation questions included, for the `selected.best_epoch` epochs that selection chose.
+    The selection's history and validation metrics are kept (the refit adapter has no held-out questions)."""
+    if selected.best_epoch == 0:  # selection kept raw cosine: so does the refit
+        return dataclasses.replace(selected, refit=True)
+    every = Split(train=np.arange(len(data.question_ids)), val=np.zeros(0, dtype=np.int64))
+    fitted = train_adapter(params, data, every, epochs=selected.best_epoch)
+    return dataclasses.replace(selected, adapter=fitted.adapter, seconds=selected.seconds + fitted.seconds, refit=True)
+
+
 def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: EpochCallback | None,
-           negatives: torch.Tensor | None) -> TrainResult:
+           negatives: torch.Tensor | None, epochs: int | None = None) -> TrainResult:
     t0 = time.perf_counter()
     device = resolve_device(params.device)
     data = data.to(device)
@@ -222,13 +240,14 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
             weight = real_row_weight(params.real_weight, data.row_real[split.train])
             weights = torch.where(torch.as_tensor(data.row_real >= 0, device=device), weight, 1.0).to(torch.float32)
 
-        baseline = split_metrics(adapter, data, split)
+        fixed = epochs is not None  # refit: a fixed number of epochs, the last state kept, nothing validated
+        baseline = {} if fixed else split_metrics(adapter, data, split)
         history = [{"epoch": 0, "train_loss": float("nan"), **{f"val_{k}": v for k, v in baseline.items()},
                     "seconds": 0.0}]
         best, best_epoch = baseline, 0
         best_state = copy.deepcopy(adapter.state_dict())
         stale = 0
-        for epoch in range(1, params.max_epochs + 1):
+        for epoch in range(1, (epochs if fixed else params.max_epochs) + 1):
             t_epoch = time.perf_counter()
             adapter.train()
             order = train_rows[torch.randperm(len(train_rows), generator=shuffle).to(device)]
@@ -253,7 +272,7 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
                 optimiser.step()
                 loss_sum += loss.detach()
                 n_batches += 1
-            metrics = split_metrics(adapter, data, split)
+            metrics = {} if fixed else split_metrics(adapter, data, split)
             row = {"epoch": epoch, "train_loss": float(loss_sum) / max(n_batches, 1),
                    **{f"val_{k}": v for k, v in metrics.items()},
                    "seconds": time.perf_counter() - t_epoch}
@@ -262,6 +281,9 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
                 log.warning("training diverged at epoch %d (loss %s); keeping epoch %d", epoch,
                             row["train_loss"], best_epoch)
                 break
+            if fixed:  # the last finite state
+                best_epoch, best_state = epoch, copy.deepcopy(adapter.state_dict())
+                continue
             if _selection_key(metrics) > _selection_key(best):
                 best, best_epoch, stale = metrics, epoch, 0
                 best_state = copy.deepcopy(adapter.state_dict())
@@ -312,7 +334,10 @@ def train_bagged(params: TrainParams, data: TrainingData, validation: str = "aut
     for seed in seeds:
         member_params = params if seed == params.seed else params.model_copy(update={"seed": seed})
         split = make_split(data, params, seed, validation)
-        members.append(train_adapter(member_params, data, split))
+        member = train_adapter(member_params, data, split)
+        if params.refit and split.validation == "real":
+            member = refit_adapter(member_params, data, member)
+        members.append(member)
         splits.append(split)
     alpha = params.interpolation_for(splits[0].validation)
     members = [dataclasses.replace(m, adapter=interpolate_toward_identity(m.adapter, alpha)) for m in members]

@@ -103,6 +103,8 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
                            "val": {a: round_metric(v) for a, v in sorted(val_mrr.items(), key=lambda kv: _arm_order(kv[0]))}}
     label = f"the {val_block['questions']} {val_block['origin']} {select_on} questions"
     note = f"{arm} has the best {metric_label(mrr_key)} on {label} ({val_mrr[arm]:.3f})"
+    if metrics.get("setup", {}).get("refit"):
+        note += " (the adapter trained on them after selection, train.refit, which favours the adapter's arms)"
     test_block = metrics.get(report_on)
     if test_mrr and isinstance(test_block, Mapping) and arm in test_block["arms"]:
         values = test_block["arms"][arm]

@@ -66,7 +66,10 @@ def run_eval(paths: PipelinePaths, params: EvalParams, load_adapter: AdapterLoad
     synth = _optional_json(synthesize_report)
     if "protocol" in synth:
         setup["protocol"] = synth["protocol"]
-    setup["validation"] = _optional_json(paths.split).get("validation", "synthetic")
+    split = _optional_json(paths.split)
+    setup["validation"] = split.get("validation", "synthetic")
+    if split.get("refit"):  # the shipped adapter trained on the validation questions after selection
+        setup["refit"] = True
     folds = fold_info(paths.adapter)
     # Under k-fold the shipped adapter's members trained on every test question: no seed spread on test.
     members = member_dirs(paths.adapter) if folds is None else []
