@@ -84,6 +84,27 @@ def test_row_from_a_hand_made_metrics_json():
     assert plain["chunks"] == 99  # without report.json: the eval setup's count
 
 
+def test_the_adapters_share_of_the_hybrid_is_reported_beside_the_hybrid_arm():
+    metrics = _metrics()
+    metrics["test"]["hybrid_vs_hybrid_cosine"] = {
+        "hit@5": {"diff": 0.12, "gained": 9, "lost": 2, "p": 0.0654, "p_holm": 0.13},
+        "mrr@20": {"diff": 0.07, "ci": [0.02, 0.12], "p": 0.0031, "improved": 14, "worsened": 4, "p_holm": 0.0062},
+        "significant": True, "verdict": "..."}
+    row = corpus_row("acord", metrics)
+    assert row["hybrid_vs_hybrid_cosine"]["mrr@20"]["p"] == 0.0031 and row["hybrid_vs_hybrid_cosine"]["significant"]
+    assert "hybrid_vs_hybrid_cosine" not in corpus_row("x", _metrics())  # eval made none: nothing invented
+    md = render_markdown(build_results([row, corpus_row("or_sharc", _metrics())], command="c", overrides=[],
+                                       params_hash="h"))
+    lines = md.splitlines()
+    hit = next(line for line in lines if line.startswith("| acord | 60.0"))
+    assert hit.endswith("72.0 (62.0–82.0); vs hybrid_cosine p=0.065 (+9/−2) |")
+    mrr = next(line for line in lines if line.startswith("| acord | 0.500"))
+    assert mrr.endswith("0.560 (0.460–0.660); vs hybrid_cosine p=0.0031 |")
+    assert "vs hybrid_cosine" not in next(line for line in lines if line.startswith("| or_sharc | 60.0"))
+    assert "what the adapter adds to BM25 fusion" in md
+    assert "what the adapter adds" not in render_markdown(_results())
+
+
 def test_cut_offs_come_from_the_metrics_not_constants():
     assert metric_keys(_metrics(main_k=1)) == ["hit@1", "mrr@20", "ndcg@10"]
     row = corpus_row("x", _metrics(main_k=1, seeds=True))

@@ -11,6 +11,8 @@ from ..errors import RagtuneError
 from ..labels import metric_label
 from .workspaces import TARGET_STAGES, RunRecord
 
+ADAPTER_IN_HYBRID = "hybrid_vs_hybrid_cosine"  # eval's comparison of the two fusions
+
 
 def arm_order(name: str) -> tuple[int, str]:
     from ..evaluation.report import _arm_order
@@ -67,19 +69,8 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
         values = test["arms"][arm]
         arms[arm] = {m: {"value": values[m], "ci": list(values.get("ci", {}).get(m, []))} for m in keys
                      if m in values}
-    vs_cosine = {}
-    for arm in arms:
-        cmp = test.get(f"{arm}_vs_cosine")
-        if arm == "cosine" or not isinstance(cmp, Mapping):
-            continue
-        entry: dict[str, Any] = {}
-        for m in keys:
-            c = cmp.get(m)
-            if isinstance(c, Mapping):
-                entry[m] = {k: c[k] for k in ("diff", "gained", "lost", "improved", "worsened", "ci", "p", "p_holm")
-                            if k in c}
-        entry["significant"] = bool(cmp.get("significant", False))
-        vs_cosine[arm] = entry
+    vs_cosine = {arm: _comparison(test[f"{arm}_vs_cosine"], keys) for arm in arms
+                 if arm != "cosine" and isinstance(test.get(f"{arm}_vs_cosine"), Mapping)}
     row: dict[str, Any] = {
         "name": name, "source": report.get("source", setup.get("source", "unknown")),
         "chunks": report.get("chunks", setup.get("corpus_chunks")),
@@ -87,6 +78,9 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
         "origin": test.get("origin"), "embedding_model": setup.get("embedding_model"),
         "metrics": keys, "arms": arms, "vs_cosine": vs_cosine,
     }
+    # The same fusion with the adapter's ranking in place of raw cosine's: what the adapter adds to BM25.
+    if isinstance(test.get(ADAPTER_IN_HYBRID), Mapping):
+        row[ADAPTER_IN_HYBRID] = _comparison(test[ADAPTER_IN_HYBRID], keys)
     if source_dir is not None:
         row["dir"] = source_dir
     if setup.get("protocol") is not None:
@@ -109,6 +103,18 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
         if run.last_run:
             row["last_run"] = run.last_run
     return row
+
+
+def _comparison(cmp: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The parts of one of eval's paired comparisons the table shows, per metric."""
+    entry: dict[str, Any] = {}
+    for m in keys:
+        c = cmp.get(m)
+        if isinstance(c, Mapping):
+            entry[m] = {k: c[k] for k in ("diff", "gained", "lost", "improved", "worsened", "ci", "p", "p_holm")
+                        if k in c}
+    entry["significant"] = bool(cmp.get("significant", False))
+    return entry
 
 
 def build_results(rows: Sequence[Mapping[str, Any]], *, command: str, overrides: Sequence[str], params_hash: str,
@@ -139,14 +145,19 @@ def _cell(row: Mapping[str, Any], arm: str, metric: str) -> str:
         text += f" ({_num(metric, entry['ci'][0])}–{_num(metric, entry['ci'][1])})"
     cmp = row.get("vs_cosine", {}).get(arm, {}).get(metric)
     if cmp and "p" in cmp:
-        text += f", p={_p(cmp['p'])}"
-        if "gained" in cmp:
-            text += f" (+{cmp['gained']}/−{cmp['lost']})"
+        text += f", p={_p(cmp['p'])}" + _gained_lost(cmp)
+    inner = row.get(ADAPTER_IN_HYBRID, {}).get(metric) if arm == "hybrid" else None
+    if inner and "p" in inner:
+        text += f"; vs hybrid_cosine p={_p(inner['p'])}" + _gained_lost(inner)
     seeds = row.get("adapter_seeds") if arm == "adapter" else None
     if seeds and metric in seeds:
         lo, hi = seeds[metric]
         text += f"; seeds {_num(metric, lo)}–{_num(metric, hi)}"
     return text
+
+
+def _gained_lost(cmp: Mapping[str, Any]) -> str:
+    return f" (+{cmp['gained']}/−{cmp['lost']})" if "gained" in cmp else ""
 
 
 def _duration(seconds: float) -> str:
@@ -204,6 +215,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
                else f"paired bootstrap on {metric_label(m)}" for m in tested]
         notes.append("p: paired test of the arm against raw cosine on the same questions (" + "; ".join(how)
                      + "), uncorrected.")
+    if any(ADAPTER_IN_HYBRID in r for r in rows):
+        notes.append("vs hybrid_cosine: the hybrid arm against the same fusion with raw cosine in the adapter's "
+                     "place, the same tests: what the adapter adds to BM25 fusion.")
     if any("adapter_seeds" in r for r in rows):
         notes.append("seeds: the range of single-seed adapters' values.")
     split = [r for r in rows if r.get("level")]
