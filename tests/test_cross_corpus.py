@@ -17,8 +17,9 @@ from ragtune.benchmark.workspaces import RunRecord, apply_overrides, plan_bench,
 from ragtune.benchmark.tables import arm_order, build_results, corpus_row, metric_keys, render_markdown, write_results
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import SECTIONS
-from ragtune.readme import (LOGS, LOGS_END, LOGS_START, TRANSFER, TRANSFER_END, TRANSFER_START, current_block,
-                            expected_transfer, render_query_logs, render_transfer, update_transfer)
+from ragtune.readme import (KFOLD, KFOLD_END, KFOLD_START, LOGS, LOGS_END, LOGS_START, TRANSFER, TRANSFER_END,
+                            TRANSFER_START, current_block, expected_transfer, render_query_logs,
+                            render_query_logs_kfold, render_transfer, update_transfer)
 
 TINY = ["tune.n_trials=2", "train.max_epochs=2", "eval.bootstrap_resamples=200"]
 
@@ -312,6 +313,24 @@ def test_readme_query_logs_block_matches_the_committed_results(tmp_path):
     assert "`acord`: 57 training, 57 test" in block and "**Learning curve, acord**" in block
     assert "| 25 | 40.0 (30.0–50.0) | 0.250 (0.200–0.300) | 0.04 | 33.0 | 0.210 | 33.0 | 0.200 |" in block
     assert "![Learning curves](data/transfer/real/results_curve.png)" in block and "make querylogs" in block
+
+
+def test_readme_kfold_block_matches_the_committed_results():
+    """README.md's k-fold block is the rendering of data/transfer/kfold_real/results.json (`make
+    querylogs-kfold`); without that file it is the placeholder. The renderer reads the fold count from the
+    overrides."""
+    readme, results = REPO / "README.md", REPO / KFOLD
+    text = readme.read_text(encoding="utf-8")
+    assert KFOLD_START in text and KFOLD_END in text
+    if results.is_file():
+        assert current_block(text, KFOLD_START, KFOLD_END) == expected_transfer(
+            readme, results, render_query_logs_kfold), "README k-fold section is stale: run python -m ragtune.readme"
+    else:
+        assert "make querylogs-kfold" in current_block(text, KFOLD_START, KFOLD_END)
+    block = render_query_logs_kfold({**_results(), "overrides": ["train.folds=4", "tune.timeout_s=null"]})
+    assert "`train.folds=4`: each query is scored by the adapter trained on the 3 other folds' queries" in block
+    assert "`acord`: 40 queries, `or_sharc`: 40 queries" in block and "make querylogs-kfold" in block
+    assert "![MRR by corpus](data/transfer/kfold_real/results_mrr.png)" in block
 
 
 # --- end to end under real DVC ----------------------------------------------------------------------
