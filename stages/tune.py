@@ -50,7 +50,9 @@ def main() -> None:
                                                 encoding="utf-8")
     write_trials_csv(OUT / "trials.csv", result.trials)
     write_json(OUT / "best.json", {**best, "storage": storage_label,
-                                   "validation": "real" if data.has_real else "synthetic", "trials": result.counts})
+                                   "validation": "real" if data.has_real else "synthetic",
+                                   "validation_folds": tune.real_folds if data.has_real and tune.real_folds else 1,
+                                   "trials": result.counts})
     # `ragtune tune-worker --study` takes the study name from here.
     write_run_record(OUT, {"study": result.study_name, "seconds": round(result.seconds, 2),
                            "mlflow_run_id": run.run_id})

@@ -204,6 +204,53 @@ def test_real_split_holds_whole_questions_out_and_is_seeded():
     assert not np.array_equal(split.val_real, split_real(data, 0.25, 8).val_real)
 
 
+def test_tuning_folds_hold_every_real_question_out_exactly_once():
+    from ragtune.adapter.splits import real_fold_splits
+    from ragtune.adapter.tuning import TuneParams, tuning_splits
+
+    data = distorted_world(n_real=61)
+    splits = real_fold_splits(data, 3, 7)
+    held = np.concatenate([s.val_real for s in splits])
+    assert sorted(held.tolist()) == list(range(61)) and sorted(s.n_validation for s in splits) == [20, 20, 21]
+    for s in splits:
+        assert not np.isin(data.row_real[s.train], s.val_real).any()      # a fold never trains on itself
+        others = np.flatnonzero(~np.isin(data.row_real, s.val_real))
+        assert np.array_equal(s.train, others)                              # every other row trains
+    assert all(np.array_equal(a.val_real, b.val_real) for a, b in zip(splits, real_fold_splits(data, 3, 7)))
+    assert not np.array_equal(splits[0].val_real, real_fold_splits(data, 3, 8)[0].val_real)
+    params = TrainParams(**FAST)
+    assert [s.n_validation for s in tuning_splits(data, params, TuneParams(real_folds=3))] == [21, 20, 20]
+    (one,) = tuning_splits(data, params, TuneParams(real_folds=0))          # off: one real_val_fraction slice
+    assert np.array_equal(one.val_real, make_split(data, params, params.seed).val_real)
+    synthetic = with_real_subset(data, np.array([], dtype=int))
+    (syn,) = tuning_splits(synthetic, params, TuneParams(real_folds=3))     # no real questions: synthetic split
+    assert syn.validation == "synthetic"
+    with pytest.raises(DataError, match="tune.real_folds is 80 but there are 61 real training questions"):
+        real_fold_splits(data, 80, 7)
+
+
+def test_a_cross_validated_trial_scores_every_real_question_once():
+    import optuna
+
+    from ragtune.adapter.splits import real_fold_splits
+    from ragtune.adapter.tuning import Objective, SearchDim
+
+    data = distorted_world(n_real=61)
+    params = TrainParams(**FAST, real_weight=3.0)
+    splits = real_fold_splits(data, 3, 7)
+    space = {"lr": SearchDim(type="float", low=1e-3, high=1e-2, log=True)}
+    trial = optuna.trial.FixedTrial({"lr": 3e-3})
+    value = Objective(params, space, data, splits)(trial)
+    runs = [train_adapter(params, data, s) for s in splits]
+    hits = sum(r.best["hit@5"] * s.n_validation for r, s in zip(runs, splits))  # questions found, per fold
+    assert value == pytest.approx(hits / 61)
+    baseline = sum(r.baseline["hit@5"] * s.n_validation for r, s in zip(runs, splits)) / 61
+    assert trial.user_attrs["baseline_val_hit@5"] == pytest.approx(baseline)
+    assert trial.user_attrs["fold_best_epochs"] == [r.best_epoch for r in runs]
+    single = optuna.trial.FixedTrial({"lr": 3e-3})
+    assert Objective(params, space, data, splits[0])(single) == pytest.approx(runs[0].best["hit@5"])
+
+
 def test_selection_on_real_validation_learns_what_only_real_questions_teach():
     from ragtune.adapter.splits import real_validation_metrics
 

@@ -54,6 +54,7 @@ def test_search_space_errors_name_the_key(tmp_path):
         "tune:\n  search_space:\n    kind: {type: categorical}\n": "takes `choices` only",
         "tune:\n  search_space:\n    kind: {type: categorical, choices: [mlp, conv]}\n": "'conv' is not a valid train.kind",
         "tune:\n  n_trials: 0\n": "tune.n_trials:",
+        "tune:\n  real_folds: 1\n": "tune.real_folds: Value error, 1 fold would validate on the questions it trains on",
         "tune:\n  search_space:\n    lr: {type: float, low: 0.1, hi: 0.2}\n": "tune.search_space.lr.hi: unknown key",
     }
     for text, expected in cases.items():

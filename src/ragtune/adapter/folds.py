@@ -16,15 +16,13 @@ import numpy as np
 
 from .data import TrainingData
 from .real_questions import RealQuestions, synthetic_part, with_real_questions
+from .splits import deal_folds
 from .training import BaggedResult, TrainParams, train_bagged
 
 
 def assign_folds(ids: Sequence[str], k: int, seed: int) -> dict[str, int]:
     """Question id -> fold (0..k-1): a seeded permutation dealt round-robin, so fold sizes differ by at most one."""
-    if k < 2 or k > len(ids):
-        raise ValueError(f"k-fold needs 2 <= k <= the number of questions ({len(ids)}), got k={k}")
-    order = np.random.default_rng(seed).permutation(len(ids))
-    return {ids[i]: int(pos % k) for pos, i in enumerate(order)}
+    return dict(zip(ids, deal_folds(len(ids), k, seed).tolist()))
 
 
 def join_real(*parts: RealQuestions | None) -> RealQuestions:

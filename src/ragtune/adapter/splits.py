@@ -36,6 +36,10 @@ class Split:
     val_real: np.ndarray | None = None
 
     @property
+    def n_validation(self) -> int:
+        return len(self.val) if self.val_real is None else len(self.val_real)
+
+    @property
     def validation(self) -> str:
         return "real" if self.val_real is not None else "synthetic"
 
@@ -68,6 +72,28 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
     val_real = np.sort(rng.permutation(m)[:n_val])
     train = np.flatnonzero(~np.isin(data.row_real, val_real))
     return Split(train=train, val=np.zeros(0, dtype=np.int64), val_real=val_real)
+
+
+def deal_folds(n: int, k: int, seed: int) -> np.ndarray:
+    """(n,) fold of each item, 0..k-1: a seeded permutation dealt round-robin, so fold sizes differ by at most one."""
+    if k < 2 or k > n:
+        raise ValueError(f"k-fold needs 2 <= k <= the number of items ({n}), got k={k}")
+    fold = np.empty(n, dtype=np.int64)
+    fold[np.random.default_rng(seed).permutation(n)] = np.arange(n) % k
+    return fold
+
+
+def real_fold_splits(data: TrainingData, k: int, seed: int) -> list[Split]:
+    """`k` real validation splits whose validation sides are disjoint and together hold every real question
+    once (seeded folds of whole questions); split f trains on every synthetic row and the other folds'
+    real rows. Tuning scores a configuration on all of them (cross-validation) instead of on one slice."""
+    m = len(data.real.ids) if data.has_real else 0
+    if k > m:
+        raise DataError(f"tune.real_folds is {k} but there are {m} real training questions; set it to at most "
+                        f"{m}, or 0 for one seeded train.real_val_fraction slice")
+    fold = deal_folds(m, k, seed)
+    return [Split(train=np.flatnonzero(~np.isin(data.row_real, np.flatnonzero(fold == f))),
+                  val=np.zeros(0, dtype=np.int64), val_real=np.flatnonzero(fold == f)) for f in range(k)]
 
 
 def make_split(data: TrainingData, params: TrainParams, seed: int, validation: str = "auto") -> Split:

@@ -97,7 +97,7 @@ def study_fingerprint(tune: TuneParams, base: TrainParams, data_hash: str) -> st
         "space": {k: v.model_dump(mode="json") for k, v in sorted(tune.search_space.items())},
         "base": {k: v for k, v in base.model_dump(mode="json").items() if k not in run_keys},
         "seed": tune.seed, "pruning": [tune.pruning, tune.pruner_startup_trials, tune.pruner_warmup_epochs],
-        "sampler_startup_trials": tune.sampler_startup_trials, "data": data_hash,
+        "sampler_startup_trials": tune.sampler_startup_trials, "real_folds": tune.real_folds, "data": data_hash,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

@@ -192,8 +192,7 @@ def train_adapter(params: TrainParams, data: TrainingData, split: Split,
     """Train one adapter; `on_epoch(epoch, row)` is called after each epoch's validation (the tuner
     reports to Optuna there and may raise to prune). With `epochs`, train exactly that many epochs on
     `split.train` and keep the last state: no validation, no selection (`refit_adapter`)."""
-    n_val = len(split.val) if split.val_real is None else len(split.val_real)
-    if len(split.train) == 0 or (n_val == 0 and epochs is None):
+    if len(split.train) == 0 or (split.n_validation == 0 and epochs is None):
         raise DataError("the training or validation split is empty; synthesize more questions")
     previous_threads = torch.get_num_threads()
     if params.threads:

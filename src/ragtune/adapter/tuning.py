@@ -3,7 +3,10 @@
 The search space is declared in params.yaml (`tune.search_space`), one entry per `train` key:
 `{type: float|int, low, high, log}` or `{type: categorical, choices: [...]}`. Each trial trains with
 `ragtune.adapter.training.train_adapter` and is scored by its selected validation Hit@5 (never below raw
-cosine, which is part of every trial's model selection).
+cosine, which is part of every trial's model selection). With labelled real training questions the score is
+cross-validated (`tune.real_folds`): one adapter per fold of the real questions, each validated on its own
+fold, and Hit@5 pooled over every real question, so that a few dozen questions rank configurations instead of
+the 30% slice that one split holds out (on ACORD, 18 questions: one question is 5.6 points of the objective).
 
 Storage: a JournalStorage file by default (one machine, any number of worker processes), or any
 RDB URL (e.g. PostgreSQL, for several machines). The study name carries a fingerprint of the search
@@ -24,14 +27,16 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
-from pydantic import Field, model_validator
+import numpy as np
+
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import RagtuneError
 from ..params import Section
 from .data import TrainingData
-from .splits import Split, make_split
+from .splits import Split, make_split, real_fold_splits
 from .study import (
     STUDY_ATTR,
     best_configuration,
@@ -122,7 +127,16 @@ class TuneParams(Section):
     pruner_startup_trials: int = Field(5, ge=0)
     pruner_warmup_epochs: int = Field(2, ge=0)
     sampler_startup_trials: int = Field(10, ge=0)
+    real_folds: int = Field(3, ge=0, le=100)
     search_space: dict[str, SearchDim] = Field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
+
+    @field_validator("real_folds")
+    @classmethod
+    def _real_folds(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("1 fold would validate on the questions it trains on; use 0 (one seeded "
+                             "train.real_val_fraction slice) or 2 and more")
+        return v
 
     @model_validator(mode="after")
     def _space_names_train_keys(self) -> "TuneParams":
@@ -209,12 +223,21 @@ class TrialRun:
         self.client.set_terminated(self.run_id, "FAILED" if state == "failed" else "FINISHED")
 
 
-class Objective:
-    """Optuna objective: train one configuration, report each epoch's validation Hit@5, prune."""
+def pooled_metrics(per_split: Sequence[dict[str, float]], sizes: Sequence[int]) -> dict[str, float]:
+    """Validation metrics of several splits as one: each a mean over its questions, so weighted by `sizes`."""
+    total = sum(sizes)
+    return {k: sum(m[k] * n for m, n in zip(per_split, sizes)) / total for k in per_split[0]}
 
-    def __init__(self, base: TrainParams, space: dict[str, SearchDim], data: TrainingData, split: Split,
-                 mlflow_target: MlflowTarget | None = None):
-        self.base, self.space, self.data, self.split = base, space, data, split
+
+class Objective:
+    """Optuna objective: train one configuration on each validation split (one, or `tune.real_folds`
+    folds of the real questions), report the first split's per-epoch validation Hit@5 (the pruner compares
+    those), and return the selected Hit@5 pooled over every split's validation questions."""
+
+    def __init__(self, base: TrainParams, space: dict[str, SearchDim], data: TrainingData,
+                 splits: Split | Sequence[Split], mlflow_target: MlflowTarget | None = None):
+        self.base, self.space, self.data = base, space, data
+        self.splits = (splits,) if isinstance(splits, Split) else tuple(splits)
         self.mlflow_target = mlflow_target
 
     def __call__(self, trial) -> float:
@@ -234,7 +257,8 @@ class Objective:
 
         t0 = time.perf_counter()
         try:
-            result = train_adapter(params, self.data, self.split, on_epoch=on_epoch)
+            results = [train_adapter(params, self.data, split, on_epoch=on_epoch if i == 0 else None)
+                       for i, split in enumerate(self.splits)]
         except optuna.TrialPruned:
             best_seen = max(r["val_hit@5"] for r in history)
             trial.set_user_attr("best_val_hit@5", best_seen)
@@ -244,13 +268,27 @@ class Objective:
         except Exception:
             run.finish(history, "failed", {})
             raise
-        summary = {f"val_{k}": v for k, v in result.best.items()}
-        for k, v in {**summary, "best_epoch": result.best_epoch, "seconds": result.seconds,
-                     "baseline_val_hit@5": result.baseline["hit@5"]}.items():
+        sizes = [s.n_validation for s in self.splits]
+        best = pooled_metrics([r.best for r in results], sizes)
+        summary = {f"val_{k}": v for k, v in best.items()}
+        epochs = [r.best_epoch for r in results]
+        attrs = {**summary, "best_epoch": int(np.median(epochs)), "seconds": sum(r.seconds for r in results),
+                 "baseline_val_hit@5": pooled_metrics([r.baseline for r in results], sizes)["hit@5"]}
+        if len(results) > 1:
+            attrs["fold_best_epochs"] = epochs
+        for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        run.finish(result.history[1:], "complete",  # best_*: the selected epoch, apart from the curves
-                   {**{f"best_{k}": v for k, v in summary.items()}, "best_epoch": result.best_epoch})
-        return result.best["hit@5"]
+        run.finish(results[0].history[1:], "complete",  # best_*: the selected epoch, apart from the curves
+                   {**{f"best_{k}": v for k, v in summary.items()}, "best_epoch": attrs["best_epoch"]})
+        return best["hit@5"]
+
+
+def tuning_splits(data: TrainingData, base: TrainParams, tune: TuneParams) -> list[Split]:
+    """What a trial validates on: `tune.real_folds` folds of the real questions when there are any (and
+    it is not 0), else `make_split`'s one split (the synthetic split by chunk, or one real slice)."""
+    if data.has_real and tune.real_folds >= 2:
+        return real_fold_splits(data, tune.real_folds, base.seed)
+    return [make_split(data, base, base.seed)]
 
 
 def _stop_callback(n_trials: int):
@@ -291,7 +329,7 @@ def run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
     tune, base = TuneParams(**job.tune), TrainParams(**job.base)
     if data is None:
         data = load_training_data(*job.inputs, round_trip_top_k=base.round_trip_top_k)
-    split = make_split(data, base, base.seed)
+    splits = tuning_splits(data, base, tune)
     study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage, job.storage_dir),
                               sampler=make_sampler(tune, job.worker), pruner=make_pruner(tune))
     if finished_trials(study) >= tune.n_trials:
@@ -299,7 +337,7 @@ def run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
     timeout = None if job.deadline is None else max(0.0, job.deadline - time.time())
     if timeout == 0.0:
         return
-    study.optimize(Objective(base, tune.search_space, data, split, job.mlflow_target), timeout=timeout,
+    study.optimize(Objective(base, tune.search_space, data, splits, job.mlflow_target), timeout=timeout,
                    callbacks=[_stop_callback(tune.n_trials), _log_trial])
 
 
