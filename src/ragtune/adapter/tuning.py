@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
-
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import RagtuneError
