@@ -11,7 +11,7 @@ from ragtune.stage import run_main, write_run_record
 from ragtune.tracking import pipeline_tags, redact_url, stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.training import TrainParams
-from ragtune.adapter.tuning import MlflowTarget, TuneParams, run_study
+from ragtune.adapter.tuning import MlflowTarget, TuneParams, real_fold_count, run_study
 from ragtune.adapter.study import write_trials_csv
 
 OUT = Path("data/tune")
@@ -51,7 +51,7 @@ def main() -> None:
     write_trials_csv(OUT / "trials.csv", result.trials)
     write_json(OUT / "best.json", {**best, "storage": storage_label,
                                    "validation": "real" if data.has_real else "synthetic",
-                                   "validation_folds": tune.real_folds if data.has_real and tune.real_folds else 1,
+                                   "validation_folds": max(1, real_fold_count(data, tune)),
                                    "trials": result.counts})
     # `ragtune tune-worker --study` takes the study name from here.
     write_run_record(OUT, {"study": result.study_name, "seconds": round(result.seconds, 2),

@@ -69,9 +69,13 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
         raise DataError(f"{m} real training question(s): at least 2 are needed to hold one out for validation")
     rng = np.random.default_rng(seed)
     n_val = min(m - 1, max(1, math.ceil(val_fraction * m)))
-    val_real = np.sort(rng.permutation(m)[:n_val])
-    train = np.flatnonzero(~np.isin(data.row_real, val_real))
-    return Split(train=train, val=np.zeros(0, dtype=np.int64), val_real=val_real)
+    return _real_holdout(data, np.sort(rng.permutation(m)[:n_val]))
+
+
+def _real_holdout(data: TrainingData, val_real: np.ndarray) -> Split:
+    """Real questions `val_real` validate; every row of the others, and every synthetic row, trains."""
+    return Split(train=np.flatnonzero(~np.isin(data.row_real, val_real)), val=np.zeros(0, dtype=np.int64),
+                 val_real=val_real)
 
 
 def deal_folds(n: int, k: int, seed: int) -> np.ndarray:
@@ -92,8 +96,7 @@ def real_fold_splits(data: TrainingData, k: int, seed: int) -> list[Split]:
         raise DataError(f"tune.real_folds is {k} but there are {m} real training questions; set it to at most "
                         f"{m}, or 0 for one seeded train.real_val_fraction slice")
     fold = deal_folds(m, k, seed)
-    return [Split(train=np.flatnonzero(~np.isin(data.row_real, np.flatnonzero(fold == f))),
-                  val=np.zeros(0, dtype=np.int64), val_real=np.flatnonzero(fold == f)) for f in range(k)]
+    return [_real_holdout(data, np.flatnonzero(fold == f)) for f in range(k)]
 
 
 def make_split(data: TrainingData, params: TrainParams, seed: int, validation: str = "auto") -> Split:

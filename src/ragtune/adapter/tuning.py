@@ -282,12 +282,17 @@ class Objective:
         return best["hit@5"]
 
 
+def real_fold_count(data: TrainingData, tune: TuneParams) -> int:
+    """The folds of real questions a trial validates on: `tune.real_folds` when the data has real
+    questions, else 0 (one split). Never 1: the params refuse it."""
+    return tune.real_folds if data.has_real else 0
+
+
 def tuning_splits(data: TrainingData, base: TrainParams, tune: TuneParams) -> list[Split]:
-    """What a trial validates on: `tune.real_folds` folds of the real questions when there are any (and
-    it is not 0), else `make_split`'s one split (the synthetic split by chunk, or one real slice)."""
-    if data.has_real and tune.real_folds >= 2:
-        return real_fold_splits(data, tune.real_folds, base.seed)
-    return [make_split(data, base, base.seed)]
+    """What a trial validates on: `real_fold_count` folds of the real questions, or with none
+    `make_split`'s one split (the synthetic split by chunk, or one real slice)."""
+    k = real_fold_count(data, tune)
+    return real_fold_splits(data, k, base.seed) if k else [make_split(data, base, base.seed)]
 
 
 def _stop_callback(n_trials: int):
