@@ -10,7 +10,6 @@ from ragtune.evaluation.metrics import EvalParams
 from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
 from ragtune.evaluation.report import write_csv
 from ragtune.corpus.fetching import report_source
-from ragtune.io import write_json
 from ragtune.evaluation.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
 from ragtune.search.lexical import Bm25Index
 from ragtune.params import MlflowParams, load_section
@@ -20,10 +19,21 @@ from ragtune.stage import run_main
 from ragtune.tracking import stage_run
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.training import TrainParams, load_tuned
+from ragtune.io import read_json, write_json
 
 OUT = Path("data/curve")
 INPUTS = TRAINING_INPUTS
 MODEL_DIR = Path("models/adapter")
+
+
+def shipped_for_all_point(train_params: TrainParams):
+    """The train stage's adapter for the curve's every-real-question point when it was trained as that point
+    would be (the same train params, saved in its config.json; no k-fold, where it also trained on the test
+    questions), else None: the point is trained here."""
+    saved = read_json(MODEL_DIR / "config.json").get("train") if (MODEL_DIR / "config.json").is_file() else None
+    if train_params.folds or saved != train_params.model_dump(mode="json"):
+        return None
+    return load_query_adapter(MODEL_DIR)
 
 
 def main() -> None:
@@ -42,12 +52,15 @@ def main() -> None:
     data = load_training_data(*INPUTS, round_trip_top_k=train_params.round_trip_top_k)
 
     if data.has_real and curve.enabled:
-        rows = learning_curve(train_params, data, test, corpus.emb, baselines, params, curve)
+        shipped = shipped_for_all_point(train_params)
+        rows = learning_curve(train_params, data, test, corpus.emb, baselines, params, curve, shipped=shipped)
+        last_point_shipped = shipped is not None
     else:
         # The synthetic-only point is the train stage's own adapter (same params, data and seeds).
         adapter = load_query_adapter(MODEL_DIR)
         shipped = EmbeddingArm("adapter", corpus.emb, lambda q: adapt_queries(adapter, q))
         rows = [summary_row(0, arm_scores(shipped.retrieve(test, params.depth), test, params), baselines, params)]
+        last_point_shipped = True
 
     hit_key, mrr_key = f"hit@{params.main_k}", f"mrr@{params.mrr_k}"
     OUT.mkdir(parents=True, exist_ok=True)
@@ -61,7 +74,7 @@ def main() -> None:
     lines_against_k(OUT / "learning_curve.png", panels, sizes, bands, ylabel="test score", xlabel="real training questions",
                     log_x=False, title=f"Learning curve ({len(test.ids)} test questions)")
     metrics = {"real_questions": sizes[-1], "test_questions": len(test.ids), "points": rows,
-               "enabled": curve.enabled}
+               "enabled": curve.enabled, "last_point_is_shipped_adapter": last_point_shipped}
     write_json(OUT / "metrics.json", metrics)
     with stage_run("curve", mlflow_params, params={"curve": curve}, datasets=PipelinePaths().datasets()) as run:
         run.log_points([(f"curve_{arm}_{key}", r[f"{arm}_{key}"], r["n_real"])

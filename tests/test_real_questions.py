@@ -314,6 +314,33 @@ def test_learning_curve_trains_each_point_on_its_subset_only():
     assert row["cosine_hit@5"] == 0.0 and 0.0 <= row["p_mrr@20_vs_cosine"] <= 1.0
 
 
+def test_the_curve_evaluates_the_shipped_adapter_at_its_last_point_instead_of_training_it_again():
+    from ragtune.evaluation.metrics import EvalParams
+    from ragtune.evaluation.inputs import QuerySet
+
+    data = distorted_world(n_real=40)
+    params = TrainParams(**{**FAST, "max_epochs": 2})
+    trained: list[int] = []
+
+    def spy_train(p, subset):
+        trained.append(int((subset.row_real >= 0).sum()) if subset.row_real is not None else 0)
+        return train_bagged(p, subset)
+
+    rng = np.random.default_rng(9)
+    test = QuerySet("test", [f"t{i}" for i in range(30)], _unit(rng.standard_normal((30, 24))),
+                    [np.array([i]) for i in range(30)], ["human"] * 30)
+    args = (data, test, data.corpus_emb.numpy(), {"cosine": CurveArm(np.zeros(30), np.zeros(30))},
+            EvalParams(bootstrap_resamples=200), CurveParams(sizes=[0, 10]))
+    retrained = learning_curve(params, *args, train=spy_train)
+    rows_trained = len(trained)
+    reused = learning_curve(params, *args, train=spy_train, shipped=train_bagged(params, data).adapter)
+    assert trained[rows_trained:] == [0, 10]  # points 0 and 10 only: the all point is not trained
+    # the all point's data is the train stage's: the reused adapter scores exactly what retraining did
+    assert reused == retrained
+    other = learning_curve(params, *args, shipped=train_bagged(params.model_copy(update={"seed": 7}), data).adapter)
+    assert other[:-1] == retrained[:-1] and other[-1] != retrained[-1]  # and it is the one evaluated
+
+
 # --- the train and curve stages, and eval's validation set, end to end --------------------------------
 
 @pytest.mark.slow
@@ -349,7 +376,8 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
                     data.question_emb[syn_rows].numpy(),
                     chunk_ids=[data.corpus_ids[g] for g in data.gold_rows[syn_rows].tolist()])
     save_embeddings(tmp_path / "data/embed/real.npz", real.ids, real.emb)
-    save_embeddings(tmp_path / "data/embed/test.npz", test_ids, _unit(rng.standard_normal((20, 384))))
+    test_emb = _unit(rng.standard_normal((20, 384)))
+    save_embeddings(tmp_path / "data/embed/test.npz", test_ids, test_emb)
     (tmp_path / "data/embed/info.json").write_text(json.dumps({"model": "packaged:all-MiniLM-L6-v2"}))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params = {k: params[k] for k in ("embedding", "train", "eval", "curve")}
@@ -377,6 +405,12 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
 
     curve = read_json(tmp_path / "data/curve/metrics.json")
     assert [p["n_real"] for p in curve["points"]] == [0, 10, 20, 40] and curve["real_questions"] == 40
+    # the all point is the train stage's adapter, evaluated, not trained again
+    from ragtune.adapter.model import adapt_queries, load_query_adapter
+    assert curve["last_point_is_shipped_adapter"] is True
+    shipped = adapt_queries(load_query_adapter(tmp_path / "models/adapter"), test_emb)
+    top5 = np.argsort(-(shipped @ data.corpus_emb.numpy().T), axis=1)[:, :5]
+    assert curve["points"][-1]["adapter_hit@5"] == round(float((top5 == np.arange(20)[:, None]).any(1).mean()), 4)
     header = (tmp_path / "data/curve/learning_curve.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["n_real", "adapter_hit@5"] and "bm25_mrr@20" in header
     assert (tmp_path / "data/curve/learning_curve.png").stat().st_size > 1000

@@ -5,7 +5,9 @@ trained on the synthetic questions plus the first n of one seeded permutation of
 the subsets are nested: every question of a point is in the next), with the train stage's params, and
 evaluated on the test questions with bootstrap intervals, beside raw cosine and BM25 (flat lines: they
 learn nothing). Point 0 is the synthetic-only adapter. Test questions never reach training or selection:
-validation is a seeded slice of the subset's real questions (synthetic validation at 0 and 1).
+validation is a seeded slice of the subset's real questions (synthetic validation at 0 and 1). The point
+with every real question is the train stage's own adapter when the stage passes it (`shipped`): the same
+params on the same data, so training it again would only repeat the train stage's minutes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from ..adapter.data import TrainingData
+from ..adapter.model import QueryAdapter, adapt_queries
 from ..adapter.real_questions import with_real_subset
 from ..adapter.training import TrainParams, train_bagged
 from ..params import Section
@@ -90,17 +93,22 @@ def summary_row(n: int, arm: CurveArm, baselines: dict[str, CurveArm], params: E
 
 def learning_curve(train_params: TrainParams, data: TrainingData, test: QuerySet, corpus_emb: np.ndarray,
                    baselines: dict[str, CurveArm], params: EvalParams, curve: CurveParams,
-                   train: Callable[[TrainParams, TrainingData], Any] = train_bagged) -> list[dict[str, Any]]:
+                   train: Callable[[TrainParams, TrainingData], Any] = train_bagged,
+                   shipped: QueryAdapter | None = None) -> list[dict[str, Any]]:
     """One row per point: n_real, the adapter's test Hit@main_k and MRR@mrr_k with intervals, its paired
-    bootstrap p against raw cosine, and each baseline's (flat) values. `baselines` must hold `cosine`."""
-    from ..adapter.model import adapt_queries
-
+    bootstrap p against raw cosine, and each baseline's (flat) values. `baselines` must hold `cosine`.
+    `shipped`: an adapter already trained by `train` with `train_params` on all of `data` (the train stage's),
+    evaluated as the last point instead of being trained again."""
     n_real = len(data.real.ids) if data.has_real else 0
     rows = []
     for n, keep in nested_subsets(n_real, curve.sizes, curve.seed):
-        subset = with_real_subset(data, keep)
-        log.info("curve: %d real training questions (%d training rows)", n, len(subset.question_ids))
-        adapter = train(train_params, subset).adapter
+        if n == n_real and n > 0 and shipped is not None:
+            log.info("curve: %d real training questions: the shipped adapter", n)
+            adapter = shipped
+        else:
+            subset = with_real_subset(data, keep)
+            log.info("curve: %d real training questions (%d training rows)", n, len(subset.question_ids))
+            adapter = train(train_params, subset).adapter
         transform = lambda q, a=adapter: adapt_queries(a, q)  # noqa: E731
         top = EmbeddingArm("adapter", corpus_emb, transform).retrieve(test, params.depth)
         rows.append(summary_row(n, arm_scores(top, test, params), baselines, params))
