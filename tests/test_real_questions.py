@@ -491,3 +491,24 @@ def test_bagged_members_are_refit_only_after_real_validation():
     # synthetic validation (k-fold's shipped adapter) has no held-out real questions to take back
     synthetic = train_bagged(TrainParams(**FAST, bagging=2, refit=True), data, validation="synthetic")
     assert not any(m.refit for m in synthetic.members)
+
+
+def test_a_member_to_be_refit_selects_its_epochs_on_the_whole_curve_unless_refit_patience_says():
+    data = distorted_world()
+    whole = train_bagged(TrainParams(**{**FAST, "patience": 1}, bagging=2), data)
+    # refit_patience null (the default): every epoch up to max_epochs is validated, the best one trains the refit
+    for member in whole.members:
+        curve = [(row["val_hit@5"], row["val_mrr@10"]) for row in member.history]
+        assert len(curve) == FAST["max_epochs"] + 1
+        assert member.best_epoch == max(range(len(curve)), key=lambda e: (curve[e], -e))
+    assert any(m.best_epoch > 1 for m in whole.members)
+    stopped = train_bagged(TrainParams(**{**FAST, "patience": 1}, bagging=2, refit_patience=1), data)
+    assert all(len(m.history) - 1 == m.best_epoch + 1 < FAST["max_epochs"] for m in stopped.members)
+    # the same runs, cut where patience 1 stopped them
+    def curves(members, lengths):
+        return [[row["val_mrr@10"] for row in m.history[:n]] for m, n in zip(members, lengths)]
+    lengths = [len(m.history) for m in stopped.members]
+    assert curves(stopped.members, lengths) == curves(whole.members, lengths)
+    # without refit (or with synthetic validation) train.patience stops selection as it always did
+    unfit = train_bagged(TrainParams(**{**FAST, "patience": 1}, bagging=2, refit=False), data)
+    assert [len(m.history) for m in unfit.members] == [len(m.history) for m in stopped.members]

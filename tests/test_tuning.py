@@ -201,3 +201,17 @@ def test_trials_csv_has_the_plot_columns(inputs, tmp_path):
     assert all(r["value"] != "" for r in rows)
     best = [float(r["best_so_far"]) for r in rows if r["best_so_far"]]
     assert best == sorted(best) and np.isclose(best[-1], result.best["value"], atol=1e-5)
+
+
+def test_the_study_fingerprint_ignores_how_the_train_stage_ships_but_not_what_a_trial_trains():
+    from ragtune.adapter.study import study_fingerprint
+    from ragtune.adapter.tuning import TuneParams
+
+    tune, base = TuneParams(), TrainParams()
+    same = study_fingerprint(tune, base, "data")
+    # refit and its selection patience, bagging, interpolation: after the trials, never inside one
+    for change in ({"refit": False}, {"refit_patience": 3}, {"bagging": 3}, {"interpolation": 0.5}):
+        assert study_fingerprint(tune, base.model_copy(update=change), "data") == same, change
+    for change in ({"lr": 1e-3}, {"patience": 2}, {"real_val_fraction": 0.5}):
+        assert study_fingerprint(tune, base.model_copy(update=change), "data") != same, change
+    assert study_fingerprint(tune, base, "other data") != same

@@ -91,7 +91,7 @@ def code_fingerprint() -> str:
 def study_fingerprint(tune: TuneParams, base: TrainParams, data_hash: str) -> str:
     """Same search, base params, data and code -> same study (resumed); anything else -> a new one."""
     # how the train stage runs and ships, not what a trial computes
-    run_keys = {"use_tuned", "compare_linear", "device", "bagging", "interpolation"}
+    run_keys = {"use_tuned", "compare_linear", "device", "bagging", "interpolation", "refit", "refit_patience"}
     blob = json.dumps({
         "code": code_fingerprint(),
         "space": {k: v.model_dump(mode="json") for k, v in sorted(tune.search_space.items())},

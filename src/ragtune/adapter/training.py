@@ -87,6 +87,10 @@ class TrainParams(Section):
     # validation questions included, for the epochs it selected (`refit_adapter`): few labelled questions
     # are too dear to leave a share of them out of the shipped adapter
     refit: bool = True
+    # patience while a member that will be refit selects its epoch count on its real validation slice;
+    # None: no early stopping, the best epoch of the whole curve up to max_epochs (a slice of a few dozen
+    # questions gives a noisy curve, and `patience` stopped members at its first dip, epoch 1 or 2)
+    refit_patience: int | None = Field(None, ge=1, le=10_000)
     # k-fold over the human test questions (`ragtune.adapter.folds`): 0 off; k >= 2 trains k out-of-fold adapters
     # that eval reports, and ships one trained on all of them
     folds: int = Field(0, ge=0, le=50)
@@ -204,6 +208,12 @@ def train_adapter(params: TrainParams, data: TrainingData, split: Split,
         return _train(params, data, split, on_epoch, negatives, epochs)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def refit_selection_params(params: TrainParams) -> TrainParams:
+    """`params` for the selection run of a member that `refit_adapter` will retrain: `refit_patience` in place of
+    `patience` (None: every epoch up to max_epochs, the best of the whole curve)."""
+    return params.model_copy(update={"patience": params.refit_patience or params.max_epochs})
 
 
 def refit_adapter(params: TrainParams, data: TrainingData, selected: TrainResult) -> TrainResult:
@@ -333,8 +343,9 @@ def train_bagged(params: TrainParams, data: TrainingData, validation: str = "aut
     for seed in seeds:
         member_params = params if seed == params.seed else params.model_copy(update={"seed": seed})
         split = make_split(data, params, seed, validation)
-        member = train_adapter(member_params, data, split)
-        if params.refit and split.validation == "real":
+        refit = params.refit and split.validation == "real"
+        member = train_adapter(refit_selection_params(member_params) if refit else member_params, data, split)
+        if refit:
             member = refit_adapter(member_params, data, member)
         members.append(member)
         splits.append(split)
