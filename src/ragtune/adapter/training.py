@@ -2,7 +2,8 @@
 
 The loop is AdamW with weight decay and gradient clipping; after each epoch Hit@5 is computed for
 all validation questions at once (one batched product through `ragtune.search.dense`), and training
-stops after `patience` epochs without improvement. The untrained adapter (the identity, i.e. raw
+stops after `patience` epochs without improvement (`refit_patience` for a member that will be refit on its
+real validation questions: by default none, the whole curve). The untrained adapter (the identity, i.e. raw
 cosine) is epoch 0 of model selection, so the returned adapter is never worse than raw cosine on
 validation. Same params, data and thread count -> bit-identical metrics.
 """
