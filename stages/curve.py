@@ -52,9 +52,9 @@ def main() -> None:
     data = load_training_data(*INPUTS, round_trip_top_k=train_params.round_trip_top_k)
 
     if data.has_real and curve.enabled:
-        shipped = shipped_for_all_point(train_params)
-        rows = learning_curve(train_params, data, test, corpus.emb, baselines, params, curve, shipped=shipped)
-        last_point_shipped = shipped is not None
+        shipped_adapter = shipped_for_all_point(train_params)
+        rows = learning_curve(train_params, data, test, corpus.emb, baselines, params, curve, shipped=shipped_adapter)
+        last_point_shipped = shipped_adapter is not None
     else:
         # The synthetic-only point is the train stage's own adapter (same params, data and seeds).
         adapter = load_query_adapter(MODEL_DIR)
