@@ -25,20 +25,6 @@ import sys
 from pathlib import Path
 
 
-def patience_epoch(curve: list[tuple[float, float]], patience: int) -> int:
-    """The epoch `ragtune.adapter.training` selects on `curve` ((Hit@5, MRR@10) per epoch, epoch 0 first) when it
-    stops after `patience` epochs without a better one."""
-    best, stale = 0, 0
-    for epoch in range(1, len(curve)):
-        if curve[epoch] > curve[best]:
-            best, stale = epoch, 0
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    return best
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workspace", type=Path)
@@ -56,7 +42,8 @@ def main() -> None:
     from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
     from ragtune.adapter.model import adapt_queries, ensemble_adapters
     from ragtune.adapter.splits import make_split
-    from ragtune.adapter.training import TrainParams, apply_overrides, load_tuned, refit_adapter, train_adapter
+    from ragtune.adapter.training import (EarlyStopping, TrainParams, apply_overrides, load_tuned, refit_adapter,
+                                          train_adapter)
     from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
     from ragtune.params import load_section
 
@@ -73,7 +60,7 @@ def main() -> None:
     curves = [[(row["val_hit@5"], row["val_mrr@10"]) for row in run.history] for _, run in runs]
     mean_curve = [tuple(np.mean([c[e] for c in curves], axis=0)) for e in range(len(curves[0]))]
     pooled = max(range(len(mean_curve)), key=lambda e: (mean_curve[e], -e))
-    rules = {"patience": [patience_epoch(c, params.patience) for c in curves],
+    rules = {"patience": [EarlyStopping.replay(run.history, params.patience) for _, run in runs],
              "whole_curve": [run.best_epoch for _, run in runs],
              "pooled": [pooled] * len(runs)}
 

@@ -13,7 +13,7 @@ from ragtune.errors import DataError, ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, TestQuestion, write_jsonl
 from ragtune.search.dense import exact_top_k
-from ragtune.adapter.training import TrainParams, apply_overrides, train_adapter
+from ragtune.adapter.training import EarlyStopping, TrainParams, apply_overrides, train_adapter
 from ragtune.adapter.data import build_training_data, load_training_data
 from ragtune.adapter.splits import split_by_chunk, validation_metrics
 
@@ -127,6 +127,28 @@ def test_early_stopping_and_the_epoch_callback(data, split):
     epochs_run = len(result.history) - 1
     assert epochs_run < 50 and epochs_run - result.best_epoch == 2
     assert [e for e, _ in seen] == list(range(1, epochs_run + 1))
+
+
+def test_early_stopping_keeps_the_first_strictly_best_epoch_and_counts_the_rest():
+    stopping = EarlyStopping({"hit@5": 0.5, "mrr@10": 0.3}, patience=2)
+    assert stopping.update(1, {"hit@5": 0.5, "mrr@10": 0.4})       # MRR@10 breaks the Hit@5 tie
+    assert not stopping.update(2, {"hit@5": 0.5, "mrr@10": 0.4})   # a tie is not better: the earlier epoch stays
+    assert not stopping.exhausted
+    assert not stopping.update(3, {"hit@5": 0.4, "mrr@10": 0.9})   # Hit@5 decides before MRR@10
+    assert stopping.exhausted and stopping.best_epoch == 1 and stopping.best == {"hit@5": 0.5, "mrr@10": 0.4}
+
+
+def test_replaying_a_whole_curve_selects_what_a_run_with_that_patience_selected(data, split):
+    # the probe scripts read a patience's choice off one whole-curve run; it must be that run's own choice
+    whole = train_adapter(TrainParams(**{**FAST, "patience": FAST["max_epochs"]}), data, split)
+    assert len(whole.history) == FAST["max_epochs"] + 1
+    assert EarlyStopping.replay(whole.history, FAST["max_epochs"]) == whole.best_epoch
+    chosen = []
+    for patience in (1, 2):
+        cut = train_adapter(TrainParams(**{**FAST, "patience": patience}), data, split)
+        assert EarlyStopping.replay(whole.history, patience) == cut.best_epoch
+        chosen.append(cut.best_epoch)
+    assert any(best != whole.best_epoch for best in chosen)  # some patience stopped before the best epoch
 
 
 def test_an_exception_from_the_callback_stops_training(data, split):

@@ -152,6 +152,39 @@ def _selection_key(m: dict[str, float]) -> tuple[float, float]:
     return (m["hit@5"], m["mrr@10"])
 
 
+class EarlyStopping:
+    """Model selection over epochs: the best validation metrics so far (a strictly better `(Hit@5, MRR@10)`
+    wins, so ties keep the earlier epoch) and whether `patience` epochs in a row brought no better ones."""
+
+    def __init__(self, baseline: dict[str, float], patience: int):
+        self.best, self.best_epoch, self.patience, self.stale = baseline, 0, patience, 0
+
+    def update(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Record `epoch`'s validation metrics; True when they are the new best."""
+        if _selection_key(metrics) > _selection_key(self.best):
+            self.best, self.best_epoch, self.stale = metrics, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stale >= self.patience
+
+    @classmethod
+    def replay(cls, history: list[dict[str, float]], patience: int) -> int:
+        """The epoch selection picks from `history` (`TrainResult.history`, epoch 0 first) under `patience`:
+        what a run with that patience would have selected, read off a longer run with the same seed."""
+        def metrics(row: dict[str, float]) -> dict[str, float]:
+            return {k[4:]: v for k, v in row.items() if k.startswith("val_")}
+        stopping = cls(metrics(history[0]), patience)
+        for row in history[1:]:
+            stopping.update(int(row["epoch"]), metrics(row))
+            if stopping.exhausted:
+                break
+        return stopping.best_epoch
+
+
 @dataclass
 class TrainResult:
     adapter: QueryAdapter                 # the selected state (epoch `best_epoch`), eval mode
@@ -254,9 +287,8 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
         baseline = {} if fixed else split_metrics(adapter, data, split)
         history = [{"epoch": 0, "train_loss": float("nan"), **{f"val_{k}": v for k, v in baseline.items()},
                     "seconds": 0.0}]
-        best, best_epoch = baseline, 0
+        stopping = EarlyStopping(baseline, params.patience)
         best_state = copy.deepcopy(adapter.state_dict())
-        stale = 0
         for epoch in range(1, (epochs if fixed else params.max_epochs) + 1):
             t_epoch = time.perf_counter()
             adapter.train()
@@ -289,23 +321,20 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
             history.append(row)
             if not math.isfinite(row["train_loss"]):
                 log.warning("training diverged at epoch %d (loss %s); keeping epoch %d", epoch,
-                            row["train_loss"], best_epoch)
+                            row["train_loss"], stopping.best_epoch)
                 break
             if fixed:  # the last finite state
-                best_epoch, best_state = epoch, copy.deepcopy(adapter.state_dict())
+                stopping.best_epoch, best_state = epoch, copy.deepcopy(adapter.state_dict())
                 continue
-            if _selection_key(metrics) > _selection_key(best):
-                best, best_epoch, stale = metrics, epoch, 0
+            if stopping.update(epoch, metrics):
                 best_state = copy.deepcopy(adapter.state_dict())
-            else:
-                stale += 1
             if on_epoch is not None:
                 on_epoch(epoch, row)
-            if stale >= params.patience:
+            if stopping.exhausted:
                 break
     adapter.load_state_dict(best_state)
     adapter.eval()
-    return TrainResult(adapter=adapter.cpu(), history=history, best_epoch=best_epoch, best=best,
+    return TrainResult(adapter=adapter.cpu(), history=history, best_epoch=stopping.best_epoch, best=stopping.best,
                        baseline=baseline, seconds=time.perf_counter() - t0)
 
 
