@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ragtune.adapter.model import AdapterConfig, QueryAdapter, adapt_queries, build_adapter, load_query_adapter, save_query_adapter
-from ragtune.adapter.losses import FullCorpusSoftmaxLoss, InBatchRankingLoss, identity_distance, make_loss, text_groups
+from ragtune.adapter.losses import (FullCorpusSoftmaxLoss, InBatchRankingLoss, _weighted_cross_entropy, identity_distance,
+                                    make_loss, text_groups)
 from ragtune.errors import RagtuneError
 from ragtune.search.dense import exact_top_k
 
@@ -114,6 +115,47 @@ def test_full_corpus_loss_masks_chunks_with_the_gold_text():
     scores = adapted @ corpus.T / tau
     expected = reference_loss(scores, [2, 5, 6], [{5}, {2}, set()])
     assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def dense_full_corpus_loss(adapted, gold, corpus, groups, relevant, weights, tau):
+    # The masking as one (B, N) comparison: what FullCorpusSoftmaxLoss computes with indexed cells.
+    logits = adapted @ corpus.T / tau
+    twin = groups[None, :] == groups[gold][:, None]
+    if relevant is not None:
+        rel_groups = torch.where(relevant >= 0, groups[relevant.clamp(min=0)], -1)
+        twin |= (groups[None, None, :] == rel_groups[:, :, None]).any(dim=1)
+    twin[torch.arange(len(gold)), gold] = False
+    return _weighted_cross_entropy(logits.masked_fill(twin, float("-inf")), gold, weights)
+
+
+@pytest.mark.parametrize("with_relevant", [False, True])
+@pytest.mark.parametrize("with_twins", [False, True])
+def test_full_corpus_loss_and_its_gradient_equal_the_dense_mask_bit_for_bit(with_relevant, with_twins):
+    gen = torch.Generator().manual_seed(21)
+    n, batch = 300, 24
+    corpus = unit(n, seed=22)
+    groups = torch.randint(0, 200, (n,), generator=gen) if with_twins else torch.arange(n)
+    groups = torch.as_tensor(text_groups([str(int(g)) for g in groups]))  # first-occurrence ids, as built
+    gold = torch.randint(0, n, (batch,), generator=gen)
+    relevant = weights = None
+    if with_relevant:  # gold first, then up to 5 more (repeats allowed), -1 padded
+        relevant = torch.randint(0, n, (batch, 6), generator=gen)
+        relevant[:, 0] = gold
+        relevant[torch.rand((batch, 6), generator=gen) < 0.4] = -1
+        relevant[:, 0] = gold
+        weights = torch.where(torch.rand(batch, generator=gen) < 0.5, 7.0, 1.0)
+    assert (groups.bincount() > 1).any() == with_twins
+    fast_in = unit(batch, seed=23).requires_grad_()
+    dense_in = fast_in.detach().clone().requires_grad_()
+    fast = FullCorpusSoftmaxLoss(0.05)(fast_in, gold, corpus, groups, None, relevant, weights)
+    dense = dense_full_corpus_loss(dense_in, gold, corpus, groups, relevant, weights, 0.05)
+    fast.backward()
+    dense.backward()
+    assert torch.equal(fast, dense)
+    assert torch.equal(fast_in.grad, dense_in.grad)
+    if with_relevant or with_twins:  # something was masked: the unmasked loss differs
+        plain = _weighted_cross_entropy(dense_in.detach() @ corpus.T / 0.05, gold, weights)
+        assert not torch.equal(fast.detach(), plain)
 
 
 def test_temperature_sharpens_the_softmax():

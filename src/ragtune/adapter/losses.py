@@ -84,6 +84,27 @@ class InBatchRankingLoss(nn.Module):
         return _weighted_cross_entropy(logits, target, weights)
 
 
+class TextGroupIndex:
+    """The corpus rows of each text group, for masking a few columns of a (B, N) matrix without building it:
+    `members[starts[g]:starts[g] + sizes[g]]` are group g's rows. Built from text_group (N,)."""
+
+    def __init__(self, text_group: Tensor):
+        self.text_group = text_group
+        self.members = torch.argsort(text_group, stable=True)
+        self.sizes = torch.bincount(text_group)
+        self.starts = torch.cumsum(self.sizes, 0) - self.sizes
+        self.any_twins = bool((self.sizes > 1).any())
+
+    def cells(self, row: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
+        """(rows, columns) of every (row[k], member of group[k]) pair: row (m,), group (m,) int64."""
+        sizes = self.sizes[group]
+        rows = torch.repeat_interleave(row, sizes)
+        first = torch.repeat_interleave(self.starts[group], sizes)
+        within = torch.arange(len(rows), device=row.device) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes,
+                                                                                       sizes)
+        return rows, self.members[first + within]
+
+
 class FullCorpusSoftmaxLoss(nn.Module):
     """Softmax over every chunk: question i against the whole (frozen) corpus.
 
@@ -95,18 +116,36 @@ class FullCorpusSoftmaxLoss(nn.Module):
     def __init__(self, temperature: float):
         super().__init__()
         self.temperature = temperature
+        self._groups: TextGroupIndex | None = None
 
     def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor,
                 negatives: Tensor | None = None, relevant: Tensor | None = None,
                 weights: Tensor | None = None) -> Tensor:
         # Every chunk is already a negative here, so mined `negatives` add nothing and are ignored.
         logits = adapted @ corpus_emb.T / self.temperature     # (B, N)
-        twin = text_group[None, :] == text_group[gold_rows][:, None]
-        if relevant is not None:
-            twin |= relevant_group_mask(relevant, text_group)[:, text_group]
-        twin[torch.arange(len(gold_rows), device=adapted.device), gold_rows] = False
-        logits = logits.masked_fill(twin, float("-inf"))
+        rows, cols = self._masked_cells(gold_rows, text_group, relevant)
+        if len(rows):
+            logits = logits.index_put((rows, cols), torch.tensor(float("-inf"), device=logits.device))
         return _weighted_cross_entropy(logits, gold_rows, weights)
+
+    def _masked_cells(self, gold_rows: Tensor, text_group: Tensor, relevant: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(rows, columns) to mask: each row's gold text group and, given `relevant`, the groups of its
+        relevant chunks, less the gold cell. A few cells per row, so they are indexed, not compared (B, N)."""
+        if self._groups is None or self._groups.text_group is not text_group:  # one corpus per training run
+            self._groups = TextGroupIndex(text_group)
+        groups = self._groups
+        batch = torch.arange(len(gold_rows), device=gold_rows.device)
+        if relevant is None:
+            if not groups.any_twins:  # every chunk's text is unique: nothing but the gold has the gold's text
+                return batch[:0], batch[:0]
+            row, group = batch, text_group[gold_rows]
+        else:
+            valid = relevant >= 0
+            row = torch.cat([batch, batch[:, None].expand_as(relevant)[valid]])
+            group = torch.cat([text_group[gold_rows], text_group[relevant[valid]]])
+        rows, cols = groups.cells(row, group)
+        keep = cols != gold_rows[rows]
+        return rows[keep], cols[keep]
 
 
 def make_loss(name: LossName, temperature: float) -> nn.Module:
