@@ -21,15 +21,37 @@ def _unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def questions(ids, keys=None):
+    return RealQuestions(list(ids), np.zeros((len(ids), 4), np.float32), [np.array([0])] * len(ids), keys)
+
+
 def test_folds_are_seeded_balanced_and_cover_every_question():
     ids = [f"t{i}" for i in range(23)]
-    fold_of = assign_folds(ids, 5, seed=1)
+    fold_of = assign_folds(questions(ids), 5, seed=1)
     assert set(fold_of) == set(ids)
     sizes = np.bincount(list(fold_of.values()))
     assert len(sizes) == 5 and sizes.max() - sizes.min() <= 1
-    assert fold_of == assign_folds(ids, 5, seed=1) and fold_of != assign_folds(ids, 5, seed=2)
+    assert fold_of == assign_folds(questions(ids), 5, seed=1) and fold_of != assign_folds(questions(ids), 5, seed=2)
+    # distinct texts: the same folds as with no texts at all
+    assert fold_of == assign_folds(questions(ids, [f"text {i}" for i in range(23)]), 5, seed=1)
     with pytest.raises(ValueError, match="2 <= k"):
-        assign_folds(ids[:3], 4, seed=1)
+        assign_folds(questions(ids[:3]), 4, seed=1)
+
+
+def test_copies_of_a_question_share_its_fold():
+    # a query log asks its popular questions again under new ids: copies must never train the adapter tested
+    # on another copy
+    keys = ["notice period", "cap on liability", "notice period", "governing law", "notice period",
+            "cap on liability", *[f"other {i}" for i in range(14)]]
+    ids = [f"t{i}" for i in range(len(keys))]
+    for seed in range(6):
+        fold_of = assign_folds(questions(ids, keys), 4, seed=seed)
+        for key in set(keys):
+            assert len({fold_of[i] for i, k in zip(ids, keys) if k == key}) == 1
+    # without keys the copies are dealt apart (so the keys are what keeps them together)
+    assert any(len({assign_folds(questions(ids), 4, seed=s)[i] for i in ("t0", "t2", "t4")}) > 1 for s in range(6))
+    with pytest.raises(ValueError, match="2 <= k"):  # 3 distinct questions cannot fill 4 folds
+        assign_folds(questions(["a", "b", "c", "d"], ["x", "y", "x", "z"]), 4, seed=0)
 
 
 def world(n_chunks=60, dim=16, seed=0):
@@ -48,7 +70,7 @@ def world(n_chunks=60, dim=16, seed=0):
 
 def test_a_folds_questions_never_reach_its_adapters_training_or_selection():
     data, tests = world()
-    fold_of = assign_folds(tests.ids, 3, seed=4)
+    fold_of = assign_folds(tests, 3, seed=4)
     seen = []
 
     def spy(params, subset):
@@ -110,8 +132,9 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     write_jsonl(tmp_path / "data/fetch/corpus.jsonl",
                 [Chunk(id=c, text=f"Clause {i} on notice.") for i, c in enumerate(data.corpus_ids)])
     write_jsonl(tmp_path / "data/fetch/train_questions.jsonl", [])
-    human = [TestQuestion(id=q, question=f"question {q}", relevant_ids=[data.corpus_ids[r[0]]])
-             for q, r in zip(tests.ids, tests.relevant)]
+    # t1 asks t0's question again (another case and a question mark): the two must share a fold
+    human = [TestQuestion(id=q, question="Question T0?" if q == "t1" else f"question {q}",
+                          relevant_ids=[data.corpus_ids[r[0]]]) for q, r in zip(tests.ids, tests.relevant)]
     synthetic = TestQuestion(id="syn0", question="held out", relevant_ids=["c59"], origin="synthetic")
     write_jsonl(tmp_path / "data/synthesize/test.jsonl", [*human, synthetic])
     save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
@@ -128,7 +151,10 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
 
     folds = read_json(tmp_path / "models/adapter/folds/folds.json")
     assert folds["k"] == 3 and set(folds["fold_of"]) == set(tests.ids)  # the synthetic test question is in no fold
-    assert folds["real_questions_per_fold"] == [8, 8, 8]
+    assert folds["fold_of"]["t0"] == folds["fold_of"]["t1"]
+    sizes = np.bincount(list(folds["fold_of"].values()), minlength=3)
+    assert sorted(sizes.tolist()) == [4, 4, 4] or sorted(sizes.tolist()) == [3, 4, 5]  # 11 distinct, dealt 4/4/3
+    assert folds["real_questions_per_fold"] == (len(tests.ids) - sizes).tolist()  # every other fold's questions
     metrics = read_json(tmp_path / "data/train/report.json")
     assert metrics["folds"]["k"] == 3
     # The shipped adapter trains on every test question and selects on synthetic questions, which are also

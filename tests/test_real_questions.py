@@ -204,6 +204,58 @@ def test_real_split_holds_whole_questions_out_and_is_seeded():
     assert not np.array_equal(split.val_real, split_real(data, 0.25, 8).val_real)
 
 
+def with_keys(data, keys):
+    """`data` with its real questions given the normalised texts `keys` (copies of one question share a key)."""
+    from dataclasses import replace
+
+    return with_real_questions(with_real_subset(data, []), replace(data.real, keys=keys))
+
+
+def test_copies_of_a_real_question_are_held_out_together():
+    from ragtune.adapter.splits import real_fold_splits
+
+    data = distorted_world(n_real=40)
+    # a query log: r0 asked four times, r1 three times (under other ids), the rest once
+    keys = [f"q{i}" for i in range(40)]
+    for i in (5, 9, 17):
+        keys[i] = "q0"
+    for i in (11, 30):
+        keys[i] = "q1"
+    copies = with_keys(data, keys)
+    groups = [np.flatnonzero(np.array(keys) == k) for k in ("q0", "q1")]
+    for seed in range(8):
+        splits = [split_real(copies, 0.25, seed), *real_fold_splits(copies, 3, seed)]
+        for split in splits:
+            trained = set(data.row_real[split.train][data.row_real[split.train] >= 0].tolist())
+            for group in groups:  # all of a question's copies validate, or none does
+                assert np.isin(group, split.val_real).all() or not np.isin(group, split.val_real).any()
+                assert not (np.isin(group, split.val_real).any() and set(group.tolist()) & trained)
+    # 35 distinct questions: a quarter of them (9) validate, with their copies
+    assert len(np.unique(np.array(keys)[split_real(copies, 0.25, 0).val_real])) == 9
+    # distinct keys split exactly as no keys did
+    distinct = with_keys(data, [f"q{i}" for i in range(40)])
+    assert np.array_equal(split_real(distinct, 0.25, 7).val_real, split_real(data, 0.25, 7).val_real)
+    assert all(np.array_equal(a.val_real, b.val_real)
+               for a, b in zip(real_fold_splits(distinct, 3, 7), real_fold_splits(data, 3, 7)))
+    with pytest.raises(DataError, match="40 real training questions \\(35 distinct\\); set it to at most 35"):
+        real_fold_splits(copies, 36, 7)
+
+
+def test_loaded_real_questions_know_their_copies_by_normalised_text(tmp_path):
+    from ragtune.adapter.real_questions import load_real_questions
+    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.records import write_jsonl
+
+    rows = [TestQuestion(id="a", question="What is the notice period?", relevant_ids=["c1"]),
+            TestQuestion(id="b", question="what is the  notice period", relevant_ids=["c2"]),
+            TestQuestion(id="c", question="Who pays?", relevant_ids=["c1"])]
+    write_jsonl(tmp_path / "q.jsonl", rows)
+    save_embeddings(tmp_path / "q.npz", ["a", "b", "c"], np.eye(3, 4, dtype=np.float32))
+    real = load_real_questions(tmp_path / "q.jsonl", tmp_path / "q.npz", ["c0", "c1", "c2"])
+    assert real.groups().tolist() == [0, 0, 1]
+    assert real.take([2, 1]).groups().tolist() == [0, 1]
+
+
 def test_tuning_folds_hold_every_real_question_out_exactly_once():
     from ragtune.adapter.splits import real_fold_splits
     from ragtune.adapter.tuning import TuneParams, tuning_splits
@@ -270,8 +322,12 @@ def test_selection_on_real_validation_learns_what_only_real_questions_teach():
 def test_fewer_than_two_real_questions_cannot_validate():
     syn, real = small_data()
     one = with_real_questions(syn, RealQuestions(["r0"], real.emb[:1], real.relevant[:1]))
-    with pytest.raises(DataError, match="at least 2 are needed"):
+    with pytest.raises(DataError, match="at least 2 distinct ones are needed"):
         split_real(one, 0.3, 0)
+    # two ids, one question asked twice: nothing distinct is left to validate on
+    twice = with_real_questions(syn, RealQuestions(["r0", "r1"], real.emb[:2], real.relevant[:2], ["same", "same"]))
+    with pytest.raises(DataError, match="2 real training question\\(s\\), 1 distinct"):
+        split_real(twice, 0.3, 0)
 
 
 # --- the learning curve -----------------------------------------------------------------------------

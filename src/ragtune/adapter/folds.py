@@ -1,6 +1,7 @@
 """k-fold over the human test questions, for a user whose only labelled questions are the test set.
 
-The test questions are dealt into `k` seeded folds. Fold f's adapter trains on the synthetic questions, the
+The test questions are dealt into `k` seeded folds (copies of one question, by normalised text, share a
+fold). Fold f's adapter trains on the synthetic questions, the
 user's other real questions (if any) and the test questions of every *other* fold; its validation (model
 selection) is a seeded slice of those, so nothing of fold f reaches its training or selection. Tuning never
 reads test questions at all. Eval then scores each test question with its own fold's adapter and pools the
@@ -16,24 +17,30 @@ import numpy as np
 
 from .data import TrainingData
 from .real_questions import RealQuestions, synthetic_part, with_real_questions
-from .splits import deal_folds
+from .splits import deal_group_folds
 from .training import BaggedResult, TrainParams, train_bagged
 
 
-def assign_folds(ids: Sequence[str], k: int, seed: int) -> dict[str, int]:
-    """Question id -> fold (0..k-1): a seeded permutation dealt round-robin, so fold sizes differ by at most one."""
-    return dict(zip(ids, deal_folds(len(ids), k, seed).tolist()))
+def assign_folds(questions: RealQuestions, k: int, seed: int) -> dict[str, int]:
+    """Question id -> fold (0..k-1): the distinct questions in a seeded permutation dealt round-robin, so
+    fold sizes differ by at most one question (without copies), and the copies of a question asked twice
+    share its fold: none of them can train the adapter that is tested on another."""
+    return dict(zip(questions.ids, deal_group_folds(questions.groups(), k, seed).tolist()))
 
 
 def join_real(*parts: RealQuestions | None) -> RealQuestions:
-    """Several sets of real questions as one (ids must not repeat)."""
+    """Several sets of real questions as one (ids must not repeat). A part without keys counts each of its
+    questions as distinct."""
     present = [p for p in parts if p is not None and p.ids]
     ids = [q for p in present for q in p.ids]
     if len(set(ids)) != len(ids):
         raise ValueError("a real question id appears in two sets")
     dim = present[0].emb.shape[1] if present else 0
+    keys = None
+    if any(p.keys is not None for p in present):  # "\0" + id: a key no normalised text can equal
+        keys = [k for p in present for k in (p.keys if p.keys is not None else ["\0" + i for i in p.ids])]
     return RealQuestions(ids, np.concatenate([p.emb for p in present]) if present else np.zeros((0, dim), np.float32),
-                         [r for p in present for r in p.relevant])
+                         [r for p in present for r in p.relevant], keys)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import torch
 from ..errors import DataError
 from .data import TrainingData
 from .hard_negatives import Candidates
+from .losses import text_groups
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,20 @@ class RealQuestions:
     ids: list[str]
     emb: np.ndarray
     relevant: list[np.ndarray]
+    # Each question's text after `normalise_question` (None: every question counts as distinct). A query log
+    # repeats its popular questions under new ids; every held-out split keeps the copies on one side.
+    keys: list[str] | None = None
 
     def take(self, keep: Sequence[int]) -> "RealQuestions":
         """The questions at indices `keep`, in that order."""
         keep = list(keep)
-        return RealQuestions([self.ids[i] for i in keep], self.emb[keep], [self.relevant[i] for i in keep])
+        return RealQuestions([self.ids[i] for i in keep], self.emb[keep], [self.relevant[i] for i in keep],
+                             None if self.keys is None else [self.keys[i] for i in keep])
+
+    def groups(self) -> np.ndarray:
+        """(m,) int64: one id per distinct question, numbered in order of first appearance (with no repeated
+        question, question i is group i)."""
+        return np.arange(len(self.ids), dtype=np.int64) if self.keys is None else text_groups(self.keys)
 
 
 def with_real_questions(data: TrainingData, real: RealQuestions) -> TrainingData:
@@ -92,7 +102,7 @@ def load_real_questions(questions_jsonl: str | Path, questions_npz: str | Path,
     """The fetch stage's train_questions.jsonl with the embed stage's real.npz, rows in the file's order
     (or, for k-fold, a test.jsonl with test.npz and `human_only`: synthetic test questions never train)."""
     from ..embedding.embedder import embeddings_for
-    from ..records import load_test
+    from ..records import load_test, normalise_question
 
     questions = load_test(questions_jsonl, corpus_ids=corpus_ids)
     if human_only:
@@ -101,4 +111,5 @@ def load_real_questions(questions_jsonl: str | Path, questions_npz: str | Path,
     return RealQuestions(ids=[q.id for q in questions],
                          emb=embeddings_for([q.id for q in questions], questions_npz, f"questions of {questions_jsonl}"),
                          relevant=[np.array([corpus_row[r] for r in q.relevant_ids], dtype=np.int64)
-                                   for q in questions])
+                                   for q in questions],
+                         keys=[normalise_question(q.question) for q in questions])
