@@ -45,9 +45,10 @@ def test_whole_pipeline_on_a_tiny_corpus(tmp_path):
     assert_same_committed_outputs(clone)
     assert json.loads((clone / "data/train/run.json").read_text())["mlflow_run_id"]  # the run's own facts: here
 
-    # Paid work shared through a DVC remote (a local directory here): push, fresh clone, pull, and every stage
-    # forced again: the pulled caches answer every embedding and every LLM call (the judge's local model is
-    # deterministic, so even its failures are kept), and the committed outputs come out the same.
+    # Paid work shared through a DVC remote (a local directory here): push, fresh clone, pull, and the stages
+    # that pay (LLM calls, embeddings) forced again: the pulled caches answer every embedding and every LLM call
+    # (the judge's local model is deterministic, so even its failures are kept), and the committed outputs come
+    # out the same. The stages between them pay nothing; the fresh clone above already reran them.
     dvc(repo, "remote", "add", "-d", "team", str(tmp_path / "remote"))
     subprocess.run([*git, "commit", "-qam", "team remote"], cwd=repo, check=True)
     dvc(repo, "push")
@@ -56,7 +57,8 @@ def test_whole_pipeline_on_a_tiny_corpus(tmp_path):
     dvc(pulled, "pull")
     for cache in ("llm", "embeddings", "judge_llm", "judge_embeddings"):
         assert (pulled / f"data/cache/{cache}.sqlite").is_file()
-    dvc(pulled, "repro", "-f", timeout=1500)
+    out = dvc(pulled, "repro", "-f", "-s", "synthesize", "embed", "judge", timeout=1500)
+    assert all(f"Running stage '{stage}'" in out for stage in ("synthesize", "embed", "judge"))
     embed_run = json.loads((pulled / "data/embed/run.json").read_text())
     assert embed_run["encoded"] == 0 and embed_run["cache_hits"] > 0
     judge_run = json.loads((pulled / "data/judge/run.json").read_text())
