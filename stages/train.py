@@ -108,10 +108,9 @@ def train_test_folds(params: TrainParams, data):
     from ragtune.adapter.real_questions import load_real_questions
 
     test_real = load_real_questions(TEST_FILE, TEST_NPZ, data.corpus_ids, human_only=True)
-    distinct = len(set(test_real.groups().tolist()))
-    if distinct < params.folds:
-        raise RagtuneError(f"train.folds is {params.folds} but {TEST_FILE} has {distinct} distinct human test "
-                           "question(s); lower train.folds or set it to 0")
+    if test_real.n_distinct < params.folds:
+        raise RagtuneError(f"train.folds is {params.folds} but {TEST_FILE} has {test_real.n_distinct} distinct human "
+                           "test question(s); lower train.folds or set it to 0")
     fold_of = assign_folds(test_real, params.folds, params.seed)
     results = train_folds(params, data, test_real, fold_of)
     root = MODEL_DIR / FOLDS_DIR

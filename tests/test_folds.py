@@ -176,6 +176,11 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
         own = load_adapter_transform(tmp_path / f"models/adapter/folds/fold-{folds['fold_of'][q]}")
         assert np.allclose(adapted[i], own(tests.emb[i:i + 1])[0], atol=1e-6)
 
+    # 12 test questions but 11 distinct: 12 folds cannot each hold a question of their own
+    params["train"]["folds"] = 12
+    with pytest.raises(AssertionError, match="train.folds is 12 but .* has 11 distinct human test question"):
+        run_stages(tmp_path, params, "train")
+
     # back to folds: 0 removes the fold adapters, so eval cannot pick up stale ones
     params["train"]["folds"] = 0
     run_stages(tmp_path, params, "train")

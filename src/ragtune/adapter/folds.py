@@ -2,9 +2,10 @@
 
 The test questions are dealt into `k` seeded folds (copies of one question, by normalised text, share a
 fold). Fold f's adapter trains on the synthetic questions, the user's other real questions (if any) and the
-test questions of every *other* fold; its validation (model selection) is a seeded slice of those, so nothing of fold f reaches its training or selection. Tuning never
-reads test questions at all. Eval then scores each test question with its own fold's adapter and pools the
-out-of-fold rankings into the usual report. The shipped adapter trains on all of them.
+test questions of every *other* fold; its validation (model selection) is a seeded slice of those, so
+nothing of fold f reaches its training or selection. Tuning never reads test questions at all. Eval then
+scores each test question with its own fold's adapter and pools the out-of-fold rankings into the usual
+report. The shipped adapter trains on all of them.
 """
 
 from __future__ import annotations

@@ -44,6 +44,11 @@ class RealQuestions:
         question, question i is group i)."""
         return np.arange(len(self.ids), dtype=np.int64) if self.keys is None else text_groups(self.keys)
 
+    @property
+    def n_distinct(self) -> int:
+        """How many distinct questions (copies counted once)."""
+        return len(self.ids) if self.keys is None else len(set(self.keys))
+
 
 def with_real_questions(data: TrainingData, real: RealQuestions) -> TrainingData:
     """`data` with the real questions added: one training row per (question, relevant chunk), after the

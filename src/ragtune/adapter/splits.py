@@ -65,15 +65,13 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
     """Seeded split of the real questions: `val_fraction` of the distinct questions (at least one) validate,
     with every copy of each (the same text after normalisation, under other ids); every row of the others,
     and every synthetic row, trains. A validating question has no row, and no copy, in training."""
-    m = len(data.real.ids)
-    groups = data.real.groups()
-    n_groups = int(groups.max()) + 1 if m else 0
+    m, n_groups = len(data.real.ids), data.real.n_distinct
     if n_groups < 2:
         raise DataError(f"{m} real training question(s), {n_groups} distinct: at least 2 distinct ones are needed "
                         "to hold one out for validation")
     rng = np.random.default_rng(seed)
     n_val = min(n_groups - 1, max(1, math.ceil(val_fraction * n_groups)))
-    return _real_holdout(data, np.flatnonzero(np.isin(groups, rng.permutation(n_groups)[:n_val])))
+    return _real_holdout(data, np.flatnonzero(np.isin(data.real.groups(), rng.permutation(n_groups)[:n_val])))
 
 
 def _real_holdout(data: TrainingData, val_real: np.ndarray) -> Split:
@@ -102,12 +100,11 @@ def real_fold_splits(data: TrainingData, k: int, seed: int) -> list[Split]:
     """`k` real validation splits whose validation sides are disjoint and together hold every real question
     once (seeded folds of whole questions); split f trains on every synthetic row and the other folds'
     real rows. Tuning scores a configuration on all of them (cross-validation) instead of on one slice."""
-    groups = data.real.groups() if data.has_real else np.zeros(0, dtype=np.int64)
-    m, n_groups = len(groups), int(groups.max()) + 1 if len(groups) else 0
+    m, n_groups = (len(data.real.ids), data.real.n_distinct) if data.has_real else (0, 0)
     if k > n_groups:
         raise DataError(f"tune.real_folds is {k} but there are {m} real training questions ({n_groups} distinct); "
                         f"set it to at most {n_groups}, or 0 for one seeded train.real_val_fraction slice")
-    fold = deal_group_folds(groups, k, seed)
+    fold = deal_group_folds(data.real.groups(), k, seed)
     return [_real_holdout(data, np.flatnonzero(fold == f)) for f in range(k)]
 
 
