@@ -340,6 +340,17 @@ def test_learning_curve_subsets_are_nested_seeded_and_end_with_all():
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(points, nested_subsets(60, [0, 1, 10, 25, 100], 3)))
     assert not np.array_equal(points[1][1], nested_subsets(60, [10], 4)[0][1])
     assert [n for n, _ in nested_subsets(0, [0, 25], 3)] == [0]
+    # copies (one distinct question asked under several ids): sizes count distinct questions, a point holds
+    # every copy of each, and without copies the points are the ones above
+    groups = np.array([*range(60), 0, 0, 7, 31])
+    with_copies = nested_subsets(60, [0, 1, 10, 25, 100], 3, groups)
+    assert [n for n, _ in with_copies] == [0, 10, 25, 60]
+    for (n, keep), (_, plain) in zip(with_copies, points):
+        assert len(np.unique(groups[keep])) == n
+        assert set(keep.tolist()) == set(np.flatnonzero(np.isin(groups, plain)).tolist())
+    assert np.array_equal(with_copies[-1][1], np.arange(64))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(points, nested_subsets(60, [0, 1, 10, 25, 100], 3,
+                                                                                     np.arange(60))))
 
 
 def test_learning_curve_trains_each_point_on_its_subset_only():

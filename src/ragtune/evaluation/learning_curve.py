@@ -51,13 +51,17 @@ class CurveParams(Section):
         return sorted(set(v))
 
 
-def nested_subsets(n_real: int, sizes: Sequence[int], seed: int) -> list[tuple[int, np.ndarray]]:
+def nested_subsets(n_real: int, sizes: Sequence[int], seed: int,
+                   groups: np.ndarray | None = None) -> list[tuple[int, np.ndarray]]:
     """(n, indices of the real questions in point n, ascending) for each size <= n_real, plus n_real
     itself; each point's questions are the first n of one seeded permutation, so every subset contains
-    the smaller ones. A size of 1 is skipped (one real question cannot both train and validate)."""
+    the smaller ones. A size of 1 is skipped (one real question cannot both train and validate).
+    `groups` (m,): each question's distinct question (`RealQuestions.groups`), n_real of them; sizes then
+    count distinct questions (what a user labels) and a point holds every copy of each."""
     order = np.random.default_rng(seed).permutation(n_real)
     points = sorted({n for n in sizes if n <= n_real and n != 1} | {n_real})
-    return [(n, np.sort(order[:n])) for n in points if n != 1]
+    groups = np.arange(n_real) if groups is None else groups
+    return [(n, np.flatnonzero(np.isin(groups, order[:n]))) for n in points if n != 1]
 
 
 @dataclass(frozen=True)
@@ -99,9 +103,9 @@ def learning_curve(train_params: TrainParams, data: TrainingData, test: QuerySet
     bootstrap p against raw cosine, and each baseline's (flat) values. `baselines` must hold `cosine`.
     `shipped`: an adapter already trained by `train` with `train_params` on all of `data` (the train stage's),
     evaluated as the last point instead of being trained again."""
-    n_real = len(data.real.ids) if data.has_real else 0
+    n_real = data.real.n_distinct if data.has_real else 0
     rows = []
-    for n, keep in nested_subsets(n_real, curve.sizes, curve.seed):
+    for n, keep in nested_subsets(n_real, curve.sizes, curve.seed, data.real.groups() if data.has_real else None):
         if n == n_real and n > 0 and shipped is not None:
             log.info("curve: %d real training questions: the shipped adapter", n)
             adapter = shipped
