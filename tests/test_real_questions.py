@@ -215,7 +215,7 @@ def test_copies_of_a_real_question_are_held_out_together():
     from ragtune.adapter.splits import real_fold_splits
 
     data = distorted_world(n_real=40)
-    # a query log: r0 asked four times, r1 three times (under other ids), the rest once
+    # a query log: question 0 asked four times, question 1 three times (under other ids), the rest once
     keys = [f"q{i}" for i in range(40)]
     for i in (5, 9, 17):
         keys[i] = "q0"
@@ -226,10 +226,13 @@ def test_copies_of_a_real_question_are_held_out_together():
     for seed in range(8):
         splits = [split_real(copies, 0.25, seed), *real_fold_splits(copies, 3, seed)]
         for split in splits:
-            trained = set(data.row_real[split.train][data.row_real[split.train] >= 0].tolist())
+            trained = set(copies.row_real[split.train][copies.row_real[split.train] >= 0].tolist())
             for group in groups:  # all of a question's copies validate, or none does
                 assert np.isin(group, split.val_real).all() or not np.isin(group, split.val_real).any()
                 assert not (np.isin(group, split.val_real).any() and set(group.tolist()) & trained)
+    # without keys the same seeds deal some copies apart (what the keys prevent)
+    assert any(0 < np.isin(group, split_real(data, 0.25, seed).val_real).sum() < len(group)
+               for seed in range(8) for group in groups)
     # 35 distinct questions: a quarter of them (9) validate, with their copies
     assert len(np.unique(np.array(keys)[split_real(copies, 0.25, 0).val_real])) == 9
     # distinct keys split exactly as no keys did
