@@ -25,7 +25,7 @@ def assign_folds(questions: RealQuestions, k: int, seed: int) -> dict[str, int]:
     """Question id -> fold (0..k-1): the distinct questions in a seeded permutation dealt round-robin, so
     fold sizes differ by at most one question (without copies), and the copies of a question asked twice
     share its fold: none of them can train the adapter that is tested on another."""
-    return dict(zip(questions.ids, deal_group_folds(questions.groups(), k, seed).tolist()))
+    return dict(zip(questions.ids, deal_group_folds(questions, k, seed).tolist()))
 
 
 def join_real(*parts: RealQuestions | None) -> RealQuestions:

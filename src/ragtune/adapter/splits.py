@@ -20,6 +20,7 @@ from .data import TrainingData
 from .model import QueryAdapter
 
 if TYPE_CHECKING:
+    from .real_questions import RealQuestions
     from .training import TrainParams
 
 
@@ -89,11 +90,10 @@ def deal_folds(n: int, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def deal_group_folds(groups: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """(m,) fold of each question whose group (distinct question) is `groups` (m,): the groups are dealt
-    (`deal_folds`), so copies of one question share a fold; with no copies, exactly `deal_folds(m, k, seed)`."""
-    n_groups = int(groups.max()) + 1 if len(groups) else 0
-    return deal_folds(n_groups, k, seed)[groups]
+def deal_group_folds(real: RealQuestions, k: int, seed: int) -> np.ndarray:
+    """(m,) fold of each of the m `real` questions: its distinct questions are dealt (`deal_folds`), so copies
+    of one question share a fold; with no copies, exactly `deal_folds(m, k, seed)`."""
+    return deal_folds(real.n_distinct, k, seed)[real.groups()]
 
 
 def real_fold_splits(data: TrainingData, k: int, seed: int) -> list[Split]:
@@ -104,7 +104,7 @@ def real_fold_splits(data: TrainingData, k: int, seed: int) -> list[Split]:
     if k > n_groups:
         raise DataError(f"tune.real_folds is {k} but there are {m} real training questions ({n_groups} distinct); "
                         f"set it to at most {n_groups}, or 0 for one seeded train.real_val_fraction slice")
-    fold = deal_group_folds(data.real.groups(), k, seed)
+    fold = deal_group_folds(data.real, k, seed)
     return [_real_holdout(data, np.flatnonzero(fold == f)) for f in range(k)]
 
 
