@@ -23,8 +23,13 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/python -m ragtune.readme
 
+# Tests run in parallel worker processes (pytest-xdist), one per core up to 4: the end-to-end tests wait on
+# dvc subprocesses, and more workers than that only add memory (each imports torch). `make test TEST_WORKERS=0`
+# runs them in this one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks
