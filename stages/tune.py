@@ -37,7 +37,7 @@ def main() -> None:
         best = result.best
         run.set_tags({"optuna.study_name": result.study_name, "optuna.storage": storage_label,
                       "ragtune.validation": "real" if data.has_real else "synthetic",
-                      "optuna.best_trial": best["trial"]})
+                      "optuna.best_trial": best["trial"], "optuna.stopped_by": result.stopped_by})
         run.log_metrics({"best_val_hit@5": best["value"], "best_val_mrr@10": best["val_mrr@10"],
                          "baseline_val_hit@5": best["baseline_val_hit@5"], "seconds": result.seconds,
                          **{f"n_{k}": v for k, v in result.counts.items()}})
@@ -52,13 +52,14 @@ def main() -> None:
     write_json(OUT / "best.json", {**best, "storage": storage_label,
                                    "validation": "real" if data.has_real else "synthetic",
                                    "validation_folds": max(1, real_fold_count(data, tune)),
-                                   "trials": result.counts})
+                                   "trials": result.counts, "stopped_by": result.stopped_by})
     # `ragtune tune-worker --study` takes the study name from here.
     write_run_record(OUT, {"study": result.study_name, "seconds": round(result.seconds, 2),
                            "mlflow_run_id": run.run_id})
     print(f"tune: {result.counts['complete']} complete, {result.counts['pruned']} pruned in "
           f"{result.seconds:.0f} s; best trial {best['trial']}: val Hit@5 {best['value']:.4f} "
-          f"(raw cosine {best['baseline_val_hit@5']:.4f})")
+          f"(raw cosine {best['baseline_val_hit@5']:.4f})"
+          + ("; stopped by tune.timeout_s before tune.n_trials" if result.stopped_by == "timeout_s" else ""))
 
 
 if __name__ == "__main__":

@@ -266,6 +266,7 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
 
     best = read_json(tmp_path / "data/tune/best.json")
     assert best["trials"]["complete"] + best["trials"]["pruned"] == 4 and set(best["params"]) == {"kind", "lr"}
+    assert best["stopped_by"] == "n_trials"
     assert (tmp_path / "data/tune/storage/optuna.journal").is_file()
     assert (tmp_path / "data/tune/trials.csv").read_text().startswith("trial,state,value,best_so_far")
     metrics = read_json(tmp_path / "data/train/report.json")

@@ -76,7 +76,7 @@ def test_same_seed_same_study_and_best_json_fields(inputs, tmp_path):
     b = run_study(tune_params(resume=False), BASE, inputs, tmp_path / "b")
     assert a.trials == b.trials  # no wall time in a row: trials.csv reruns byte for byte
     assert a.best == b.best and a.study_name == b.study_name
-    assert a.counts["complete"] + a.counts["pruned"] == 6
+    assert a.counts["complete"] + a.counts["pruned"] == 6 and a.stopped_by == "n_trials"
     assert set(a.best["params"]) == set(SPACE)
     assert a.best["value"] >= a.best["baseline_val_hit@5"]  # raw cosine is in every trial's selection
 
@@ -92,6 +92,17 @@ def test_resume_continues_the_same_study(inputs, tmp_path):
     assert len(fresh.trials) == 2
     changed = run_study(tune_params(n_trials=2), BASE.model_copy(update={"temperature": 0.1}), inputs, tmp_path)
     assert changed.study_name != first.study_name  # other base params: another study
+
+
+def test_a_study_the_time_budget_stopped_says_so_and_resumes_to_n_trials(inputs, tmp_path, caplog):
+    first = run_study(tune_params(n_trials=2), BASE, inputs, tmp_path)
+    # A budget spent before the first new trial: the study keeps its 2 trials of the 5 asked for.
+    cut = run_study(tune_params(n_trials=5, timeout_s=1e-9), BASE, inputs, tmp_path)
+    assert cut.stopped_by == "timeout_s" and cut.counts["complete"] + cut.counts["pruned"] < 5
+    assert cut.trials[:2] == first.trials
+    assert "tune.timeout_s" in caplog.text and "of tune.n_trials=5" in caplog.text
+    resumed = run_study(tune_params(n_trials=5), BASE, inputs, tmp_path)
+    assert resumed.stopped_by == "n_trials" and len(resumed.trials) == 5 and resumed.trials[:2] == first.trials
 
 
 def test_a_trial_left_running_by_a_killed_run_is_failed_on_resume(inputs, tmp_path):

@@ -359,6 +359,9 @@ class StudyResult:
     trials: list[dict[str, Any]]
     seconds: float
     counts: dict[str, int]
+    # "n_trials": the study reached tune.n_trials finished trials; "timeout_s": the time budget stopped it
+    # first, so how many trials ran (hence the best) depends on this machine's speed
+    stopped_by: str
 
 
 def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], storage_dir: str | os.PathLike[str],
@@ -414,7 +417,13 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
     trials = trial_rows(study)
     counts = {s: sum(1 for t in trials if t["state"] == s) for s in ("complete", "pruned", "fail", "running")}
     best = best_configuration(study)
-    return StudyResult(study, study_name, best, trials, time.perf_counter() - t0, counts)
+    stopped_by = "n_trials" if counts["complete"] + counts["pruned"] >= tune.n_trials else "timeout_s"
+    if stopped_by == "timeout_s":
+        log.warning("tune.timeout_s (%s s) stopped the study after %d of tune.n_trials=%d finished trials: the "
+                    "best depends on this machine's speed. `dvc repro -f tune` resumes the study; "
+                    "tune.timeout_s: null makes it run to n_trials", tune.timeout_s,
+                    counts["complete"] + counts["pruned"], tune.n_trials)
+    return StudyResult(study, study_name, best, trials, time.perf_counter() - t0, counts, stopped_by)
 
 
 def _run_worker_in_process(job: WorkerJob, data: TrainingData) -> None:
