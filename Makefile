@@ -24,9 +24,9 @@ run: $(STAMP)
 	$(BIN)/python -m ragtune.readme
 
 # Tests run in parallel worker processes (pytest-xdist), one per core up to 4: the end-to-end tests wait on
-# dvc subprocesses, and more workers than that only add memory (each imports torch). `make test TEST_WORKERS=0`
-# runs them in this one process.
-TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+# dvc subprocesses, and more workers than that only add memory (each imports torch). On one core, and with
+# `make test TEST_WORKERS=0`, they run in this one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 2 ? 0 : (n < 4 ? n : 4) )))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
