@@ -417,12 +417,12 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
     trials = trial_rows(study)
     counts = {s: sum(1 for t in trials if t["state"] == s) for s in ("complete", "pruned", "fail", "running")}
     best = best_configuration(study)
-    stopped_by = "n_trials" if counts["complete"] + counts["pruned"] >= tune.n_trials else "timeout_s"
+    finished = finished_trials(study)  # the count the workers stop at
+    stopped_by = "n_trials" if finished >= tune.n_trials else "timeout_s"
     if stopped_by == "timeout_s":
         log.warning("tune.timeout_s (%s s) stopped the study after %d of tune.n_trials=%d finished trials: the "
                     "best depends on this machine's speed. `dvc repro -f tune` resumes the study; "
-                    "tune.timeout_s: null makes it run to n_trials", tune.timeout_s,
-                    counts["complete"] + counts["pruned"], tune.n_trials)
+                    "tune.timeout_s: null makes it run to n_trials", tune.timeout_s, finished, tune.n_trials)
     return StudyResult(study, study_name, best, trials, time.perf_counter() - t0, counts, stopped_by)
 
 
