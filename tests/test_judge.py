@@ -118,6 +118,62 @@ def test_a_malformed_reply_is_retried_with_the_error_then_counted_as_a_failure()
     assert retries[1].user.startswith("user text\n\nYour previous reply was rejected")
 
 
+class _RecordingBackend:
+    """Answers every structured request with one valid answer and records what it was sent."""
+
+    name, model, cacheable, uses_prompt, deterministic = "rec", "rec-1", True, True, True
+
+    def __init__(self, takes_penalty: bool):
+        self.repeat_penalty = takes_penalty
+        self.sent = []
+
+    def identity(self):
+        return {"backend": self.name, "model": self.model}
+
+    def generate(self, requests, on_result, stop, state=None):
+        from ragtune.llm.base import GenResult
+
+        for req in requests:
+            self.sent.append(req)
+            on_result(GenResult(key=req.key, ok=True, output={"answer": "a", "context_sufficient": True}))
+
+    def close(self):
+        pass
+
+
+def test_the_answer_repeat_penalty_reaches_a_local_model_and_its_key_and_no_api_backend(tmp_path):
+    from ragtune.cache import ContentCache
+    from ragtune.judge.calls import LlmCall, llm_cache_key, make_complete
+    from ragtune.judge.run import answer_calls
+    from ragtune.llm.runner import RunStats
+
+    prompt = load_prompt("answer_v1")
+    penalised = answer_calls(_items(2), prompt, JudgeParams())
+    plain = answer_calls(_items(2), prompt, JudgeParams(answer_repeat_penalty=1.0))
+    assert {c.repeat_penalty for c in penalised} == {1.1} and {c.repeat_penalty for c in plain} == {1.0}
+    local, api = _RecordingBackend(True), _RecordingBackend(False)
+    with ContentCache(tmp_path / "llm.sqlite") as cache:
+        make_complete(local, cache, RunStats())(penalised)
+        make_complete(api, cache, RunStats())(penalised)
+        make_complete(api, cache, RunStats())(plain)
+    assert [r.repeat_penalty for r in local.sent] == [1.1] * 3  # q0's arms share a context: one request
+    # Same identity: the penalty alone sets the local model's keys apart. The API is sent none, and its keys
+    # are those of unpenalised calls, so the second batch is served from the cache.
+    assert [r.repeat_penalty for r in api.sent] == [None] * 3
+    assert {r.key for r in local.sent}.isdisjoint(r.key for r in api.sent)
+    # A penalty of 1 leaves the key as it was before the setting existed (the digest is what commit cefa017
+    # computed for this call): answers already paid for stay cached.
+    call = LlmCall("answer", "q1/cosine", "sys", "user", "submit_answer", answer_schema(420), 150, 0.0, "h")
+    identity = {"backend": "anthropic", "model": "claude-haiku-4-5", "seed": 42, "max_tokens": 256,
+                "temperature": 0.7}
+    assert llm_cache_key(identity, call) == "ecf505ca0095f327838a1cdeeccb0559da33c83eb5b2ec81b2f33fac3e28be11"
+    # A retried answer keeps its penalty.
+    cut = LlmReply(False, reason="max_tokens", detail="hit max_tokens")
+    runner = Scripted({penalised[0].item: [cut, LlmReply(True, {"answer": "a", "context_sufficient": True})]})
+    out = complete_with_retries(penalised[:1], parse_answer, runner, retries=1)
+    assert out[0].ok and [c.repeat_penalty for c in runner.sent] == [1.1, 1.1]
+
+
 def test_a_max_tokens_stop_is_retried_and_zero_retries_means_one_attempt():
     cut = LlmReply(False, reason="max_tokens", detail="hit max_tokens")
     out = complete_with_retries([_call("a")], parse_judgement, Scripted({"a": [cut, cut]}), retries=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from conftest import make_chunks
@@ -67,3 +69,30 @@ def test_schema_bounds_each_question_and_the_bound_is_in_the_key():
         update={"max_string_chars": None})}))
     assert "maxLength" not in loose.body(req)["json_schema"]["properties"]["questions"]["items"]
     assert b.identity() != loose.identity()
+
+
+def test_a_repeat_penalty_is_sent_only_when_the_request_has_one():
+    from ragtune.llm.base import GenRequest
+
+    req = GenRequest(key="0" * 64, system="s", user="u", passage="p", max_items=3)
+    b = LlamaCppBackend(PARAMS)
+    assert "repeat_penalty" not in b.body(req)
+    assert b.body(replace(req, repeat_penalty=1.1))["repeat_penalty"] == 1.1
+
+
+@pytest.mark.slow
+def test_the_real_model_takes_the_repeat_penalty_and_it_breaks_a_copied_loop():
+    """At temperature 0 SmolLM2 copies a repetitive context into its answer; the penalty changes that, which
+    also shows that llama.cpp reads the field (an unknown field would be ignored and the reply unchanged)."""
+    from ragtune.judge.prompts import answer_chars, answer_schema, load_prompt
+    from ragtune.llm.base import GenRequest, ToolSpec
+
+    prompt = load_prompt("answer_v1")
+    user = prompt.render(context="[1] Log: 2023-01-22 12:52:52.143" + "-1000" * 7, question="When does it apply?")
+    req = GenRequest(key="0" * 64, system=prompt.system, user=user, max_tokens=150, temperature=0.0,
+                     tool=ToolSpec("submit_answer", "Submit the answer.", answer_schema(answer_chars(150))))
+    b = LlamaCppBackend(PARAMS)
+    plain, penalised = b.call(req), b.call(replace(req, repeat_penalty=1.1))
+    assert plain.ok and penalised.ok
+    assert "-1000-1000-1000" in plain.output["answer"]
+    assert "-1000-1000-1000" not in penalised.output["answer"]

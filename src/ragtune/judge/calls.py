@@ -6,7 +6,7 @@ records a counted failure; `make_complete` puts the content-addressed LLM cache 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from ..cache import content_key
@@ -30,6 +30,7 @@ class LlmCall:
     max_tokens: int
     temperature: float
     prompt_sha256: str
+    repeat_penalty: float = 1.0  # 1: none; sent (and keyed) only to a backend that takes it
 
 
 @dataclass
@@ -86,9 +87,7 @@ def complete_with_retries(calls: Sequence[LlmCall], parse: Callable[[Any], Any],
                 out.reason, out.detail = reply.reason or "failed", reply.detail
             if out.reason in RETRYABLE and attempt < retries:
                 base = calls[i]
-                current[i] = LlmCall(base.kind, base.item, base.system,
-                                     with_feedback(base.user, out.detail or out.reason, base.tool), base.tool,
-                                     base.schema, base.max_tokens, base.temperature, base.prompt_sha256)
+                current[i] = replace(base, user=with_feedback(base.user, out.detail or out.reason, base.tool))
                 retry.append(i)
         pending = retry
     return outcomes
@@ -104,8 +103,10 @@ def llm_cache_key(identity: Mapping[str, Any], call: LlmCall) -> str:
     file's hash, the rendered messages, the tool and its schema, and this call's sampling params."""
     # The call's own max_tokens and temperature replace the llm section's, so those are not in the key.
     backend = {k: v for k, v in identity.items() if k not in ("max_tokens", "temperature")}
+    # A penalty of 1 (none, and every call before it existed) adds nothing, so those keys stay as they were.
+    penalty = () if call.repeat_penalty == 1.0 else (("repeat_penalty", call.repeat_penalty),)
     return content_key(_CACHE_VERSION, backend, call.kind, call.prompt_sha256, call.system, call.user, call.tool,
-                       call.schema, call.max_tokens, call.temperature)
+                       call.schema, call.max_tokens, call.temperature, *penalty)
 
 
 def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
@@ -114,11 +115,17 @@ def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
     from ..llm import GenRequest, ToolSpec, run_cached
 
     identity = backend.identity()
+    # A backend that cannot send a repeat penalty answers as if there were none: same key, nothing sent.
+    takes_penalty = backend.repeat_penalty
 
     def complete(calls: Sequence[LlmCall]) -> list[LlmReply]:
+        if not takes_penalty:
+            calls = [replace(c, repeat_penalty=1.0) for c in calls]
         requests = [GenRequest(key=llm_cache_key(identity, c), system=c.system, user=c.user,
                                tool=ToolSpec(c.tool, _TOOL_DESCRIPTIONS.get(c.tool, c.tool), c.schema),
-                               max_tokens=c.max_tokens, temperature=c.temperature) for c in calls]
+                               max_tokens=c.max_tokens, temperature=c.temperature,
+                               repeat_penalty=None if c.repeat_penalty == 1.0 else c.repeat_penalty)
+                    for c in calls]
         results = run_cached(backend, cache, requests, stats, meta={"stage": "judge"})
         replies = []
         for req in requests:

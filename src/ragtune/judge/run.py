@@ -79,6 +79,10 @@ class JudgeParams(Section):
     answer_max_tokens: int = Field(150, ge=16, le=8192)  # also bounds the answer: 3 chars a token
     judge_max_tokens: int = Field(256, ge=32, le=8192)
     answer_temperature: float = Field(0.0, ge=0.0, le=2.0)  # the judge itself always runs at 0
+    # Local models only (llamacpp; the Anthropic API has no such setting, so it is neither sent nor keyed
+    # there). Above 1 it penalises tokens repeated in the last 64, which stops the loops a small model falls
+    # into at temperature 0. Answers only: on the judge's scores it would push repeated integers apart.
+    answer_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
     swap_order: bool = True  # judge each pair in both orders (position-bias control)
     schema_retries: int = Field(1, ge=0, le=5)  # re-asks after a reply that breaks the schema
     answer_prompt: str = Field("answer_v1", pattern=r"^[A-Za-z0-9_.-]+$")  # src/ragtune/prompts/<name>.txt
@@ -118,7 +122,8 @@ def answer_calls(items: Sequence[JudgeItem], prompt: Prompt, params: JudgeParams
     return [LlmCall("answer", f"{it.question_id}/{arm}", prompt.system,
                     prompt.render(context=it.context[arm], question=it.question), ANSWER_TOOL,
                     answer_schema(answer_chars(params.answer_max_tokens)),
-                    params.answer_max_tokens, params.answer_temperature, prompt.sha256)
+                    params.answer_max_tokens, params.answer_temperature, prompt.sha256,
+                    params.answer_repeat_penalty)
             for it in items for arm in ARMS]
 
 

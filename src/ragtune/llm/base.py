@@ -68,7 +68,9 @@ class GenRequest:
     backends without a prompt, such as ICT).
 
     A generic structured request sets `tool` (and may set `max_tokens` / `temperature`, which then
-    replace llm.max_tokens / llm.temperature for this request; the caller puts them in its key)."""
+    replace llm.max_tokens / llm.temperature for this request; the caller puts them in its key).
+    `repeat_penalty` (> 1 penalises recently generated tokens) is sent only by backends whose
+    `repeat_penalty` is true; the caller keys it only for those."""
 
     key: str
     system: str
@@ -78,6 +80,7 @@ class GenRequest:
     tool: ToolSpec | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    repeat_penalty: float | None = None
 
 
 def request_tool(req: GenRequest) -> ToolSpec:
@@ -170,6 +173,8 @@ class Backend(Protocol):
     # The same request always gets the same reply (a seeded local model on one slot): a content failure it
     # gave is kept in the cache instead of being sent again on every run (ragtune.llm.runner).
     deterministic: bool
+    # Sends a request's `repeat_penalty` (a local model's sampler setting; the Anthropic API has none).
+    repeat_penalty: bool
 
     def identity(self) -> dict[str, Any]: ...
 

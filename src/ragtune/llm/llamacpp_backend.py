@@ -85,6 +85,7 @@ class LlamaCppBackend:
     name = "llamacpp"
     cacheable = True
     uses_prompt = True
+    repeat_penalty = True
 
     def __init__(self, params: LlmParams):
         self.params = params
@@ -136,6 +137,8 @@ class LlamaCppBackend:
         }
         if self.params.top_p is not None:
             body["top_p"] = self.params.top_p
+        if req.repeat_penalty is not None:
+            body["repeat_penalty"] = req.repeat_penalty
         if self.p.json_schema:
             schema = request_tool(req).schema
             if req.tool is None and self.p.max_string_chars:
