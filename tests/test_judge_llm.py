@@ -159,6 +159,8 @@ def test_full_run_then_a_rerun_with_zero_calls(tmp_path, server, minilm):
         assert set(c["body"]["tools"][0]["input_schema"]["properties"]) == {"answer_1", "answer_2"}
     assert m["setup"]["judged"] == N_TEST and m["failures"]["total"] == 0
     assert m["setup"]["reference"] == "relevant passages" and m["setup"]["backend"] == "anthropic"
+    assert m["setup"]["answer_repeat_penalty"] is None  # the API has no such setting: none was sent
+    assert not any("repeat_penalty" in c["body"] for c in answer_calls)
     # cosine retrieves the relevant chunk first, the rotated adapter mostly does not: cosine wins
     assert m["setup"]["context_hit_rate"]["cosine"] == 1.0
     assert m["arms"]["cosine"]["overall"] > m["arms"]["adapter"]["overall"]

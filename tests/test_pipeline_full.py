@@ -81,6 +81,7 @@ def test_whole_pipeline_on_a_tiny_corpus(tmp_path):
     judge = json.loads((repo / "data/judge/report.json").read_text())
     # llm.backend ict cannot answer: the judge ran on its fallback, the packaged local model.
     assert judge["setup"]["backend"] == "llamacpp" and judge["setup"]["questions"] == 1
+    assert judge["setup"]["answer_repeat_penalty"] == 1.1  # the local model's answers are penalised
     assert judge["setup"]["reference"] in {"expert answer", "relevant passages"}
     assert (repo / "data/judge/answers.jsonl").read_text().strip()
 

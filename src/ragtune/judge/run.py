@@ -309,7 +309,9 @@ def run_judge(paths: PipelinePaths, params: JudgeParams, llm_params: Any, embedd
     answer_prompt, judge_prompt = load_prompt(params.answer_prompt), load_prompt(params.judge_prompt)
     backend = backend if backend is not None else make_backend(llm_params)
     items, setup = build_items(paths, params, load_adapter)
-    setup = {"backend": backend.name, "model": backend.model, **setup}
+    setup = {"backend": backend.name, "model": backend.model,
+             # the penalty the answers were written with; null where the backend has none to send
+             "answer_repeat_penalty": params.answer_repeat_penalty if backend.repeat_penalty else None, **setup}
     stats = RunStats()
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(ContentCache(llm_cache_path))
