@@ -11,6 +11,7 @@ JSON), tokens written and seconds.
 
 import argparse
 import json
+from collections import Counter
 import sys
 import time
 from dataclasses import replace
@@ -43,9 +44,7 @@ def main() -> None:
     for penalty in args.penalties:
         t0 = time.perf_counter()
         results = [backend.call(replace(r, repeat_penalty=None if penalty == 1.0 else penalty)) for r in requests]
-        reasons: dict[str, int] = {}
-        for r in results:
-            reasons["ok" if r.ok else r.reason] = reasons.get("ok" if r.ok else r.reason, 0) + 1
+        reasons = Counter("ok" if r.ok else r.reason for r in results)
         print(json.dumps({"repeat_penalty": penalty, "questions": len(items), "answers": len(results),
                           "outcomes": reasons, "tokens_out": sum(r.usage.tokens_out for r in results),
                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)

@@ -37,7 +37,7 @@ class CountingBackend:
     cacheable = True
     uses_prompt = True
     deterministic = False
-    repeat_penalty = False
+    takes_repeat_penalty = False
     fail_reason = "invalid_output"
 
     def __init__(self, questions: Any = None):

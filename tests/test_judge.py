@@ -123,8 +123,8 @@ class _RecordingBackend:
 
     name, model, cacheable, uses_prompt, deterministic = "rec", "rec-1", True, True, True
 
-    def __init__(self, takes_penalty: bool):
-        self.repeat_penalty = takes_penalty
+    def __init__(self, takes_repeat_penalty: bool):
+        self.takes_repeat_penalty = takes_repeat_penalty
         self.sent = []
 
     def identity(self):

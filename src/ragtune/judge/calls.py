@@ -115,11 +115,9 @@ def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
     from ..llm import GenRequest, ToolSpec, run_cached
 
     identity = backend.identity()
-    # A backend that cannot send a repeat penalty answers as if there were none: same key, nothing sent.
-    takes_penalty = backend.repeat_penalty
 
     def complete(calls: Sequence[LlmCall]) -> list[LlmReply]:
-        if not takes_penalty:
+        if not backend.takes_repeat_penalty:  # answered as if there were none: same key, nothing sent
             calls = [replace(c, repeat_penalty=1.0) for c in calls]
         requests = [GenRequest(key=llm_cache_key(identity, c), system=c.system, user=c.user,
                                tool=ToolSpec(c.tool, _TOOL_DESCRIPTIONS.get(c.tool, c.tool), c.schema),

@@ -311,7 +311,7 @@ def run_judge(paths: PipelinePaths, params: JudgeParams, llm_params: Any, embedd
     items, setup = build_items(paths, params, load_adapter)
     setup = {"backend": backend.name, "model": backend.model,
              # the penalty the answers were written with; null where the backend has none to send
-             "answer_repeat_penalty": params.answer_repeat_penalty if backend.repeat_penalty else None, **setup}
+             "answer_repeat_penalty": params.answer_repeat_penalty if backend.takes_repeat_penalty else None, **setup}
     stats = RunStats()
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(ContentCache(llm_cache_path))

@@ -78,7 +78,7 @@ class AnthropicBackend:
     cacheable = True
     deterministic = False  # sampled (temperature), and the API gives no seed
     uses_prompt = True
-    repeat_penalty = False  # the Messages API has no repetition penalty
+    takes_repeat_penalty = False  # the Messages API has no repetition penalty
 
     def __init__(self, params: LlmParams, client: Any = None):
         self.params = params

@@ -70,7 +70,7 @@ class GenRequest:
     A generic structured request sets `tool` (and may set `max_tokens` / `temperature`, which then
     replace llm.max_tokens / llm.temperature for this request; the caller puts them in its key).
     `repeat_penalty` (> 1 penalises recently generated tokens) is sent only by backends whose
-    `repeat_penalty` is true; the caller keys it only for those."""
+    `takes_repeat_penalty` is true; the caller keys it only for those."""
 
     key: str
     system: str
@@ -174,7 +174,7 @@ class Backend(Protocol):
     # gave is kept in the cache instead of being sent again on every run (ragtune.llm.runner).
     deterministic: bool
     # Sends a request's `repeat_penalty` (a local model's sampler setting; the Anthropic API has none).
-    repeat_penalty: bool
+    takes_repeat_penalty: bool
 
     def identity(self) -> dict[str, Any]: ...
 

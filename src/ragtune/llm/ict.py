@@ -154,7 +154,7 @@ class IctBackend:
     cacheable = False  # instant and deterministic: nothing worth caching
     deterministic = True
     uses_prompt = False
-    repeat_penalty = False
+    takes_repeat_penalty = False
 
     def __init__(self, params: LlmParams):
         # The synthesize stage resolves `template_share: auto` with the real-question count; a caller that did

@@ -85,7 +85,7 @@ class LlamaCppBackend:
     name = "llamacpp"
     cacheable = True
     uses_prompt = True
-    repeat_penalty = True
+    takes_repeat_penalty = True
 
     def __init__(self, params: LlmParams):
         self.params = params
