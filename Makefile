@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test bench transfer querylogs querylogs-kfold ui venv clean-venv
+.PHONY: run test lint format bench transfer querylogs querylogs-kfold ui venv clean-venv
 
 venv: $(STAMP)
 
@@ -30,6 +30,15 @@ TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 2 ? 0 :
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
+# ruff: lint (with import order) and formatting, as CI checks them; `make format` rewrites.
+lint: $(STAMP)
+	$(BIN)/ruff check src stages tests scripts
+	$(BIN)/ruff format --check src stages tests scripts
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src stages tests scripts
+	$(BIN)/ruff format src stages tests scripts
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks

@@ -31,15 +31,29 @@ def main() -> None:
     rows = []
     with postgres_server() as url:
         for n in args.workers:
-            tune = load_section("tune", TuneParams).model_copy(update={
-                "n_trials": args.trials, "n_workers": n, "timeout_s": None, "storage": url,
-                "study_name": f"bench-{n}-workers", "resume": False})
+            tune = load_section("tune", TuneParams).model_copy(
+                update={
+                    "n_trials": args.trials,
+                    "n_workers": n,
+                    "timeout_s": None,
+                    "storage": url,
+                    "study_name": f"bench-{n}-workers",
+                    "resume": False,
+                }
+            )
             t0 = time.perf_counter()
             result = run_study(tune, base, TRAINING_INPUTS, "data/tune/storage")
             wall = time.perf_counter() - t0
             finished = result.counts["complete"] + result.counts["pruned"]
-            rows.append({"workers": n, "trials": finished, "wall_s": round(wall, 1),
-                         "trials_per_min": round(60 * finished / wall, 2), "best": round(result.best["value"], 4)})
+            rows.append(
+                {
+                    "workers": n,
+                    "trials": finished,
+                    "wall_s": round(wall, 1),
+                    "trials_per_min": round(60 * finished / wall, 2),
+                    "best": round(result.best["value"], 4),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
 
 

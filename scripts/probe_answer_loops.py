@@ -11,9 +11,9 @@ JSON), tokens written and seconds.
 
 import argparse
 import json
-from collections import Counter
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,17 +37,35 @@ def main() -> None:
     calls = answer_calls(items, load_prompt(params.answer_prompt), params)
     llm = load_section("llm", LlmParams).model_copy(update={"backend": "llamacpp"})
     backend = make_backend(llm)
-    requests = [GenRequest(key=f"{i:064x}", system=c.system, user=c.user, max_tokens=c.max_tokens,
-                           temperature=c.temperature, tool=ToolSpec(c.tool, "Submit the answer.", c.schema))
-                for i, c in enumerate(calls)]
+    requests = [
+        GenRequest(
+            key=f"{i:064x}",
+            system=c.system,
+            user=c.user,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            tool=ToolSpec(c.tool, "Submit the answer.", c.schema),
+        )
+        for i, c in enumerate(calls)
+    ]
     backend.server()  # load outside the timing
     for penalty in args.penalties:
         t0 = time.perf_counter()
         results = [backend.call(replace(r, repeat_penalty=None if penalty == 1.0 else penalty)) for r in requests]
         reasons = Counter("ok" if r.ok else r.reason for r in results)
-        print(json.dumps({"repeat_penalty": penalty, "questions": len(items), "answers": len(results),
-                          "outcomes": reasons, "tokens_out": sum(r.usage.tokens_out for r in results),
-                          "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "repeat_penalty": penalty,
+                    "questions": len(items),
+                    "answers": len(results),
+                    "outcomes": reasons,
+                    "tokens_out": sum(r.usage.tokens_out for r in results),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            ),
+            flush=True,
+        )
     backend.close()
 
 

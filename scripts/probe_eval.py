@@ -30,8 +30,9 @@ class AgainstCosine:
         from ragtune.evaluation.arms import EmbeddingArm
         from ragtune.evaluation.metrics import hit_matrix, per_question_metrics
 
-        hits = hit_matrix(EmbeddingArm("x", self.corpus.emb, transform).retrieve(self.test, self.params.depth),
-                          self.test.relevant)
+        hits = hit_matrix(
+            EmbeddingArm("x", self.corpus.emb, transform).retrieve(self.test, self.params.depth), self.test.relevant
+        )
         return per_question_metrics(hits, self.test.n_relevant, self.params)
 
     def compare(self, transform) -> dict:
@@ -39,10 +40,14 @@ class AgainstCosine:
         from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
 
         new, base, ev = self.scores(transform), self.cosine, self.params
-        return {"hit@5": float(new["hit@5"].mean()), "mrr@20": float(new["mrr@20"].mean()),
-                "p_hit@5": mcnemar_exact(new["hit@5"] > 0, base["hit@5"] > 0).p_value,
-                "p_mrr@20": paired_bootstrap(new["mrr@20"], base["mrr@20"], ev.bootstrap_resamples, ev.confidence,
-                                             ev.seed).p_value}
+        return {
+            "hit@5": float(new["hit@5"].mean()),
+            "mrr@20": float(new["mrr@20"].mean()),
+            "p_hit@5": mcnemar_exact(new["hit@5"] > 0, base["hit@5"] > 0).p_value,
+            "p_mrr@20": paired_bootstrap(
+                new["mrr@20"], base["mrr@20"], ev.bootstrap_resamples, ev.confidence, ev.seed
+            ).p_value,
+        }
 
 
 def train_tuned(overrides: dict | None = None):

@@ -24,8 +24,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-FRAMES = ["What are the rules on {q}?", "What does it say about {q}?", "Can you tell me about {q}?",
-          "How does {q} work?", "I have a question about {q}.", "Does {q} apply to me?"]
+FRAMES = [
+    "What are the rules on {q}?",
+    "What does it say about {q}?",
+    "Can you tell me about {q}?",
+    "How does {q} work?",
+    "I have a question about {q}.",
+    "Does {q} apply to me?",
+]
 
 
 def rewrite(workspace: Path, share: float) -> list[str]:
@@ -43,14 +49,18 @@ def rewrite(workspace: Path, share: float) -> list[str]:
         real = Path("data/fetch/train_questions.jsonl")
         n_real = len(load_test(real)) if real.is_file() else 0
         llm = llm.model_copy(update={"ict": llm.ict.for_real_questions(n_real)})
-        corpus = {r["id"]: r["text"] for r in map(json.loads, Path("data/fetch/corpus.jsonl").read_text(
-            encoding="utf-8").splitlines())}
+        corpus = {
+            r["id"]: r["text"]
+            for r in map(json.loads, Path("data/fetch/corpus.jsonl").read_text(encoding="utf-8").splitlines())
+        }
         lines = Path("data/synthesize/questions.jsonl").read_text(encoding="utf-8").splitlines()
     finally:
         os.chdir(cwd)
     if llm.ict.templates and llm.ict.template_share > 0:
-        sys.exit(f"{workspace}: its questions were made with llm.ict.templates (share {llm.ict.template_share}); "
-                 "make it with -S llm.ict.template_share=0")
+        sys.exit(
+            f"{workspace}: its questions were made with llm.ict.templates (share {llm.ict.template_share}); "
+            "make it with -S llm.ict.template_share=0"
+        )
     extractor = make_extractor(llm.ict) if llm.ict.style != "sentence" else None
     styles: dict[str, dict[str, str]] = {}
     out = []
@@ -61,8 +71,15 @@ def rewrite(workspace: Path, share: float) -> list[str]:
             qs, st = styled_queries(corpus[cid], 3, llm.seed, llm.ict, extractor)
             styles[cid] = dict(zip(qs, st))
         h = int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16)
-        frame = (None if share == 0.0 else FRAMES[h % len(FRAMES)] if share == 1.0
-                 else FRAMES[(h // 2) % len(FRAMES)] if h % 2 == 0 else None)
+        frame = (
+            None
+            if share == 0.0
+            else FRAMES[h % len(FRAMES)]
+            if share == 1.0
+            else FRAMES[(h // 2) % len(FRAMES)]
+            if h % 2 == 0
+            else None
+        )
         if frame is not None:
             text = q[0].lower() + q[1:] if styles[cid].get(q) == "sentence" else q
             r["question"] = frame.format(q=text)
@@ -97,23 +114,49 @@ def main() -> None:
 
     env = {**os.environ, "PYTHONPATH": str(out / "src")}
     py = sys.executable
-    subprocess.run([py, "stages/embed.py", "--test", "data/synthesize/test.jsonl", "--questions",
-                    "data/synthesize/questions.jsonl", "--real", "data/fetch/train_questions.jsonl"],
-                   cwd=out, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            py,
+            "stages/embed.py",
+            "--test",
+            "data/synthesize/test.jsonl",
+            "--questions",
+            "data/synthesize/questions.jsonl",
+            "--real",
+            "data/fetch/train_questions.jsonl",
+        ],
+        cwd=out,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     subprocess.run([py, "stages/tune.py"], cwd=out, env=env, check=True, stdout=subprocess.DEVNULL)
     os.chdir(out)
     from probe_eval import AgainstCosine, load_test_inputs, train_tuned
+
     from ragtune.adapter.model import adapt_queries
 
     params, best, bagged = train_tuned()
     versus = AgainstCosine(*load_test_inputs())
     ada = versus.compare(lambda q: adapt_queries(bagged.adapter, q))
-    print(json.dumps({"workspace": str(out), "trial": best.get("trial"), "kind": params.kind,
-                      "interpolation": bagged.interpolation, "test": len(versus.test.ids),
-                      "cosine": [round(100 * versus.cosine["hit@5"].mean(), 1),
-                                 round(float(versus.cosine["mrr@20"].mean()), 4)],
-                      "adapter": [round(100 * ada["hit@5"], 1), round(ada["mrr@20"], 4)],
-                      "p_hit@5": round(ada["p_hit@5"], 4), "p_mrr@20": round(ada["p_mrr@20"], 4)}))
+    print(
+        json.dumps(
+            {
+                "workspace": str(out),
+                "trial": best.get("trial"),
+                "kind": params.kind,
+                "interpolation": bagged.interpolation,
+                "test": len(versus.test.ids),
+                "cosine": [
+                    round(100 * versus.cosine["hit@5"].mean(), 1),
+                    round(float(versus.cosine["mrr@20"].mean()), 4),
+                ],
+                "adapter": [round(100 * ada["hit@5"], 1), round(ada["mrr@20"], 4)],
+                "p_hit@5": round(ada["p_hit@5"], 4),
+                "p_mrr@20": round(ada["p_mrr@20"], 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

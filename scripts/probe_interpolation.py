@@ -24,8 +24,8 @@ def main() -> None:
     os.chdir(args.workspace)
     sys.path.insert(0, str(Path("src").resolve()))
     import torch
-
     from probe_eval import AgainstCosine, load_test_inputs
+
     from ragtune.adapter.model import adapt_queries, load_query_adapter, moves_with_interpolation
 
     versus = AgainstCosine(*load_test_inputs())
@@ -40,13 +40,31 @@ def main() -> None:
                 if name in moving:
                     param.copy_(moving[name] * (alpha / applied))
         ada = versus.compare(lambda q: adapt_queries(shipped, q))
-        rows.append({"alpha": alpha, "hit@5": round(100 * ada["hit@5"], 1), "mrr@20": round(ada["mrr@20"], 3),
-                     "p_hit@5": round(ada["p_hit@5"], 4), "p_mrr@20": round(ada["p_mrr@20"], 4)})
+        rows.append(
+            {
+                "alpha": alpha,
+                "hit@5": round(100 * ada["hit@5"], 1),
+                "mrr@20": round(ada["mrr@20"], 3),
+                "p_hit@5": round(ada["p_hit@5"], 4),
+                "p_mrr@20": round(ada["p_mrr@20"], 4),
+            }
+        )
     cos = versus.cosine
-    print(json.dumps({"workspace": str(args.workspace), "test": len(versus.test.ids), "kind": shipped.config.kind,
-                      "shipped_alpha": applied,
-                      "cosine": {"hit@5": round(100 * cos["hit@5"].mean(), 1),
-                                 "mrr@20": round(float(cos["mrr@20"].mean()), 3)}, "alphas": rows}))
+    print(
+        json.dumps(
+            {
+                "workspace": str(args.workspace),
+                "test": len(versus.test.ids),
+                "kind": shipped.config.kind,
+                "shipped_alpha": applied,
+                "cosine": {
+                    "hit@5": round(100 * cos["hit@5"].mean(), 1),
+                    "mrr@20": round(float(cos["mrr@20"].mean()), 3),
+                },
+                "alphas": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

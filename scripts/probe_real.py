@@ -6,7 +6,8 @@ change at a time, without retuning. With --against, the same questions are also 
 overrides and the two adapters are paired directly (exact McNemar on Hit@5, paired bootstrap on MRR@20).
 
     python scripts/probe_real.py data/transfer/real/work/acord --params '{"real_weight": 10}'
-    python scripts/probe_real.py data/transfer/real/work/or_sharc --params '{"seed": 47}' --against '{"seed": 47, "refit": false}'
+    python scripts/probe_real.py data/transfer/real/work/or_sharc --params '{"seed": 47}' \
+        --against '{"seed": 47, "refit": false}'
 """
 
 import argparse
@@ -25,16 +26,25 @@ def main() -> None:
     os.chdir(args.workspace)
     sys.path.insert(0, str(Path("src").resolve()))
     from probe_eval import AgainstCosine, load_test_inputs, train_tuned
+
     from ragtune.adapter.model import adapt_queries
 
     _, _, bagged = train_tuned(json.loads(args.params))
     versus = AgainstCosine(*load_test_inputs())
     ada = versus.compare(lambda q: adapt_queries(bagged.adapter, q))
-    print(json.dumps({"params": json.loads(args.params), "test": len(versus.test.ids),
-                      "val_hit@5": [round(m.best["hit@5"], 3) for m in bagged.members],
-                      "cosine": {k: round(float(versus.cosine[k].mean()), 4) for k in ("hit@5", "mrr@20")},
-                      "adapter": {k: round(ada[k], 4) for k in ("hit@5", "mrr@20")},
-                      "p_hit@5": round(ada["p_hit@5"], 4), "p_mrr@20": round(ada["p_mrr@20"], 4)}))
+    print(
+        json.dumps(
+            {
+                "params": json.loads(args.params),
+                "test": len(versus.test.ids),
+                "val_hit@5": [round(m.best["hit@5"], 3) for m in bagged.members],
+                "cosine": {k: round(float(versus.cosine[k].mean()), 4) for k in ("hit@5", "mrr@20")},
+                "adapter": {k: round(ada[k], 4) for k in ("hit@5", "mrr@20")},
+                "p_hit@5": round(ada["p_hit@5"], 4),
+                "p_mrr@20": round(ada["p_mrr@20"], 4),
+            }
+        )
+    )
     if args.against is not None:
         from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
 
@@ -42,11 +52,21 @@ def main() -> None:
         new = versus.scores(lambda q: adapt_queries(bagged.adapter, q))
         old = versus.scores(lambda q: adapt_queries(other.adapter, q))
         ev = versus.params
-        print(json.dumps({"against": json.loads(args.against),
-                          "against_adapter": {k: round(float(old[k].mean()), 4) for k in ("hit@5", "mrr@20")},
-                          "p_hit@5": round(mcnemar_exact(new["hit@5"] > 0, old["hit@5"] > 0).p_value, 4),
-                          "p_mrr@20": round(paired_bootstrap(new["mrr@20"], old["mrr@20"], ev.bootstrap_resamples,
-                                                             ev.confidence, ev.seed).p_value, 4)}))
+        print(
+            json.dumps(
+                {
+                    "against": json.loads(args.against),
+                    "against_adapter": {k: round(float(old[k].mean()), 4) for k in ("hit@5", "mrr@20")},
+                    "p_hit@5": round(mcnemar_exact(new["hit@5"] > 0, old["hit@5"] > 0).p_value, 4),
+                    "p_mrr@20": round(
+                        paired_bootstrap(
+                            new["mrr@20"], old["mrr@20"], ev.bootstrap_resamples, ev.confidence, ev.seed
+                        ).p_value,
+                        4,
+                    ),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,12 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workspace", type=Path)
-    ap.add_argument("--params", action="append", default=[],
-                    help="JSON object (or @file) of train keys over the tuned ones; repeatable")
+    ap.add_argument(
+        "--params",
+        action="append",
+        default=[],
+        help="JSON object (or @file) of train keys over the tuned ones; repeatable",
+    )
     args = ap.parse_args()
     overrides = {}
     for given in args.params:
@@ -37,13 +41,19 @@ def main() -> None:
     os.chdir(args.workspace)
     sys.path.insert(0, str(Path("src").resolve()))
     import numpy as np
-
     from probe_eval import AgainstCosine, load_test_inputs
+
     from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
     from ragtune.adapter.model import adapt_queries, ensemble_adapters
     from ragtune.adapter.splits import make_split
-    from ragtune.adapter.training import (EarlyStopping, TrainParams, apply_overrides, load_tuned, refit_adapter,
-                                          train_adapter)
+    from ragtune.adapter.training import (
+        EarlyStopping,
+        TrainParams,
+        apply_overrides,
+        load_tuned,
+        refit_adapter,
+        train_adapter,
+    )
     from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
     from ragtune.params import load_section
 
@@ -60,15 +70,19 @@ def main() -> None:
     curves = [[(row["val_hit@5"], row["val_mrr@10"]) for row in run.history] for _, run in runs]
     mean_curve = [tuple(np.mean([c[e] for c in curves], axis=0)) for e in range(len(curves[0]))]
     pooled = max(range(len(mean_curve)), key=lambda e: (mean_curve[e], -e))
-    rules = {"patience": [EarlyStopping.replay(run.history, params.patience) for _, run in runs],
-             "whole_curve": [run.best_epoch for _, run in runs],
-             "pooled": [pooled] * len(runs)}
+    rules = {
+        "patience": [EarlyStopping.replay(run.history, params.patience) for _, run in runs],
+        "whole_curve": [run.best_epoch for _, run in runs],
+        "pooled": [pooled] * len(runs),
+    }
 
     refits: dict[tuple[int, int], object] = {}  # (seed, epochs) -> refit adapter: the rules often agree
 
     def refit(member, run, epochs):
         if (member.seed, epochs) not in refits:
-            refits[(member.seed, epochs)] = refit_adapter(member, data, dataclasses.replace(run, best_epoch=epochs)).adapter
+            refits[(member.seed, epochs)] = refit_adapter(
+                member, data, dataclasses.replace(run, best_epoch=epochs)
+            ).adapter
         return refits[(member.seed, epochs)]
 
     versus = AgainstCosine(*load_test_inputs())
@@ -83,8 +97,10 @@ def main() -> None:
         "gained": int(((new["hit@5"] > 0) & ~(old["hit@5"] > 0)).sum()),
         "lost": int(((old["hit@5"] > 0) & ~(new["hit@5"] > 0)).sum()),
         "p_hit@5": round(mcnemar_exact(new["hit@5"] > 0, old["hit@5"] > 0).p_value, 4),
-        "p_mrr@20": round(paired_bootstrap(new["mrr@20"], old["mrr@20"], ev.bootstrap_resamples, ev.confidence,
-                                           ev.seed).p_value, 4)}
+        "p_mrr@20": round(
+            paired_bootstrap(new["mrr@20"], old["mrr@20"], ev.bootstrap_resamples, ev.confidence, ev.seed).p_value, 4
+        ),
+    }
     out["cosine"] = {k: round(float(versus.cosine[k].mean()), 4) for k in ("hit@5", "mrr@20")}
     print(json.dumps(out))
 

@@ -19,24 +19,31 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.adapter.data import build_training_data
 from ragtune.adapter.model import adapt_queries, ensemble_adapters
+from ragtune.adapter.splits import split_by_chunk
+from ragtune.adapter.training import TrainParams, train_adapter
 from ragtune.cache import ContentCache
 from ragtune.embedding.embedder import CachedEmbedder
 from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
-from ragtune.search.lexical import Bm25Index
+from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
 from ragtune.llm.config import IctParams
 from ragtune.llm.ict import make_extractor, styled_queries
 from ragtune.params import EmbeddingParams
 from ragtune.records import load_corpus, load_test
 from ragtune.search.dense import exact_top_k, ids_to_indices
-from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
-from ragtune.adapter.training import TrainParams, train_adapter
-from ragtune.adapter.data import build_training_data
-from ragtune.adapter.splits import split_by_chunk
+from ragtune.search.lexical import Bm25Index
 
 # The EU default's tuned configuration (data/tune/best.json before this probe existed).
-EU_TUNED = dict(kind="linear", loss="in_batch", lr=1.48e-4, weight_decay=0.0017, temperature=0.0162,
-                identity_weight=0.38, batch_size=64)
+EU_TUNED = dict(
+    kind="linear",
+    loss="in_batch",
+    lr=1.48e-4,
+    weight_decay=0.0017,
+    temperature=0.0162,
+    identity_weight=0.38,
+    batch_size=64,
+)
 
 
 def main() -> None:
@@ -68,8 +75,15 @@ def main() -> None:
         test_emb = embedder.encode_queries([q.question for q in tests])
         question_emb = embedder.encode_queries(questions)
     ids = [c.id for c in chunks]
-    data = build_training_data(ids, corpus_emb, [c.text for c in chunks], [f"q{i}" for i in range(len(questions))],
-                               question_emb, chunk_of, corpus_parents=[c.parent for c in chunks])
+    data = build_training_data(
+        ids,
+        corpus_emb,
+        [c.text for c in chunks],
+        [f"q{i}" for i in range(len(questions))],
+        question_emb,
+        chunk_of,
+        corpus_parents=[c.parent for c in chunks],
+    )
     relevant = ids_to_indices(ids, [q.relevant_ids for q in tests])
     n_relevant = np.array([len(r) for r in relevant])
     ep = EvalParams()
@@ -81,24 +95,30 @@ def main() -> None:
     def line(name, m, base):
         mc = mcnemar_exact(base["hit@5"] > 0, m["hit@5"] > 0)
         pb = paired_bootstrap(m["mrr@20"], base["mrr@20"], 10_000, 0.95, 42)
-        return (f"{name}: Hit@5 {m['hit@5'].mean() * 100:.1f} (+{mc.gained}/-{mc.lost}, p={mc.p_value:.3g}) "
-                f"MRR@20 {m['mrr@20'].mean():.3f} ({pb.diff:+.3f}, p={pb.p_value:.3g})")
+        return (
+            f"{name}: Hit@5 {m['hit@5'].mean() * 100:.1f} (+{mc.gained}/-{mc.lost}, p={mc.p_value:.3g}) "
+            f"MRR@20 {m['mrr@20'].mean():.3f} ({pb.diff:+.3f}, p={pb.p_value:.3g})"
+        )
 
     cosine = metrics(test_emb)
     _, bm25_idx = Bm25Index([c.text for c in chunks]).top_k([q.question for q in tests], ep.depth)
     bm25 = per_question_metrics(hit_matrix(bm25_idx, relevant), n_relevant, ep)
     overrides = {**EU_TUNED, **json.loads(args.params)}
-    print(f"[{args.dir.name} style={args.style} protocol={args.protocol} params={args.params}] "
-          f"{len(questions)} pseudo-queries; cosine Hit@5 {cosine['hit@5'].mean() * 100:.1f} "
-          f"MRR@20 {cosine['mrr@20'].mean():.3f}; " + line("bm25", bm25, cosine))
+    print(
+        f"[{args.dir.name} style={args.style} protocol={args.protocol} params={args.params}] "
+        f"{len(questions)} pseudo-queries; cosine Hit@5 {cosine['hit@5'].mean() * 100:.1f} "
+        f"MRR@20 {cosine['mrr@20'].mean():.3f}; " + line("bm25", bm25, cosine)
+    )
     adapters = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         params = TrainParams(**overrides, seed=seed)
         t0 = time.perf_counter()
         result = train_adapter(params, data, split_by_chunk(data, params.val_fraction, seed))
         adapters.append(result.adapter)
-        print(f"  seed {seed} ({time.perf_counter() - t0:.1f} s, val Hit@5 {result.baseline['hit@5']:.3f} -> "
-              f"{result.best['hit@5']:.3f}): " + line("adapter", metrics(adapt_queries(result.adapter, test_emb)), cosine))
+        print(
+            f"  seed {seed} ({time.perf_counter() - t0:.1f} s, val Hit@5 {result.baseline['hit@5']:.3f} -> "
+            f"{result.best['hit@5']:.3f}): " + line("adapter", metrics(adapt_queries(result.adapter, test_emb)), cosine)
+        )
     if len(adapters) > 1:
         ensemble = ensemble_adapters(adapters)
         print("  " + line(f"ensemble of {len(adapters)}", metrics(adapt_queries(ensemble, test_emb)), cosine))

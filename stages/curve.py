@@ -4,22 +4,22 @@ synthetic-only point: the shipped adapter, evaluated, not retrained."""
 
 from pathlib import Path
 
+from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
 from ragtune.adapter.model import adapt_queries, load_query_adapter
-from ragtune.evaluation.arms import EmbeddingArm, LexicalArm, identity
-from ragtune.evaluation.metrics import EvalParams
-from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
-from ragtune.evaluation.report import write_csv
+from ragtune.adapter.training import TrainParams, load_tuned
 from ragtune.corpus.fetching import report_source
+from ragtune.evaluation.arms import EmbeddingArm, LexicalArm, identity
+from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
 from ragtune.evaluation.learning_curve import CurveArm, CurveParams, arm_scores, learning_curve, summary_row
-from ragtune.search.lexical import Bm25Index
+from ragtune.evaluation.metrics import EvalParams
+from ragtune.evaluation.report import write_csv
+from ragtune.io import read_json, write_json
 from ragtune.params import MlflowParams, load_section
 from ragtune.paths import PipelinePaths
 from ragtune.plots import lines_against_k
+from ragtune.search.lexical import Bm25Index
 from ragtune.stage import run_main
 from ragtune.tracking import stage_run
-from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-from ragtune.adapter.training import TrainParams, load_tuned
-from ragtune.io import read_json, write_json
 
 OUT = Path("data/curve")
 INPUTS = TRAINING_INPUTS
@@ -67,22 +67,47 @@ def main() -> None:
     write_csv(OUT / "learning_curve.csv", list(rows[0]), rows)
     sizes = [r["n_real"] for r in rows]
     arms = ["adapter", *baselines]
-    panels = {label: {arm: [r[f"{arm}_{key}"] for r in rows] for arm in arms}
-              for label, key in ((f"Hit@{params.main_k}", hit_key), (f"MRR@{params.mrr_k}", mrr_key))}
-    bands = {label: {"adapter": ([r[f"adapter_{key}_low"] for r in rows], [r[f"adapter_{key}_high"] for r in rows])}
-             for label, key in ((f"Hit@{params.main_k}", hit_key), (f"MRR@{params.mrr_k}", mrr_key))}
-    lines_against_k(OUT / "learning_curve.png", panels, sizes, bands, ylabel="test score", xlabel="real training questions",
-                    log_x=False, title=f"Learning curve ({len(test.ids)} test questions)")
-    metrics = {"real_questions": sizes[-1], "test_questions": len(test.ids), "points": rows,
-               "enabled": curve.enabled, "last_point_is_shipped_adapter": last_point_shipped}
+    panels = {
+        label: {arm: [r[f"{arm}_{key}"] for r in rows] for arm in arms}
+        for label, key in ((f"Hit@{params.main_k}", hit_key), (f"MRR@{params.mrr_k}", mrr_key))
+    }
+    bands = {
+        label: {"adapter": ([r[f"adapter_{key}_low"] for r in rows], [r[f"adapter_{key}_high"] for r in rows])}
+        for label, key in ((f"Hit@{params.main_k}", hit_key), (f"MRR@{params.mrr_k}", mrr_key))
+    }
+    lines_against_k(
+        OUT / "learning_curve.png",
+        panels,
+        sizes,
+        bands,
+        ylabel="test score",
+        xlabel="real training questions",
+        log_x=False,
+        title=f"Learning curve ({len(test.ids)} test questions)",
+    )
+    metrics = {
+        "real_questions": sizes[-1],
+        "test_questions": len(test.ids),
+        "points": rows,
+        "enabled": curve.enabled,
+        "last_point_is_shipped_adapter": last_point_shipped,
+    }
     write_json(OUT / "metrics.json", metrics)
     with stage_run("curve", mlflow_params, params={"curve": curve}, datasets=PipelinePaths().datasets()) as run:
-        run.log_points([(f"curve_{arm}_{key}", r[f"{arm}_{key}"], r["n_real"])
-                        for r in rows for arm in arms for key in (hit_key, mrr_key)])
+        run.log_points(
+            [
+                (f"curve_{arm}_{key}", r[f"{arm}_{key}"], r["n_real"])
+                for r in rows
+                for arm in arms
+                for key in (hit_key, mrr_key)
+            ]
+        )
         run.log_artifact(OUT / "learning_curve.png")
     last = rows[-1]
-    print(f"curve: {len(rows)} point(s); with {last['n_real']} real questions adapter {hit_key} "
-          f"{last[f'adapter_{hit_key}']:.1%} (cosine {last[f'cosine_{hit_key}']:.1%})")
+    print(
+        f"curve: {len(rows)} point(s); with {last['n_real']} real questions adapter {hit_key} "
+        f"{last[f'adapter_{hit_key}']:.1%} (cosine {last[f'cosine_{hit_key}']:.1%})"
+    )
 
 
 if __name__ == "__main__":

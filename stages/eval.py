@@ -23,10 +23,24 @@ def main() -> None:
     flat = flat_metrics({k: v for k, v in result.metrics.items() if k != "setup"})
     protocol = result.metrics["setup"].get("protocol")
     # The headline test numbers also tag the registered model versions of the train run.
-    headline = {k: v for k, v in flat.items() if k.startswith("test.") and k.count(".") == 2
-                and k.endswith((f".hit_at_{params.main_k}", f".mrr_at_{params.mrr_k}"))}
-    log_under_train_run("eval", mlflow_params, {"eval": params}, {"ragtune.protocol": protocol} if protocol else {},
-                        flat, written, paths, headline, datasets=("corpus", "test", "questions", "real_questions"))
+    headline = {
+        k: v
+        for k, v in flat.items()
+        if k.startswith("test.")
+        and k.count(".") == 2
+        and k.endswith((f".hit_at_{params.main_k}", f".mrr_at_{params.mrr_k}"))
+    }
+    log_under_train_run(
+        "eval",
+        mlflow_params,
+        {"eval": params},
+        {"ragtune.protocol": protocol} if protocol else {},
+        flat,
+        written,
+        paths,
+        headline,
+        datasets=("corpus", "test", "questions", "real_questions"),
+    )
 
     main_k = params.main_k
     for set_name in ("test", "test_documents", "val"):

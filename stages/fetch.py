@@ -15,8 +15,8 @@ def main() -> None:
     params = load_section("fetch", FetchParams)
     result = fetch_source(params)
     if params.passages.enabled:
-        from ragtune.embedding.embedder import token_counter
         from ragtune.corpus.fetching import apply_passages
+        from ragtune.embedding.embedder import token_counter
 
         count, window = token_counter(load_section("embedding", EmbeddingParams))
         result = apply_passages(result, count, params.passages.size or window, params.passages.overlap)
@@ -27,11 +27,15 @@ def main() -> None:
     summary = report(params, result)
     write_json(OUT / "report.json", summary)
     if params.passages.enabled:
-        print(f"fetch: {summary['documents_split']} long text(s) cut into {summary['passages']} passages of at most "
-              f"{summary['passage_size']} word pieces")
-    print(f"fetch: {summary['chunks']} chunks ({summary['test_chunks']} held out for test), "
-          f"{summary['test_questions']} test questions and {summary['train_questions']} real training "
-          f"questions from {params.source}")
+        print(
+            f"fetch: {summary['documents_split']} long text(s) cut into {summary['passages']} passages of at most "
+            f"{summary['passage_size']} word pieces"
+        )
+    print(
+        f"fetch: {summary['chunks']} chunks ({summary['test_chunks']} held out for test), "
+        f"{summary['test_questions']} test questions and {summary['train_questions']} real training "
+        f"questions from {params.source}"
+    )
 
 
 if __name__ == "__main__":

@@ -26,18 +26,27 @@ def main() -> None:
     written = write_judge_outputs(result, OUT)
     m = result.metrics
     write_run_record(OUT, split_usage(m)[1])
-    log_under_train_run("judge", mlflow_params, {"judge": params, "llm": llm_params},
-                        {"ragtune.llm_backend": m["setup"]["backend"]}, flat_judge_metrics(m), written, paths,
-                        datasets=("corpus", "test"))
+    log_under_train_run(
+        "judge",
+        mlflow_params,
+        {"judge": params, "llm": llm_params},
+        {"ragtune.llm_backend": m["setup"]["backend"]},
+        flat_judge_metrics(m),
+        written,
+        paths,
+        datasets=("corpus", "test"),
+    )
 
     s, arms, usage = m["setup"], m["arms"], m["usage"]
     agreement = m["order_agreement"].get("overall_winner_rate")
     cost = "unknown" if usage.get("cost_usd") is None else f"${usage['cost_usd']:.4f}"
-    print(f"judge ({s['backend']} {s['model']}): {s['judged']}/{s['questions']} questions judged, "
-          f"overall cosine {_fmt(arms['cosine']['overall'])} vs adapter {_fmt(arms['adapter']['overall'])}; "
-          f"token F1 {_fmt(arms['cosine']['token_f1'])} vs {_fmt(arms['adapter']['token_f1'])}; "
-          f"orders agree {_fmt(agreement, pct=True)}; {m['failures']['total']} failures; "
-          f"{usage['calls']} calls ({usage['cache_hits']} cached), cost {cost}")
+    print(
+        f"judge ({s['backend']} {s['model']}): {s['judged']}/{s['questions']} questions judged, "
+        f"overall cosine {_fmt(arms['cosine']['overall'])} vs adapter {_fmt(arms['adapter']['overall'])}; "
+        f"token F1 {_fmt(arms['cosine']['token_f1'])} vs {_fmt(arms['adapter']['token_f1'])}; "
+        f"orders agree {_fmt(agreement, pct=True)}; {m['failures']['total']} failures; "
+        f"{usage['calls']} calls ({usage['cache_hits']} cached), cost {cost}"
+    )
     if m.get("warning"):
         print(f"judge: WARNING: {m['warning']}")
 

@@ -23,8 +23,8 @@ from ragtune.llm.runner import CONTENT_FAILURES
 from ragtune.params import MlflowParams, load_section
 from ragtune.records import load_corpus, load_test, load_train_questions, write_jsonl
 from ragtune.stage import run_main, split_run_facts, write_run_record
-from ragtune.synthesis.run import SynthesizeParams, check_no_leak, synthesize
 from ragtune.synthesis.filters import degenerate_warning
+from ragtune.synthesis.run import SynthesizeParams, check_no_leak, synthesize
 from ragtune.tracking import stage_run
 
 FETCH = Path("data/fetch")
@@ -32,9 +32,22 @@ OUT = Path("data/synthesize")
 CACHE = Path("data/cache/llm.sqlite")
 # What this run did rather than what it made: a rerun on a warm cache makes no calls and pays nothing, for the
 # same questions (dataset_cost_usd, in report.json, is what the whole question set cost).
-RUN_FACTS = ("cache_hits", "cache_misses", "calls", "retries", "tokens_in", "tokens_out", "tokens_cache_read",
-             "tokens_cache_write", "cost_usd", "failures_retried_from_earlier_runs", "failures_kept_from_earlier_runs",
-             "seconds", "generate_seconds", "seconds_per_chunk")
+RUN_FACTS = (
+    "cache_hits",
+    "cache_misses",
+    "calls",
+    "retries",
+    "tokens_in",
+    "tokens_out",
+    "tokens_cache_read",
+    "tokens_cache_write",
+    "cost_usd",
+    "failures_retried_from_earlier_runs",
+    "failures_kept_from_earlier_runs",
+    "seconds",
+    "generate_seconds",
+    "seconds_per_chunk",
+)
 HEADLINE = ("questions_kept", "share_chunks_with_question", "degenerate_share", "failures", "dataset_cost_usd")
 
 
@@ -66,8 +79,11 @@ def main() -> None:
     def _stop(signum, _frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        print(f"\nsynthesize: {signal.Signals(signum).name}: finishing the calls in flight, then stopping "
-              "(again to abort)", flush=True)
+        print(
+            f"\nsynthesize: {signal.Signals(signum).name}: finishing the calls in flight, then stopping "
+            "(again to abort)",
+            flush=True,
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -86,34 +102,46 @@ def main() -> None:
     write_run_record(OUT, facts)
     report = outcome.report  # all of it, this run's facts included, for MLflow and the log
     if report["interrupted"]:
-        raise RagtuneError(f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk "
-                           "is in data/cache/llm.sqlite, so a rerun resumes from here")
+        raise RagtuneError(
+            f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk "
+            "is in data/cache/llm.sqlite, so a rerun resumes from here"
+        )
     check_no_leak(outcome.questions, outcome.forbidden_chunk_ids)
     write_jsonl(OUT / "questions.jsonl", outcome.questions)
     # The pipeline's whole test set: fetch's questions, then synthetic ones for held-out chunks no question covers.
     write_jsonl(OUT / "test.jsonl", [*tests, *outcome.test_questions])
 
-    with stage_run("synthesize", mlflow_params, params={"llm": llm_params, "synthesize": params},
-                   tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks},
-                   datasets=[(FETCH / "corpus.jsonl", "corpus"), (FETCH / "test.jsonl", "test")]) as run:
+    with stage_run(
+        "synthesize",
+        mlflow_params,
+        params={"llm": llm_params, "synthesize": params},
+        tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks},
+        datasets=[(FETCH / "corpus.jsonl", "corpus"), (FETCH / "test.jsonl", "test")],
+    ) as run:
         run.log_metrics(_numeric(report))
         run.log_artifact(OUT / "report.json")
 
     cost = "unknown" if report["cost_usd"] is None else f"${report['cost_usd']:.4f}"
-    print(f"synthesize: {report['questions_kept']} questions for {report['chunks_with_questions']}/"
-          f"{report['chunks_requested']} chunks ({report['questions_dropped']} dropped), "
-          f"{report['test_questions_kept']} synthetic test questions; {report['calls']} calls, "
-          f"{report['cache_hits']} cache hits, {report['failures']} failures, cost {cost}, {report['seconds']} s")
+    print(
+        f"synthesize: {report['questions_kept']} questions for {report['chunks_with_questions']}/"
+        f"{report['chunks_requested']} chunks ({report['questions_dropped']} dropped), "
+        f"{report['test_questions_kept']} synthetic test questions; {report['calls']} calls, "
+        f"{report['cache_hits']} cache hits, {report['failures']} failures, cost {cost}, {report['seconds']} s"
+    )
     warning = degenerate_warning(report["degenerate_questions"], report["degenerate_share"])
     if warning:
         print(f"synthesize: WARNING: {warning}")
     if report["failures"]:
-        print(f"synthesize: failures by reason {report['failures_by_reason']}; the next run retries them, except "
-              f"a deterministic backend's content failures ({', '.join(sorted(CONTENT_FAILURES))}), which are kept")
+        print(
+            f"synthesize: failures by reason {report['failures_by_reason']}; the next run retries them, except "
+            f"a deterministic backend's content failures ({', '.join(sorted(CONTENT_FAILURES))}), which are kept"
+        )
     if outcome.failed_share > params.max_failed_share:
-        raise RagtuneError(f"synthesize: {outcome.failed_share:.0%} of calls failed (more than "
-                           f"synthesize.max_failed_share={params.max_failed_share}); see data/synthesize/report.json. "
-                           "Outputs are written; rerun to retry the failed chunks")
+        raise RagtuneError(
+            f"synthesize: {outcome.failed_share:.0%} of calls failed (more than "
+            f"synthesize.max_failed_share={params.max_failed_share}); see data/synthesize/report.json. "
+            "Outputs are written; rerun to retry the failed chunks"
+        )
 
 
 if __name__ == "__main__":

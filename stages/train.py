@@ -11,19 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.model import adapt_queries, save_query_adapter
+from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
 from ragtune.embedding.embedder import load_model
 from ragtune.errors import RagtuneError
-from ragtune.adapter.mlflow_model import log_query_encoder
-from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.io import atomic_open, read_json, write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.paths import PipelinePaths
 from ragtune.records import load_corpus
 from ragtune.stage import read_run_record, run_main, write_run_record
 from ragtune.tracking import pipeline_tags, stage_run
-from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
 
 OUT = Path("data/train")
 log = logging.getLogger("train")
@@ -46,36 +46,62 @@ HEADLINE = ("val_hit@5", "val_mrr@10", "baseline_val_hit@5", "baseline_val_mrr@1
 def check_embedder(emb: EmbeddingParams) -> dict:
     info = read_json(INFO)
     if info.get("model") != emb.model:
-        raise RagtuneError(f"{INFO} was made with embedding.model {info.get('model')!r} but params.yaml says "
-                           f"{emb.model!r}; rerun the embed stage (dvc repro embed)")
+        raise RagtuneError(
+            f"{INFO} was made with embedding.model {info.get('model')!r} but params.yaml says "
+            f"{emb.model!r}; rerun the embed stage (dvc repro embed)"
+        )
     return info
 
 
 def write_history(path: Path, history: list[dict]) -> None:
     """history.csv without the epochs' wall seconds (the file is committed; MLflow has them)."""
     with atomic_open(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=[k for k in history[0] if k != "seconds"], extrasaction="ignore",
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            fh, fieldnames=[k for k in history[0] if k != "seconds"], extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         for row in history:
-            writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else
-                                 round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow(
+                {
+                    k: (
+                        ""
+                        if isinstance(v, float) and not math.isfinite(v)
+                        else round(v, 6)
+                        if isinstance(v, float)
+                        else v
+                    )
+                    for k, v in row.items()
+                }
+            )
 
 
-def export_and_check(adapter, out_dir: Path, base_model, emb: EmbeddingParams, probe_texts: list[str],
-                     info: dict) -> float:
+def export_and_check(
+    adapter, out_dir: Path, base_model, emb: EmbeddingParams, probe_texts: list[str], info: dict
+) -> float:
     """Export, reload, and compare with the library on a few texts: the export must reproduce the
     adapter (embed-stage normalisation and prompts included) to EXPORT_TOLERANCE."""
-    export_sentence_transformer(adapter, out_dir, base_model, emb.query_prompt, emb.document_prompt,
-                                emb.normalize, info={"embedder": info.get("model"),
-                                                     "fingerprint": info.get("fingerprint")})
+    export_sentence_transformer(
+        adapter,
+        out_dir,
+        base_model,
+        emb.query_prompt,
+        emb.document_prompt,
+        emb.normalize,
+        info={"embedder": info.get("model"), "fingerprint": info.get("fingerprint")},
+    )
     exported = load_exported(out_dir)
-    library = adapt_queries(adapter, base_model.encode(probe_texts, prompt=emb.query_prompt or None,
-                                                       normalize_embeddings=emb.normalize, convert_to_numpy=True))
+    library = adapt_queries(
+        adapter,
+        base_model.encode(
+            probe_texts, prompt=emb.query_prompt or None, normalize_embeddings=emb.normalize, convert_to_numpy=True
+        ),
+    )
     diff = float(np.abs(exported.encode_query(probe_texts, convert_to_numpy=True) - library).max())
     if not diff <= EXPORT_TOLERANCE:
-        raise RagtuneError(f"{out_dir}: the export differs from the adapter by {diff:.2e} (> {EXPORT_TOLERANCE}); "
-                           "this is a bug in ragtune.adapter.export")
+        raise RagtuneError(
+            f"{out_dir}: the export differs from the adapter by {diff:.2e} (> {EXPORT_TOLERANCE}); "
+            "this is a bug in ragtune.adapter.export"
+        )
     return diff
 
 
@@ -86,18 +112,25 @@ def save_members(bagged, members_dir: Path, params: TrainParams) -> None:
     if len(bagged.members) < 2:
         return
     for seed, member in zip(bagged.seeds, bagged.members):
-        save_query_adapter(member.adapter, members_dir / f"seed-{seed}",
-                           extra={"train": params.model_copy(update={"seed": seed}).model_dump(mode="json"),
-                                  "interpolation": bagged.interpolation})
+        save_query_adapter(
+            member.adapter,
+            members_dir / f"seed-{seed}",
+            extra={
+                "train": params.model_copy(update={"seed": seed}).model_dump(mode="json"),
+                "interpolation": bagged.interpolation,
+            },
+        )
 
 
 def warn_if_degenerate(stats: dict) -> None:
     """Questions that are near-copies of their chunk teach nothing and make validation trivial: say so."""
     share = stats.get("near_copy_share", 0.0)
     if share >= 0.2:
-        print(f"train: warning: {share:.0%} of the training questions are near-copies of their chunk (raw cosine "
-              f">= 0.95); validation will look perfect and the adapter learns little. See "
-              "data/synthesize/report.json (degenerate questions) and consider llm.ict.style or an LLM backend.")
+        print(
+            f"train: warning: {share:.0%} of the training questions are near-copies of their chunk (raw cosine "
+            f">= 0.95); validation will look perfect and the adapter learns little. See "
+            "data/synthesize/report.json (degenerate questions) and consider llm.ict.style or an LLM backend."
+        )
 
 
 def train_test_folds(params: TrainParams, data):
@@ -109,8 +142,10 @@ def train_test_folds(params: TrainParams, data):
 
     test_real = load_real_questions(TEST_FILE, TEST_NPZ, data.corpus_ids, human_only=True)
     if test_real.n_distinct < params.folds:
-        raise RagtuneError(f"train.folds is {params.folds} but {TEST_FILE} has {test_real.n_distinct} distinct human "
-                           "test question(s); lower train.folds or set it to 0")
+        raise RagtuneError(
+            f"train.folds is {params.folds} but {TEST_FILE} has {test_real.n_distinct} distinct human "
+            "test question(s); lower train.folds or set it to 0"
+        )
     fold_of = assign_folds(test_real, params.folds, params.seed)
     results = train_folds(params, data, test_real, fold_of)
     root = MODEL_DIR / FOLDS_DIR
@@ -118,10 +153,20 @@ def train_test_folds(params: TrainParams, data):
         shutil.rmtree(root)
     for fr in results:
         save_query_adapter(fr.result.adapter, root / f"fold-{fr.fold}", extra={"train": params.model_dump(mode="json")})
-    write_json(root / "folds.json", {"k": params.folds, "seed": params.seed, "fold_of": fold_of,
-                                     "real_questions_per_fold": [len(fr.trained_on) for fr in results]})
-    summary = {"k": params.folds, "test_questions": len(test_real.ids),
-               "val_hit@5": [fr.result.members[0].best["hit@5"] for fr in results]}
+    write_json(
+        root / "folds.json",
+        {
+            "k": params.folds,
+            "seed": params.seed,
+            "fold_of": fold_of,
+            "real_questions_per_fold": [len(fr.trained_on) for fr in results],
+        },
+    )
+    summary = {
+        "k": params.folds,
+        "test_questions": len(test_real.ids),
+        "val_hit@5": [fr.result.members[0].best["hit@5"] for fr in results],
+    }
     return summary, with_all_test_questions(data, test_real)
 
 
@@ -138,10 +183,16 @@ def main() -> None:
     base_model = load_model(emb)
 
     validation = "real" if data.has_real and folds is None else "synthetic"
-    with stage_run("train", mlflow_params, params={"train": params}, datasets=PipelinePaths().datasets(),
-                   tags={"ragtune.tuned_from": (read_run_record(BEST.parent).get("study", str(BEST)) if best
-                                                else "params.yaml"),
-                         "ragtune.validation": validation}) as run:
+    with stage_run(
+        "train",
+        mlflow_params,
+        params={"train": params},
+        datasets=PipelinePaths().datasets(),
+        tags={
+            "ragtune.tuned_from": (read_run_record(BEST.parent).get("study", str(BEST)) if best else "params.yaml"),
+            "ragtune.validation": validation,
+        },
+    ) as run:
         kinds = [params.kind] + (["linear"] if params.compare_linear and params.kind != "linear" else [])
         metrics: dict = {}
         seconds: dict[str, float] = {}  # per kind, for run.json (a wall time is no output of the inputs)
@@ -155,24 +206,47 @@ def main() -> None:
             model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
             dirs_written.append(model_dir)
             # `interpolation`: the alpha applied (train.interpolation may say auto)
-            save_query_adapter(bagged.adapter, model_dir, extra={"train": p.model_dump(mode="json"),
-                                                                 "interpolation": bagged.interpolation})
+            save_query_adapter(
+                bagged.adapter,
+                model_dir,
+                extra={"train": p.model_dump(mode="json"), "interpolation": bagged.interpolation},
+            )
             if folds is None and (model_dir / FOLDS_DIR).exists():
                 shutil.rmtree(model_dir / FOLDS_DIR)  # from an earlier k-fold run: eval would use them
             save_members(bagged, model_dir / MEMBERS_DIR, p)
             diff = export_and_check(bagged.adapter, model_dir / EXPORT_DIR, base_model, emb, probe, info)
             if run.active and kind == params.kind:
-                model = log_query_encoder(run.run_id, model_dir / EXPORT_DIR, bagged.adapter.config.dim,
-                                          [probe[0][:120]], mlflow_params.register_model_name,
-                                          pipeline_tags("train"))
-                log.info("train: logged the adapter as MLflow model %s%s", model.model_uri,
-                         f" (registered {mlflow_params.register_model_name} version "
-                         f"{model.registered_model_version})" if mlflow_params.register_model_name else "")
-            summary = {**bagged.summary(), "kind": kind, "loss": p.loss, "bagging": len(bagged.members),
-                       "export_max_abs_diff": diff, "export_needs_trust_remote_code": needs_remote_code(bagged.adapter)}
+                model = log_query_encoder(
+                    run.run_id,
+                    model_dir / EXPORT_DIR,
+                    bagged.adapter.config.dim,
+                    [probe[0][:120]],
+                    mlflow_params.register_model_name,
+                    pipeline_tags("train"),
+                )
+                log.info(
+                    "train: logged the adapter as MLflow model %s%s",
+                    model.model_uri,
+                    f" (registered {mlflow_params.register_model_name} version {model.registered_model_version})"
+                    if mlflow_params.register_model_name
+                    else "",
+                )
+            summary = {
+                **bagged.summary(),
+                "kind": kind,
+                "loss": p.loss,
+                "bagging": len(bagged.members),
+                "export_max_abs_diff": diff,
+                "export_needs_trust_remote_code": needs_remote_code(bagged.adapter),
+            }
             prefix = "" if kind == params.kind else "linear_"
-            run.log_metrics({f"{prefix}{k}": v for k, v in summary.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            run.log_metrics(
+                {
+                    f"{prefix}{k}": v
+                    for k, v in summary.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
+            )
             seconds[kind] = summary.pop("seconds")
             if kind == params.kind:
                 metrics.update(summary)
@@ -192,27 +266,44 @@ def main() -> None:
     if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
         shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
     split = bagged.splits[0]
-    val_ids = ([data.real.ids[i] for i in split.val_real] if split.val_real is not None
-               else [data.question_ids[i] for i in split.val])
-    metrics.update(validation=validation, n_train_questions=len(dict.fromkeys(data.question_ids[i] for i in split.train)), n_val_questions=len(val_ids),
-                   dropped_test_chunk_questions=data.dropped.get("test_chunk_questions", 0),
-                   dropped_round_trip=data.dropped.get("round_trip", 0), **data.stats,
-                   tuned_trial=best.get("trial"))
+    val_ids = (
+        [data.real.ids[i] for i in split.val_real]
+        if split.val_real is not None
+        else [data.question_ids[i] for i in split.val]
+    )
+    metrics.update(
+        validation=validation,
+        n_train_questions=len(dict.fromkeys(data.question_ids[i] for i in split.train)),
+        n_val_questions=len(val_ids),
+        dropped_test_chunk_questions=data.dropped.get("test_chunk_questions", 0),
+        dropped_round_trip=data.dropped.get("round_trip", 0),
+        **data.stats,
+        tuned_trial=best.get("trial"),
+    )
     warn_if_degenerate(data.stats)
     # Eval's validation set is member 0's; with bagging the other members trained on some of it, and with
     # `refit` (real validation) every member trained on all of it after selection.
     # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl), else synthetic.
     refit = any(m.refit for m in bagged.members)
-    write_json(OUT / "split.json", {"validation": validation, "refit": refit,
-                                    "train": list(dict.fromkeys(data.question_ids[i] for i in split.train)),
-                                    "val": val_ids,
-                                    "bagging": len(bagged.members), "seeds": bagged.seeds})
+    write_json(
+        OUT / "split.json",
+        {
+            "validation": validation,
+            "refit": refit,
+            "train": list(dict.fromkeys(data.question_ids[i] for i in split.train)),
+            "val": val_ids,
+            "bagging": len(bagged.members),
+            "seeds": bagged.seeds,
+        },
+    )
     write_json(OUT / "report.json", metrics)
     write_json(OUT / "metrics.json", {k: metrics[k] for k in HEADLINE})
     write_run_record(OUT, {"seconds": seconds[params.kind], "seconds_by_kind": seconds, "mlflow_run_id": run.run_id})
-    print(f"train: {params.kind} adapter, epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
-          f"val Hit@5 {metrics['val_hit@5']:.4f} (raw cosine {metrics['baseline_val_hit@5']:.4f}), "
-          f"{seconds[params.kind]:.1f} s")
+    print(
+        f"train: {params.kind} adapter, epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
+        f"val Hit@5 {metrics['val_hit@5']:.4f} (raw cosine {metrics['baseline_val_hit@5']:.4f}), "
+        f"{seconds[params.kind]:.1f} s"
+    )
 
 
 if __name__ == "__main__":

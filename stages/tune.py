@@ -4,15 +4,15 @@ run.json (the study name, seconds and MLflow run id; not committed)."""
 import math
 from pathlib import Path
 
+from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+from ragtune.adapter.study import write_trials_csv
+from ragtune.adapter.training import TrainParams
+from ragtune.adapter.tuning import MlflowTarget, TuneParams, real_fold_count, run_study
 from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
 from ragtune.paths import PipelinePaths
 from ragtune.stage import run_main, write_run_record
 from ragtune.tracking import pipeline_tags, redact_url, stage_run
-from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-from ragtune.adapter.training import TrainParams
-from ragtune.adapter.tuning import MlflowTarget, TuneParams, real_fold_count, run_study
-from ragtune.adapter.study import write_trials_csv
 
 OUT = Path("data/tune")
 STORAGE_DIR = OUT / "storage"
@@ -26,8 +26,9 @@ def main() -> None:
     data = load_training_data(*INPUTS, round_trip_top_k=base.round_trip_top_k)
     storage_label = redact_url(tune.storage) if tune.storage else str(STORAGE_DIR / "optuna.journal")
 
-    with stage_run("tune", mlflow_params, params={"tune": tune, "train": base},
-                   datasets=PipelinePaths().datasets()) as run:
+    with stage_run(
+        "tune", mlflow_params, params={"tune": tune, "train": base}, datasets=PipelinePaths().datasets()
+    ) as run:
         target = None
         if run.active:
             experiment_id = run.client.get_run(run.run_id).info.experiment_id
@@ -35,31 +36,59 @@ def main() -> None:
             target = MlflowTarget(mlflow_params.tracking_uri, experiment_id, run.run_id, tuple(tags.items()))
         result = run_study(tune, base, INPUTS, STORAGE_DIR, target, data)
         best = result.best
-        run.set_tags({"optuna.study_name": result.study_name, "optuna.storage": storage_label,
-                      "ragtune.validation": "real" if data.has_real else "synthetic",
-                      "optuna.best_trial": best["trial"], "optuna.stopped_by": result.stopped_by})
-        run.log_metrics({"best_val_hit@5": best["value"], "best_val_mrr@10": best["val_mrr@10"],
-                         "baseline_val_hit@5": best["baseline_val_hit@5"], "seconds": result.seconds,
-                         **{f"n_{k}": v for k, v in result.counts.items()}})
-        run.log_points([("trial_objective", float(r["value"]), int(r["trial"])) for r in result.trials
-                        if isinstance(r["value"], float) and math.isfinite(r["value"])])
+        run.set_tags(
+            {
+                "optuna.study_name": result.study_name,
+                "optuna.storage": storage_label,
+                "ragtune.validation": "real" if data.has_real else "synthetic",
+                "optuna.best_trial": best["trial"],
+                "optuna.stopped_by": result.stopped_by,
+            }
+        )
+        run.log_metrics(
+            {
+                "best_val_hit@5": best["value"],
+                "best_val_mrr@10": best["val_mrr@10"],
+                "baseline_val_hit@5": best["baseline_val_hit@5"],
+                "seconds": result.seconds,
+                **{f"n_{k}": v for k, v in result.counts.items()},
+            }
+        )
+        run.log_points(
+            [
+                ("trial_objective", float(r["value"]), int(r["trial"]))
+                for r in result.trials
+                if isinstance(r["value"], float) and math.isfinite(r["value"])
+            ]
+        )
 
     if tune.storage and "://" in tune.storage:
         STORAGE_DIR.mkdir(parents=True, exist_ok=True)
-        (STORAGE_DIR / "README.txt").write_text(f"study {result.study_name} is stored in {storage_label}\n",
-                                                encoding="utf-8")
+        (STORAGE_DIR / "README.txt").write_text(
+            f"study {result.study_name} is stored in {storage_label}\n", encoding="utf-8"
+        )
     write_trials_csv(OUT / "trials.csv", result.trials)
-    write_json(OUT / "best.json", {**best, "storage": storage_label,
-                                   "validation": "real" if data.has_real else "synthetic",
-                                   "validation_folds": max(1, real_fold_count(data, tune)),
-                                   "trials": result.counts, "stopped_by": result.stopped_by})
+    write_json(
+        OUT / "best.json",
+        {
+            **best,
+            "storage": storage_label,
+            "validation": "real" if data.has_real else "synthetic",
+            "validation_folds": max(1, real_fold_count(data, tune)),
+            "trials": result.counts,
+            "stopped_by": result.stopped_by,
+        },
+    )
     # `ragtune tune-worker --study` takes the study name from here.
-    write_run_record(OUT, {"study": result.study_name, "seconds": round(result.seconds, 2),
-                           "mlflow_run_id": run.run_id})
-    print(f"tune: {result.counts['complete']} complete, {result.counts['pruned']} pruned in "
-          f"{result.seconds:.0f} s; best trial {best['trial']}: val Hit@5 {best['value']:.4f} "
-          f"(raw cosine {best['baseline_val_hit@5']:.4f})"
-          + ("; stopped by tune.timeout_s before tune.n_trials" if result.stopped_by == "timeout_s" else ""))
+    write_run_record(
+        OUT, {"study": result.study_name, "seconds": round(result.seconds, 2), "mlflow_run_id": run.run_id}
+    )
+    print(
+        f"tune: {result.counts['complete']} complete, {result.counts['pruned']} pruned in "
+        f"{result.seconds:.0f} s; best trial {best['trial']}: val Hit@5 {best['value']:.4f} "
+        f"(raw cosine {best['baseline_val_hit@5']:.4f})"
+        + ("; stopped by tune.timeout_s before tune.n_trials" if result.stopped_by == "timeout_s" else "")
+    )
 
 
 if __name__ == "__main__":

@@ -19,12 +19,30 @@ from typing import Any
 TOOL = "record_questions"
 
 
-def message(content: list[dict[str, Any]], stop_reason: str = "tool_use", model: str = "claude-haiku-4-5",
-            input_tokens: int = 120, output_tokens: int = 30, cache_read: int = 0, cache_write: int = 0) -> dict:
-    return {"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop_reason, "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                      "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read}}
+def message(
+    content: list[dict[str, Any]],
+    stop_reason: str = "tool_use",
+    model: str = "claude-haiku-4-5",
+    input_tokens: int = 120,
+    output_tokens: int = 30,
+    cache_read: int = 0,
+    cache_write: int = 0,
+) -> dict:
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+        },
+    }
 
 
 def tool_message(tool_input: Any, **kw: Any) -> dict:
@@ -48,7 +66,7 @@ class FakeAnthropic:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> "FakeAnthropic":
+    def start(self) -> FakeAnthropic:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,8 +104,15 @@ class FakeAnthropic:
         body = json.loads(raw) if raw else None
         path = h.path.split("?")[0]
         with self.lock:
-            self.requests.append({"method": method, "path": path, "headers": {k.lower(): v for k, v in h.headers.items()}, "body": body,
-                                  "t": time.time()})
+            self.requests.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "headers": {k.lower(): v for k, v in h.headers.items()},
+                    "body": body,
+                    "t": time.time(),
+                }
+            )
         if method == "POST" and path == "/v1/messages":
             status, payload, headers = self._message(body)
         elif method == "POST" and path == "/v1/messages/batches":
@@ -176,13 +201,24 @@ class FakeAnthropic:
 
     def _batch_obj(self, bid: str, status: str) -> dict[str, Any]:
         n = len(self.batches[bid]["requests"])
-        return {"id": bid, "type": "message_batch", "processing_status": status,
-                "request_counts": {"processing": 0 if status == "ended" else n, "succeeded": n if status == "ended" else 0,
-                                   "errored": 0, "canceled": 0, "expired": 0},
-                "created_at": "2026-01-01T00:00:00Z", "expires_at": "2026-01-02T00:00:00Z",
-                "ended_at": "2026-01-01T00:01:00Z" if status == "ended" else None, "archived_at": None,
-                "cancel_initiated_at": None,
-                "results_url": f"{self.url}/v1/messages/batches/{bid}/results" if status == "ended" else None}
+        return {
+            "id": bid,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": {
+                "processing": 0 if status == "ended" else n,
+                "succeeded": n if status == "ended" else 0,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            },
+            "created_at": "2026-01-01T00:00:00Z",
+            "expires_at": "2026-01-02T00:00:00Z",
+            "ended_at": "2026-01-01T00:01:00Z" if status == "ended" else None,
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": f"{self.url}/v1/messages/batches/{bid}/results" if status == "ended" else None,
+        }
 
 
 def _error(kind: str, msg: str) -> dict[str, Any]:

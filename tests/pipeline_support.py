@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def repo_files() -> list[str]:
     """Tracked files plus untracked ones git does not ignore (the working tree a clone would have)."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
     return [f for f in out.split("\0") if f and (REPO / f).is_file()]
 
 
@@ -52,15 +53,27 @@ def run_stages(workdir: Path, params: dict, *stages: str, timeout: int = 300) ->
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
     for stage in stages:
-        proc = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=workdir, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "stages" / f"{stage}.py")],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert proc.returncode == 0, f"{stage}: {proc.stderr[-3000:]}"
 
 
 def dvc(dest: Path, *args: str, timeout: int = 900) -> str:
     """Run dvc in `dest`; return its combined output, failing with that output on a non-zero exit."""
-    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=dest, env=pipeline_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=dest,
+        env=pipeline_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{out[-6000:]}"
     return out
@@ -93,6 +106,7 @@ def tiny_corpus(n_copies: int = 1) -> list[dict]:
     for copy in range(n_copies):
         for i, (src, text) in enumerate(TINY_TOPICS):
             suffix = "" if copy == 0 else f" This applies in case {copy}."
-            rows.append({"id": f"{src}-{copy}-{i}", "text": text + suffix, "title": f"{src.upper()} {i}",
-                         "source": src})
+            rows.append(
+                {"id": f"{src}-{copy}-{i}", "text": text + suffix, "title": f"{src.upper()} {i}", "source": src}
+            )
     return rows

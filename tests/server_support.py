@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:
@@ -46,7 +46,7 @@ def postgres_server() -> Iterator[str]:
 
         user = "pgserver"
         ensure_user_exists(user)
-    root = Path(tempfile.mkdtemp(prefix="ragtune-pg-"))   # under /tmp: reachable by the server's user
+    root = Path(tempfile.mkdtemp(prefix="ragtune-pg-"))  # under /tmp: reachable by the server's user
     data = root / "data"
     data.mkdir()
     if user is not None:
@@ -58,7 +58,7 @@ def postgres_server() -> Iterator[str]:
         # The checkout lies under a directory only root may enter (/root, a `mktemp -d` folder): give the
         # server's user its own copy of the wheel's install and of the libraries its RPATH names
         # ($ORIGIN/../../../pgserver.libs), in the same relative places.
-        install = POSTGRES_BIN_PATH.parent                      # site-packages/pgserver/pginstall
+        install = POSTGRES_BIN_PATH.parent  # site-packages/pgserver/pginstall
         copy = root / "site" / install.parent.name / install.name
         shutil.copytree(install, copy, symlinks=True)
         libs = install.parent.parent / f"{install.parent.name}.libs"
@@ -67,18 +67,32 @@ def postgres_server() -> Iterator[str]:
         bin_dir = copy / POSTGRES_BIN_PATH.name
 
     def run(*args: str) -> None:
-        subprocess.run([str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, text=True,
-                       user=user, cwd=root)
+        subprocess.run(
+            [str(bin_dir / args[0]), *args[1:]], check=True, capture_output=True, text=True, user=user, cwd=root
+        )
 
     try:
         run("initdb", "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=utf8")
-        run("pg_ctl", "-D", str(data), "-w", "-l", str(root / "server.log"),
-            "-o", f"-h 127.0.0.1 -p {port} -k {root}", "start")
+        run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {root}",
+            "start",
+        )
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                           capture_output=True, user=user, cwd=root)
+            subprocess.run(
+                [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                capture_output=True,
+                user=user,
+                cwd=root,
+            )
         for _ in range(20):
             if not (data / "postmaster.pid").exists():
                 break
@@ -92,10 +106,27 @@ def mlflow_server(timeout_s: float = 180.0) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="ragtune-mlflow-"))
     port = free_port()
     log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                             "--artifacts-destination", str(root / "artifacts")],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout_s

@@ -7,9 +7,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ragtune.adapter.model import AdapterConfig, QueryAdapter, adapt_queries, build_adapter, load_query_adapter, save_query_adapter
-from ragtune.adapter.losses import (FullCorpusSoftmaxLoss, InBatchRankingLoss, _weighted_cross_entropy, identity_distance,
-                                    make_loss, text_groups)
+from ragtune.adapter.losses import (
+    FullCorpusSoftmaxLoss,
+    InBatchRankingLoss,
+    _weighted_cross_entropy,
+    identity_distance,
+    make_loss,
+    text_groups,
+)
+from ragtune.adapter.model import (
+    AdapterConfig,
+    QueryAdapter,
+    adapt_queries,
+    build_adapter,
+    load_query_adapter,
+    save_query_adapter,
+)
 from ragtune.errors import RagtuneError
 from ragtune.search.dense import exact_top_k
 
@@ -30,8 +43,9 @@ def perturb(adapter, seed=1, scale=0.1):
     return adapter
 
 
-ALL_CONFIGS = [AdapterConfig(dim=DIM, kind="mlp", hidden_dim=16, n_hidden_layers=n, dropout=0.2) for n in range(4)] \
-    + [AdapterConfig(dim=DIM, kind="linear")]
+ALL_CONFIGS = [AdapterConfig(dim=DIM, kind="mlp", hidden_dim=16, n_hidden_layers=n, dropout=0.2) for n in range(4)] + [
+    AdapterConfig(dim=DIM, kind="linear")
+]
 
 
 @pytest.mark.parametrize("config", ALL_CONFIGS, ids=lambda c: f"{c.kind}-{c.n_hidden_layers}")
@@ -57,14 +71,15 @@ def test_output_is_l2_normalised_with_the_input_shape(config):
 
 def test_capacity_follows_the_config():
     n_params = [sum(p.numel() for p in QueryAdapter(c).parameters()) for c in ALL_CONFIGS]
-    assert n_params[0] == DIM * DIM + DIM                       # mlp, no hidden layer: one Linear
+    assert n_params[0] == DIM * DIM + DIM  # mlp, no hidden layer: one Linear
     assert n_params[1] == (DIM * 16 + 16) + 2 * 16 + (16 * DIM + DIM)
     assert n_params[1] < n_params[2] < n_params[3]
-    assert n_params[4] == DIM * DIM + DIM                       # linear: delta + bias
+    assert n_params[4] == DIM * DIM + DIM  # linear: delta + bias
 
 
-@pytest.mark.parametrize("bad", [dict(n_hidden_layers=4), dict(kind="conv"), dict(activation="mish"),
-                                 dict(hidden_dim=0)])
+@pytest.mark.parametrize(
+    "bad", [dict(n_hidden_layers=4), dict(kind="conv"), dict(activation="mish"), dict(hidden_dim=0)]
+)
 def test_invalid_config_is_refused(bad):
     with pytest.raises(ValueError):
         AdapterConfig(dim=DIM, **bad)
@@ -83,7 +98,7 @@ def reference_loss(scores: torch.Tensor, target: list[int], masked: list[set[int
 def test_in_batch_loss_masks_a_chunk_that_appears_twice():
     corpus = unit(10, seed=5)
     groups = torch.arange(10)
-    gold = torch.tensor([3, 7, 3, 1])          # questions 0 and 2 ask about the same chunk
+    gold = torch.tensor([3, 7, 3, 1])  # questions 0 and 2 ask about the same chunk
     adapted = unit(4, seed=6)
     tau = 0.1
     loss = InBatchRankingLoss(tau)(adapted, gold, corpus, groups)
@@ -106,7 +121,7 @@ def test_in_batch_loss_masks_identical_texts_too():
 
 def test_full_corpus_loss_masks_chunks_with_the_gold_text():
     corpus = unit(8, seed=11)
-    corpus[5] = corpus[2]                      # a verbatim duplicate of chunk 2
+    corpus[5] = corpus[2]  # a verbatim duplicate of chunk 2
     groups = torch.as_tensor(text_groups(["t0", "t1", "same", "t3", "t4", "same", "t6", "t7"]))
     gold = torch.tensor([2, 5, 6])
     adapted = unit(3, seed=12)
@@ -217,5 +232,6 @@ def test_adapt_queries_is_batched_float32_without_dropout_and_keeps_the_mode():
     assert a.dtype == np.float32 and a.shape == (23, DIM)
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)  # dropout off: same result however batched
     assert adapter.training  # the caller's mode is restored
-    np.testing.assert_allclose(a, adapter.eval()(torch.as_tensor(x, dtype=torch.float32)).detach().numpy(),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        a, adapter.eval()(torch.as_tensor(x, dtype=torch.float32)).detach().numpy(), rtol=0, atol=1e-6
+    )

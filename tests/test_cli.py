@@ -12,22 +12,37 @@ from ragtune.cache import ContentCache
 from ragtune.cli import HybridSetup, compare_retrieval, format_comparison, main
 from ragtune.embedding.embedder import CachedEmbedder, load_model, save_embeddings
 from ragtune.io import write_json
-from ragtune.search.lexical import Bm25Index
 from ragtune.params import EmbeddingParams
 from ragtune.records import Chunk, write_jsonl
+from ragtune.search.lexical import Bm25Index
 
 CHUNKS = [
-    Chunk(id="gdpr-art33-p1", title="GDPR Art. 33: Notification of a personal data breach",
-          text="In the case of a personal data breach, the controller shall notify the supervisory authority "
-               "within 72 hours.\nSecond line."),
-    Chunk(id="dora-art19-p1", title="DORA Art. 19: Reporting of major ICT-related incidents",
-          text="Financial entities shall report major ICT-related incidents to the competent authority."),
-    Chunk(id="ai-act-art5-p1", title="AI Act Art. 5: Prohibited AI practices",
-          text="The placing on the market of AI systems that deploy subliminal techniques is prohibited."),
-    Chunk(id="cra-art13-p1", title=None,
-          text="Manufacturers shall ensure that products with digital elements meet the essential requirements."),
-    Chunk(id="nis2-art20-p1", title="NIS2 Art. 20: Governance",
-          text="Management bodies of essential entities shall approve cybersecurity risk-management measures."),
+    Chunk(
+        id="gdpr-art33-p1",
+        title="GDPR Art. 33: Notification of a personal data breach",
+        text="In the case of a personal data breach, the controller shall notify the supervisory authority "
+        "within 72 hours.\nSecond line.",
+    ),
+    Chunk(
+        id="dora-art19-p1",
+        title="DORA Art. 19: Reporting of major ICT-related incidents",
+        text="Financial entities shall report major ICT-related incidents to the competent authority.",
+    ),
+    Chunk(
+        id="ai-act-art5-p1",
+        title="AI Act Art. 5: Prohibited AI practices",
+        text="The placing on the market of AI systems that deploy subliminal techniques is prohibited.",
+    ),
+    Chunk(
+        id="cra-art13-p1",
+        title=None,
+        text="Manufacturers shall ensure that products with digital elements meet the essential requirements.",
+    ),
+    Chunk(
+        id="nis2-art20-p1",
+        title="NIS2 Art. 20: Governance",
+        text="Management bodies of essential entities shall approve cybersecurity risk-management measures.",
+    ),
 ]
 
 
@@ -39,8 +54,9 @@ def pipeline(tmp_path_factory):
     write_jsonl(root / "data/fetch/corpus.jsonl", CHUNKS)
     with ContentCache(root / "data/cache/embeddings.sqlite") as cache:
         embedder = CachedEmbedder(params, cache, model=load_model(params))
-        save_embeddings(root / "data/embed/corpus.npz", [c.id for c in CHUNKS],
-                        embedder.encode_documents([c.text for c in CHUNKS]))
+        save_embeddings(
+            root / "data/embed/corpus.npz", [c.id for c in CHUNKS], embedder.encode_documents([c.text for c in CHUNKS])
+        )
         write_json(root / "data/embed/info.json", embedder.describe())
     save_query_adapter(build_adapter(AdapterConfig(dim=embedder.dim), seed=0), root / "models/adapter")
     (root / "params.yaml").write_text("embedding: {}\n", encoding="utf-8")
@@ -49,8 +65,11 @@ def pipeline(tmp_path_factory):
 
 def test_errors_before_the_pipeline_has_run_name_the_file_and_the_command(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    steps = [("data/fetch/corpus.jsonl", "dvc repro fetch"), ("data/embed/corpus.npz", "dvc repro embed"),
-             ("models/adapter", "dvc repro train")]
+    steps = [
+        ("data/fetch/corpus.jsonl", "dvc repro fetch"),
+        ("data/embed/corpus.npz", "dvc repro embed"),
+        ("models/adapter", "dvc repro train"),
+    ]
     for path, command in steps:
         assert main(["search", "who reports breaches?"]) == 2
         err = capsys.readouterr().err
@@ -113,6 +132,7 @@ def test_chunks_found_by_one_side_only_are_marked():
 
 # --- the hybrid column ------------------------------------------------------------------------------
 
+
 def test_search_shows_the_hybrid_beside_cosine_and_adapter(pipeline, monkeypatch, capsys):
     monkeypatch.chdir(pipeline)
     assert main(["search", "Which ICT-related incidents must financial entities report?", "-k", "3", "--json"]) == 0
@@ -123,8 +143,10 @@ def test_search_shows_the_hybrid_beside_cosine_and_adapter(pipeline, monkeypatch
     assert out["hybrid"][0]["score"] == pytest.approx(2 / 61, abs=1e-6)
     assert [h["rank"] for h in out["hybrid"]] == [1, 2, 3]
 
-    assert main(["search", "Which ICT-related incidents must financial entities report?", "-k", "2",
-                 "--width", "100"]) == 0
+    assert (
+        main(["search", "Which ICT-related incidents must financial entities report?", "-k", "2", "--width", "100"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "│ hybrid (BM25+adapter, RRF k=60)" in text and " 1. dora-art19-p1  0.0328" in text
     assert re.search(r"\* hybrid: [0-2] of its top 2 found by neither dense side", text)
@@ -140,8 +162,9 @@ def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monke
     assert main([*question, "--params", str(weighted)]) == 0
     assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
     metrics = pipeline / "data/eval/report.json"
-    write_json(metrics, {"fusion": {"method": "weighted", "hybrid": {"dense": "adapter", "method": "weighted",
-                                                                     "weight": 0.7}}})
+    write_json(
+        metrics, {"fusion": {"method": "weighted", "hybrid": {"dense": "adapter", "method": "weighted", "weight": 0.7}}}
+    )
     try:
         assert main([*question, "--params", str(weighted)]) == 0
         out = json.loads(capsys.readouterr().out)
@@ -170,8 +193,17 @@ def test_hybrid_column_marks_chunks_neither_dense_side_found():
     texts = [f"text {i} about topic{i}\nmore" for i in range(8)]
     ids = [f"c{i}" for i in range(8)]
     # Both dense sides at chunk 0; BM25 only knows chunk 5 ("topic5"), which the dense sides rank low.
-    cmp = compare_retrieval("topic5", corpus[[0]], corpus[[0]], corpus, ids, [None] * 8, texts, 2,
-                            HybridSetup(Bm25Index(texts), candidates=8))
+    cmp = compare_retrieval(
+        "topic5",
+        corpus[[0]],
+        corpus[[0]],
+        corpus,
+        ids,
+        [None] * 8,
+        texts,
+        2,
+        HybridSetup(Bm25Index(texts), candidates=8),
+    )
     dense_top2 = [h.id for h in cmp.adapter]
     assert "c5" not in dense_top2 and [h.id for h in cmp.hybrid][:1] == ["c5"]
     assert cmp.hybrid[0].only_here and not cmp.hybrid[1].only_here

@@ -10,16 +10,30 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pipeline_support import REPO, tiny_corpus, write_jsonl
-from ragtune.cli import main
-from ragtune.benchmark.workspaces import RunRecord, apply_overrides, plan_bench, stages_run, validate_params
+
 from ragtune.benchmark.tables import arm_order, build_results, corpus_row, metric_keys, render_markdown, write_results
+from ragtune.benchmark.workspaces import RunRecord, apply_overrides, plan_bench, stages_run, validate_params
+from ragtune.cli import main
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import SECTIONS
-from ragtune.readme import (KFOLD, KFOLD_END, KFOLD_START, LOGS, LOGS_END, LOGS_START, TRANSFER, TRANSFER_END,
-                            TRANSFER_START, current_block, expected_transfer, render_query_logs,
-                            render_query_logs_kfold, render_transfer, update_transfer)
+from ragtune.readme import (
+    KFOLD,
+    KFOLD_END,
+    KFOLD_START,
+    LOGS,
+    LOGS_END,
+    LOGS_START,
+    TRANSFER,
+    TRANSFER_END,
+    TRANSFER_START,
+    current_block,
+    expected_transfer,
+    render_query_logs,
+    render_query_logs_kfold,
+    render_transfer,
+    update_transfer,
+)
 
 TINY = ["tune.n_trials=2", "train.max_epochs=2", "eval.bootstrap_resamples=200"]
 
@@ -32,50 +46,105 @@ def _arm(hit: float, mrr: float, ndcg: float, hit_k: int = 5) -> dict:
 def _metrics(seeds: bool = False, main_k: int = 5, protocol: str | None = None) -> dict:
     hit = f"hit@{main_k}"
     test = {
-        "questions": 40, "origin": "human", "human": 40, "synthetic": 0, "multi_relevant": 3,
+        "questions": 40,
+        "origin": "human",
+        "human": 40,
+        "synthetic": 0,
+        "multi_relevant": 3,
         # eval's order is not guaranteed here: the table must put the arms in evaluation._arm_order.
-        "arms": {"bm25": _arm(0.7, 0.55, 0.5, main_k), "hybrid": _arm(0.72, 0.56, 0.51, main_k),
-                 "cosine": _arm(0.6, 0.5, 0.45, main_k), "adapter": _arm(0.65, 0.52, 0.47, main_k)},
-        "adapter_vs_cosine": {hit: {"diff": 0.05, "gained": 4, "lost": 2, "p": 0.6875, "p_holm": 1.0},
-                              "hit@20": {"diff": 0.0, "gained": 0, "lost": 0, "p": 1.0, "p_holm": 1.0},
-                              "mrr@20": {"diff": 0.02, "ci": [-0.01, 0.05], "p": 0.21, "improved": 9,
-                                         "worsened": 5, "sign_test_p": 0.42, "p_holm": 0.63},
-                              "significant": False, "verdict": "adapter vs cosine: ..."},
-        "bm25_vs_cosine": {hit: {"diff": 0.1, "gained": 6, "lost": 2, "p": 0.2891, "p_holm": 0.58},
-                           "mrr@20": {"diff": 0.05, "ci": [0.01, 0.09], "p": 0.0004, "improved": 12,
-                                      "worsened": 3, "sign_test_p": 0.035, "p_holm": 0.0012},
-                           "significant": True, "verdict": "bm25 vs cosine: ..."},
+        "arms": {
+            "bm25": _arm(0.7, 0.55, 0.5, main_k),
+            "hybrid": _arm(0.72, 0.56, 0.51, main_k),
+            "cosine": _arm(0.6, 0.5, 0.45, main_k),
+            "adapter": _arm(0.65, 0.52, 0.47, main_k),
+        },
+        "adapter_vs_cosine": {
+            hit: {"diff": 0.05, "gained": 4, "lost": 2, "p": 0.6875, "p_holm": 1.0},
+            "hit@20": {"diff": 0.0, "gained": 0, "lost": 0, "p": 1.0, "p_holm": 1.0},
+            "mrr@20": {
+                "diff": 0.02,
+                "ci": [-0.01, 0.05],
+                "p": 0.21,
+                "improved": 9,
+                "worsened": 5,
+                "sign_test_p": 0.42,
+                "p_holm": 0.63,
+            },
+            "significant": False,
+            "verdict": "adapter vs cosine: ...",
+        },
+        "bm25_vs_cosine": {
+            hit: {"diff": 0.1, "gained": 6, "lost": 2, "p": 0.2891, "p_holm": 0.58},
+            "mrr@20": {
+                "diff": 0.05,
+                "ci": [0.01, 0.09],
+                "p": 0.0004,
+                "improved": 12,
+                "worsened": 3,
+                "sign_test_p": 0.035,
+                "p_holm": 0.0012,
+            },
+            "significant": True,
+            "verdict": "bm25 vs cosine: ...",
+        },
     }
     if seeds:
         test["adapter_seeds"] = {"seeds": [1, 2, 3], hit: [0.6, 0.675, 0.625], "mrr@20": [0.49, 0.53, 0.51]}
-    setup = {"source": "jsonl", "embedding_model": "packaged:all-MiniLM-L6-v2", "corpus_chunks": 99,
-             "main_k": main_k, "confidence": 0.95}
+    setup = {
+        "source": "jsonl",
+        "embedding_model": "packaged:all-MiniLM-L6-v2",
+        "corpus_chunks": 99,
+        "main_k": main_k,
+        "confidence": 0.95,
+    }
     if protocol:
         setup["protocol"] = protocol
     return {"setup": setup, "test": test, "val": {"questions": 10, "arms": {"cosine": _arm(0.9, 0.8, 0.8)}}}
 
 
 def _results(**kwargs) -> dict:
-    rows = [corpus_row("acord", _metrics(seeds=True, protocol="include"), {"source": "jsonl", "chunks": 3931},
-                       RunRecord(12.5, ["fetch", "eval"])),
-            corpus_row("or_sharc", _metrics(), {"source": "jsonl", "chunks": 651},
-                       RunRecord(2.0, [], {"wall_s": 130.0, "stages_run": ["eval"]}))]
-    return build_results(rows, command="ragtune bench a b", overrides=TINY, params_hash="abc123def456",
-                         main_k=5, confidence=0.95, **kwargs)
+    rows = [
+        corpus_row(
+            "acord",
+            _metrics(seeds=True, protocol="include"),
+            {"source": "jsonl", "chunks": 3931},
+            RunRecord(12.5, ["fetch", "eval"]),
+        ),
+        corpus_row(
+            "or_sharc",
+            _metrics(),
+            {"source": "jsonl", "chunks": 651},
+            RunRecord(2.0, [], {"wall_s": 130.0, "stages_run": ["eval"]}),
+        ),
+    ]
+    return build_results(
+        rows,
+        command="ragtune bench a b",
+        overrides=TINY,
+        params_hash="abc123def456",
+        main_k=5,
+        confidence=0.95,
+        **kwargs,
+    )
 
 
 # --- the table from metrics.json -----------------------------------------------------------------
 
+
 def test_row_from_a_hand_made_metrics_json():
-    row = corpus_row("acord", _metrics(seeds=True, protocol="include"), {"source": "jsonl", "chunks": 3931},
-                     RunRecord(12.5, ["fetch", "eval"]), "/data/acord")
+    row = corpus_row(
+        "acord",
+        _metrics(seeds=True, protocol="include"),
+        {"source": "jsonl", "chunks": 3931},
+        RunRecord(12.5, ["fetch", "eval"]),
+        "/data/acord",
+    )
     assert row["metrics"] == ["hit@5", "mrr@20", "ndcg@10"]
     assert list(row["arms"]) == ["cosine", "adapter", "bm25", "hybrid"]  # evaluation._arm_order, unknown last
     assert row["arms"]["adapter"]["hit@5"] == {"value": 0.65, "ci": [0.55, 0.75]}
     assert row["chunks"] == 3931 and row["test_questions"] == 40 and row["human"] == 40 and row["synthetic"] == 0
     assert row["protocol"] == "include" and row["wall_s"] == 12.5 and row["stages_run"] == ["fetch", "eval"]
-    assert row["vs_cosine"]["adapter"]["hit@5"] == {"diff": 0.05, "gained": 4, "lost": 2, "p": 0.6875,
-                                                   "p_holm": 1.0}
+    assert row["vs_cosine"]["adapter"]["hit@5"] == {"diff": 0.05, "gained": 4, "lost": 2, "p": 0.6875, "p_holm": 1.0}
     assert row["vs_cosine"]["bm25"]["mrr@20"]["p"] == 0.0004 and row["vs_cosine"]["bm25"]["significant"]
     assert "hybrid" not in row["vs_cosine"]  # eval made no comparison for it: nothing invented
     assert row["adapter_seeds"] == {"seeds": [1, 2, 3], "hit@5": [0.6, 0.675], "mrr@20": [0.49, 0.53]}
@@ -90,12 +159,15 @@ def test_the_adapters_share_of_the_hybrid_is_reported_beside_the_hybrid_arm():
     metrics["test"]["hybrid_vs_hybrid_cosine"] = {
         "hit@5": {"diff": 0.12, "gained": 9, "lost": 2, "p": 0.0654, "p_holm": 0.13},
         "mrr@20": {"diff": 0.07, "ci": [0.02, 0.12], "p": 0.0031, "improved": 14, "worsened": 4, "p_holm": 0.0062},
-        "significant": True, "verdict": "..."}
+        "significant": True,
+        "verdict": "...",
+    }
     row = corpus_row("acord", metrics)
     assert row["hybrid_vs_hybrid_cosine"]["mrr@20"]["p"] == 0.0031 and row["hybrid_vs_hybrid_cosine"]["significant"]
     assert "hybrid_vs_hybrid_cosine" not in corpus_row("x", _metrics())  # eval made none: nothing invented
-    md = render_markdown(build_results([row, corpus_row("or_sharc", _metrics())], command="c", overrides=[],
-                                       params_hash="h"))
+    md = render_markdown(
+        build_results([row, corpus_row("or_sharc", _metrics())], command="c", overrides=[], params_hash="h")
+    )
     lines = md.splitlines()
     hit = next(line for line in lines if line.startswith("| acord | 60.0"))
     assert hit.endswith("72.0 (62.0–82.0); vs hybrid_cosine p=0.065 (+9/−2) |")
@@ -127,8 +199,9 @@ def test_markdown_shows_intervals_p_values_and_the_seed_range_only_when_present(
     assert "| or_sharc | jsonl | 651 | 40 human | – | 2 s (up to date; last run 2 min 10 s) |" in md
     assert "abc123def456" in md and "`tune.n_trials=2`" in md and "`ragtune bench a b`" in md
     assert "seeds: the range of single-seed adapters' values" in md
-    assert "seeds" not in render_markdown(build_results([corpus_row("x", _metrics())], command="c", overrides=[],
-                                                        params_hash="h"))
+    assert "seeds" not in render_markdown(
+        build_results([corpus_row("x", _metrics())], command="c", overrides=[], params_hash="h")
+    )
 
 
 def test_results_files_are_written(tmp_path):
@@ -140,17 +213,22 @@ def test_results_files_are_written(tmp_path):
 
 
 def test_dvc_output_parsing():
-    out = "Stage 'fetch' didn't change, skipping\nRunning stage 'tune':\n> python stages/tune.py\n" \
-          "Running stage 'eval':\n"
+    out = (
+        "Stage 'fetch' didn't change, skipping\nRunning stage 'tune':\n> python stages/tune.py\nRunning stage 'eval':\n"
+    )
     assert stages_run(out) == ["tune", "eval"] and stages_run("Data and pipelines are up to date.") == []
 
 
 # --- -S overrides and planning ---------------------------------------------------------------------
 
+
 def test_overrides_parse_yaml_and_name_the_key_at_fault():
     base = {"train": {"lr": 0.1, "kind": "mlp"}, "eval": {"bm25": {"k1": 1.5}}}
-    out = apply_overrides(base, ["train.lr=3e-4", "eval.bm25.k1=2", "train.kind=linear", "eval.hit_ks=[1, 5]",
-                                 "tune.storage=null"], SECTIONS)
+    out = apply_overrides(
+        base,
+        ["train.lr=3e-4", "eval.bm25.k1=2", "train.kind=linear", "eval.hit_ks=[1, 5]", "tune.storage=null"],
+        SECTIONS,
+    )
     assert out["train"] == {"lr": 3e-4, "kind": "linear"} and out["eval"]["bm25"]["k1"] == 2
     assert out["eval"]["hit_ks"] == [1, 5] and out["tune"] == {"storage": None}
     assert base["train"]["lr"] == 0.1  # the input is not modified
@@ -183,12 +261,26 @@ def _corpus_dir(path: Path, rows: list[dict], questions: list[dict]) -> Path:
 
 
 def _questions(rows: list[dict]) -> list[dict]:
-    return [{"id": "q1", "question": "How quickly must a personal data breach be notified?",
-             "relevant_ids": [rows[1]["id"]], "answer": "Within 72 hours."},
-            {"id": "q2", "question": "Who must handle vulnerabilities of digital products?",
-             "relevant_ids": [rows[8]["id"]], "answer": None},
-            {"id": "q3", "question": "When must significant incidents be reported to the CSIRT?",
-             "relevant_ids": [rows[6]["id"]], "answer": None}]
+    return [
+        {
+            "id": "q1",
+            "question": "How quickly must a personal data breach be notified?",
+            "relevant_ids": [rows[1]["id"]],
+            "answer": "Within 72 hours.",
+        },
+        {
+            "id": "q2",
+            "question": "Who must handle vulnerabilities of digital products?",
+            "relevant_ids": [rows[8]["id"]],
+            "answer": None,
+        },
+        {
+            "id": "q3",
+            "question": "When must significant incidents be reported to the CSIRT?",
+            "relevant_ids": [rows[6]["id"]],
+            "answer": None,
+        },
+    ]
 
 
 def test_plan_sets_the_jsonl_source_the_overrides_and_the_default_workspace(project, tmp_path):
@@ -213,8 +305,9 @@ def test_plan_sets_the_jsonl_source_the_overrides_and_the_default_workspace(proj
     assert not (project / "data").exists()  # planning writes nothing
 
 
-@pytest.mark.parametrize("case", ["no_test", "bad_json", "unknown_relevant", "unknown_key", "unknown_section",
-                                  "nothing", "same_name"])
+@pytest.mark.parametrize(
+    "case", ["no_test", "bad_json", "unknown_relevant", "unknown_key", "unknown_section", "nothing", "same_name"]
+)
 def test_bad_input_stops_before_any_work(case, project, tmp_path, monkeypatch, capsys):
     rows = tiny_corpus()
     good = _corpus_dir(tmp_path / "good", rows, _questions(rows))
@@ -258,13 +351,15 @@ def test_bad_input_stops_before_any_work(case, project, tmp_path, monkeypatch, c
 
 # --- the README's transfer block ---------------------------------------------------------------------
 
+
 def test_transfer_block_regenerates_identically_from_results_json(tmp_path):
     results = tmp_path / "data/transfer/results.json"
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps(_results()), encoding="utf-8")
     readme = tmp_path / "README.md"
-    original = (f"# t\n\n## Results on other legal corpora\n\n{TRANSFER_START}\nrun make transfer\n"
-                f"{TRANSFER_END}\n\nend\n")
+    original = (
+        f"# t\n\n## Results on other legal corpora\n\n{TRANSFER_START}\nrun make transfer\n{TRANSFER_END}\n\nend\n"
+    )
     readme.write_text(original, encoding="utf-8")
 
     assert update_transfer(readme, tmp_path / "missing.json") is None  # no results: section left as it is
@@ -290,7 +385,8 @@ def test_readme_transfer_block_matches_the_committed_results(tmp_path):
         assert "make transfer" in current_block(text, TRANSFER_START, TRANSFER_END)
         return
     assert current_block(text, TRANSFER_START, TRANSFER_END) == expected_transfer(readme, results), (
-        "README transfer section is stale: run python -m ragtune.readme")
+        "README transfer section is stale: run python -m ragtune.readme"
+    )
 
 
 def test_readme_query_logs_block_matches_the_committed_results(tmp_path):
@@ -301,14 +397,33 @@ def test_readme_query_logs_block_matches_the_committed_results(tmp_path):
     assert LOGS_START in text and LOGS_END in text
     if results.is_file():
         assert current_block(text, LOGS_START, LOGS_END) == expected_transfer(readme, results, render_query_logs), (
-            "README query-logs section is stale: run python -m ragtune.readme")
+            "README query-logs section is stale: run python -m ragtune.readme"
+        )
     else:
         assert "make querylogs" in current_block(text, LOGS_START, LOGS_END)
-    row = {**_results()["corpora"][0], "name": "acord", "train_questions": 57, "test_questions": 57,
-           "curve": [{"n_real": n, "adapter_hit@5": 0.4, "adapter_hit@5_low": 0.3, "adapter_hit@5_high": 0.5,
-                      "adapter_mrr@20": 0.25, "adapter_mrr@20_low": 0.2, "adapter_mrr@20_high": 0.3,
-                      "p_mrr@20_vs_cosine": 0.04, "cosine_hit@5": 0.33, "cosine_mrr@20": 0.21,
-                      "bm25_hit@5": 0.33, "bm25_mrr@20": 0.2} for n in (0, 25, 57)]}
+    row = {
+        **_results()["corpora"][0],
+        "name": "acord",
+        "train_questions": 57,
+        "test_questions": 57,
+        "curve": [
+            {
+                "n_real": n,
+                "adapter_hit@5": 0.4,
+                "adapter_hit@5_low": 0.3,
+                "adapter_hit@5_high": 0.5,
+                "adapter_mrr@20": 0.25,
+                "adapter_mrr@20_low": 0.2,
+                "adapter_mrr@20_high": 0.3,
+                "p_mrr@20_vs_cosine": 0.04,
+                "cosine_hit@5": 0.33,
+                "cosine_mrr@20": 0.21,
+                "bm25_hit@5": 0.33,
+                "bm25_mrr@20": 0.2,
+            }
+            for n in (0, 25, 57)
+        ],
+    }
     block = render_query_logs({**_results(), "corpora": [row]}, "data/transfer/real")
     assert "`acord`: 57 training, 57 test" in block and "**Learning curve, acord**" in block
     assert "| 25 | 40.0 (30.0–50.0) | 0.250 (0.200–0.300) | 0.04 | 33.0 | 0.210 | 33.0 | 0.200 |" in block
@@ -324,7 +439,8 @@ def test_readme_kfold_block_matches_the_committed_results():
     assert KFOLD_START in text and KFOLD_END in text
     if results.is_file():
         assert current_block(text, KFOLD_START, KFOLD_END) == expected_transfer(
-            readme, results, render_query_logs_kfold), "README k-fold section is stale: run python -m ragtune.readme"
+            readme, results, render_query_logs_kfold
+        ), "README k-fold section is stale: run python -m ragtune.readme"
     else:
         assert "make querylogs-kfold" in current_block(text, KFOLD_START, KFOLD_END)
     block = render_query_logs_kfold({**_results(), "overrides": ["train.folds=4", "tune.timeout_s=null"]})
@@ -335,6 +451,7 @@ def test_readme_kfold_block_matches_the_committed_results():
 
 # --- end to end under real DVC ----------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
     alpha_rows = tiny_corpus(n_copies=2)
@@ -342,9 +459,13 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
     alpha = _corpus_dir(tmp_path / "alpha", alpha_rows, _questions(alpha_rows))
     beta = _corpus_dir(tmp_path / "beta", beta_rows, _questions(beta_rows)[:2])
     # alpha has a few labelled real questions: they train, validate, and make a learning curve
-    write_jsonl(alpha / "train_questions.jsonl",
-                [{"id": f"r{i}", "question": f"Which rule covers topic {i}?", "relevant_ids": [alpha_rows[i]["id"]]}
-                 for i in (2, 3, 4, 5, 9, 10)])
+    write_jsonl(
+        alpha / "train_questions.jsonl",
+        [
+            {"id": f"r{i}", "question": f"Which rule covers topic {i}?", "relevant_ids": [alpha_rows[i]["id"]]}
+            for i in (2, 3, 4, 5, 9, 10)
+        ],
+    )
     out = tmp_path / "transfer"
     monkeypatch.chdir(REPO)
     argv = ["bench", str(alpha), str(beta), "--out", str(out), *[a for s in TINY for a in ("-S", s)]]
@@ -378,7 +499,8 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
     assert (out / "results_curve.png").stat().st_size > 0
     assert (out / "results.png").stat().st_size > 0 and (out / "results_mrr.png").stat().st_size > 0
     assert (out / "work/alpha/stages").is_symlink() and (out / "work/alpha/.dvc/config").read_text() == (
-        "[core]\n    no_scm = True\n    analytics = false\n")
+        "[core]\n    no_scm = True\n    analytics = false\n"
+    )
     copied = out / "work/alpha/corpus/corpus.jsonl"
     mtime = copied.stat().st_mtime_ns
 

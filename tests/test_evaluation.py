@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.paths import PipelinePaths
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
 from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
@@ -23,11 +22,12 @@ from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metr
 from ragtune.evaluation.report import flat_metrics, write_eval_outputs
 from ragtune.evaluation.run import run_eval
 from ragtune.io import write_json
-from ragtune.search.lexical import Bm25Index, Bm25Params
 from ragtune.params import load_section, validate_params_file
+from ragtune.paths import PipelinePaths
 from ragtune.readme import END, START, current_block, render_results, replace_block, update_readme
 from ragtune.records import Chunk, SyntheticQuestion, TestQuestion, write_jsonl
 from ragtune.search.dense import exact_top_k, first_relevant_rank
+from ragtune.search.lexical import Bm25Index, Bm25Params
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 16
@@ -40,10 +40,14 @@ SMALL = EvalParams(hit_ks=[1, 3, 5], recall_ks=[1, 3], mrr_k=5, ndcg_k=3, main_k
 
 
 def test_metrics_by_hand_ties_several_relevant_and_no_hit():
-    ranked = np.array([[3, 1, 2, 0, 4],       # relevant 1 at rank 2
-                       [0, 1, 2, 3, 4],       # relevant 5 never retrieved
-                       [2, 3, 1, 0, 4],       # relevant {2, 1}: ranks 1 and 3
-                       [-1, -1, -1, -1, -1]])  # nothing retrieved (BM25 with no shared term)
+    ranked = np.array(
+        [
+            [3, 1, 2, 0, 4],  # relevant 1 at rank 2
+            [0, 1, 2, 3, 4],  # relevant 5 never retrieved
+            [2, 3, 1, 0, 4],  # relevant {2, 1}: ranks 1 and 3
+            [-1, -1, -1, -1, -1],
+        ]
+    )  # nothing retrieved (BM25 with no shared term)
     relevant = [np.array([1]), np.array([5]), np.array([2, 1]), np.array([0])]
     hits = hit_matrix(ranked, relevant)
     n_rel = np.array([1, 1, 2, 1])
@@ -72,13 +76,17 @@ def test_tied_scores_rank_the_lower_corpus_row_first():
 
 
 def test_bm25_arm_ties_unknown_terms_and_stemming():
-    texts = ["Controllers shall report breaches", "the processor keeps records",
-             "Controllers shall report breaches", "market surveillance authorities"]
+    texts = [
+        "Controllers shall report breaches",
+        "the processor keeps records",
+        "Controllers shall report breaches",
+        "market surveillance authorities",
+    ]
     index = Bm25Index(texts, Bm25Params())
     scores, idx = index.top_k(["controller reporting", "zebra quantum", "records kept"], 4)
     assert idx[0, :2].tolist() == [0, 2] and scores[0, 0] == scores[0, 1] > 0  # tie: lower row first
     assert idx[1].tolist() == [-1, -1, -1, -1]  # no shared term: nothing retrieved, not chunk 0
-    assert idx[2, 0] == 1 and idx[2, 1] == -1   # "records kept" stems to the processor chunk only
+    assert idx[2, 0] == 1 and idx[2, 1] == -1  # "records kept" stems to the processor chunk only
     qs = QuerySet("t", ["x"], np.zeros((1, DIM), np.float32), [np.array([0])], ["human"], ["zebra"])
     assert not hit_matrix(LexicalArm("bm25", index).retrieve(qs, 4), qs.relevant).any()
     no_texts = QuerySet("t", ["x"], np.zeros((1, DIM), np.float32), [np.array([0])], ["human"])
@@ -101,27 +109,51 @@ def test_eval_params_validation(tmp_path):
 
 # --- a tiny fixture pipeline -----------------------------------------------------------------------
 
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
-def make_pipeline(root: Path, n_chunks: int = 40, n_test: int = 30, n_synth: int = 60, noise: float = 0.35,
-                  seed: int = 0) -> PipelinePaths:
+def make_pipeline(
+    root: Path, n_chunks: int = 40, n_test: int = 30, n_synth: int = 60, noise: float = 0.35, seed: int = 0
+) -> PipelinePaths:
     """Files laid out like a real run: questions sit near their chunk's embedding, with noise, so raw
     cosine gets some right and some wrong. Test questions 0-19 are human, 20-29 synthetic; every third
     has two relevant chunks."""
     rng = np.random.default_rng(seed)
     corpus_emb = _unit(rng.normal(size=(n_chunks, DIM)))
-    chunks = [Chunk(id=f"c{i:03d}", text=f"Article {i}. Rules on topic{i} and subject{i % 7}.",
-                    title=f"Art. {i}", source="fixture") for i in range(n_chunks)]
+    chunks = [
+        Chunk(
+            id=f"c{i:03d}",
+            text=f"Article {i}. Rules on topic{i} and subject{i % 7}.",
+            title=f"Art. {i}",
+            source="fixture",
+        )
+        for i in range(n_chunks)
+    ]
     test, test_emb = [], []
     for q in range(n_test):
         rel = [q] + ([q + 1] if q % 3 == 0 else [])
-        test.append(TestQuestion(id=f"t{q:03d}", question=f"What applies to topic{q}?",
-                                 relevant_ids=[f"c{r:03d}" for r in rel], origin="human" if q < 20 else "synthetic"))
+        test.append(
+            TestQuestion(
+                id=f"t{q:03d}",
+                question=f"What applies to topic{q}?",
+                relevant_ids=[f"c{r:03d}" for r in rel],
+                origin="human" if q < 20 else "synthetic",
+            )
+        )
         test_emb.append(corpus_emb[q] + noise * rng.normal(size=DIM))
-    synth = [SyntheticQuestion(id=f"s{j:03d}", chunk_id=f"c{j % n_chunks:03d}", question=f"Which rules on topic{j % n_chunks}?",
-                               backend="fixture", model="none", prompt_id="p") for j in range(n_synth)]
+    synth = [
+        SyntheticQuestion(
+            id=f"s{j:03d}",
+            chunk_id=f"c{j % n_chunks:03d}",
+            question=f"Which rules on topic{j % n_chunks}?",
+            backend="fixture",
+            model="none",
+            prompt_id="p",
+        )
+        for j in range(n_synth)
+    ]
     synth_emb = [corpus_emb[j % n_chunks] + noise * rng.normal(size=DIM) for j in range(n_synth)]
     d = root / "data"
     write_jsonl(d / "fetch/corpus.jsonl", chunks)
@@ -130,13 +162,23 @@ def make_pipeline(root: Path, n_chunks: int = 40, n_test: int = 30, n_synth: int
     write_jsonl(d / "synthesize/questions.jsonl", synth)
     save_embeddings(d / "embed/corpus.npz", [c.id for c in chunks], corpus_emb)
     save_embeddings(d / "embed/test.npz", [q.id for q in test], _unit(np.array(test_emb)))
-    save_embeddings(d / "embed/questions.npz", [s.id for s in synth], _unit(np.array(synth_emb)),
-                    chunk_ids=[s.chunk_id for s in synth])
+    save_embeddings(
+        d / "embed/questions.npz",
+        [s.id for s in synth],
+        _unit(np.array(synth_emb)),
+        chunk_ids=[s.chunk_id for s in synth],
+    )
     write_json(d / "embed/info.json", {"model": "fixture-model"})
     write_json(d / "train/split.json", {"train": [s.id for s in synth[:40]], "val": [s.id for s in synth[40:]]})
-    return PipelinePaths(corpus=d / "fetch/corpus.jsonl", test=d / "synthesize/test.jsonl",
-                     questions=d / "synthesize/questions.jsonl", embed_dir=d / "embed", split=d / "train/split.json",
-                     adapter=root / "models/adapter", linear_adapter=root / "models/linear_adapter")
+    return PipelinePaths(
+        corpus=d / "fetch/corpus.jsonl",
+        test=d / "synthesize/test.jsonl",
+        questions=d / "synthesize/questions.jsonl",
+        embed_dir=d / "embed",
+        split=d / "train/split.json",
+        adapter=root / "models/adapter",
+        linear_adapter=root / "models/linear_adapter",
+    )
 
 
 def fixed_rotation(seed: int = 5):
@@ -175,8 +217,18 @@ def test_identity_adapter_equals_cosine_and_is_not_significant(pipeline, tmp_pat
     # One row per question with the rank of its first relevant chunk per arm.
     assert len(result.per_question) == 30 + 20
     row = result.per_question[0]
-    assert set(row) == {"set", "id", "origin", "n_relevant", "rank_cosine", "rank_adapter", "rank_bm25",
-                        "rank_hybrid_cosine", "rank_hybrid", "question"}
+    assert set(row) == {
+        "set",
+        "id",
+        "origin",
+        "n_relevant",
+        "rank_cosine",
+        "rank_adapter",
+        "rank_bm25",
+        "rank_hybrid_cosine",
+        "rank_hybrid",
+        "question",
+    }
     assert row["rank_adapter"] == row["rank_cosine"]
 
 
@@ -212,8 +264,11 @@ def test_real_adapters_untrained_mlp_is_identity_and_linear_arm_appears(tmp_path
     assert m["val"]["arms"]["adapter"]["mrr@20"] == pytest.approx(m["val"]["arms"]["cosine"]["mrr@20"], abs=1e-6)
     assert "linear_vs_cosine" in m["test"]
     assert m["test"]["arms"]["linear"]["mrr@20"] < m["test"]["arms"]["cosine"]["mrr@20"]
-    off = run_eval(paths, EvalParams(bootstrap_resamples=200, linear_adapter=False, bm25=Bm25Params(enabled=False)),
-                   fetch_report=tmp_path / "data/fetch/report.json").metrics
+    off = run_eval(
+        paths,
+        EvalParams(bootstrap_resamples=200, linear_adapter=False, bm25=Bm25Params(enabled=False)),
+        fetch_report=tmp_path / "data/fetch/report.json",
+    ).metrics
     assert list(off["test"]["arms"]) == ["cosine", "adapter"]
 
 
@@ -234,18 +289,31 @@ def test_outputs_files_and_readme_block(pipeline, tmp_path):
     result = run_eval(pipeline, FAST, lambda _: fixed_rotation(), tmp_path / "data/fetch/report.json")
     out = tmp_path / "data/eval"
     written = write_eval_outputs(result, FAST, out)
-    assert sorted(p.name for p in written) == ["hit_rate_at_k.csv", "hit_rate_at_k.png", "hit_rate_by_arm.png",
-                                               "metrics.json", "per_question.csv", "report.json"]
+    assert sorted(p.name for p in written) == [
+        "hit_rate_at_k.csv",
+        "hit_rate_at_k.png",
+        "hit_rate_by_arm.png",
+        "metrics.json",
+        "per_question.csv",
+        "report.json",
+    ]
     assert json.loads((out / "report.json").read_text()) == result.metrics
     # metrics.json: only the headline numbers, taken from the report
     headline = json.loads((out / "metrics.json").read_text())
     test = result.metrics["test"]
     assert set(headline) == {"test", "test_human", "test_synthetic", "val", "recommended_arm"}
-    assert headline["test"]["adapter"] == {"hit@5": test["arms"]["adapter"]["hit@5"],
-                                           "mrr@20": test["arms"]["adapter"]["mrr@20"]}
-    assert headline["test"]["adapter_vs_cosine"] == {"p_holm_hit@5": test["adapter_vs_cosine"]["hit@5"]["p_holm"],
-                                                     "p_holm_mrr@20": test["adapter_vs_cosine"]["mrr@20"]["p_holm"]}
-    assert "adapter_vs_cosine" not in headline["val"] and headline["val"]["questions"] == result.metrics["val"]["questions"]
+    assert headline["test"]["adapter"] == {
+        "hit@5": test["arms"]["adapter"]["hit@5"],
+        "mrr@20": test["arms"]["adapter"]["mrr@20"],
+    }
+    assert headline["test"]["adapter_vs_cosine"] == {
+        "p_holm_hit@5": test["adapter_vs_cosine"]["hit@5"]["p_holm"],
+        "p_holm_mrr@20": test["adapter_vs_cosine"]["mrr@20"]["p_holm"],
+    }
+    assert (
+        "adapter_vs_cosine" not in headline["val"]
+        and headline["val"]["questions"] == result.metrics["val"]["questions"]
+    )
     assert headline["recommended_arm"] == result.metrics["recommendation"]["arm"]
     leaves = lambda d: sum(leaves(v) if isinstance(v, dict) else 1 for v in d.values())  # noqa: E731
     assert leaves(headline) < leaves(result.metrics) / 5
@@ -282,14 +350,16 @@ def test_readme_results_match_the_committed_metrics(tmp_path):
         # Before the first pipeline run: check the round trip on a temporary README instead.
         paths = make_pipeline(tmp_path)
         paths.adapter.mkdir(parents=True)
-        written = write_eval_outputs(run_eval(paths, FAST, lambda _: identity, tmp_path / "data/fetch/report.json"),
-                                     FAST, tmp_path / "data/eval")
+        written = write_eval_outputs(
+            run_eval(paths, FAST, lambda _: identity, tmp_path / "data/fetch/report.json"), FAST, tmp_path / "data/eval"
+        )
         readme, metrics = tmp_path / "README.md", written[0]
         readme.write_text(f"{START}\n{END}\n", encoding="utf-8")
         update_readme(readme, metrics)
     block = current_block(readme.read_text(encoding="utf-8"))
-    assert block == render_results(json.loads(metrics.read_text(encoding="utf-8"))), \
+    assert block == render_results(json.loads(metrics.read_text(encoding="utf-8"))), (
         "README results are stale: run python -m ragtune.readme"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -310,24 +380,34 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, re
     save_query_adapter(build_adapter(AdapterConfig(dim=DIM), seed=0), paths.adapter)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if store == "sqlite" else request.getfixturevalue("mlflow_server_url")
     (tmp_path / "params.yaml").write_text(
-        f"eval:\n  bootstrap_resamples: 500\nmlflow:\n  tracking_uri: {uri}\n  experiment: t\n", encoding="utf-8")
+        f"eval:\n  bootstrap_resamples: 500\nmlflow:\n  tracking_uri: {uri}\n  experiment: t\n", encoding="utf-8"
+    )
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("t")
     with mlflow.start_run(run_name="train") as run:
         train_id = run.info.run_id
     write_json(tmp_path / "data/train/run.json", {"mlflow_run_id": train_id})
     client = mlflow.MlflowClient(uri)
-    client.create_registered_model("rq")   # as the train stage registers with mlflow.register_model_name
+    client.create_registered_model("rq")  # as the train stage registers with mlflow.register_model_name
     version = client.create_model_version("rq", f"runs:/{train_id}/query_encoder", run_id=train_id)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run([sys.executable, str(REPO / "stages/eval.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages/eval.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "eval test (30 mixed (20 human, 10 synthetic)): Hit@5 cosine" in proc.stdout
     metrics = json.loads((tmp_path / "data/eval/report.json").read_text())
     assert metrics["setup"]["bootstrap_resamples"] == 500
-    evals = [r for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
-             if r.data.tags.get("ragtune.stage") == "eval"]
+    evals = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
+        if r.data.tags.get("ragtune.stage") == "eval"
+    ]
     assert len(evals) == 1 and evals[0].data.tags["mlflow.parentRunId"] == train_id
     hit5 = metrics["test"]["arms"]["adapter"]["hit@5"]
     assert evals[0].data.metrics["test.adapter.hit_at_5"] == pytest.approx(hit5)
@@ -343,7 +423,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, re
     assert corpus.dataset.digest == hashlib.sha256(content).hexdigest()[:12]
     assert json.loads(corpus.dataset.profile)["num_rows"] == len(content.splitlines()) == 40
     assert {t.key: t.value for t in inputs["synthesize/questions"].tags}["mlflow.data.context"] == "training"
-    tags = client.get_model_version("rq", version.version).tags   # the headline test numbers on the version
+    tags = client.get_model_version("rq", version.version).tags  # the headline test numbers on the version
     assert float(tags["test.adapter.hit_at_5"]) == pytest.approx(hit5)
     assert {"test.cosine.hit_at_5", "test.adapter.mrr_at_20", "test.bm25.mrr_at_20"} <= set(tags)
 
@@ -352,8 +432,12 @@ def test_bm25_indexes_titles_as_its_include_title_says():
     from ragtune.evaluation.inputs import Corpus
     from ragtune.search.lexical import Bm25Index, Bm25Params
 
-    corpus = Corpus(["a", "b"], ["The processor shall notify.", "Fees are due monthly."], ["Breach notification", None],
-                    np.eye(2, dtype=np.float32))
+    corpus = Corpus(
+        ["a", "b"],
+        ["The processor shall notify.", "Fees are due monthly."],
+        ["Breach notification", None],
+        np.eye(2, dtype=np.float32),
+    )
     assert corpus.lexical_texts(Bm25Params(), "eu-law") == corpus.texts  # auto: eu-law titles are its questions
     with_titles = corpus.lexical_texts(Bm25Params(), "jsonl")
     assert with_titles == ["Breach notification\n\nThe processor shall notify.", "Fees are due monthly."]
@@ -366,8 +450,12 @@ def test_bm25_indexes_titles_as_its_include_title_says():
 
 
 def test_readme_says_whether_real_validation_questions_were_held_out():
-    block = {"questions": 12, "origin": "human", "synthetic": 0,
-             "arms": {"cosine": {"hit@5": 0.5, "mrr@20": 0.4}, "adapter": {"hit@5": 0.6, "mrr@20": 0.5}}}
+    block = {
+        "questions": 12,
+        "origin": "human",
+        "synthetic": 0,
+        "arms": {"cosine": {"hit@5": 0.5, "mrr@20": 0.4}, "adapter": {"hit@5": 0.6, "mrr@20": 0.5}},
+    }
     held_out = render_results({"setup": {"validation": "real"}, "val": block})
     refit = render_results({"setup": {"validation": "real", "refit": True}, "val": block})
     assert "**Real validation questions** — 12 questions" in held_out

@@ -8,16 +8,27 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
+from ragtune.adapter.export import (
+    EXPORT_INFO,
+    MODULE_FILE,
+    export_sentence_transformer,
+    load_exported,
+    needs_remote_code,
+)
 from ragtune.adapter.model import AdapterConfig, QueryAdapter, adapt_queries, load_query_adapter, save_query_adapter
 from ragtune.cache import ContentCache
 from ragtune.embedding.embedder import CachedEmbedder, resolve_model
-from ragtune.adapter.export import EXPORT_INFO, MODULE_FILE, export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.params import EmbeddingParams
 
-QUERIES = ["What must a provider of a high-risk AI system document?", "incident reporting deadline",
-           "Which authority supervises crypto-asset service providers?"]
-DOCUMENTS = ["This Regulation lays down harmonised rules for the placing on the market of AI systems.",
-             "Member States shall ensure that essential entities notify significant incidents without undue delay."]
+QUERIES = [
+    "What must a provider of a high-risk AI system document?",
+    "incident reporting deadline",
+    "Which authority supervises crypto-asset service providers?",
+]
+DOCUMENTS = [
+    "This Regulation lays down harmonised rules for the placing on the market of AI systems.",
+    "Member States shall ensure that essential entities notify significant incidents without undue delay.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +93,9 @@ def test_affine_adapters_load_without_remote_code_and_mlps_need_it(base_model, t
 def test_prompts_follow_the_embed_stage(base_model, tmp_path):
     params = EmbeddingParams(query_prompt="query: ", document_prompt="passage: ")
     adapter = trained_like(CONFIGS["mlp-2-layers"], seed=1)
-    out = export_sentence_transformer(adapter, tmp_path / "export", base_model, params.query_prompt,
-                                      params.document_prompt, params.normalize)
+    out = export_sentence_transformer(
+        adapter, tmp_path / "export", base_model, params.query_prompt, params.document_prompt, params.normalize
+    )
     model = load_exported(out)
     want_q, want_d = library_vectors(base_model, adapter, tmp_path, params)
     np.testing.assert_allclose(model.encode_query(QUERIES), want_q, rtol=0, atol=1e-5)
@@ -98,9 +110,12 @@ def test_export_of_a_saved_adapter_and_replacement_in_place(base_model, tmp_path
     export_sentence_transformer(adapter, out, base_model)  # replaces the previous export whole
     assert (out / MODULE_FILE).is_file()
     assert not list(tmp_path.joinpath("adapter").glob(".sentence_transformer*"))  # no temp dirs left
-    np.testing.assert_allclose(load_exported(out).encode_query(QUERIES),
-                               adapt_queries(adapter, base_model.encode(QUERIES, normalize_embeddings=True)),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        load_exported(out).encode_query(QUERIES),
+        adapt_queries(adapter, base_model.encode(QUERIES, normalize_embeddings=True)),
+        rtol=0,
+        atol=1e-5,
+    )
 
 
 def test_dimension_mismatch_is_refused(base_model, tmp_path):
@@ -122,19 +137,22 @@ def test_the_logged_mlflow_model_gives_the_adapted_vectors_and_registers(base_mo
     mlflow.set_experiment("t")
     with mlflow.start_run() as run:
         run_id = run.info.run_id
-    info = log_query_encoder(run_id, out, 384, QUERIES[:1], register_as="rq", version_tags={"ragtune.git_commit": "abc"})
+    info = log_query_encoder(
+        run_id, out, 384, QUERIES[:1], register_as="rq", version_tags={"ragtune.git_commit": "abc"}
+    )
 
     model = mlflow.pyfunc.load_model(info.model_uri)
     predicted = model.predict(QUERIES)
     library, _ = library_vectors(base_model, adapter, tmp_path, EmbeddingParams())
     assert predicted.shape == (len(QUERIES), 384) and predicted.dtype == np.float32
     assert np.abs(predicted - library).max() <= 1e-5
-    assert np.abs(model.predict(QUERIES[0]) - library[:1]).max() <= 1e-5   # one string works too
+    assert np.abs(model.predict(QUERIES[0]) - library[:1]).max() <= 1e-5  # one string works too
     inputs = info.signature.inputs.to_dict()
     assert inputs[0]["type"] == "string" and info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 384)
     client = mlflow.MlflowClient(uri)
-    assert [m.name for m in client.search_logged_models([client.get_experiment_by_name("t").experiment_id])] \
-        == [MODEL_NAME]
+    assert [m.name for m in client.search_logged_models([client.get_experiment_by_name("t").experiment_id])] == [
+        MODEL_NAME
+    ]
     version = client.get_model_version("rq", info.registered_model_version)
     assert version.run_id == run_id and version.tags["ragtune.git_commit"] == "abc"
     assert tag_model_versions(client, run_id, {"test.adapter.hit_at_5": 0.5}) == 1

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragtune.evaluation.arms import OutOfFoldArm, adapter_arm, load_adapter_transform
-from ragtune.evaluation.inputs import QuerySet
+from ragtune.adapter.data import build_training_data
 from ragtune.adapter.folds import assign_folds, train_folds, with_all_test_questions
 from ragtune.adapter.real_questions import RealQuestions, with_real_questions
 from ragtune.adapter.training import TrainParams, train_bagged
-from ragtune.adapter.data import build_training_data
+from ragtune.evaluation.arms import OutOfFoldArm, adapter_arm, load_adapter_transform
+from ragtune.evaluation.inputs import QuerySet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,8 +41,15 @@ def test_folds_are_seeded_balanced_and_cover_every_question():
 def test_copies_of_a_question_share_its_fold():
     # a query log asks its popular questions again under new ids: copies must never train the adapter tested
     # on another copy
-    keys = ["notice period", "cap on liability", "notice period", "governing law", "notice period",
-            "cap on liability", *[f"other {i}" for i in range(14)]]
+    keys = [
+        "notice period",
+        "cap on liability",
+        "notice period",
+        "governing law",
+        "notice period",
+        "cap on liability",
+        *[f"other {i}" for i in range(14)],
+    ]
     ids = [f"t{i}" for i in range(len(keys))]
     for seed in range(6):
         fold_of = assign_folds(questions(ids, keys), 4, seed=seed)
@@ -59,12 +66,20 @@ def world(n_chunks=60, dim=16, seed=0):
     corpus = _unit(rng.standard_normal((n_chunks, dim)))
     ids = [f"c{i}" for i in range(n_chunks)]
     gold = np.repeat(np.arange(n_chunks), 2)
-    syn = build_training_data(ids, corpus, [f"text {i}" for i in range(n_chunks)], [f"s{j}" for j in range(len(gold))],
-                              _unit(corpus[gold] + 0.2 * rng.standard_normal((len(gold), dim))), [ids[g] for g in gold])
-    logs = RealQuestions(["log0", "log1", "log2"], _unit(rng.standard_normal((3, dim))),
-                         [np.array([1]), np.array([2]), np.array([3])])
-    tests = RealQuestions([f"t{i}" for i in range(12)], _unit(rng.standard_normal((12, dim))),
-                          [np.array([i + 10]) for i in range(12)])
+    syn = build_training_data(
+        ids,
+        corpus,
+        [f"text {i}" for i in range(n_chunks)],
+        [f"s{j}" for j in range(len(gold))],
+        _unit(corpus[gold] + 0.2 * rng.standard_normal((len(gold), dim))),
+        [ids[g] for g in gold],
+    )
+    logs = RealQuestions(
+        ["log0", "log1", "log2"], _unit(rng.standard_normal((3, dim))), [np.array([1]), np.array([2]), np.array([3])]
+    )
+    tests = RealQuestions(
+        [f"t{i}" for i in range(12)], _unit(rng.standard_normal((12, dim))), [np.array([i + 10]) for i in range(12)]
+    )
     return with_real_questions(syn, logs), tests
 
 
@@ -87,9 +102,9 @@ def test_a_folds_questions_never_reach_its_adapters_training_or_selection():
     for r, real_ids in zip(results, seen):
         own = {q for q, f in fold_of.items() if f == r.fold}
         assert real_ids == set(r.trained_on)
-        assert not own & real_ids                                  # nothing of its own fold
-        assert {"log0", "log1", "log2"} <= real_ids                # the user's other real questions
-        assert set(tests.ids) - own <= real_ids                    # every other fold's
+        assert not own & real_ids  # nothing of its own fold
+        assert {"log0", "log1", "log2"} <= real_ids  # the user's other real questions
+        assert set(tests.ids) - own <= real_ids  # every other fold's
     shipped = with_all_test_questions(data, tests)
     assert set(shipped.real.ids) == {"log0", "log1", "log2", *tests.ids}
 
@@ -107,10 +122,11 @@ def test_tuning_reads_no_test_questions():
 def test_the_out_of_fold_arm_adapts_each_question_with_its_own_folds_adapter():
     rng = np.random.default_rng(0)
     corpus = _unit(rng.standard_normal((10, 4)))
-    queries = QuerySet("test", ["a", "b", "c", "v"], _unit(rng.standard_normal((4, 4))),
-                       [np.array([0])] * 4, ["human"] * 4)
+    queries = QuerySet(
+        "test", ["a", "b", "c", "v"], _unit(rng.standard_normal((4, 4))), [np.array([0])] * 4, ["human"] * 4
+    )
     # fold f's "adapter" sends every query to chunk f; the shipped one to chunk 9
-    to_chunk = lambda row: (lambda q: np.repeat(corpus[row:row + 1], len(q), axis=0))  # noqa: E731
+    to_chunk = lambda row: lambda q: np.repeat(corpus[row : row + 1], len(q), axis=0)  # noqa: E731
     arm = OutOfFoldArm("adapter", corpus, to_chunk(9), {"a": 0, "b": 1, "c": 0}, [to_chunk(0), to_chunk(1)])
     top = arm.retrieve(queries, 1)[:, 0]
     assert top.tolist() == [0, 1, 0, 9]  # "v" is in no fold (a validation question): the shipped adapter
@@ -121,25 +137,35 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     import json
 
     import yaml
+    from pipeline_support import run_stages
 
     from ragtune.embedding.embedder import save_embeddings
     from ragtune.io import read_json
     from ragtune.records import Chunk, TestQuestion, write_jsonl
-    from pipeline_support import run_stages
 
     data, tests = world(n_chunks=60, dim=384, seed=3)
     syn = np.flatnonzero(data.row_real < 0)
-    write_jsonl(tmp_path / "data/fetch/corpus.jsonl",
-                [Chunk(id=c, text=f"Clause {i} on notice.") for i, c in enumerate(data.corpus_ids)])
+    write_jsonl(
+        tmp_path / "data/fetch/corpus.jsonl",
+        [Chunk(id=c, text=f"Clause {i} on notice.") for i, c in enumerate(data.corpus_ids)],
+    )
     write_jsonl(tmp_path / "data/fetch/train_questions.jsonl", [])
     # t1 asks t0's question again (another case and a question mark): the two must share a fold
-    human = [TestQuestion(id=q, question="Question T0?" if q == "t1" else f"question {q}",
-                          relevant_ids=[data.corpus_ids[r[0]]]) for q, r in zip(tests.ids, tests.relevant)]
+    human = [
+        TestQuestion(
+            id=q, question="Question T0?" if q == "t1" else f"question {q}", relevant_ids=[data.corpus_ids[r[0]]]
+        )
+        for q, r in zip(tests.ids, tests.relevant)
+    ]
     synthetic = TestQuestion(id="syn0", question="held out", relevant_ids=["c59"], origin="synthetic")
     write_jsonl(tmp_path / "data/synthesize/test.jsonl", [*human, synthetic])
     save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
-    save_embeddings(tmp_path / "data/embed/questions.npz", [data.question_ids[i] for i in syn],
-                    data.question_emb[syn].numpy(), chunk_ids=[data.corpus_ids[g] for g in data.gold_rows[syn].tolist()])
+    save_embeddings(
+        tmp_path / "data/embed/questions.npz",
+        [data.question_ids[i] for i in syn],
+        data.question_emb[syn].numpy(),
+        chunk_ids=[data.corpus_ids[g] for g in data.gold_rows[syn].tolist()],
+    )
     save_embeddings(tmp_path / "data/embed/real.npz", [], np.zeros((0, 384), np.float32))
     save_embeddings(tmp_path / "data/embed/test.npz", [*tests.ids, "syn0"], np.concatenate([tests.emb, tests.emb[:1]]))
     (tmp_path / "data/embed/info.json").write_text(json.dumps({"model": "packaged:all-MiniLM-L6-v2"}))
@@ -164,8 +190,12 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     assert split["val"] and not set(split["val"]) & set(tests.ids) and set(tests.ids) <= set(split["train"])
     from ragtune.evaluation.inputs import load_validation_set
 
-    val = load_validation_set(tmp_path / "data/train/split.json", tmp_path / "data/embed/questions.npz",
-                              data.corpus_ids, real_path=tmp_path / "data/fetch/train_questions.jsonl")
+    val = load_validation_set(
+        tmp_path / "data/train/split.json",
+        tmp_path / "data/embed/questions.npz",
+        data.corpus_ids,
+        real_path=tmp_path / "data/fetch/train_questions.jsonl",
+    )
     assert val.ids == split["val"] and set(val.origins) == {"synthetic"}
 
     arm = adapter_arm("adapter", data.corpus_emb.numpy(), tmp_path / "models/adapter")
@@ -174,7 +204,7 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     adapted = arm.adapt(queries)
     for i, q in enumerate(tests.ids):
         own = load_adapter_transform(tmp_path / f"models/adapter/folds/fold-{folds['fold_of'][q]}")
-        assert np.allclose(adapted[i], own(tests.emb[i:i + 1])[0], atol=1e-6)
+        assert np.allclose(adapted[i], own(tests.emb[i : i + 1])[0], atol=1e-6)
 
     # 12 test questions but 11 distinct: 12 folds cannot each hold a question of their own
     params["train"]["folds"] = 12

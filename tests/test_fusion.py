@@ -16,12 +16,18 @@ from ragtune.evaluation.inputs import QuerySet
 from ragtune.evaluation.metrics import EvalParams
 from ragtune.evaluation.report import recommend, write_eval_outputs
 from ragtune.evaluation.run import run_eval
-from ragtune.search.fusion import (HybridParams, choose_weight, fuse_hybrid, min_max_normalise, reciprocal_rank_fusion,
-                            weighted_score_fusion)
-from ragtune.search.lexical import Bm25Index, Bm25Params
 from ragtune.params import load_section
 from ragtune.readme import render_results
 from ragtune.records import TestQuestion, read_jsonl, write_jsonl
+from ragtune.search.fusion import (
+    HybridParams,
+    choose_weight,
+    fuse_hybrid,
+    min_max_normalise,
+    reciprocal_rank_fusion,
+    weighted_score_fusion,
+)
+from ragtune.search.lexical import Bm25Index, Bm25Params
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluation import DIM, FAST, make_pipeline  # noqa: E402
@@ -31,9 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- reciprocal-rank fusion by hand -------------------------------------------------------------
 
+
 def test_rrf_by_hand_a_chunk_only_one_arm_returns_and_ties_to_the_lower_row():
-    dense = np.array([[0, 1, 2]])      # rows 0, 1, 2 at ranks 1, 2, 3
-    lexical = np.array([[2, 3, -1]])   # rows 2, 3 at ranks 1, 2; one empty slot (no term in common)
+    dense = np.array([[0, 1, 2]])  # rows 0, 1, 2 at ranks 1, 2, 3
+    lexical = np.array([[2, 3, -1]])  # rows 2, 3 at ranks 1, 2; one empty slot (no term in common)
     scores, rows = reciprocal_rank_fusion([dense, lexical], k=60)
     # row 2: 1/63 + 1/61; row 0: 1/61; rows 1 and 3: 1/62 each (a tie: the lower row first); one arm only
     # still counts. The same numbers as ranx's fuse(method="rrf").
@@ -55,11 +62,11 @@ def test_rrf_ties_do_not_depend_on_the_order_of_arms_or_slots():
 
 def test_rrf_bm25_empty_slots_are_not_candidates():
     dense = np.array([[4, 1, 0], [2, 0, 1]])
-    lexical = np.array([[-1, -1, -1], [1, -1, -1]])   # query 0 shares no term with any chunk
+    lexical = np.array([[-1, -1, -1], [1, -1, -1]])  # query 0 shares no term with any chunk
     scores, rows = reciprocal_rank_fusion([dense, lexical], k=60, depth=3)
-    assert rows[0].tolist() == [4, 1, 0]               # the dense ranking alone, with its RRF scores
+    assert rows[0].tolist() == [4, 1, 0]  # the dense ranking alone, with its RRF scores
     np.testing.assert_allclose(scores[0], [1 / 61, 1 / 62, 1 / 63])
-    assert rows[1].tolist() == [1, 2, 0]               # 1: 1/63 + 1/61 beats 2: 1/61
+    assert rows[1].tolist() == [1, 2, 0]  # 1: 1/63 + 1/61 beats 2: 1/61
     nothing, none = reciprocal_rank_fusion([np.full((1, 3), -1), np.full((1, 2), -1)], depth=2)
     assert none.tolist() == [[-1, -1]] and nothing.tolist() == [[0.0, 0.0]]
     assert reciprocal_rank_fusion([np.full((1, 3), -1), np.full((1, 2), -1)])[1].shape == (1, 0)
@@ -68,8 +75,8 @@ def test_rrf_bm25_empty_slots_are_not_candidates():
 def test_rrf_k_sensitivity():
     # Row 0 is first in one ranking only; row 2 is third and second in the two.
     dense, lexical = np.array([[0, 1, 2]]), np.array([[3, 2, 4]])
-    _, sharp = reciprocal_rank_fusion([dense, lexical], k=0)    # 0: 1/1 beats 2: 1/3 + 1/2
-    _, flat = reciprocal_rank_fusion([dense, lexical], k=60)    # 2: 1/63 + 1/62 beats 0: 1/61
+    _, sharp = reciprocal_rank_fusion([dense, lexical], k=0)  # 0: 1/1 beats 2: 1/3 + 1/2
+    _, flat = reciprocal_rank_fusion([dense, lexical], k=60)  # 2: 1/63 + 1/62 beats 0: 1/61
     assert sharp[0, 0] == 0 and flat[0, 0] == 2
     # Per-arm weights scale an arm's share; one query as 1-D arrays gives 1-D results.
     scores, rows = reciprocal_rank_fusion([np.array([0, 1]), np.array([1, 0])], k=1, weights=[3.0, 1.0])
@@ -87,6 +94,7 @@ def test_rrf_input_errors():
 
 # --- weighted fusion by hand --------------------------------------------------------------------
 
+
 def test_min_max_normalise_over_retrieved_rows_only():
     scores = np.array([[3.0, 2.0, 1.0], [5.0, 5.0, 0.0], [0.0, 0.0, 0.0]])
     rows = np.array([[0, 1, 2], [4, 2, -1], [-1, -1, -1]])
@@ -94,7 +102,7 @@ def test_min_max_normalise_over_retrieved_rows_only():
 
 
 def test_weighted_fusion_by_hand():
-    dense = (np.array([[3.0, 2.0, 1.0]]), np.array([[0, 1, 2]]))    # normalised 1, 0.5, 0
+    dense = (np.array([[3.0, 2.0, 1.0]]), np.array([[0, 1, 2]]))  # normalised 1, 0.5, 0
     lexical = (np.array([[5.0, 4.0, 0.0]]), np.array([[2, 3, -1]]))  # normalised 1, 0 (row 3 is its worst)
     scores, rows = weighted_score_fusion([dense, lexical], [0.3, 0.7])
     # row 2: 0.3*0 + 0.7*1; row 0: 0.3*1; row 1: 0.3*0.5; row 3: 0.7*0 (retrieved, scores 0); as ranx's wsum.
@@ -125,17 +133,21 @@ def test_the_weight_is_chosen_by_mrr_on_the_given_questions():
 
 # --- bad params name the key --------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, message", [
-    ("rrf_k: -1", r"eval\.hybrid\.rrf_k: Input should be greater than or equal to 0 \(got -1\)"),
-    ("rrf_k: many", r"eval\.hybrid\.rrf_k: Input should be a valid number"),
-    ("weights: [0.5, 1.5]", r"eval\.hybrid\.weights\.1: Input should be less than or equal to 1"),
-    ("weights: [-0.1]", r"eval\.hybrid\.weights\.0: Input should be greater than or equal to 0"),
-    ("weights: []", r"eval\.hybrid: Value error, weights must be a non-empty list"),
-    ("weights: [0.5, 0.5]", r"eval\.hybrid: Value error, weights must be a non-empty list of distinct"),
-    ("method: max", r"eval\.hybrid\.method: Input should be 'rrf' or 'weighted'"),
-    ("candidates: 0", r"eval\.hybrid\.candidates: Input should be greater than or equal to 1"),
-    ("k: 60", r"eval\.hybrid\.k: unknown key .*rrf_k"),
-])
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("rrf_k: -1", r"eval\.hybrid\.rrf_k: Input should be greater than or equal to 0 \(got -1\)"),
+        ("rrf_k: many", r"eval\.hybrid\.rrf_k: Input should be a valid number"),
+        ("weights: [0.5, 1.5]", r"eval\.hybrid\.weights\.1: Input should be less than or equal to 1"),
+        ("weights: [-0.1]", r"eval\.hybrid\.weights\.0: Input should be greater than or equal to 0"),
+        ("weights: []", r"eval\.hybrid: Value error, weights must be a non-empty list"),
+        ("weights: [0.5, 0.5]", r"eval\.hybrid: Value error, weights must be a non-empty list of distinct"),
+        ("method: max", r"eval\.hybrid\.method: Input should be 'rrf' or 'weighted'"),
+        ("candidates: 0", r"eval\.hybrid\.candidates: Input should be greater than or equal to 1"),
+        ("k: 60", r"eval\.hybrid\.k: unknown key .*rrf_k"),
+    ],
+)
 def test_bad_hybrid_params_name_the_key(tmp_path, body, message):
     path = tmp_path / "params.yaml"
     path.write_text(f"eval:\n  hybrid:\n    {body}\n", encoding="utf-8")
@@ -150,11 +162,14 @@ def test_the_project_params_hold_the_hybrid_defaults():
 
 # --- hybrid arms in a whole evaluation ----------------------------------------------------------
 
+
 def _lexically_blind(paths, blind: range) -> None:
     """Rewrite the fixture's test questions `blind` so that they share no term with any chunk."""
     questions = list(read_jsonl(paths.test, TestQuestion))
-    write_jsonl(paths.test, [q.model_copy(update={"question": "zebra quantum?"}) if i in blind else q
-                             for i, q in enumerate(questions)])
+    write_jsonl(
+        paths.test,
+        [q.model_copy(update={"question": "zebra quantum?"}) if i in blind else q for i, q in enumerate(questions)],
+    )
 
 
 @pytest.fixture
@@ -176,8 +191,14 @@ def test_eval_reports_both_hybrid_arms_the_comparisons_and_a_recommendation(pipe
     test = m["test"]
     best_single = m["fusion"]["best_single_on_val"]
     assert best_single == max(["cosine", "adapter", "bm25"], key=lambda a: m["val"]["arms"][a]["mrr@20"])
-    for key in ("adapter_vs_cosine", "bm25_vs_cosine", "hybrid_vs_cosine", "hybrid_cosine_vs_cosine",
-                "hybrid_vs_hybrid_cosine", f"hybrid_vs_{best_single}"):
+    for key in (
+        "adapter_vs_cosine",
+        "bm25_vs_cosine",
+        "hybrid_vs_cosine",
+        "hybrid_cosine_vs_cosine",
+        "hybrid_vs_hybrid_cosine",
+        f"hybrid_vs_{best_single}",
+    ):
         new, base = key.split("_vs_")
         assert "mrr@20" in test[key] and test[key]["verdict"].startswith(f"{new} vs {base} on 30 mixed")
     assert "hybrid vs hybrid_cosine on 30 mixed" in test["hybrid_vs_hybrid_cosine"]["verdict"]
@@ -236,13 +257,15 @@ def test_weighted_fusion_chooses_its_weight_on_validation_only(pipeline, tmp_pat
 def test_hybrid_arms_are_skipped_without_bm25_or_question_texts(pipeline, tmp_path, caplog):
     report = tmp_path / "data/fetch/report.json"
     with caplog.at_level(logging.WARNING, logger="ragtune.evaluation"):
-        m = run_eval(pipeline, FAST.model_copy(update={"bm25": Bm25Params(enabled=False)}), lambda _: identity,
-                     report).metrics
+        m = run_eval(
+            pipeline, FAST.model_copy(update={"bm25": Bm25Params(enabled=False)}), lambda _: identity, report
+        ).metrics
     assert list(m["test"]["arms"]) == ["cosine", "adapter"] and "fusion" not in m
     assert "hybrid and hybrid_cosine skipped" in caplog.text
     assert m["recommendation"]["arm"] in ("cosine", "adapter")
-    off = run_eval(pipeline, FAST.model_copy(update={"hybrid": HybridParams(enabled=False)}), lambda _: identity,
-                   report).metrics
+    off = run_eval(
+        pipeline, FAST.model_copy(update={"hybrid": HybridParams(enabled=False)}), lambda _: identity, report
+    ).metrics
     assert list(off["test"]["arms"]) == ["cosine", "adapter", "bm25"] and "hybrid_vs_bm25" not in off["test"]
 
     # Validation questions without texts: no BM25 there, so no hybrid either, and the weight cannot be chosen.
@@ -263,8 +286,9 @@ def test_hybrid_arm_fuses_deeper_than_it_reports():
     query[0, :6] = [0.9, 0.8, 0.7, 0.6, 0.5, 0.0]
     query /= np.linalg.norm(query)
     qs = QuerySet("t", ["q"], query, [np.array([5])], ["human"], ["zeta"])
-    arm = HybridArm("hybrid", EmbeddingArm("cosine", corpus), LexicalArm("bm25", Bm25Index(texts)),
-                    HybridParams(candidates=6))
+    arm = HybridArm(
+        "hybrid", EmbeddingArm("cosine", corpus), LexicalArm("bm25", Bm25Index(texts)), HybridParams(candidates=6)
+    )
     # Cut first, row 5 (dense rank 6, BM25's only hit) would be dense-only at depth 2; fused from 6 deep
     # it is 1/66 + 1/61, above every dense-only row.
     assert arm.retrieve(qs, 2).tolist() == [[5, 0]]
@@ -275,28 +299,48 @@ def test_hybrid_arm_fuses_deeper_than_it_reports():
 def test_recommendation_says_when_the_test_disagrees():
     params = EvalParams()
     arms = {"cosine": 0.50, "adapter": 0.55, "bm25": 0.45}
-    block = {"questions": 78, "origin": "human",
-             "arms": {a: {"hit@5": v + 0.1, "mrr@20": v, "ci": {"hit@5": [0, 1], "mrr@20": [0, 1]}}
-                      for a, v in arms.items()}}
+    block = {
+        "questions": 78,
+        "origin": "human",
+        "arms": {
+            a: {"hit@5": v + 0.1, "mrr@20": v, "ci": {"hit@5": [0, 1], "mrr@20": [0, 1]}} for a, v in arms.items()
+        },
+    }
     metrics = {"test": block, "val": {"questions": 350, "origin": "synthetic", "arms": {}}}
     rec = recommend(metrics, {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9}, arms, params, "val", "test")
     assert rec["arm"] == "bm25" and rec["test_best_arm"] == "adapter" and rec["test"]["hit@5"] == pytest.approx(0.55)
-    assert re.search(r"on the 78 human test questions it reaches Hit@5 55\.0% and MRR@20 0\.450, where adapter "
-                     r"would have been best \(MRR@20 0\.550\)", rec["note"])
+    assert re.search(
+        r"on the 78 human test questions it reaches Hit@5 55\.0% and MRR@20 0\.450, where adapter "
+        r"would have been best \(MRR@20 0\.550\)",
+        rec["note"],
+    )
     assert "favours the BM25-based arms" in rec["note"]
     same = recommend(metrics, {"cosine": 0.6, "adapter": 0.9, "bm25": 0.9}, arms, params, "val", "test")
     assert same["arm"] == "adapter" and same["note"].endswith("the best of all arms there too.")  # tie: simpler arm
-    real = recommend({**metrics, "val": {**metrics["val"], "origin": "human"}}, {"cosine": 0.6, "adapter": 0.7,
-                                                                                  "bm25": 0.9}, arms, params, "val", "test")
+    real = recommend(
+        {**metrics, "val": {**metrics["val"], "origin": "human"}},
+        {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9},
+        arms,
+        params,
+        "val",
+        "test",
+    )
     assert "the choice made on real validation questions" in real["note"] and "favours" not in real["note"]
-    refit = recommend({**metrics, "setup": {"refit": True}, "val": {**metrics["val"], "origin": "human"}},
-                      {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9}, arms, params, "val", "test")
+    refit = recommend(
+        {**metrics, "setup": {"refit": True}, "val": {**metrics["val"], "origin": "human"}},
+        {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9},
+        arms,
+        params,
+        "val",
+        "test",
+    )
     assert "the adapter trained on them after selection" in refit["note"]
     alone = recommend({"val": metrics["val"]}, {"cosine": 0.6}, None, params, "val", "test")
     assert "test" not in alone and "no test questions" in alone["note"]
 
 
 # --- the README's example ---------------------------------------------------------------------------
+
 
 def _readme_example() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
@@ -308,9 +352,9 @@ def _readme_example() -> str:
 def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, capsys):
     from sentence_transformers import SentenceTransformer
 
+    from ragtune.adapter.export import export_sentence_transformer
     from ragtune.adapter.model import AdapterConfig, build_adapter
     from ragtune.embedding.embedder import resolve_model
-    from ragtune.adapter.export import export_sentence_transformer
 
     code = _readme_example()
     assert "reciprocal_rank_fusion([dense, lexical], k=60" in code

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter.losses import InBatchRankingLoss
-from ragtune.errors import ParamsError
-from ragtune.adapter.hard_negatives import Candidates, MiningRule, mine_hard_negatives, select_negatives
-from ragtune.params import parse_section
-from ragtune.adapter.training import TrainParams, train_adapter
 from ragtune.adapter.data import build_training_data
+from ragtune.adapter.hard_negatives import Candidates, MiningRule, mine_hard_negatives, select_negatives
+from ragtune.adapter.losses import InBatchRankingLoss
 from ragtune.adapter.splits import split_by_chunk
+from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.errors import ParamsError
+from ragtune.params import parse_section
 
 
 def hand_built() -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -22,7 +22,7 @@ def hand_built() -> tuple[Candidates, np.ndarray, np.ndarray, np.ndarray, np.nda
     row 3 has row 0's exact text; rows 4 and 5 share row 0's parent document.
     """
     rows = np.arange(10)[None, :]
-    scores = np.array([[.80, .79, .78, .70, .60, .55, .50, .45, .40, .35]], dtype=np.float32)
+    scores = np.array([[0.80, 0.79, 0.78, 0.70, 0.60, 0.55, 0.50, 0.45, 0.40, 0.35]], dtype=np.float32)
     text_group = np.array([0, 1, 2, 0, 4, 5, 6, 7, 8, 9])
     parent_group = np.array([0, 1, 2, 3, 0, 0, 6, 7, 8, 9])
     return Candidates(rows, scores), np.array([0]), np.array([0.80]), text_group, parent_group
@@ -108,17 +108,33 @@ def test_training_with_hard_negatives_runs_and_reuses_one_ranking():
     gold = np.repeat(np.arange(40), 3)
     questions = corpus[gold] + 0.3 * rng.standard_normal((120, 16)).astype(np.float32)
     questions /= np.linalg.norm(questions, axis=1, keepdims=True)
-    data = build_training_data([f"c{i}" for i in range(40)], corpus, [f"t{i}" for i in range(40)],
-                               [f"q{i}" for i in range(120)], questions, [f"c{g}" for g in gold],
-                               corpus_parents=[f"doc{i // 4}" for i in range(40)])
+    data = build_training_data(
+        [f"c{i}" for i in range(40)],
+        corpus,
+        [f"t{i}" for i in range(40)],
+        [f"q{i}" for i in range(120)],
+        questions,
+        [f"c{g}" for g in gold],
+        corpus_parents=[f"doc{i // 4}" for i in range(40)],
+    )
     assert data.parent_group.tolist()[:8] == [0, 0, 0, 0, 1, 1, 1, 1]
-    params = TrainParams(kind="linear", hard_negatives=3, hard_negative_min_rank=2, hard_negative_max_rank=20,
-                         max_epochs=2, batch_size=16)
+    params = TrainParams(
+        kind="linear",
+        hard_negatives=3,
+        hard_negative_min_rank=2,
+        hard_negative_max_rank=20,
+        max_epochs=2,
+        batch_size=16,
+    )
     negatives = data.hard_negatives(params.mining_rule())
     assert negatives.shape == (120, 3)
     valid = negatives[negatives >= 0]
-    assert len(valid) and not (data.parent_group[negatives[:, 0].clamp(min=0)] ==
-                               data.parent_group[data.gold_rows])[negatives[:, 0] >= 0].any()
+    assert (
+        len(valid)
+        and not (data.parent_group[negatives[:, 0].clamp(min=0)] == data.parent_group[data.gold_rows])[
+            negatives[:, 0] >= 0
+        ].any()
+    )
     first = data._candidates
     data.hard_negatives(params.mining_rule())  # a second rule within the same depth: no new ranking
     assert data._candidates is first

@@ -8,12 +8,31 @@ import numpy as np
 import pytest
 
 from ragtune.errors import ParamsError, RagtuneError
-from ragtune.judge.prompts import ARMS, JUDGE_METRICS, ORDERS, Reference, answer_chars, answer_schema, build_reference, judge_schema, load_prompt, parse_answer, parse_judgement, render_context
-from ragtune.judge.run import JudgeItem, JudgeParams, judge_items, select_questions
+from ragtune.judge.aggregate import (
+    identical_pair_consistency,
+    mean_over_orders,
+    order_agreement,
+    position_preference,
+    to_arm_scores,
+)
 from ragtune.judge.calls import LlmReply, complete_with_retries
-from ragtune.judge.aggregate import identical_pair_consistency, mean_over_orders, order_agreement, position_preference, to_arm_scores
-from ragtune.params import parse_section
+from ragtune.judge.prompts import (
+    ARMS,
+    JUDGE_METRICS,
+    ORDERS,
+    Reference,
+    answer_chars,
+    answer_schema,
+    build_reference,
+    judge_schema,
+    load_prompt,
+    parse_answer,
+    parse_judgement,
+    render_context,
+)
+from ragtune.judge.run import JudgeItem, JudgeParams, judge_items, select_questions
 from ragtune.judge.text_metrics import normalise_tokens, rowwise_cosine, token_f1
+from ragtune.params import parse_section
 
 M = len(JUDGE_METRICS)
 
@@ -26,19 +45,24 @@ def scores(*values: int) -> dict:
 
 # --- reply validation -----------------------------------------------------------------------------
 
+
 def test_parse_judgement_accepts_the_schema_and_names_what_is_wrong():
     got = parse_judgement({"answer_1": scores(1, 2, 3, 4, 5, 3), "answer_2": scores(4)})
     assert got.shape == (2, M) and got[0].tolist() == [1, 2, 3, 4, 5, 3] and got[1].tolist() == [4] * M
-    bad = [({"answer_1": scores(3)}, "answer_2"),
-           ({"answer_1": {**scores(3), "overall": 6}, "answer_2": scores(3)}, "answer_1.overall"),
-           ({"answer_1": {**scores(3), "overall": 0}, "answer_2": scores(3)}, "answer_1.overall"),
-           ({"answer_1": scores(3), "answer_2": {**scores(3), "completeness": "4"}}, "answer_2.completeness"),
-           ({"answer_1": scores(3), "answer_2": {**scores(3), "completeness": 3.5}}, "answer_2.completeness"),
-           ({"answer_1": scores(3), "answer_2": {**scores(3), "completeness": True}}, "answer_2.completeness"),
-           ({"answer_1": {k: v for k, v in scores(3).items() if k != "faithfulness"}, "answer_2": scores(3)},
-            "answer_1.faithfulness"),
-           ({"answer_1": scores(3), "answer_2": scores(3), "note": "x"}, "note"),
-           ("not an object", "reply")]
+    bad = [
+        ({"answer_1": scores(3)}, "answer_2"),
+        ({"answer_1": {**scores(3), "overall": 6}, "answer_2": scores(3)}, "answer_1.overall"),
+        ({"answer_1": {**scores(3), "overall": 0}, "answer_2": scores(3)}, "answer_1.overall"),
+        ({"answer_1": scores(3), "answer_2": {**scores(3), "completeness": "4"}}, "answer_2.completeness"),
+        ({"answer_1": scores(3), "answer_2": {**scores(3), "completeness": 3.5}}, "answer_2.completeness"),
+        ({"answer_1": scores(3), "answer_2": {**scores(3), "completeness": True}}, "answer_2.completeness"),
+        (
+            {"answer_1": {k: v for k, v in scores(3).items() if k != "faithfulness"}, "answer_2": scores(3)},
+            "answer_1.faithfulness",
+        ),
+        ({"answer_1": scores(3), "answer_2": scores(3), "note": "x"}, "note"),
+        ("not an object", "reply"),
+    ]
     for obj, where in bad:
         with pytest.raises(ValueError, match=where.replace(".", r"\.")):
             parse_judgement(obj)
@@ -46,8 +70,12 @@ def test_parse_judgement_accepts_the_schema_and_names_what_is_wrong():
 
 def test_parse_answer_rejects_blank_overlong_and_wrong_types():
     assert parse_answer({"answer": " Yes. ", "context_sufficient": True}).answer == "Yes."
-    for obj in ({"answer": "   ", "context_sufficient": True}, {"answer": "x", "context_sufficient": "yes"},
-                {"answer": "x"}, {"answer": 3, "context_sufficient": False}):
+    for obj in (
+        {"answer": "   ", "context_sufficient": True},
+        {"answer": "x", "context_sufficient": "yes"},
+        {"answer": "x"},
+        {"answer": 3, "context_sufficient": False},
+    ):
         with pytest.raises(ValueError):
             parse_answer(obj)
     with pytest.raises(ValueError, match="more than the 10 allowed"):
@@ -58,8 +86,10 @@ def test_schemas_match_their_validators():
     js = judge_schema()
     assert js["required"] == ["answer_1", "answer_2"]
     assert js["properties"]["answer_1"]["required"] == list(JUDGE_METRICS)
-    assert all(p == {"type": "integer", "minimum": 1, "maximum": 5}
-               for p in js["properties"]["answer_2"]["properties"].values())
+    assert all(
+        p == {"type": "integer", "minimum": 1, "maximum": 5}
+        for p in js["properties"]["answer_2"]["properties"].values()
+    )
     a = answer_schema(answer_chars(100))
     assert a["properties"]["answer"]["maxLength"] == 270 and a["additionalProperties"] is False
 
@@ -81,6 +111,7 @@ def test_prompts_are_versioned_files_with_system_and_user_parts(tmp_path):
 
 
 # --- schema retries with a scripted backend ----------------------------------------------------------
+
 
 class Scripted:
     """A stand-in for the cached LLM runner: replies from a script keyed by the call's item, one per
@@ -104,10 +135,17 @@ def _call(item="q1/cosine_first"):
 def test_a_malformed_reply_is_retried_with_the_error_then_counted_as_a_failure():
     good = LlmReply(True, {"answer_1": scores(4), "answer_2": scores(2)})
     broken = LlmReply(True, {"answer_1": scores(4), "answer_2": {**scores(2), "overall": 9}})
-    runner = Scripted({"ok": [good], "fixed": [broken, good], "hopeless": [broken, broken, broken],
-                       "refused": [LlmReply(False, reason="refusal", detail="declined")]})
-    out = complete_with_retries([_call("ok"), _call("fixed"), _call("hopeless"), _call("refused")],
-                                parse_judgement, runner, retries=2)
+    runner = Scripted(
+        {
+            "ok": [good],
+            "fixed": [broken, good],
+            "hopeless": [broken, broken, broken],
+            "refused": [LlmReply(False, reason="refusal", detail="declined")],
+        }
+    )
+    out = complete_with_retries(
+        [_call("ok"), _call("fixed"), _call("hopeless"), _call("refused")], parse_judgement, runner, retries=2
+    )
     assert [o.ok for o in out] == [True, True, False, False]
     assert [o.attempts for o in out] == [1, 2, 3, 1]  # a refusal is not asked again
     assert out[1].value[1].tolist() == [2] * M
@@ -164,8 +202,7 @@ def test_the_answer_repeat_penalty_reaches_a_local_model_and_its_key_and_no_api_
     # A penalty of 1 leaves the key as it was before the setting existed (the digest is what commit cefa017
     # computed for this call): answers already paid for stay cached.
     call = LlmCall("answer", "q1/cosine", "sys", "user", "submit_answer", answer_schema(420), 150, 0.0, "h")
-    identity = {"backend": "anthropic", "model": "claude-haiku-4-5", "seed": 42, "max_tokens": 256,
-                "temperature": 0.7}
+    identity = {"backend": "anthropic", "model": "claude-haiku-4-5", "seed": 42, "max_tokens": 256, "temperature": 0.7}
     assert llm_cache_key(identity, call) == "ecf505ca0095f327838a1cdeeccb0559da33c83eb5b2ec81b2f33fac3e28be11"
     # A retried answer keeps its penalty.
     cut = LlmReply(False, reason="max_tokens", detail="hit max_tokens")
@@ -184,6 +221,7 @@ def test_a_max_tokens_stop_is_retried_and_zero_retries_means_one_attempt():
 
 # --- swapped-order aggregation by hand --------------------------------------------------------------
 
+
 def _position_scores(per_question):
     """[(order cosine_first: (pos1, pos2), order adapter_first: (pos1, pos2)), ...] of overall-style
     scalars -> (n, 2, 2, M) with the same value on every metric."""
@@ -192,12 +230,14 @@ def _position_scores(per_question):
 
 
 def test_swapped_orders_average_per_arm_and_agreement_by_hand():
-    pos = _position_scores([
-        [(2, 4), (4, 2)],  # adapter better in both orders: 4 vs 2, agree
-        [(5, 3), (5, 3)],  # first position always wins: cosine 5/3 -> 4, adapter 3/5 -> 4; orders disagree
-        [(3, 3), (3, 3)],  # tie both orders: agree
-        [(1, 2), (np.nan, np.nan)],  # second order failed: not judged
-    ])
+    pos = _position_scores(
+        [
+            [(2, 4), (4, 2)],  # adapter better in both orders: 4 vs 2, agree
+            [(5, 3), (5, 3)],  # first position always wins: cosine 5/3 -> 4, adapter 3/5 -> 4; orders disagree
+            [(3, 3), (3, 3)],  # tie both orders: agree
+            [(1, 2), (np.nan, np.nan)],  # second order failed: not judged
+        ]
+    )
     arm = to_arm_scores(pos)
     # order 1 shows adapter first: its position-1 score belongs to the adapter
     assert arm[1, 1, ARMS.index("adapter"), 0] == 5 and arm[1, 1, ARMS.index("cosine"), 0] == 3
@@ -207,7 +247,9 @@ def test_swapped_orders_average_per_arm_and_agreement_by_hand():
     assert np.isnan(mean[3]).all()
     agree = order_agreement(arm)
     assert agree["questions"] == 3
-    assert agree["overall_winner_rate"] == pytest.approx(2 / 3) and agree["rate"]["faithfulness"] == pytest.approx(2 / 3)
+    assert agree["overall_winner_rate"] == pytest.approx(2 / 3) and agree["rate"]["faithfulness"] == pytest.approx(
+        2 / 3
+    )
     # |cosine 5 - 3| and |adapter 3 - 5| on question 2, zero elsewhere: mean over 3 questions x 2 arms
     assert agree["mean_abs_score_shift"]["overall"] == pytest.approx(4 / 6)
     pref = position_preference(pos)
@@ -224,8 +266,11 @@ def test_identical_answers_expose_pure_position_bias_and_stay_out_of_agreement()
     # the same request in both orders agrees with itself: such pairs must not count as agreement
     assert order_agreement(to_arm_scores(pos))["overall_winner_rate"] == pytest.approx(2 / 3)
     assert order_agreement(to_arm_scores(pos), include=~identical) == {
-        "questions": 1, "rate": {m: 1.0 for m in JUDGE_METRICS}, "overall_winner_rate": 1.0,
-        "mean_abs_score_shift": {m: 0.0 for m in JUDGE_METRICS}}
+        "questions": 1,
+        "rate": {m: 1.0 for m in JUDGE_METRICS},
+        "overall_winner_rate": 1.0,
+        "mean_abs_score_shift": {m: 0.0 for m in JUDGE_METRICS},
+    }
     assert position_preference(pos, include=~identical)["judgements"] == 2
 
 
@@ -236,10 +281,12 @@ def test_without_swap_agreement_is_not_claimed():
 
 # --- LLM-free scores, references, selection ---------------------------------------------------------
 
+
 def test_token_f1_by_hand():
     assert normalise_tokens("The Controller's duty, (a) an item!") == ["controller", "s", "duty", "item"]
-    assert token_f1("the data controller shall notify", "controller shall notify within 72 hours") == \
-        pytest.approx(2 * (3 / 4) * (3 / 6) / (3 / 4 + 3 / 6))
+    assert token_f1("the data controller shall notify", "controller shall notify within 72 hours") == pytest.approx(
+        2 * (3 / 4) * (3 / 6) / (3 / 4 + 3 / 6)
+    )
     assert token_f1("x b b", "b b c") == pytest.approx(2 / 3)  # multiset overlap: b twice
     assert token_f1("a b b", "b b c") == pytest.approx(0.8)  # "a" is an article, dropped
     assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0 and token_f1("apple", "pear") == 0.0
@@ -281,12 +328,18 @@ def test_params_validation_names_the_key():
 
 # --- a whole judgement with a scripted judge ---------------------------------------------------------
 
+
 def _items(n=4):
-    return [JudgeItem(question_id=f"q{i}", question=f"Who notifies breach {i}?",
-                      reference=Reference(f"The controller notifies breach {i} within 72 hours.", "expert answer"),
-                      chunk_ids={"cosine": [f"c{i}"], "adapter": [f"c{i}" if i == 0 else f"d{i}"]},
-                      context={"cosine": f"[1] ctx {i}", "adapter": f"[1] ctx {i}" if i == 0 else f"[1] other {i}"})
-            for i in range(n)]
+    return [
+        JudgeItem(
+            question_id=f"q{i}",
+            question=f"Who notifies breach {i}?",
+            reference=Reference(f"The controller notifies breach {i} within 72 hours.", "expert answer"),
+            chunk_ids={"cosine": [f"c{i}"], "adapter": [f"c{i}" if i == 0 else f"d{i}"]},
+            context={"cosine": f"[1] ctx {i}", "adapter": f"[1] ctx {i}" if i == 0 else f"[1] other {i}"},
+        )
+        for i in range(n)
+    ]
 
 
 class ScriptedLlm:
@@ -304,7 +357,9 @@ class ScriptedLlm:
             qid, what = c.item.split("/")
             if c.kind == "answer":
                 good = what == "adapter" and qid != "q0"
-                text = f"The controller notifies breach {qid[1:]} within 72 hours." if good else "Context is insufficient."
+                text = (
+                    f"The controller notifies breach {qid[1:]} within 72 hours." if good else "Context is insufficient."
+                )
                 out.append(LlmReply(True, {"answer": text, "context_sufficient": good}))
                 continue
             if qid == "q3" and what == "adapter_first":
@@ -328,7 +383,9 @@ def test_judge_items_end_to_end_with_a_scripted_llm():
     assert m["setup"]["judged"] == 3 and m["failures"]["total"] == 1
     assert m["failures"]["by_reason"] == {"judge:invalid_output": 1}
     assert m["failures"]["items"][0]["item"] == "q3/adapter_first" and m["failures"]["items"][0]["attempts"] == 2
-    assert m["arms"]["cosine"]["overall"] == 2.0 and m["arms"]["adapter"]["overall"] == pytest.approx(4.0)  # q0 2, q1 5, q2 5
+    assert m["arms"]["cosine"]["overall"] == 2.0 and m["arms"]["adapter"]["overall"] == pytest.approx(
+        4.0
+    )  # q0 2, q1 5, q2 5
     overall = m["adapter_vs_cosine"]["overall"]
     assert (overall["wins"], overall["ties"], overall["losses"]) == (2, 1, 0) and overall["questions"] == 3
     assert overall["sign_test_p"] == 0.5
@@ -345,7 +402,9 @@ def test_judge_items_end_to_end_with_a_scripted_llm():
     assert rows[("q3", "cosine")]["overall_shown_first"] == 2.0  # the order that did succeed is kept
     assert rows[("q3", "adapter")]["token_f1"] == 1.0
     answers = {(r["question_id"], r["arm"]): r for r in result.answers}
-    assert answers[("q2", "adapter")]["chunk_ids"] == ["d2"] and answers[("q2", "cosine")]["context_sufficient"] is False
+    assert (
+        answers[("q2", "adapter")]["chunk_ids"] == ["d2"] and answers[("q2", "cosine")]["context_sufficient"] is False
+    )
     json.dumps(m)  # the metrics are plain JSON
 
 
@@ -355,8 +414,9 @@ def test_when_every_call_fails_the_failures_are_counted_and_outputs_still_writte
     def refuse(calls):
         return [LlmReply(False, reason="refusal", detail="declined") for _ in calls]
 
-    result = judge_items(_items(3), JudgeParams(bootstrap_resamples=100), refuse, None, load_prompt("answer_v1"),
-                         load_prompt("judge_v1"))
+    result = judge_items(
+        _items(3), JudgeParams(bootstrap_resamples=100), refuse, None, load_prompt("answer_v1"), load_prompt("judge_v1")
+    )
     m = result.metrics
     assert m["setup"]["judged"] == 0 and m["failures"]["by_reason"] == {"answer:refusal": 6, "judge:no_answer": 3}
     assert m["arms"]["adapter"]["overall"] is None and m["adapter_vs_cosine"]["overall"]["questions"] == 0

@@ -17,32 +17,44 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from fake_anthropic import FakeAnthropic, message
-from ragtune.paths import PipelinePaths
+
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
 from ragtune.embedding.embedder import load_model, save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.io import write_json
+from ragtune.judge.outputs import write_judge_outputs
 from ragtune.judge.prompts import ANSWER_TOOL, JUDGE_METRICS, JUDGE_TOOL
 from ragtune.judge.run import JudgeParams, run_judge
-from ragtune.judge.outputs import write_judge_outputs
 from ragtune.llm import LlmParams
 from ragtune.params import EmbeddingParams
+from ragtune.paths import PipelinePaths
 from ragtune.records import Chunk, TestQuestion, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-ant-judge-test-0123456789-DO-NOT-LEAK"
 DIM = 16
 N_CHUNKS, N_TEST = 24, 6
-TOPICS = ["breach notification", "data erasure", "risk management", "human oversight", "incident reporting",
-          "resilience testing", "cybersecurity strategy", "vulnerability handling", "market surveillance",
-          "sustainability reporting", "auditor opinions", "record keeping"]
+TOPICS = [
+    "breach notification",
+    "data erasure",
+    "risk management",
+    "human oversight",
+    "incident reporting",
+    "resilience testing",
+    "cybersecurity strategy",
+    "vulnerability handling",
+    "market surveillance",
+    "sustainability reporting",
+    "auditor opinions",
+    "record keeping",
+]
 
 
 class JudgeServer(FakeAnthropic):
     """Answers the two tools of the judge. An answer quotes the first passage of its context. A
-    judgement scores each answer by word overlap with the reference (1-5) and adds `position_bonus` (0 unless a test sets it)
+    judgement scores each answer by word overlap with the reference (1-5)
+    and adds `position_bonus` (0 unless a test sets it)
     to Answer 1 (capped at 5): a position-biased judge whose bias the swapped orders must cancel.
     A question containing MALFORMED gets a score of 9 (out of range) on every judge attempt; one
     containing FLAKY gets it on the first attempt only."""
@@ -92,15 +104,27 @@ def make_pipeline(root: Path, questions: list[str] | None = None, expert: bool =
     test question q sits near chunk q, so cosine finds it and the rotated adapter mostly does not."""
     rng = np.random.default_rng(0)
     corpus_emb = _unit(rng.normal(size=(N_CHUNKS, DIM)))
-    chunks = [Chunk(id=f"c{i:02d}", title=f"Art. {i}", source="fixture",
-                    text=f"Rules on {TOPICS[i % len(TOPICS)]}: operators shall document {TOPICS[i % len(TOPICS)]} "
-                         f"within {i + 2} days and report it to the authority of article {i}.")
-              for i in range(N_CHUNKS)]
+    chunks = [
+        Chunk(
+            id=f"c{i:02d}",
+            title=f"Art. {i}",
+            source="fixture",
+            text=f"Rules on {TOPICS[i % len(TOPICS)]}: operators shall document {TOPICS[i % len(TOPICS)]} "
+            f"within {i + 2} days and report it to the authority of article {i}.",
+        )
+        for i in range(N_CHUNKS)
+    ]
     texts = questions or [f"What are the rules on {TOPICS[q]}?" for q in range(N_TEST)]
-    test = [TestQuestion(id=f"t{q}", question=texts[q], relevant_ids=[f"c{q:02d}"],
-                         answer=(f"Operators document {TOPICS[q]} within {q + 2} days." if expert else None))
-            for q in range(len(texts))]
-    test_emb = _unit(corpus_emb[:len(texts)] + 0.2 * rng.normal(size=(len(texts), DIM)))
+    test = [
+        TestQuestion(
+            id=f"t{q}",
+            question=texts[q],
+            relevant_ids=[f"c{q:02d}"],
+            answer=(f"Operators document {TOPICS[q]} within {q + 2} days." if expert else None),
+        )
+        for q in range(len(texts))
+    ]
+    test_emb = _unit(corpus_emb[: len(texts)] + 0.2 * rng.normal(size=(len(texts), DIM)))
     d = root / "data"
     write_jsonl(d / "fetch/corpus.jsonl", chunks)
     write_jsonl(d / "synthesize/test.jsonl", test)
@@ -111,8 +135,12 @@ def make_pipeline(root: Path, questions: list[str] | None = None, expert: bool =
     with torch.no_grad():
         adapter.delta.copy_(torch.as_tensor(0.8 * (rotation.T - np.eye(DIM)), dtype=torch.float32))
     save_query_adapter(adapter, root / "models/adapter")
-    return PipelinePaths(corpus=d / "fetch/corpus.jsonl", test=d / "synthesize/test.jsonl", embed_dir=d / "embed",
-                      adapter=root / "models/adapter")
+    return PipelinePaths(
+        corpus=d / "fetch/corpus.jsonl",
+        test=d / "synthesize/test.jsonl",
+        embed_dir=d / "embed",
+        adapter=root / "models/adapter",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,19 +157,38 @@ def server(monkeypatch):
 
 
 def llm_for(server, **anthropic) -> LlmParams:
-    return LlmParams.model_validate({"backend": "anthropic", "temperature": 0.7, "anthropic": {
-        "base_url": server.url, "retry_base_seconds": 0.01, "max_retries": 1, **anthropic}})
+    return LlmParams.model_validate(
+        {
+            "backend": "anthropic",
+            "temperature": 0.7,
+            "anthropic": {"base_url": server.url, "retry_base_seconds": 0.01, "max_retries": 1, **anthropic},
+        }
+    )
 
 
 FAST = JudgeParams(bootstrap_resamples=500, top_k=2, max_questions=None)
 
 
 def judge(tmp_path, server, minilm, params=FAST, **anthropic):
-    paths = make_pipeline(tmp_path) if not (tmp_path / "data").exists() else PipelinePaths(
-        corpus=tmp_path / "data/fetch/corpus.jsonl", test=tmp_path / "data/synthesize/test.jsonl",
-        embed_dir=tmp_path / "data/embed", adapter=tmp_path / "models/adapter")
-    return run_judge(paths, params, llm_for(server, **anthropic), EmbeddingParams(), tmp_path / "judge_llm.sqlite",
-                     tmp_path / "judge_emb.sqlite", embedding_model=minilm)
+    paths = (
+        make_pipeline(tmp_path)
+        if not (tmp_path / "data").exists()
+        else PipelinePaths(
+            corpus=tmp_path / "data/fetch/corpus.jsonl",
+            test=tmp_path / "data/synthesize/test.jsonl",
+            embed_dir=tmp_path / "data/embed",
+            adapter=tmp_path / "models/adapter",
+        )
+    )
+    return run_judge(
+        paths,
+        params,
+        llm_for(server, **anthropic),
+        EmbeddingParams(),
+        tmp_path / "judge_llm.sqlite",
+        tmp_path / "judge_emb.sqlite",
+        embedding_model=minilm,
+    )
 
 
 def test_full_run_then_a_rerun_with_zero_calls(tmp_path, server, minilm):
@@ -172,7 +219,9 @@ def test_full_run_then_a_rerun_with_zero_calls(tmp_path, server, minilm):
     assert low <= m["arms"]["cosine"]["overall"] <= high
     usage = m["usage"]
     assert usage["calls"] == len(calls) and usage["cache_hits"] == 0
-    assert usage["tokens_in"] == 120 * len(calls) and usage["cost_usd"] == pytest.approx((120 + 30 * 5) * len(calls) / 1e6)
+    assert usage["tokens_in"] == 120 * len(calls) and usage["cost_usd"] == pytest.approx(
+        (120 + 30 * 5) * len(calls) / 1e6
+    )
     assert m["warning"] is None  # an unbiased judge: both orders agree
 
     written = write_judge_outputs(result, tmp_path / "out")
@@ -195,8 +244,7 @@ def test_full_run_then_a_rerun_with_zero_calls(tmp_path, server, minilm):
 
 def test_swapped_orders_average_out_a_position_bias(tmp_path, server):
     server.position_bonus = 2  # Answer 1 always gets +2 (capped at 5)
-    result = run_judge(make_pipeline(tmp_path), FAST, llm_for(server), EmbeddingParams(), tmp_path / "llm.sqlite",
-                       None)
+    result = run_judge(make_pipeline(tmp_path), FAST, llm_for(server), EmbeddingParams(), tmp_path / "llm.sqlite", None)
     judged = [r for r in result.scores if r["judged"]]
     assert len(judged) == 2 * N_TEST
     for r in judged:
@@ -222,8 +270,11 @@ def test_a_malformed_reply_is_retried_then_counted_as_a_failure(tmp_path, server
     make_pipeline(tmp_path, questions)
     params = FAST.model_copy(update={"schema_retries": 1})
     m = judge(tmp_path, server, minilm, params).metrics
-    judge_calls = [c["body"]["messages"][0]["content"] for c in server.message_calls()
-                   if c["body"]["tools"][0]["name"] == JUDGE_TOOL]
+    judge_calls = [
+        c["body"]["messages"][0]["content"]
+        for c in server.message_calls()
+        if c["body"]["tools"][0]["name"] == JUDGE_TOOL
+    ]
     malformed = [u for u in judge_calls if u.startswith("Question: MALFORMED")]
     flaky = [u for u in judge_calls if u.startswith("Question: FLAKY")]
     assert len(malformed) == 4 and sum("previous reply was rejected" in u for u in malformed) == 2
@@ -245,17 +296,31 @@ def test_a_malformed_reply_is_retried_then_counted_as_a_failure(tmp_path, server
 
 def test_expert_answers_are_the_reference_and_ict_falls_back_to_a_language_model(tmp_path, server, minilm):
     paths = make_pipeline(tmp_path, expert=True)
-    m = run_judge(paths, FAST.model_copy(update={"max_questions": 2}), llm_for(server), EmbeddingParams(),
-                  tmp_path / "llm.sqlite", None).metrics
+    m = run_judge(
+        paths,
+        FAST.model_copy(update={"max_questions": 2}),
+        llm_for(server),
+        EmbeddingParams(),
+        tmp_path / "llm.sqlite",
+        None,
+    ).metrics
     assert m["setup"]["reference"] == "expert answer" and m["setup"]["questions"] == 2
-    judge_user = next(c["body"]["messages"][0]["content"] for c in server.message_calls()
-                      if c["body"]["tools"][0]["name"] == JUDGE_TOOL)
+    judge_user = next(
+        c["body"]["messages"][0]["content"]
+        for c in server.message_calls()
+        if c["body"]["tools"][0]["name"] == JUDGE_TOOL
+    )
     assert "Reference (expert answer):\nOperators document" in judge_user
     # llm.backend ict (pseudo-queries, no language model): the judge runs on judge.fallback_backend.
     n = len(server.requests)
-    via_fallback = run_judge(paths, FAST.model_copy(update={"max_questions": 2, "fallback_backend": "anthropic"}),
-                             llm_for(server).model_copy(update={"backend": "ict"}), EmbeddingParams(),
-                             tmp_path / "llm.sqlite", None).metrics
+    via_fallback = run_judge(
+        paths,
+        FAST.model_copy(update={"max_questions": 2, "fallback_backend": "anthropic"}),
+        llm_for(server).model_copy(update={"backend": "ict"}),
+        EmbeddingParams(),
+        tmp_path / "llm.sqlite",
+        None,
+    ).metrics
     assert via_fallback["setup"]["backend"] == "anthropic"
     assert via_fallback["setup"]["judged"] == m["setup"]["judged"]
     assert len(server.requests) == n  # same requests as before: all from the cache
@@ -270,9 +335,11 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, server):
 
     make_pipeline(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params = {"judge": {"bootstrap_resamples": 300, "top_k": 2, "max_questions": 4},
-              "llm": {"backend": "anthropic", "anthropic": {"base_url": server.url, "max_retries": 0}},
-              "mlflow": {"tracking_uri": uri, "experiment": "t"}}
+    params = {
+        "judge": {"bootstrap_resamples": 300, "top_k": 2, "max_questions": 4},
+        "llm": {"backend": "anthropic", "anthropic": {"base_url": server.url, "max_retries": 0}},
+        "mlflow": {"tracking_uri": uri, "experiment": "t"},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("t")
@@ -280,33 +347,53 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, server):
         train_id = run.info.run_id
     write_json(tmp_path / "data/train/run.json", {"mlflow_run_id": train_id})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(REPO / "stages/judge.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages/judge.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "judge (anthropic claude-haiku-4-5): 4/4 questions judged" in proc.stdout
     assert KEY not in proc.stdout + proc.stderr
     out = tmp_path / "data/judge"
-    assert {p.name for p in out.iterdir()} >= {"report.json", "metrics.json", "run.json", "answers.jsonl",
-                                                "scores.csv", "judge_scores.png", "text_scores.png"}
+    assert {p.name for p in out.iterdir()} >= {
+        "report.json",
+        "metrics.json",
+        "run.json",
+        "answers.jsonl",
+        "scores.csv",
+        "judge_scores.png",
+        "text_scores.png",
+    }
     assert (tmp_path / "data/cache/judge_llm.sqlite").is_file()
     metrics = json.loads((out / "report.json").read_text())
     # This run's calls and cost go to run.json (not committed); the report keeps what the replies cost.
     run_facts = json.loads((out / "run.json").read_text())
     assert run_facts["calls"] > 0 and run_facts["cache_hits"] == 0 and run_facts["cost_usd"] > 0
-    assert "calls" not in metrics["usage"] and metrics["usage"]["results_cost_usd"] == pytest.approx(run_facts["cost_usd"])
+    assert "calls" not in metrics["usage"] and metrics["usage"]["results_cost_usd"] == pytest.approx(
+        run_facts["cost_usd"]
+    )
     headline = json.loads((out / "metrics.json").read_text())
     assert headline["adapter"]["overall"] == metrics["arms"]["adapter"]["overall"]
     assert headline["cost_usd"] == metrics["usage"]["results_cost_usd"] and headline["questions_judged"] == 4
     client = mlflow.MlflowClient(uri)
-    runs = [r for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
-            if r.data.tags.get("ragtune.stage") == "judge"]
+    runs = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("t").experiment_id])
+        if r.data.tags.get("ragtune.stage") == "judge"
+    ]
     assert len(runs) == 1 and runs[0].data.tags["mlflow.parentRunId"] == train_id
     overall = metrics["arms"]["adapter"]["overall"]
     assert runs[0].data.metrics["judge.adapter.overall"] == pytest.approx(overall)
     assert client.get_run(train_id).data.metrics["judge.adapter.overall"] == pytest.approx(overall)
     assert runs[0].data.params["judge.max_questions"] == "4"
     assert all(KEY not in str(v) for v in runs[0].data.params.values())
-    assert {"report.json", "metrics.json", "judge_scores.png"} <= {f.path for f in client.list_artifacts(runs[0].info.run_id)}
+    assert {"report.json", "metrics.json", "judge_scores.png"} <= {
+        f.path for f in client.list_artifacts(runs[0].info.run_id)
+    }
 
 
 def test_batch_mode_gives_the_same_judgement_at_half_the_cost(tmp_path, server):
@@ -314,8 +401,14 @@ def test_batch_mode_gives_the_same_judgement_at_half_the_cost(tmp_path, server):
     params = FAST.model_copy(update={"max_questions": 3})
     direct = run_judge(paths, params, llm_for(server), EmbeddingParams(), tmp_path / "direct.sqlite", None).metrics
     n_direct = len(server.message_calls())
-    batch = run_judge(paths, params, llm_for(server, batch=True, batch_poll_seconds=0.01), EmbeddingParams(),
-                      tmp_path / "batch.sqlite", None).metrics
+    batch = run_judge(
+        paths,
+        params,
+        llm_for(server, batch=True, batch_poll_seconds=0.01),
+        EmbeddingParams(),
+        tmp_path / "batch.sqlite",
+        None,
+    ).metrics
     assert len(server.message_calls()) == n_direct  # nothing went through /v1/messages
     posts = [r for r in server.requests if r["path"] == "/v1/messages/batches"]
     assert len(posts) == 2  # one batch of answers, then one of judgements

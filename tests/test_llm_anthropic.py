@@ -6,8 +6,8 @@ import threading
 import time
 
 import pytest
-
 from fake_anthropic import FakeAnthropic
+
 from ragtune.errors import RagtuneError
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.anthropic_backend import AnthropicBackend, estimate_cost, retry_after_seconds
@@ -30,14 +30,23 @@ def api_key(monkeypatch):
 
 
 def backend_for(fake, **anthropic) -> AnthropicBackend:
-    params = LlmParams.model_validate({"backend": "anthropic", "anthropic": {
-        "base_url": fake.url, "retry_base_seconds": 0.01, "max_retries": 3, **anthropic}})
+    params = LlmParams.model_validate(
+        {
+            "backend": "anthropic",
+            "anthropic": {"base_url": fake.url, "retry_base_seconds": 0.01, "max_retries": 3, **anthropic},
+        }
+    )
     return make_backend(params)
 
 
 def req(scenario: str = "ok", i: int = 0) -> GenRequest:
-    return GenRequest(key=f"{i:064x}", system="You write questions.", passage=f"passage {i}", max_items=3,
-                      user=f"Write at most 3 questions. SCENARIO={scenario}\n\nOperators report incidents {i}.")
+    return GenRequest(
+        key=f"{i:064x}",
+        system="You write questions.",
+        passage=f"passage {i}",
+        max_items=3,
+        user=f"Write at most 3 questions. SCENARIO={scenario}\n\nOperators report incidents {i}.",
+    )
 
 
 def run(backend, requests, state=None):
@@ -84,8 +93,9 @@ def test_persistent_5xx_gives_up_with_a_recorded_reason(fake):
     assert len(fake.message_calls()) == 3
 
 
-@pytest.mark.parametrize("scenario,reason", [("bad_schema", "invalid_output"), ("max_tokens", "max_tokens"),
-                                             ("refusal", "refusal")])
+@pytest.mark.parametrize(
+    "scenario,reason", [("bad_schema", "invalid_output"), ("max_tokens", "max_tokens"), ("refusal", "refusal")]
+)
 def test_bad_replies_are_failures_with_reasons(fake, scenario, reason):
     r = run(backend_for(fake), [req(scenario)])[req().key]
     assert not r.ok and r.reason == reason and r.questions == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
 from conftest import make_chunks
+
 from ragtune.cache import ContentCache
 from ragtune.errors import RagtuneError
 from ragtune.llm import LlmParams, make_backend
@@ -65,8 +65,9 @@ def test_schema_bounds_each_question_and_the_bound_is_in_the_key():
     b = LlamaCppBackend(PARAMS)
     items = b.body(req)["json_schema"]["properties"]["questions"]["items"]
     assert items == {"type": "string", "maxLength": 200}
-    loose = LlamaCppBackend(PARAMS.model_copy(update={"llamacpp": PARAMS.llamacpp.model_copy(
-        update={"max_string_chars": None})}))
+    loose = LlamaCppBackend(
+        PARAMS.model_copy(update={"llamacpp": PARAMS.llamacpp.model_copy(update={"max_string_chars": None})})
+    )
     assert "maxLength" not in loose.body(req)["json_schema"]["properties"]["questions"]["items"]
     assert b.identity() != loose.identity()
 
@@ -89,8 +90,14 @@ def test_the_real_model_takes_the_repeat_penalty_and_it_breaks_a_copied_loop():
 
     prompt = load_prompt("answer_v1")
     user = prompt.render(context="[1] Log: 2023-01-22 12:52:52.143" + "-1000" * 7, question="When does it apply?")
-    req = GenRequest(key="0" * 64, system=prompt.system, user=user, max_tokens=150, temperature=0.0,
-                     tool=ToolSpec("submit_answer", "Submit the answer.", answer_schema(answer_chars(150))))
+    req = GenRequest(
+        key="0" * 64,
+        system=prompt.system,
+        user=user,
+        max_tokens=150,
+        temperature=0.0,
+        tool=ToolSpec("submit_answer", "Submit the answer.", answer_schema(answer_chars(150))),
+    )
     b = LlamaCppBackend(PARAMS)
     plain, penalised = b.call(req), b.call(replace(req, repeat_penalty=1.1))
     assert plain.ok and penalised.ok

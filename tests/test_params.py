@@ -26,13 +26,16 @@ def test_missing_section_means_defaults(tmp_path):
     assert load_section("embedding", EmbeddingParams, write(tmp_path, "fetch: {}\n")) == EmbeddingParams()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("embedding:\n  batch_sise: 8\n", "embedding.batch_sise: unknown key"),
-    ("embedding:\n  batch_size: many\n", "embedding.batch_size: Input should be a valid integer"),
-    ("embedding:\n  batch_size: 0\n", "embedding.batch_size: Input should be greater than or equal to 1"),
-    ("embedding:\n  device: tpu\n", "embedding.device:"),
-    ("embedding: [1, 2]\n", "'embedding' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("embedding:\n  batch_sise: 8\n", "embedding.batch_sise: unknown key"),
+        ("embedding:\n  batch_size: many\n", "embedding.batch_size: Input should be a valid integer"),
+        ("embedding:\n  batch_size: 0\n", "embedding.batch_size: Input should be greater than or equal to 1"),
+        ("embedding:\n  device: tpu\n", "embedding.device:"),
+        ("embedding: [1, 2]\n", "'embedding' must be a mapping"),
+    ],
+)
 def test_bad_embedding_params_name_the_key(tmp_path, text, expected):
     with pytest.raises(ParamsError) as err:
         load_section("embedding", EmbeddingParams, write(tmp_path, text))

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from pipeline_support import copy_repo, dvc, tiny_corpus, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -14,10 +13,24 @@ def test_fetch_embed_run_cache_and_noop(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     rows = tiny_corpus()
     write_jsonl(repo / "corpus" / "corpus.jsonl", rows)
-    write_jsonl(repo / "corpus" / "test.jsonl", [
-        {"id": "q1", "question": "How fast must a data breach be notified?", "relevant_ids": [rows[1]["id"]]}])
-    dvc(repo, "exp", "run", "embed", "-S", "fetch.source=jsonl", "-S", "fetch.jsonl.corpus=corpus/corpus.jsonl",
-        "-S", "fetch.jsonl.test=corpus/test.jsonl", "-S", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db")
+    write_jsonl(
+        repo / "corpus" / "test.jsonl",
+        [{"id": "q1", "question": "How fast must a data breach be notified?", "relevant_ids": [rows[1]["id"]]}],
+    )
+    dvc(
+        repo,
+        "exp",
+        "run",
+        "embed",
+        "-S",
+        "fetch.source=jsonl",
+        "-S",
+        "fetch.jsonl.corpus=corpus/corpus.jsonl",
+        "-S",
+        "fetch.jsonl.test=corpus/test.jsonl",
+        "-S",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+    )
 
     report = json.loads((repo / "data/fetch/report.json").read_text())
     assert (report["chunks"], report["test_chunks"], report["test_questions"]) == (12, 1, 1)

@@ -7,7 +7,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from pipeline_support import copy_repo, dvc, tiny_corpus, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -17,16 +16,31 @@ def test_whole_pipeline_on_a_tiny_corpus(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     rows = tiny_corpus(n_copies=3)
     write_jsonl(repo / "corpus" / "corpus.jsonl", rows)
-    write_jsonl(repo / "corpus" / "test.jsonl", [
-        {"id": "q1", "question": "How quickly must a personal data breach be notified?",
-         "relevant_ids": [rows[1]["id"]], "answer": "Within 72 hours."},
-        {"id": "q2", "question": "Who must handle vulnerabilities of digital products?",
-         "relevant_ids": [rows[8]["id"]], "answer": None},
-    ])
+    write_jsonl(
+        repo / "corpus" / "test.jsonl",
+        [
+            {
+                "id": "q1",
+                "question": "How quickly must a personal data breach be notified?",
+                "relevant_ids": [rows[1]["id"]],
+                "answer": "Within 72 hours.",
+            },
+            {
+                "id": "q2",
+                "question": "Who must handle vulnerabilities of digital products?",
+                "relevant_ids": [rows[8]["id"]],
+                "answer": None,
+            },
+        ],
+    )
     settings = [
-        "fetch.source=jsonl", "fetch.jsonl.corpus=corpus/corpus.jsonl", "fetch.jsonl.test=corpus/test.jsonl",
+        "fetch.source=jsonl",
+        "fetch.jsonl.corpus=corpus/corpus.jsonl",
+        "fetch.jsonl.test=corpus/test.jsonl",
         f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-        "synthesize.max_chunks=4", "tune.n_trials=3", "judge.max_questions=1",
+        "synthesize.max_chunks=4",
+        "tune.n_trials=3",
+        "judge.max_questions=1",
     ]
     dvc(repo, "exp", "run", *[a for s in settings for a in ("-S", s)], timeout=1500)
 
@@ -103,14 +117,18 @@ def test_whole_pipeline_on_a_tiny_corpus(tmp_path):
 def assert_same_committed_outputs(repo):
     """No JSON or CSV file differs from the commit, and dvc.lock differs at most in the hashes of the outputs
     that record wall times by nature: the per-item caches (each entry keeps its seconds) and the Optuna journal."""
-    changed = subprocess.run(["git", "status", "--porcelain", "--", "*.json", "*.csv"], cwd=repo,
-                             capture_output=True, text=True, check=True).stdout
-    assert changed == "", subprocess.run(["git", "diff", "--", "*.json", "*.csv"], cwd=repo,
-                                         capture_output=True, text=True).stdout[-4000:]
-    committed = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=repo, capture_output=True, text=True,
-                               check=True).stdout
-    assert _lock_without_timed_outputs(yaml.safe_load(committed)) == \
-        _lock_without_timed_outputs(yaml.safe_load((repo / "dvc.lock").read_text()))
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", "*.json", "*.csv"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+    assert changed == "", subprocess.run(
+        ["git", "diff", "--", "*.json", "*.csv"], cwd=repo, capture_output=True, text=True
+    ).stdout[-4000:]
+    committed = subprocess.run(
+        ["git", "show", "HEAD:dvc.lock"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+    assert _lock_without_timed_outputs(yaml.safe_load(committed)) == _lock_without_timed_outputs(
+        yaml.safe_load((repo / "dvc.lock").read_text())
+    )
 
 
 def _lock_without_timed_outputs(lock):

@@ -3,15 +3,15 @@ rule that a synthetic test set's chunks are never trained on."""
 
 import numpy as np
 import pytest
-
 from conftest import make_chunks
+
+from ragtune.adapter.data import load_training_data
 from ragtune.cache import ContentCache
 from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import parse_section
 from ragtune.records import SyntheticQuestion, TestQuestion, write_jsonl
 from ragtune.synthesis.run import SynthesizeParams, check_no_leak, select_chunks, synthesize
-from ragtune.adapter.data import load_training_data
 
 HUMAN = [TestQuestion(id="t1", question="Who monitors penalties?", relevant_ids=["c2", "c4"])]
 
@@ -44,8 +44,10 @@ def test_chunks_held_out_for_a_synthetic_test_set_stay_excluded(protocol):
     assert ids(sel.train) == ["c0", "c2", "c3", "c4"] and ids(sel.synthetic_test) == ["c1", "c5"]
     assert sel.forbidden == {"c1", "c5"}
     # A test file that itself holds synthetic questions: their chunks stay out too.
-    synthetic = [TestQuestion(id="s1", question="q?", relevant_ids=["c1"], origin="synthetic"),
-                 TestQuestion(id="h1", question="h?", relevant_ids=["c5"])]
+    synthetic = [
+        TestQuestion(id="s1", question="q?", relevant_ids=["c1"], origin="synthetic"),
+        TestQuestion(id="h1", question="h?", relevant_ids=["c5"]),
+    ]
     sel = select_chunks(chunks, synthetic, SynthesizeParams(test_chunks=protocol))
     assert "c1" not in ids(sel.train) and "c1" in sel.forbidden
     assert ("c5" in ids(sel.train)) == (protocol == "include")
@@ -73,10 +75,16 @@ def test_training_drops_questions_about_synthetic_test_chunks_only(tmp_path):
     save_embeddings(tmp_path / "corpus.npz", ids(chunks), emb)
     save_embeddings(tmp_path / "questions.npz", ["q0", "q2", "q5"], emb[[0, 2, 5]], chunk_ids=["c0", "c2", "c5"])
     # c2 carries a human test question (include: trained on), c5 a synthetic one (never trained on).
-    write_jsonl(tmp_path / "test.jsonl", [TestQuestion(id="h", question="h?", relevant_ids=["c2"]),
-                                          TestQuestion(id="s", question="s?", relevant_ids=["c5"], origin="synthetic")])
-    data = load_training_data(tmp_path / "questions.npz", tmp_path / "corpus.npz", tmp_path / "corpus.jsonl",
-                              tmp_path / "test.jsonl")
+    write_jsonl(
+        tmp_path / "test.jsonl",
+        [
+            TestQuestion(id="h", question="h?", relevant_ids=["c2"]),
+            TestQuestion(id="s", question="s?", relevant_ids=["c5"], origin="synthetic"),
+        ],
+    )
+    data = load_training_data(
+        tmp_path / "questions.npz", tmp_path / "corpus.npz", tmp_path / "corpus.jsonl", tmp_path / "test.jsonl"
+    )
     assert data.question_ids == ["q0", "q2"] and data.dropped["test_chunk_questions"] == 1
     # Without the test set the strict rule holds: every split=test chunk is held out.
     strict = load_training_data(tmp_path / "questions.npz", tmp_path / "corpus.npz", tmp_path / "corpus.jsonl")

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter.losses import InBatchRankingLoss, FullCorpusSoftmaxLoss
-from ragtune.errors import DataError, ParamsError
+from ragtune.adapter.data import build_training_data
+from ragtune.adapter.losses import FullCorpusSoftmaxLoss, InBatchRankingLoss
+from ragtune.adapter.real_questions import RealQuestions, with_real_questions, with_real_subset
+from ragtune.adapter.splits import make_split, split_real
+from ragtune.adapter.training import TrainParams, train_adapter, train_bagged
 from ragtune.corpus.fetching import fetch_source, report
+from ragtune.errors import DataError, ParamsError
 from ragtune.evaluation.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
 from ragtune.params import FetchParams, JsonlSourceParams, load_section
 from ragtune.records import TestQuestion, load_train_questions, normalise_question
-from ragtune.adapter.real_questions import RealQuestions, with_real_questions, with_real_subset
-from ragtune.adapter.training import TrainParams, train_adapter, train_bagged
-from ragtune.adapter.data import build_training_data
-from ragtune.adapter.splits import make_split, split_real
 
 
 def write(path, rows):
@@ -30,6 +30,7 @@ def _unit(x):
 
 # --- the leakage rule and fetch ------------------------------------------------------------------
 
+
 @pytest.fixture
 def corpus(tmp_path):
     return write(tmp_path / "corpus.jsonl", [{"id": f"c{i}", "text": f"chunk {i}"} for i in range(20)])
@@ -37,7 +38,9 @@ def corpus(tmp_path):
 
 @pytest.fixture
 def test_file(tmp_path):
-    return write(tmp_path / "test.jsonl", [{"id": "t1", "question": "What is the notice period?", "relevant_ids": ["c3"]}])
+    return write(
+        tmp_path / "test.jsonl", [{"id": "t1", "question": "What is the notice period?", "relevant_ids": ["c3"]}]
+    )
 
 
 def test_normalised_questions_ignore_case_punctuation_and_spacing():
@@ -45,11 +48,16 @@ def test_normalised_questions_ignore_case_punctuation_and_spacing():
     assert normalise_question("notice period") != normalise_question("notice periods")
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"id": "t1", "question": "Something else", "relevant_ids": ["c1"]}, "id 't1' is also a question of"),
-    ({"id": "r9", "question": "what is the NOTICE period", "relevant_ids": ["c1"]},
-     "'r9' has the same text as test question 't1'"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"id": "t1", "question": "Something else", "relevant_ids": ["c1"]}, "id 't1' is also a question of"),
+        (
+            {"id": "r9", "question": "what is the NOTICE period", "relevant_ids": ["c1"]},
+            "'r9' has the same text as test question 't1'",
+        ),
+    ],
+)
 def test_a_training_question_that_is_also_a_test_question_is_refused(tmp_path, corpus, test_file, row, message):
     train = write(tmp_path / "train.jsonl", [{"id": "r1", "question": "Who pays?", "relevant_ids": ["c2"]}, row])
     params = FetchParams(source="jsonl", jsonl=JsonlSourceParams(corpus=corpus, test=test_file, train_questions=train))
@@ -76,10 +84,13 @@ def test_fetch_passes_real_questions_on_and_counts_them(tmp_path, corpus, test_f
 
 def test_without_a_test_file_no_chunk_of_a_real_question_is_held_out(tmp_path, corpus):
     taught = [f"c{i}" for i in range(15)]
-    train = write(tmp_path / "train.jsonl", [{"id": f"r{i}", "question": f"q {i}", "relevant_ids": [c]}
-                                             for i, c in enumerate(taught)])
-    params = FetchParams(source="jsonl", seed=3,
-                         jsonl=JsonlSourceParams(corpus=corpus, test_fraction=0.25, train_questions=train))
+    train = write(
+        tmp_path / "train.jsonl",
+        [{"id": f"r{i}", "question": f"q {i}", "relevant_ids": [c]} for i, c in enumerate(taught)],
+    )
+    params = FetchParams(
+        source="jsonl", seed=3, jsonl=JsonlSourceParams(corpus=corpus, test_fraction=0.25, train_questions=train)
+    )
     held = {c.id for c in fetch_source(params).chunks if c.split == "test"}
     assert len(held) == 5 and not held & set(taught)
 
@@ -96,13 +107,15 @@ def test_bad_params_name_the_key(tmp_path):
 
 # --- training rows, masks and weights ------------------------------------------------------------
 
+
 def small_data(n_chunks=6, dim=8, seed=0):
     rng = np.random.default_rng(seed)
     corpus = _unit(rng.standard_normal((n_chunks, dim)))
     ids = [f"c{i}" for i in range(n_chunks)]
     questions = _unit(corpus[[0, 1, 2]] + 0.1 * rng.standard_normal((3, dim)))
-    syn = build_training_data(ids, corpus, [f"text {i}" for i in range(n_chunks)], ["s0", "s1", "s2"], questions,
-                              ["c0", "c1", "c2"])
+    syn = build_training_data(
+        ids, corpus, [f"text {i}" for i in range(n_chunks)], ["s0", "s1", "s2"], questions, ["c0", "c1", "c2"]
+    )
     real = RealQuestions(["r0", "r1"], _unit(rng.standard_normal((2, dim))), [np.array([3, 4]), np.array([5])])
     return syn, real
 
@@ -134,8 +147,9 @@ def test_a_questions_other_relevant_chunks_are_not_its_in_batch_negatives():
     plain = loss_fn(adapted, data.gold_rows[rows], data.corpus_emb, data.text_group)
     assert not torch.allclose(got, plain)  # without the relevance mask they would be negatives
 
-    full = FullCorpusSoftmaxLoss(0.1)(adapted, data.gold_rows[rows], data.corpus_emb, data.text_group, None,
-                                      data.relevant[rows])
+    full = FullCorpusSoftmaxLoss(0.1)(
+        adapted, data.gold_rows[rows], data.corpus_emb, data.text_group, None, data.relevant[rows]
+    )
     all_logits = adapted @ data.corpus_emb.T / 0.1
     all_logits[0, 4] = all_logits[1, 3] = float("-inf")
     assert torch.allclose(full, torch.nn.functional.cross_entropy(all_logits, data.gold_rows[rows]))
@@ -172,6 +186,7 @@ def test_mined_negatives_never_include_a_chunk_relevant_to_the_question():
 
 # --- real validation -------------------------------------------------------------------------------
 
+
 def distorted_world(n_chunks=120, dim=24, n_real=60, seed=2):
     """Synthetic questions are clean copies of their chunk (nothing to learn); real questions see their
     chunk through a fixed distortion, which only the real rows can teach."""
@@ -180,8 +195,14 @@ def distorted_world(n_chunks=120, dim=24, n_real=60, seed=2):
     ids = [f"c{i}" for i in range(n_chunks)]
     gold = np.repeat(np.arange(n_chunks), 2)
     syn_q = _unit(corpus[gold] + 0.3 * rng.standard_normal((len(gold), dim)) / np.sqrt(dim))
-    syn = build_training_data(ids, corpus, [f"text {i}" for i in range(n_chunks)],
-                              [f"s{j}" for j in range(len(gold))], syn_q, [ids[g] for g in gold])
+    syn = build_training_data(
+        ids,
+        corpus,
+        [f"text {i}" for i in range(n_chunks)],
+        [f"s{j}" for j in range(len(gold))],
+        syn_q,
+        [ids[g] for g in gold],
+    )
     distort = np.eye(dim) + 1.2 * rng.standard_normal((dim, dim)) / np.sqrt(dim)
     targets = rng.choice(n_chunks, size=n_real, replace=False)
     real_q = _unit((corpus[targets] + 1.0 * rng.standard_normal((n_real, dim)) / np.sqrt(dim)) @ distort.T)
@@ -189,8 +210,18 @@ def distorted_world(n_chunks=120, dim=24, n_real=60, seed=2):
     return with_real_questions(syn, real)
 
 
-FAST = dict(max_epochs=15, patience=4, batch_size=64, lr=3e-3, temperature=0.05, identity_weight=0.0,
-            hidden_dim=32, dropout=0.0, kind="linear", hard_negatives=0)
+FAST = dict(
+    max_epochs=15,
+    patience=4,
+    batch_size=64,
+    lr=3e-3,
+    temperature=0.05,
+    identity_weight=0.0,
+    hidden_dim=32,
+    dropout=0.0,
+    kind="linear",
+    hard_negatives=0,
+)
 
 
 def test_real_split_holds_whole_questions_out_and_is_seeded():
@@ -231,15 +262,20 @@ def test_copies_of_a_real_question_are_held_out_together():
                 assert np.isin(group, split.val_real).all() or not np.isin(group, split.val_real).any()
                 assert not (np.isin(group, split.val_real).any() and set(group.tolist()) & trained)
     # without keys the same seeds deal some copies apart (what the keys prevent)
-    assert any(0 < np.isin(group, split_real(data, 0.25, seed).val_real).sum() < len(group)
-               for seed in range(8) for group in groups)
+    assert any(
+        0 < np.isin(group, split_real(data, 0.25, seed).val_real).sum() < len(group)
+        for seed in range(8)
+        for group in groups
+    )
     # 35 distinct questions: a quarter of them (9) validate, with their copies
     assert len(np.unique(np.array(keys)[split_real(copies, 0.25, 0).val_real])) == 9
     # distinct keys split exactly as no keys did
     distinct = with_keys(data, [f"q{i}" for i in range(40)])
     assert np.array_equal(split_real(distinct, 0.25, 7).val_real, split_real(data, 0.25, 7).val_real)
-    assert all(np.array_equal(a.val_real, b.val_real)
-               for a, b in zip(real_fold_splits(distinct, 3, 7), real_fold_splits(data, 3, 7)))
+    assert all(
+        np.array_equal(a.val_real, b.val_real)
+        for a, b in zip(real_fold_splits(distinct, 3, 7), real_fold_splits(data, 3, 7))
+    )
     with pytest.raises(DataError, match="40 real training questions \\(35 distinct\\); set it to at most 35"):
         real_fold_splits(copies, 36, 7)
 
@@ -249,9 +285,11 @@ def test_loaded_real_questions_know_their_copies_by_normalised_text(tmp_path):
     from ragtune.embedding.embedder import save_embeddings
     from ragtune.records import write_jsonl
 
-    rows = [TestQuestion(id="a", question="What is the notice period?", relevant_ids=["c1"]),
-            TestQuestion(id="b", question="what is the  notice period", relevant_ids=["c2"]),
-            TestQuestion(id="c", question="Who pays?", relevant_ids=["c1"])]
+    rows = [
+        TestQuestion(id="a", question="What is the notice period?", relevant_ids=["c1"]),
+        TestQuestion(id="b", question="what is the  notice period", relevant_ids=["c2"]),
+        TestQuestion(id="c", question="Who pays?", relevant_ids=["c1"]),
+    ]
     write_jsonl(tmp_path / "q.jsonl", rows)
     save_embeddings(tmp_path / "q.npz", ["a", "b", "c"], np.eye(3, 4, dtype=np.float32))
     real = load_real_questions(tmp_path / "q.jsonl", tmp_path / "q.npz", ["c0", "c1", "c2"])
@@ -268,17 +306,17 @@ def test_tuning_folds_hold_every_real_question_out_exactly_once():
     held = np.concatenate([s.val_real for s in splits])
     assert sorted(held.tolist()) == list(range(61)) and sorted(s.n_validation for s in splits) == [20, 20, 21]
     for s in splits:
-        assert not np.isin(data.row_real[s.train], s.val_real).any()      # a fold never trains on itself
+        assert not np.isin(data.row_real[s.train], s.val_real).any()  # a fold never trains on itself
         others = np.flatnonzero(~np.isin(data.row_real, s.val_real))
-        assert np.array_equal(s.train, others)                              # every other row trains
+        assert np.array_equal(s.train, others)  # every other row trains
     assert all(np.array_equal(a.val_real, b.val_real) for a, b in zip(splits, real_fold_splits(data, 3, 7)))
     assert not np.array_equal(splits[0].val_real, real_fold_splits(data, 3, 8)[0].val_real)
     params = TrainParams(**FAST)
     assert [s.n_validation for s in tuning_splits(data, params, TuneParams(real_folds=3))] == [21, 20, 20]
-    (one,) = tuning_splits(data, params, TuneParams(real_folds=0))          # off: one real_val_fraction slice
+    (one,) = tuning_splits(data, params, TuneParams(real_folds=0))  # off: one real_val_fraction slice
     assert np.array_equal(one.val_real, make_split(data, params, params.seed).val_real)
     synthetic = with_real_subset(data, np.array([], dtype=int))
-    (syn,) = tuning_splits(synthetic, params, TuneParams(real_folds=3))     # no real questions: synthetic split
+    (syn,) = tuning_splits(synthetic, params, TuneParams(real_folds=3))  # no real questions: synthetic split
     assert syn.validation == "synthetic"
     with pytest.raises(DataError, match="tune.real_folds is 80 but there are 61 real training questions"):
         real_fold_splits(data, 80, 7)
@@ -335,6 +373,7 @@ def test_fewer_than_two_real_questions_cannot_validate():
 
 # --- the learning curve -----------------------------------------------------------------------------
 
+
 def test_learning_curve_subsets_are_nested_seeded_and_end_with_all():
     points = nested_subsets(60, [0, 1, 10, 25, 100], seed=3)
     assert [n for n, _ in points] == [0, 10, 25, 60]
@@ -352,29 +391,48 @@ def test_learning_curve_subsets_are_nested_seeded_and_end_with_all():
         assert len(np.unique(groups[keep])) == n
         assert set(keep.tolist()) == set(np.flatnonzero(np.isin(groups, plain)).tolist())
     assert np.array_equal(with_copies[-1][1], np.arange(64))
-    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(points, nested_subsets(60, [0, 1, 10, 25, 100], 3,
-                                                                                     np.arange(60))))
+    assert all(
+        np.array_equal(a, b)
+        for (_, a), (_, b) in zip(points, nested_subsets(60, [0, 1, 10, 25, 100], 3, np.arange(60)))
+    )
 
 
 def test_learning_curve_trains_each_point_on_its_subset_only():
-    from ragtune.evaluation.metrics import EvalParams
     from ragtune.evaluation.inputs import QuerySet
+    from ragtune.evaluation.metrics import EvalParams
 
     data = distorted_world(n_real=40)
     seen: list[list[str]] = []
 
     def spy_train(params, subset):
-        seen.append(sorted({subset.question_ids[i] for i in np.flatnonzero(subset.row_real >= 0)}
-                           if subset.row_real is not None else []))
+        seen.append(
+            sorted(
+                {subset.question_ids[i] for i in np.flatnonzero(subset.row_real >= 0)}
+                if subset.row_real is not None
+                else []
+            )
+        )
         return train_bagged(params, subset)
 
     rng = np.random.default_rng(9)
-    test = QuerySet("test", [f"t{i}" for i in range(30)], _unit(rng.standard_normal((30, 24))),
-                    [np.array([i]) for i in range(30)], ["human"] * 30)
+    test = QuerySet(
+        "test",
+        [f"t{i}" for i in range(30)],
+        _unit(rng.standard_normal((30, 24))),
+        [np.array([i]) for i in range(30)],
+        ["human"] * 30,
+    )
     cosine = CurveArm(np.zeros(30), np.zeros(30))
-    rows = learning_curve(TrainParams(**{**FAST, "max_epochs": 2}), data, test, data.corpus_emb.numpy(),
-                          {"cosine": cosine}, EvalParams(bootstrap_resamples=200), CurveParams(sizes=[0, 10, 20]),
-                          train=spy_train)
+    rows = learning_curve(
+        TrainParams(**{**FAST, "max_epochs": 2}),
+        data,
+        test,
+        data.corpus_emb.numpy(),
+        {"cosine": cosine},
+        EvalParams(bootstrap_resamples=200),
+        CurveParams(sizes=[0, 10, 20]),
+        train=spy_train,
+    )
     assert [r["n_real"] for r in rows] == [0, 10, 20, 40]
     assert [len(s) for s in seen] == [0, 10, 20, 40]
     assert all(set(a) <= set(b) for a, b in zip(seen, seen[1:]))
@@ -385,8 +443,8 @@ def test_learning_curve_trains_each_point_on_its_subset_only():
 
 
 def test_the_curve_evaluates_the_shipped_adapter_at_its_last_point_instead_of_training_it_again():
-    from ragtune.evaluation.metrics import EvalParams
     from ragtune.evaluation.inputs import QuerySet
+    from ragtune.evaluation.metrics import EvalParams
 
     data = distorted_world(n_real=40)
     params = TrainParams(**{**FAST, "max_epochs": 2})
@@ -397,10 +455,21 @@ def test_the_curve_evaluates_the_shipped_adapter_at_its_last_point_instead_of_tr
         return train_bagged(p, subset)
 
     rng = np.random.default_rng(9)
-    test = QuerySet("test", [f"t{i}" for i in range(30)], _unit(rng.standard_normal((30, 24))),
-                    [np.array([i]) for i in range(30)], ["human"] * 30)
-    args = (data, test, data.corpus_emb.numpy(), {"cosine": CurveArm(np.zeros(30), np.zeros(30))},
-            EvalParams(bootstrap_resamples=200), CurveParams(sizes=[0, 10]))
+    test = QuerySet(
+        "test",
+        [f"t{i}" for i in range(30)],
+        _unit(rng.standard_normal((30, 24))),
+        [np.array([i]) for i in range(30)],
+        ["human"] * 30,
+    )
+    args = (
+        data,
+        test,
+        data.corpus_emb.numpy(),
+        {"cosine": CurveArm(np.zeros(30), np.zeros(30))},
+        EvalParams(bootstrap_resamples=200),
+        CurveParams(sizes=[0, 10]),
+    )
     retrained = learning_curve(params, *args, train=spy_train)
     rows_trained = len(trained)
     reused = learning_curve(params, *args, train=spy_train, shipped=train_bagged(params, data).adapter)
@@ -413,6 +482,7 @@ def test_the_curve_evaluates_the_shipped_adapter_at_its_last_point_instead_of_tr
 
 # --- the train and curve stages, and eval's validation set, end to end --------------------------------
 
+
 @pytest.mark.slow
 def test_train_and_curve_stages_with_real_questions(tmp_path):
     """stages/train.py and stages/curve.py in a scratch directory with labelled real questions: real
@@ -420,31 +490,44 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     from pathlib import Path
 
     import yaml
+    from pipeline_support import run_stages
 
     from ragtune.embedding.embedder import save_embeddings
     from ragtune.evaluation.inputs import load_validation_set
     from ragtune.io import read_json
     from ragtune.records import Chunk, write_jsonl
-    from pipeline_support import run_stages
 
     repo = Path(__file__).resolve().parents[1]
     data = distorted_world(n_chunks=80, dim=384, n_real=40, seed=5)
     syn_rows = np.flatnonzero(data.row_real < 0)
-    chunks = [Chunk(id=c, text=f"Clause {i}: the supplier shall give notice {i}.") for i, c in enumerate(data.corpus_ids)]
+    chunks = [
+        Chunk(id=c, text=f"Clause {i}: the supplier shall give notice {i}.") for i, c in enumerate(data.corpus_ids)
+    ]
     write_jsonl(tmp_path / "data/fetch/corpus.jsonl", chunks)
     real = data.real
-    write_jsonl(tmp_path / "data/fetch/train_questions.jsonl",
-                [TestQuestion(id=q, question=f"real question {q}", relevant_ids=[data.corpus_ids[r] for r in rel])
-                 for q, rel in zip(real.ids, real.relevant)])
+    write_jsonl(
+        tmp_path / "data/fetch/train_questions.jsonl",
+        [
+            TestQuestion(id=q, question=f"real question {q}", relevant_ids=[data.corpus_ids[r] for r in rel])
+            for q, rel in zip(real.ids, real.relevant)
+        ],
+    )
     rng = np.random.default_rng(0)
     test_ids = [f"t{i}" for i in range(20)]
-    write_jsonl(tmp_path / "data/synthesize/test.jsonl",
-                [TestQuestion(id=t, question=f"test question {t}", relevant_ids=[data.corpus_ids[i]])
-                 for i, t in enumerate(test_ids)])
+    write_jsonl(
+        tmp_path / "data/synthesize/test.jsonl",
+        [
+            TestQuestion(id=t, question=f"test question {t}", relevant_ids=[data.corpus_ids[i]])
+            for i, t in enumerate(test_ids)
+        ],
+    )
     save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
-    save_embeddings(tmp_path / "data/embed/questions.npz", [data.question_ids[i] for i in syn_rows],
-                    data.question_emb[syn_rows].numpy(),
-                    chunk_ids=[data.corpus_ids[g] for g in data.gold_rows[syn_rows].tolist()])
+    save_embeddings(
+        tmp_path / "data/embed/questions.npz",
+        [data.question_ids[i] for i in syn_rows],
+        data.question_emb[syn_rows].numpy(),
+        chunk_ids=[data.corpus_ids[g] for g in data.gold_rows[syn_rows].tolist()],
+    )
     save_embeddings(tmp_path / "data/embed/real.npz", real.ids, real.emb)
     test_emb = _unit(rng.standard_normal((20, 384)))
     save_embeddings(tmp_path / "data/embed/test.npz", test_ids, test_emb)
@@ -466,8 +549,12 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     assert metrics["interpolation"] == read_json(tmp_path / "models/adapter/config.json")["interpolation"] == 1.0
     assert metrics["n_val_questions"] == len(split["val"]) == 12 and set(split["val"]) <= set(real.ids)
     assert not set(split["val"]) & set(split["train"])
-    val = load_validation_set(tmp_path / "data/train/split.json", tmp_path / "data/embed/questions.npz",
-                              data.corpus_ids, real_path=tmp_path / "data/fetch/train_questions.jsonl")
+    val = load_validation_set(
+        tmp_path / "data/train/split.json",
+        tmp_path / "data/embed/questions.npz",
+        data.corpus_ids,
+        real_path=tmp_path / "data/fetch/train_questions.jsonl",
+    )
     assert val.ids == split["val"] and val.origins == ["human"] * 12
     assert val.texts[0] == f"real question {split['val'][0]}"
     i = real.ids.index(split["val"][0])
@@ -477,6 +564,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     assert [p["n_real"] for p in curve["points"]] == [0, 10, 20, 40] and curve["real_questions"] == 40
     # the all point is the train stage's adapter, evaluated, not trained again
     from ragtune.adapter.model import adapt_queries, load_query_adapter
+
     assert curve["last_point_is_shipped_adapter"] is True
     shipped = adapt_queries(load_query_adapter(tmp_path / "models/adapter"), test_emb)
     top5 = np.argsort(-(shipped @ data.corpus_emb.numpy().T), axis=1)[:, :5]
@@ -489,7 +577,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
 def test_auto_real_weight_balances_real_and_synthetic_rows():
     from ragtune.adapter.training import real_row_weight
 
-    rows = np.array([-1] * 90 + [0, 0, 1, 2, 3, 3, 4, 5, 6, 7])   # 90 synthetic rows, 10 real
+    rows = np.array([-1] * 90 + [0, 0, 1, 2, 3, 3, 4, 5, 6, 7])  # 90 synthetic rows, 10 real
     assert real_row_weight("auto", rows) == 9.0
     assert real_row_weight(2.5, rows) == 2.5
     assert real_row_weight("auto", np.array([0, 1])) == 1.0 and real_row_weight("auto", np.array([-1, -1])) == 1.0
@@ -503,12 +591,13 @@ def test_synthetic_validation_can_keep_every_real_row_in_training():
     params = TrainParams(**FAST)
     split = make_split(data, params, 7, validation="synthetic")
     assert split.validation == "synthetic" and len(split.val)
-    assert (data.row_real[split.val] < 0).all()                       # only synthetic rows validate
+    assert (data.row_real[split.val] < 0).all()  # only synthetic rows validate
     assert set(np.flatnonzero(data.row_real >= 0)) <= set(split.train)  # every real row trains
     assert sorted(np.concatenate([split.train, split.val]).tolist()) == list(range(len(data.question_ids)))
 
 
 # --- refit on every real question after selection -----------------------------------------------------
+
 
 def test_refit_retrains_on_the_validation_questions_for_the_selected_epochs():
     from ragtune.adapter.splits import Split, real_validation_metrics
@@ -528,8 +617,10 @@ def test_refit_retrains_on_the_validation_questions_for_the_selected_epochs():
     assert torch.equal(refit.adapter(q), direct.adapter(q))
     assert not torch.allclose(refit.adapter(q), selected.adapter(q))
     # the validation questions trained: the refit adapter fits them better than the one they selected
-    assert (real_validation_metrics(refit.adapter, data, split.val_real)["mrr@10"]
-            > real_validation_metrics(selected.adapter, data, split.val_real)["mrr@10"])
+    assert (
+        real_validation_metrics(refit.adapter, data, split.val_real)["mrr@10"]
+        > real_validation_metrics(selected.adapter, data, split.val_real)["mrr@10"]
+    )
     # what selection measured is kept, and the result says it was refit
     assert refit.refit and refit.best == selected.best and refit.history == selected.history
 
@@ -544,8 +635,9 @@ def test_refit_keeps_raw_cosine_when_selection_did():
     params = TrainParams(**FAST)
     selected = train_adapter(params, data, make_split(data, params, 1))
     # selection kept epoch 0, the untrained start (raw cosine): nothing is retrained
-    kept_start = dataclasses.replace(selected, adapter=build_adapter(params.adapter_config(data.dim), params.seed),
-                                     best_epoch=0)
+    kept_start = dataclasses.replace(
+        selected, adapter=build_adapter(params.adapter_config(data.dim), params.seed), best_epoch=0
+    )
     refit = refit_adapter(params, data, kept_start)
     assert refit.refit and refit.adapter is kept_start.adapter
 
@@ -574,9 +666,11 @@ def test_a_member_to_be_refit_selects_its_epochs_on_the_whole_curve_unless_refit
     assert any(m.best_epoch > 1 for m in whole.members)
     stopped = train_bagged(TrainParams(**{**FAST, "patience": 1}, bagging=2, refit_patience=1), data)
     assert all(len(m.history) - 1 == m.best_epoch + 1 < FAST["max_epochs"] for m in stopped.members)
+
     # the same runs, cut where patience 1 stopped them
     def curves(members, lengths):
         return [[row["val_mrr@10"] for row in m.history[:n]] for m, n in zip(members, lengths)]
+
     lengths = [len(m.history) for m in stopped.members]
     assert curves(stopped.members, lengths) == curves(whole.members, lengths)
     # without refit (or with synthetic validation) train.patience stops selection as it always did

@@ -5,8 +5,16 @@ import json
 import pytest
 
 from ragtune.errors import DataError
-from ragtune.records import (Chunk, SyntheticQuestion, TestQuestion, load_corpus, load_test,
-                             mark_test_chunks, read_jsonl, write_jsonl)
+from ragtune.records import (
+    Chunk,
+    SyntheticQuestion,
+    TestQuestion,
+    load_corpus,
+    load_test,
+    mark_test_chunks,
+    read_jsonl,
+    write_jsonl,
+)
 
 
 def write_lines(path, rows):
@@ -23,15 +31,18 @@ def test_corpus_roundtrip_keeps_every_field(tmp_path):
     assert load_corpus(tmp_path / "c.jsonl") == chunks
 
 
-@pytest.mark.parametrize("row, expected", [
-    ('{"id": "b", "text": ', "c.jsonl:2: not valid JSON"),
-    ('[1, 2]', "c.jsonl:2: expected a JSON object"),
-    ({"id": "b", "text": "   "}, "c.jsonl:2: field 'text': text is empty"),
-    ({"id": 7, "text": "x"}, "c.jsonl:2: field 'id': Input should be a valid string"),
-    ({"text": "x"}, "c.jsonl:2: field 'id': Field required"),
-    ({"id": "b", "text": "x", "split": "dev"}, "c.jsonl:2: field 'split'"),
-    ({"id": "a", "text": "x"}, "c.jsonl:2: duplicate id 'a' (first on line 1)"),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ('{"id": "b", "text": ', "c.jsonl:2: not valid JSON"),
+        ("[1, 2]", "c.jsonl:2: expected a JSON object"),
+        ({"id": "b", "text": "   "}, "c.jsonl:2: field 'text': text is empty"),
+        ({"id": 7, "text": "x"}, "c.jsonl:2: field 'id': Input should be a valid string"),
+        ({"text": "x"}, "c.jsonl:2: field 'id': Field required"),
+        ({"id": "b", "text": "x", "split": "dev"}, "c.jsonl:2: field 'split'"),
+        ({"id": "a", "text": "x"}, "c.jsonl:2: duplicate id 'a' (first on line 1)"),
+    ],
+)
 def test_corpus_bad_rows_name_file_and_line(tmp_path, row, expected):
     path = write_lines(tmp_path / "c.jsonl", [GOOD, row])
     with pytest.raises(DataError) as err:
@@ -57,20 +68,26 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_test_questions_must_point_into_the_corpus(tmp_path):
-    path = write_lines(tmp_path / "t.jsonl", [
-        {"id": "q1", "question": "What?", "relevant_ids": ["a"], "answer": None},
-        {"id": "q2", "question": "Why?", "relevant_ids": ["a", "zz"]},
-    ])
+    path = write_lines(
+        tmp_path / "t.jsonl",
+        [
+            {"id": "q1", "question": "What?", "relevant_ids": ["a"], "answer": None},
+            {"id": "q2", "question": "Why?", "relevant_ids": ["a", "zz"]},
+        ],
+    )
     with pytest.raises(DataError, match=r"t\.jsonl:2: relevant id\(s\) \['zz'\] not in the corpus"):
         load_test(path, corpus_ids=["a"])
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"id": "q", "question": "Q", "relevant_ids": []}, "field 'relevant_ids'"),
-    ({"id": "q", "question": "Q", "relevant_ids": "a"}, "field 'relevant_ids'"),
-    ({"id": "q", "question": "", "relevant_ids": ["a"]}, "question is empty"),
-    ({"id": "q", "question": "Q", "relevant_ids": ["a"], "answer": 3}, "field 'answer'"),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"id": "q", "question": "Q", "relevant_ids": []}, "field 'relevant_ids'"),
+        ({"id": "q", "question": "Q", "relevant_ids": "a"}, "field 'relevant_ids'"),
+        ({"id": "q", "question": "", "relevant_ids": ["a"]}, "question is empty"),
+        ({"id": "q", "question": "Q", "relevant_ids": ["a"], "answer": 3}, "field 'answer'"),
+    ],
+)
 def test_test_question_types(tmp_path, row, expected):
     with pytest.raises(DataError) as err:
         load_test(write_lines(tmp_path / "t.jsonl", [row]))

@@ -7,28 +7,51 @@ import zipfile
 
 import pytest
 
+from ragtune.corpus.sources import eu_law
 from ragtune.errors import DataError, RagtuneError
 from ragtune.params import EuLawParams
-from ragtune.corpus.sources import eu_law
 
 ARTICLES = [
     # (celex, number, content) as the real database stores them: heading, then body.
-    ("32016R0679", 16, "Right to rectification The data subject shall have the right to obtain from the "
-                       "controller without undue delay the rectification of inaccurate personal data."),
-    ("32016R0679", 17, "Right to erasure (‘right to be forgotten’) 1. The data subject shall have the right "
-                       "to obtain erasure. 2. Where the controller has made the personal data public, it shall "
-                       "take reasonable steps, as referred to in Article 6(4). 3. Paragraphs 1 and 2 shall "
-                       "not apply to the extent that processing is necessary."),
-    ("32016R0679", 3, "Definitions For the purposes of this Regulation: (1) ‘personal data’ means any "
-                      "information relating to an identified natural person."),
-    ("32022R2554", 3, "Definitions For the purposes of this Regulation, the following definitions shall apply: "
-                      "(1) ‘digital operational resilience’ means the ability of a financial entity."),
-    ("32022R2554", 46, "Competent authorities Without prejudice to the provisions on the Oversight Framework, "
-                       "competent authorities shall ensure compliance."),
-    ("32022R2554", 60, "Amendments to Regulation (EU) No 648/2012 Regulation (EU) No 648/2012 is amended as "
-                       "follows: (1) Article 26 is amended."),
-    ("32022R2554", 66, "Tasks of the Board The Board shall advise and assist the Commission and the Member "
-                       "States."),
+    (
+        "32016R0679",
+        16,
+        "Right to rectification The data subject shall have the right to obtain from the "
+        "controller without undue delay the rectification of inaccurate personal data.",
+    ),
+    (
+        "32016R0679",
+        17,
+        "Right to erasure (‘right to be forgotten’) 1. The data subject shall have the right "
+        "to obtain erasure. 2. Where the controller has made the personal data public, it shall "
+        "take reasonable steps, as referred to in Article 6(4). 3. Paragraphs 1 and 2 shall "
+        "not apply to the extent that processing is necessary.",
+    ),
+    (
+        "32016R0679",
+        3,
+        "Definitions For the purposes of this Regulation: (1) ‘personal data’ means any "
+        "information relating to an identified natural person.",
+    ),
+    (
+        "32022R2554",
+        3,
+        "Definitions For the purposes of this Regulation, the following definitions shall apply: "
+        "(1) ‘digital operational resilience’ means the ability of a financial entity.",
+    ),
+    (
+        "32022R2554",
+        46,
+        "Competent authorities Without prejudice to the provisions on the Oversight Framework, "
+        "competent authorities shall ensure compliance.",
+    ),
+    (
+        "32022R2554",
+        60,
+        "Amendments to Regulation (EU) No 648/2012 Regulation (EU) No 648/2012 is amended as "
+        "follows: (1) Article 26 is amended.",
+    ),
+    ("32022R2554", 66, "Tasks of the Board The Board shall advise and assist the Commission and the Member States."),
 ]
 
 
@@ -42,8 +65,10 @@ def make_db(path):
     """)
     con.execute("INSERT INTO regulations (celex, name, short_name) VALUES ('32016R0679', 'GDPR', 'gdpr')")
     con.execute("INSERT INTO regulations (celex, name, short_name) VALUES ('32022R2554', 'DORA', 'dora')")
-    con.executemany("INSERT INTO articles (celex, article_number, article_id, content, content_length) "
-                    "VALUES (?, ?, ?, ?, ?)", [(c, n, f"art_{n}", t, len(t)) for c, n, t in ARTICLES])
+    con.executemany(
+        "INSERT INTO articles (celex, article_number, article_id, content, content_length) VALUES (?, ?, ?, ?, ?)",
+        [(c, n, f"art_{n}", t, len(t)) for c, n, t in ARTICLES],
+    )
     con.commit()
     con.close()
     return path
@@ -54,18 +79,27 @@ def db(tmp_path):
     return make_db(tmp_path / "regulations.db")
 
 
-@pytest.mark.parametrize("content, heading, body_start", [
-    ("Right to rectification The data subject shall", "Right to rectification", "The data subject"),
-    ("Subject matter` 1. The purpose of this Regulation", "Subject matter", "1. The purpose"),
-    ("Tasks of the Board The Board shall advise", "Tasks of the Board", "The Board shall"),
-    ("Penalties Member States shall lay down rules", "Penalties", "Member States shall"),
-    ("Relationship with Directive 2002/58/EC This Regulation shall not", "Relationship with Directive 2002/58/EC",
-     "This Regulation"),
-    ("Amendments to Regulation (EU) No 648/2012 Regulation (EU) No 648/2012 is amended",
-     "Amendments to Regulation (EU) No 648/2012", "Regulation (EU) No 648/2012 is amended"),
-    ("Article 8 Addressees This Directive is addressed to the Member States.", "Addressees", "This Directive"),
-    ("AI literacy Providers and deployers of AI systems shall", "AI literacy", "Providers and deployers"),
-])
+@pytest.mark.parametrize(
+    "content, heading, body_start",
+    [
+        ("Right to rectification The data subject shall", "Right to rectification", "The data subject"),
+        ("Subject matter` 1. The purpose of this Regulation", "Subject matter", "1. The purpose"),
+        ("Tasks of the Board The Board shall advise", "Tasks of the Board", "The Board shall"),
+        ("Penalties Member States shall lay down rules", "Penalties", "Member States shall"),
+        (
+            "Relationship with Directive 2002/58/EC This Regulation shall not",
+            "Relationship with Directive 2002/58/EC",
+            "This Regulation",
+        ),
+        (
+            "Amendments to Regulation (EU) No 648/2012 Regulation (EU) No 648/2012 is amended",
+            "Amendments to Regulation (EU) No 648/2012",
+            "Regulation (EU) No 648/2012 is amended",
+        ),
+        ("Article 8 Addressees This Directive is addressed to the Member States.", "Addressees", "This Directive"),
+        ("AI literacy Providers and deployers of AI systems shall", "AI literacy", "Providers and deployers"),
+    ],
+)
 def test_split_heading(content, heading, body_start):
     h, body = eu_law.split_heading(content)
     assert h == heading
@@ -80,7 +114,10 @@ def test_split_heading_gives_up_rather_than_invent_one():
 def test_chunks_follow_numbered_paragraphs_in_sequence():
     body = "1. First paragraph, see Article 6(4). 2. Second one ‘3. quoted’ stays. 3. Third."
     assert eu_law.chunk_article(body, target_chars=10, max_chars=200) == [
-        "1. First paragraph, see Article 6(4).", "2. Second one ‘3. quoted’ stays.", "3. Third."]
+        "1. First paragraph, see Article 6(4).",
+        "2. Second one ‘3. quoted’ stays.",
+        "3. Third.",
+    ]
     # Small paragraphs merge up to the target size.
     assert eu_law.chunk_article(body, target_chars=500, max_chars=600) == [body]
 
@@ -113,11 +150,14 @@ def test_build_holds_out_articles_and_merges_equal_headings(db):
 
 
 def test_identical_headings_become_one_question():
-    arts = [eu_law.Article("gdpr", "GDPR", 4, "Definitions", "x " * 5),
-            eu_law.Article("dora", "DORA", 3, "Definitions", "y " * 5)]
+    arts = [
+        eu_law.Article("gdpr", "GDPR", 4, "Definitions", "x " * 5),
+        eu_law.Article("dora", "DORA", 3, "Definitions", "y " * 5),
+    ]
     result = eu_law.build(arts, EuLawParams(test_fraction=0.99), seed=0)
     assert [(q.question, sorted(q.relevant_ids)) for q in result.test] == [
-        ("Definitions", ["dora-art3-p1", "gdpr-art4-p1"])]
+        ("Definitions", ["dora-art3-p1", "gdpr-art4-p1"])
+    ]
 
 
 def make_wheel(folder, db_path, version="1.8.18"):

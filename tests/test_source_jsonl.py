@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ragtune.errors import DataError, RagtuneError
 from ragtune.corpus.fetching import fetch_source, report
+from ragtune.errors import DataError, RagtuneError
 from ragtune.params import FetchParams, JsonlSourceParams
 
 
@@ -16,8 +16,10 @@ def write(path, rows):
 
 @pytest.fixture
 def corpus(tmp_path):
-    return write(tmp_path / "corpus.jsonl",
-                 [{"id": f"c{i}", "text": f"chunk {i}", "title": None, "source": "mine"} for i in range(20)])
+    return write(
+        tmp_path / "corpus.jsonl",
+        [{"id": f"c{i}", "text": f"chunk {i}", "title": None, "source": "mine"} for i in range(20)],
+    )
 
 
 def test_without_test_file_holds_out_a_seeded_fraction(corpus):

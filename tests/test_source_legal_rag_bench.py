@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from ragtune.corpus.sources import legal_rag_bench
 from ragtune.errors import DataError, RagtuneError
 from ragtune.params import LegalRagBenchParams
-from ragtune.corpus.sources import legal_rag_bench
 
 REV = LegalRagBenchParams().revision
 

@@ -6,25 +6,36 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from ragtune.evaluation.statistics import (Interval, bootstrap_ci, bootstrap_counts, bootstrap_means, holm_adjust,
-                                mcnemar_exact, paired_bootstrap, sign_test)
+from ragtune.evaluation.statistics import (
+    Interval,
+    bootstrap_ci,
+    bootstrap_counts,
+    bootstrap_means,
+    holm_adjust,
+    mcnemar_exact,
+    paired_bootstrap,
+    sign_test,
+)
 
 
 def two_sided_by_hand(b: int, c: int) -> float:
     n = b + c
-    return min(1.0, 2 * sum(comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n)
+    return min(1.0, 2 * sum(comb(n, i) for i in range(min(b, c) + 1)) / 2**n)
 
 
-@pytest.mark.parametrize("gained, lost, expected", [
-    (1, 6, 0.125),           # 2 * (1 + 7) / 128
-    (6, 1, 0.125),           # symmetric
-    (0, 5, 0.0625),          # 2 / 32
-    (2, 10, 0.0385742188),   # 2 * (1 + 12 + 66) / 4096
-    (0, 10, 0.001953125),    # 2 / 1024
-    (3, 3, 1.0),
-    (0, 1, 1.0),
-    (0, 0, 1.0),             # no discordant pair: no evidence either way
-])
+@pytest.mark.parametrize(
+    "gained, lost, expected",
+    [
+        (1, 6, 0.125),  # 2 * (1 + 7) / 128
+        (6, 1, 0.125),  # symmetric
+        (0, 5, 0.0625),  # 2 / 32
+        (2, 10, 0.0385742188),  # 2 * (1 + 12 + 66) / 4096
+        (0, 10, 0.001953125),  # 2 / 1024
+        (3, 3, 1.0),
+        (0, 1, 1.0),
+        (0, 0, 1.0),  # no discordant pair: no evidence either way
+    ],
+)
 def test_sign_test_known_values(gained, lost, expected):
     assert sign_test(gained, lost) == pytest.approx(expected, rel=1e-8)
 

@@ -6,8 +6,8 @@ import json
 import threading
 
 import pytest
-
 from conftest import CountingBackend, make_chunks
+
 from ragtune.cache import ContentCache
 from ragtune.errors import RagtuneError
 from ragtune.llm import LlmParams, make_backend
@@ -87,8 +87,16 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, backend):
     assert again.report["chunks_with_questions"] == 4
 
 
-@pytest.mark.parametrize("reason, kept", [("invalid_output", True), ("max_tokens", True), ("refusal", True),
-                                          ("server_error", False), ("rate_limited", False)])
+@pytest.mark.parametrize(
+    "reason, kept",
+    [
+        ("invalid_output", True),
+        ("max_tokens", True),
+        ("refusal", True),
+        ("server_error", False),
+        ("rate_limited", False),
+    ],
+)
 def test_a_deterministic_backend_keeps_content_failures_and_retries_transport_ones(tmp_path, backend, reason, kept):
     """Sent again, a seeded local model would give the same broken reply: the rerun keeps that failure
     instead of paying for it on every run. A server error may have passed: it is retried."""
@@ -127,16 +135,30 @@ def test_uncovered_held_out_chunks_get_synthetic_test_questions_kept_apart(tmp_p
 
 def test_filters_count_every_reason(tmp_path):
     answers = {
-        "c0": ["What is the deadline?", "", "   ", "What is the deadline?", "x?", "Define " + "very " * 80 + "long?",
-               "Rules apply here.", "What does the passage say about fees?"],
+        "c0": [
+            "What is the deadline?",
+            "",
+            "   ",
+            "What is the deadline?",
+            "x?",
+            "Define " + "very " * 80 + "long?",
+            "Rules apply here.",
+            "What does the passage say about fees?",
+        ],
         "c1": ["what is the DEADLINE", "What is the deadline ?", "Who pays the fee?", "Question 2: When is it due?"],
     }
     b = CountingBackend(questions=lambda req: answers["c0" if "case 0" in req.passage else "c1"])
     with ContentCache(tmp_path / "llm.sqlite") as cache:
         out = run(make_chunks(2), b, cache, questions_per_chunk=8)
     assert [q.question for q in out.questions] == ["What is the deadline?", "Who pays the fee?", "When is it due?"]
-    assert out.report["dropped"] == {"duplicate": 2, "empty": 2, "not_a_question": 2, "overlong": 1,
-                                     "refers_to_source": 1, "too_short": 1}
+    assert out.report["dropped"] == {
+        "duplicate": 2,
+        "empty": 2,
+        "not_a_question": 2,
+        "overlong": 1,
+        "refers_to_source": 1,
+        "too_short": 1,
+    }
     assert out.report["questions_generated"] == 12 and out.report["questions_dropped"] == 9
 
 
@@ -163,6 +185,7 @@ def test_stop_event_interrupts_and_keeps_finished_chunks(tmp_path, backend):
             on_result(r)
             if len(backend.calls) == 2:
                 stop_.set()
+
         orig(reqs, counted, stop_, state)
 
     backend.generate = generate
@@ -179,7 +202,11 @@ def test_prompt_file_renders_and_its_hash_is_in_the_key(tmp_path, backend):
     p = load_prompt("synthesize_v1")
     assert "{passage}" not in p.system and p.prompt_id.startswith("synthesize_v1@")
     user = p.render("Braces {n} and {title} in text stay.", 4, None)
-    assert "at most 4 questions" in user and "Source:" not in user and user.endswith("Braces {n} and {title} in text stay.")
+    assert (
+        "at most 4 questions" in user
+        and "Source:" not in user
+        and user.endswith("Braces {n} and {title} in text stay.")
+    )
     assert "Source: Art. 1" in p.render("x", 2, "Art. 1")
     custom = tmp_path / "mine.txt"
     custom.write_text(p.text.replace("real user", "curious user"), encoding="utf-8")

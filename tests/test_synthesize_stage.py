@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, make_chunks, write_project
 from fake_anthropic import FakeAnthropic
 
@@ -28,8 +27,10 @@ def fake():
 
 
 def anthropic_llm(fake: FakeAnthropic, **kw) -> dict:
-    return {"backend": "anthropic", "anthropic": {"base_url": fake.url, "concurrency": 1, "retry_base_seconds": 0.01,
-                                                   **kw}}
+    return {
+        "backend": "anthropic",
+        "anthropic": {"base_url": fake.url, "concurrency": 1, "retry_base_seconds": 0.01, **kw},
+    }
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -39,8 +40,14 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def start(project: Path, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, STAGE], cwd=project, env=env(**extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, STAGE],
+        cwd=project,
+        env=env(**extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_calls(fake: FakeAnthropic, n: int, timeout: float = 60) -> None:
@@ -94,18 +101,25 @@ def test_api_key_appears_in_no_output_log_file_or_mlflow_param(tmp_path, fake):
     chunks = make_chunks(5)
     chunks[2] = chunks[2].model_copy(update={"text": chunks[2].text + " SCENARIO=rate_limited_once"})
     chunks[3] = chunks[3].model_copy(update={"text": chunks[3].text + " SCENARIO=refusal"})
-    project = write_project(tmp_path / "p", chunks, llm=anthropic_llm(fake, concurrency=2),
-                            synthesize={"max_failed_share": 0.5},
-                            mlflow={"enabled": True, "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
-                                    "experiment": "leakcheck"})
+    project = write_project(
+        tmp_path / "p",
+        chunks,
+        llm=anthropic_llm(fake, concurrency=2),
+        synthesize={"max_failed_share": 0.5},
+        mlflow={"enabled": True, "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "leakcheck"},
+    )
     proc = subprocess.run([sys.executable, STAGE], cwd=project, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = {**json.loads((project / "data/synthesize/report.json").read_text()),
-              **json.loads((project / "data/synthesize/run.json").read_text())}
+    report = {
+        **json.loads((project / "data/synthesize/report.json").read_text()),
+        **json.loads((project / "data/synthesize/run.json").read_text()),
+    }
     assert report["failures_by_reason"] == {"refusal": 1} and report["retries"] == 1
     assert report["calls"] == 5 and report["tokens_in"] == 600 and report["cost_usd"] > 0  # 6 requests, 5 results
-    assert ("failures by reason {'refusal': 1}; the next run retries them, except a deterministic backend's content "
-            "failures (invalid_output, max_tokens, refusal), which are kept") in proc.stdout
+    assert (
+        "failures by reason {'refusal': 1}; the next run retries them, except a deterministic backend's content "
+        "failures (invalid_output, max_tokens, refusal), which are kept"
+    ) in proc.stdout
 
     assert KEY not in proc.stdout + proc.stderr
     assert "DEBUG" in proc.stderr  # the check ran with the most verbose logging
@@ -142,7 +156,9 @@ def test_test_set_is_fetchs_questions_then_synthetic_ones_for_uncovered_held_out
     assert proc.returncode == 0, proc.stderr
     tests = [json.loads(x) for x in (project / "data/synthesize/test.jsonl").read_text().splitlines()]
     assert [(t["id"], t["relevant_ids"], t["origin"]) for t in tests] == [
-        ("h1", ["c1"], "human"), ("synthetic-test-c4-0", ["c4"], "synthetic")]
+        ("h1", ["c1"], "human"),
+        ("synthetic-test-c4-0", ["c4"], "synthetic"),
+    ]
     # The human question's chunk c1 gets training questions (protocol include); c4, held out for a synthetic
     # test question, never does.
     assert {q["chunk_id"] for q in questions(project)} == {"c0", "c1", "c2", "c3", "c5"}

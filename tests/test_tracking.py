@@ -14,8 +14,11 @@ def test_flatten_drops_secret_like_keys():
 
 def test_stage_run_logs_params_series_and_tags(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    with stage_run("embed", MlflowParams(tracking_uri=uri, experiment="t"),
-                   params={"embedding": EmbeddingParams(), "llm": {"api_key": "sk-secret"}}) as run:
+    with stage_run(
+        "embed",
+        MlflowParams(tracking_uri=uri, experiment="t"),
+        params={"embedding": EmbeddingParams(), "llm": {"api_key": "sk-secret"}},
+    ) as run:
         run.log_series("val/hit_at_5", [0.1 * i for i in range(2500)])
         run.log_metrics({"encoded": 3})
         run_id = run.run_id
@@ -51,7 +54,7 @@ def test_an_unreachable_tracking_server_is_refused_naming_the_param_without_the_
     from ragtune.params import MlflowParams
     from ragtune.tracking import stage_run
 
-    uri = f"http://tracker:s3cret@127.0.0.1:{free_port()}"   # nothing listens there
+    uri = f"http://tracker:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
     with pytest.raises(RagtuneError) as err:
         with stage_run("eval", MlflowParams(tracking_uri=uri)):
             pass

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from ragtune.adapter.data import build_training_data, load_training_data
 from ragtune.adapter.model import QueryAdapter
+from ragtune.adapter.splits import split_by_chunk, validation_metrics
+from ragtune.adapter.training import EarlyStopping, TrainParams, apply_overrides, train_adapter
 from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import DataError, ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, TestQuestion, write_jsonl
 from ragtune.search.dense import exact_top_k
-from ragtune.adapter.training import EarlyStopping, TrainParams, apply_overrides, train_adapter
-from ragtune.adapter.data import build_training_data, load_training_data
-from ragtune.adapter.splits import split_by_chunk, validation_metrics
 
 
 def _unit(x):
@@ -36,8 +36,9 @@ def learnable_data(n_chunks=240, dim=32, per_chunk=4, seed=0, noise=2.0, distort
     return build_training_data(ids, corpus, texts, q_ids, questions, [ids[g] for g in gold], list(test_chunks))
 
 
-FAST = dict(max_epochs=12, patience=3, batch_size=64, lr=3e-3, temperature=0.05, identity_weight=0.0,
-            hidden_dim=32, dropout=0.0)
+FAST = dict(
+    max_epochs=12, patience=3, batch_size=64, lr=3e-3, temperature=0.05, identity_weight=0.0, hidden_dim=32, dropout=0.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_validation_metrics_match_a_per_question_loop(data, split):
     groups = data.text_group.numpy()
     ranks = []
     for row in split.val:  # the slow way: one question at a time
-        q = data.question_emb[row:row + 1]
+        q = data.question_emb[row : row + 1]
         _, top = exact_top_k(q, data.corpus_emb, 10)
         gold_group = groups[int(data.gold_rows[row])]
         hit = [groups[j] == gold_group for j in top[0]]
@@ -94,6 +95,7 @@ def test_same_seed_same_data_gives_bit_identical_metrics_and_weights(data, split
     params = TrainParams(kind="mlp", n_hidden_layers=2, **{**FAST, "dropout": 0.2, "max_epochs": 4})
     a = train_adapter(params, data, split)
     b = train_adapter(params, data, split)
+
     def metrics(history):  # everything but wall time; JSON so that NaN (epoch 0's loss) compares equal
         return json.dumps([{k: v for k, v in row.items() if k != "seconds"} for row in history])
 
@@ -109,11 +111,22 @@ def test_model_selection_keeps_the_identity_when_training_only_hurts():
     rng = np.random.default_rng(1)
     corpus = _unit(rng.standard_normal((60, 16)))
     ids = [f"c{i}" for i in range(60)]
-    data = build_training_data(ids, corpus, [f"t{i}" for i in range(60)], [f"q{i}" for i in range(120)],
-                               np.concatenate([corpus, corpus]), ids + ids)
+    data = build_training_data(
+        ids,
+        corpus,
+        [f"t{i}" for i in range(60)],
+        [f"q{i}" for i in range(120)],
+        np.concatenate([corpus, corpus]),
+        ids + ids,
+    )
     split = split_by_chunk(data, 0.25, seed=0)
-    result = train_adapter(TrainParams(lr=0.05, max_epochs=3, patience=2, batch_size=16, temperature=1.0,
-                                       hidden_dim=8, identity_weight=0.0), data, split)
+    result = train_adapter(
+        TrainParams(
+            lr=0.05, max_epochs=3, patience=2, batch_size=16, temperature=1.0, hidden_dim=8, identity_weight=0.0
+        ),
+        data,
+        split,
+    )
     assert result.baseline["hit@1"] == 1.0
     assert result.best_epoch == 0 and result.best == result.baseline
     q = data.question_emb[:10]
@@ -131,10 +144,10 @@ def test_early_stopping_and_the_epoch_callback(data, split):
 
 def test_early_stopping_keeps_the_first_strictly_best_epoch_and_counts_the_rest():
     stopping = EarlyStopping({"hit@5": 0.5, "mrr@10": 0.3}, patience=2)
-    assert stopping.update(1, {"hit@5": 0.5, "mrr@10": 0.4})       # MRR@10 breaks the Hit@5 tie
-    assert not stopping.update(2, {"hit@5": 0.5, "mrr@10": 0.4})   # a tie is not better: the earlier epoch stays
+    assert stopping.update(1, {"hit@5": 0.5, "mrr@10": 0.4})  # MRR@10 breaks the Hit@5 tie
+    assert not stopping.update(2, {"hit@5": 0.5, "mrr@10": 0.4})  # a tie is not better: the earlier epoch stays
     assert not stopping.exhausted
-    assert not stopping.update(3, {"hit@5": 0.4, "mrr@10": 0.9})   # Hit@5 decides before MRR@10
+    assert not stopping.update(3, {"hit@5": 0.4, "mrr@10": 0.9})  # Hit@5 decides before MRR@10
     assert stopping.exhausted and stopping.best_epoch == 1 and stopping.best == {"hit@5": 0.5, "mrr@10": 0.4}
 
 
@@ -165,8 +178,7 @@ def test_an_exception_from_the_callback_stops_training(data, split):
 
 def test_identity_penalty_keeps_the_adapter_closer_to_raw_cosine(data, split):
     free = train_adapter(TrainParams(**{**FAST, "max_epochs": 4, "patience": 10}), data, split)
-    held = train_adapter(TrainParams(**{**FAST, "max_epochs": 4, "patience": 10, "identity_weight": 20.0}),
-                         data, split)
+    held = train_adapter(TrainParams(**{**FAST, "max_epochs": 4, "patience": 10, "identity_weight": 20.0}), data, split)
     q = data.question_emb[split.val]
     with torch.no_grad():
         drift_free = float((1 - (free.adapter(q) * q).sum(-1)).mean())
@@ -196,8 +208,9 @@ def test_load_training_data_reads_the_embed_and_fetch_outputs(tmp_path):
     write_jsonl(tmp_path / "corpus.jsonl", chunks)
     rng = np.random.default_rng(0)
     save_embeddings(tmp_path / "corpus.npz", [c.id for c in chunks], _unit(rng.standard_normal((6, 8))))
-    save_embeddings(tmp_path / "questions.npz", ["q0", "q1", "q2"], _unit(rng.standard_normal((3, 8))),
-                    chunk_ids=["c0", "c4", "c5"])
+    save_embeddings(
+        tmp_path / "questions.npz", ["q0", "q1", "q2"], _unit(rng.standard_normal((3, 8))), chunk_ids=["c0", "c4", "c5"]
+    )
     data = load_training_data(tmp_path / "questions.npz", tmp_path / "corpus.npz", tmp_path / "corpus.jsonl")
     assert data.question_ids == ["q0", "q1"] and data.dropped["test_chunk_questions"] == 1
     assert data.text_group.tolist() == [0, 1, 2, 3, 0, 1]  # c4 repeats c0's text
@@ -238,29 +251,43 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     from pathlib import Path
 
     import yaml
+    from pipeline_support import run_stages
 
     from ragtune.io import read_json
-    from pipeline_support import run_stages
 
     repo = Path(__file__).resolve().parents[1]
     data = learnable_data(n_chunks=80, dim=384, per_chunk=3, seed=4)
     (tmp_path / "data/embed").mkdir(parents=True)
-    chunks = [Chunk(id=c, text=f"Article {i}. Member States shall report incident {i} to the authority.",
-                    split="test" if i == 79 else "train") for i, c in enumerate(data.corpus_ids)]
+    chunks = [
+        Chunk(
+            id=c,
+            text=f"Article {i}. Member States shall report incident {i} to the authority.",
+            split="test" if i == 79 else "train",
+        )
+        for i, c in enumerate(data.corpus_ids)
+    ]
     write_jsonl(tmp_path / "data/fetch/corpus.jsonl", chunks)
     # Chunk 79 is held out for a synthetic test question: its training questions must be dropped.
-    write_jsonl(tmp_path / "data/synthesize/test.jsonl",
-                [TestQuestion(id="t0", question="incident 79?", relevant_ids=[data.corpus_ids[79]], origin="synthetic")])
+    write_jsonl(
+        tmp_path / "data/synthesize/test.jsonl",
+        [TestQuestion(id="t0", question="incident 79?", relevant_ids=[data.corpus_ids[79]], origin="synthetic")],
+    )
     save_embeddings(tmp_path / "data/embed/corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
-    save_embeddings(tmp_path / "data/embed/questions.npz", data.question_ids, data.question_emb.numpy(),
-                    chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()])
+    save_embeddings(
+        tmp_path / "data/embed/questions.npz",
+        data.question_ids,
+        data.question_emb.numpy(),
+        chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()],
+    )
     (tmp_path / "data/embed/info.json").write_text(json.dumps({"model": "packaged:all-MiniLM-L6-v2"}))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params = {k: params[k] for k in ("embedding", "tune", "train")}
     params["tune"].update(n_trials=4, timeout_s=None)
     params["train"].update(max_epochs=3, compare_linear=True, bagging=2)
-    params["tune"]["search_space"] = {"kind": {"type": "categorical", "choices": ["mlp"]},
-                                      "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    params["tune"]["search_space"] = {
+        "kind": {"type": "categorical", "choices": ["mlp"]},
+        "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    }
     params["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "e2e"}
     run_stages(tmp_path, params, "tune", "train")
 
@@ -273,8 +300,9 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
     assert metrics["val_hit@5"] == best["value"]  # same seed, same data: the tuned trial, bit for bit
     assert metrics["export_max_abs_diff"] <= 1e-5 and "seconds" not in metrics
     # metrics.json: the headline numbers only; the run's seconds and MLflow run id are in run.json
-    assert read_json(tmp_path / "data/train/metrics.json") == {k: metrics[k] for k in (
-        "val_hit@5", "val_mrr@10", "baseline_val_hit@5", "baseline_val_mrr@10")}
+    assert read_json(tmp_path / "data/train/metrics.json") == {
+        k: metrics[k] for k in ("val_hit@5", "val_mrr@10", "baseline_val_hit@5", "baseline_val_mrr@10")
+    }
     train_run = read_json(tmp_path / "data/train/run.json")
     assert train_run["mlflow_run_id"] and train_run["seconds"] > 0
     assert read_json(tmp_path / "data/tune/run.json")["study"].startswith("ragtune-") and "study" not in best

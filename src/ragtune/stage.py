@@ -8,9 +8,10 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import RagtuneError
 from .paths import PipelinePaths
@@ -51,8 +52,9 @@ def read_run_record(out_dir: str | Path) -> dict:
 
 def run_main(main: Callable[[], None]) -> None:
     """Run a stage's main(); a RagtuneError prints its message (no traceback) and exits 2."""
-    logging.basicConfig(level=os.environ.get("RAGTUNE_LOG", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("RAGTUNE_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # Keep third-party chatter (HTTP clients, alembic migrations) out of stage logs.
     for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "alembic", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -82,10 +84,17 @@ def train_run_id(paths: PipelinePaths) -> str | None:
     return read_run_record(paths.train_run).get("mlflow_run_id")
 
 
-def log_under_train_run(stage: str, mlflow_params: Any, params: Mapping[str, Any], tags: Mapping[str, str],
-                        flat: Mapping[str, float], written: Sequence[Path], paths: PipelinePaths,
-                        version_tags: Mapping[str, float] | None = None,
-                        datasets: Sequence[str] = ()) -> None:
+def log_under_train_run(
+    stage: str,
+    mlflow_params: Any,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    flat: Mapping[str, float],
+    written: Sequence[Path],
+    paths: PipelinePaths,
+    version_tags: Mapping[str, float] | None = None,
+    datasets: Sequence[str] = (),
+) -> None:
     """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, shown nested under
     the train run that made the adapter, with the same numbers on that run too, so runs compare by their
     test scores; `version_tags` go on the registered model versions made from that run; `datasets` names
@@ -95,8 +104,9 @@ def log_under_train_run(stage: str, mlflow_params: Any, params: Mapping[str, Any
 
     parent = train_run_id(paths)
     tags = {**tags, **({"ragtune.train_run_id": parent, "mlflow.parentRunId": parent} if parent else {})}
-    with stage_run(stage, mlflow_params, params=params, tags=tags,
-                   datasets=paths.datasets(*datasets) if datasets else ()) as run:
+    with stage_run(
+        stage, mlflow_params, params=params, tags=tags, datasets=paths.datasets(*datasets) if datasets else ()
+    ) as run:
         run.log_metrics(flat)
         for path in written:
             run.log_artifact(path)

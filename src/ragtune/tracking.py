@@ -10,8 +10,9 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from .params import MlflowParams, Section
 
@@ -26,10 +27,16 @@ _MAX_BATCH = 1000  # MLflow's per-request limit on metrics in log_batch
 def git_commit(cwd: str | os.PathLike[str] = ".") -> str:
     """HEAD's commit, with `-dirty` when tracked files differ; `unknown` outside a git checkout."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -86,7 +93,7 @@ class StageRun:
         flat = flatten("", dict(params))
         items = [Param(clean_key(k), str(v)[:6000]) for k, v in flat.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.active:
@@ -128,9 +135,13 @@ def dataset_input(path: str | os.PathLike[str], context: str) -> Any:
     rows = sum(1 for line in data.splitlines() if line.strip())
     if not rows:
         return None
-    dataset = Dataset(name=f"{p.parent.name}/{p.stem}", digest=hashlib.sha256(data).hexdigest()[:12],
-                      source_type="local", source=json.dumps({"uri": str(p)}),
-                      profile=json.dumps({"num_rows": rows}))
+    dataset = Dataset(
+        name=f"{p.parent.name}/{p.stem}",
+        digest=hashlib.sha256(data).hexdigest()[:12],
+        source_type="local",
+        source=json.dumps({"uri": str(p)}),
+        profile=json.dumps({"num_rows": rows}),
+    )
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
 
 
@@ -152,8 +163,10 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     except Exception as exc:  # URLError, HTTPError, timeouts: say which server, without its password
         from .errors import RagtuneError
 
-        raise RagtuneError(f"mlflow.tracking_uri: cannot reach the tracking server {redact_url(uri)} "
-                           f"({redact_url(str(exc))}); start it, fix the URI, or set mlflow.enabled: false") from None
+        raise RagtuneError(
+            f"mlflow.tracking_uri: cannot reach the tracking server {redact_url(uri)} "
+            f"({redact_url(str(exc))}); start it, fix the URI, or set mlflow.enabled: false"
+        ) from None
 
 
 def clean_key(key: str) -> str:
@@ -161,8 +174,9 @@ def clean_key(key: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", key)
 
 
-def log_points(client: Any, run_id: str, points: Sequence[tuple[str, float, int]],
-               tags: Mapping[str, str] | None = None) -> None:
+def log_points(
+    client: Any, run_id: str, points: Sequence[tuple[str, float, int]], tags: Mapping[str, str] | None = None
+) -> None:
     """Metric points (name, value, step) in batches of 1,000, the one batching path of every run (stage runs
     and tuning trials); `tags` ride with the first batch, so a short run costs one round trip."""
     from mlflow.entities import Metric, RunTag
@@ -171,20 +185,24 @@ def log_points(client: Any, run_id: str, points: Sequence[tuple[str, float, int]
     metrics = [Metric(clean_key(k), float(v), now, int(s)) for k, v, s in points]
     first_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     for i in range(0, max(len(metrics), 1 if first_tags else 0), _MAX_BATCH):
-        client.log_batch(run_id, metrics=metrics[i:i + _MAX_BATCH], tags=first_tags if i == 0 else [])
+        client.log_batch(run_id, metrics=metrics[i : i + _MAX_BATCH], tags=first_tags if i == 0 else [])
 
 
 def pipeline_tags(stage: str, params_file: str | os.PathLike[str] = "params.yaml") -> dict[str, str]:
     """Tags shared by every stage of one pipeline run: same commit and params file -> same tags."""
-    return {"ragtune.stage": stage, "ragtune.git_commit": git_commit(),
-            "ragtune.params_hash": file_hash(params_file)}
+    return {"ragtune.stage": stage, "ragtune.git_commit": git_commit(), "ragtune.params_hash": file_hash(params_file)}
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, mlflow_params: MlflowParams, params: Mapping[str, Any] | None = None,
-              tags: Mapping[str, str] | None = None, nested: bool = False,
-              run_name: str | None = None,
-              datasets: Sequence[tuple[str | os.PathLike[str], str]] = ()) -> Iterator[StageRun]:
+def stage_run(
+    stage: str,
+    mlflow_params: MlflowParams,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    nested: bool = False,
+    run_name: str | None = None,
+    datasets: Sequence[tuple[str | os.PathLike[str], str]] = (),
+) -> Iterator[StageRun]:
     """Open an MLflow run for a stage, with its params and the (JSONL file, context) `datasets` it reads as
     dataset inputs; the run ends FINISHED, or FAILED if the block raises."""
     if not mlflow_params.enabled:

@@ -17,7 +17,7 @@ from ragtune.records import load_corpus
 from .common import save
 
 N_TEXTS = 400
-N_POOL_TEXTS = 1200   # a pool starts only for 512+ missing texts
+N_POOL_TEXTS = 1200  # a pool starts only for 512+ missing texts
 PROCESSES = (1, 2, 4)
 
 
@@ -25,8 +25,11 @@ def texts(n: int = N_TEXTS) -> list[str]:
     corpus = Path("data/fetch/corpus.jsonl")
     if corpus.is_file():
         return [c.text for c in load_corpus(corpus)][:n]
-    return [f"Paragraph {i}: the controller shall implement appropriate technical and organisational "
-            f"measures to ensure a level of security appropriate to risk number {i}." * 3 for i in range(n)]
+    return [
+        f"Paragraph {i}: the controller shall implement appropriate technical and organisational "
+        f"measures to ensure a level of security appropriate to risk number {i}." * 3
+        for i in range(n)
+    ]
 
 
 def processes_throughput(model) -> dict:
@@ -38,8 +41,11 @@ def processes_throughput(model) -> dict:
     out = {"pool_texts": len(data), "cpu_cores": os.cpu_count()}
     for n in PROCESSES:
         params = EmbeddingParams(device="cpu", processes=n)
-        with tempfile.TemporaryDirectory() as tmp, ContentCache(Path(tmp) / "e.sqlite") as cache, \
-                CachedEmbedder(params, cache, model=model) as emb:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            ContentCache(Path(tmp) / "e.sqlite") as cache,
+            CachedEmbedder(params, cache, model=model) as emb,
+        ):
             t0 = time.perf_counter()
             if n > 1:
                 emb._pool = emb._start_pool(emb.pool_devices())
@@ -74,14 +80,21 @@ def main() -> None:
             warm = time.perf_counter() - t0
 
     n = len(data)
-    save("embedding", {
-        "texts": n, "mean_chars": round(sum(map(len, data)) / n),
-        "direct_texts_per_s": round(n / direct, 1), "cold_cache_texts_per_s": round(n / cold, 1),
-        "warm_cache_texts_per_s": round(n / warm, 1),
-        "cold_vs_direct_ratio": round(direct / cold, 3), "goal_cold_vs_direct": 0.9,
-        "warm_vs_cold_speedup": round(cold / warm, 1), "goal_warm_vs_cold": 50,
-        **processes_throughput(model),
-    })
+    save(
+        "embedding",
+        {
+            "texts": n,
+            "mean_chars": round(sum(map(len, data)) / n),
+            "direct_texts_per_s": round(n / direct, 1),
+            "cold_cache_texts_per_s": round(n / cold, 1),
+            "warm_cache_texts_per_s": round(n / warm, 1),
+            "cold_vs_direct_ratio": round(direct / cold, 3),
+            "goal_cold_vs_direct": 0.9,
+            "warm_vs_cold_speedup": round(cold / warm, 1),
+            "goal_warm_vs_cold": 50,
+            **processes_throughput(model),
+        },
+    )
 
 
 if __name__ == "__main__":

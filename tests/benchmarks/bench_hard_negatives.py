@@ -12,7 +12,7 @@ import torch
 from ragtune.adapter.hard_negatives import MiningRule, rank_candidates, select_negatives
 from ragtune.adapter.training import TrainParams, train_adapter
 
-from .bench_training import N_CHUNKS, N_TRAIN, N_VAL, DIM, reference_scale_data
+from .bench_training import DIM, N_CHUNKS, N_TRAIN, N_VAL, reference_scale_data
 from .common import best_of, save
 
 
@@ -24,8 +24,7 @@ def bench_mining(data) -> dict:
     gold = data.gold_rows.numpy()
     gold_scores = (q * c[data.gold_rows]).sum(dim=1).numpy()
     groups = data.text_group.numpy()
-    out = {"ranking_depth_50_s": round(rank_s, 3),
-           "ranking_gflop": round(2.0 * len(gold) * N_CHUNKS * DIM / 1e9, 1)}
+    out = {"ranking_depth_50_s": round(rank_s, 3), "ranking_gflop": round(2.0 * len(gold) * N_CHUNKS * DIM / 1e9, 1)}
     for count in (4, 8):
         rule = MiningRule(count=count, min_rank=10, max_rank=50, relative_margin=0.05)
         sel_s = best_of(lambda: select_negatives(cands, gold, gold_scores, groups, None, rule), 3)
@@ -38,8 +37,17 @@ def bench_mining(data) -> dict:
 def bench_epochs(data, split) -> dict:
     out = {}
     for count in (0, 4, 8):
-        params = TrainParams(kind="linear", loss="in_batch", batch_size=256, max_epochs=2, patience=100, threads=1,
-                             hard_negatives=count, hard_negative_min_rank=10, hard_negative_max_rank=50)
+        params = TrainParams(
+            kind="linear",
+            loss="in_batch",
+            batch_size=256,
+            max_epochs=2,
+            patience=100,
+            threads=1,
+            hard_negatives=count,
+            hard_negative_min_rank=10,
+            hard_negative_max_rank=50,
+        )
         data._candidates = None  # time the first mining too, as the train stage pays it
         result = train_adapter(params, data, split)
         out[f"negatives_{count}_epoch_s"] = round(min(r["seconds"] for r in result.history[1:]), 3)
@@ -52,8 +60,11 @@ def bench_epochs(data, split) -> dict:
 
 def main() -> None:
     data, split = reference_scale_data()
-    results = {"scale": {"dim": DIM, "chunks": N_CHUNKS, "train": N_TRAIN, "val": N_VAL},
-               "mining": bench_mining(data), "epochs": bench_epochs(data, split)}
+    results = {
+        "scale": {"dim": DIM, "chunks": N_CHUNKS, "train": N_TRAIN, "val": N_VAL},
+        "mining": bench_mining(data),
+        "epochs": bench_epochs(data, split),
+    }
     save("hard_negatives", results)
 
 

@@ -13,9 +13,9 @@ import torch
 
 from ragtune.evaluation.arms import EmbeddingArm, HybridArm, LexicalArm
 from ragtune.evaluation.inputs import QuerySet
+from ragtune.search.dense import exact_top_k
 from ragtune.search.fusion import HybridParams, reciprocal_rank_fusion, weighted_score_fusion
 from ragtune.search.lexical import Bm25Index, Bm25Params
-from ragtune.search.dense import exact_top_k
 
 from .common import best_of, save
 
@@ -73,8 +73,14 @@ def main(sizes: list[int] | None = None, save_as: str = "hybrid") -> None:
         index = Bm25Index(texts, Bm25Params())
         t_index = time.perf_counter() - t0
         del texts
-        qs = QuerySet("bench", [str(i) for i in range(N_QUERIES)], queries, [np.array([0])] * N_QUERIES,
-                      ["synthetic"] * N_QUERIES, query_texts)
+        qs = QuerySet(
+            "bench",
+            [str(i) for i in range(N_QUERIES)],
+            queries,
+            [np.array([0])] * N_QUERIES,
+            ["synthetic"] * N_QUERIES,
+            query_texts,
+        )
         dense_arm, lexical_arm = EmbeddingArm("adapter", corpus), LexicalArm("bm25", index)
         hybrid = HybridArm("hybrid", dense_arm, lexical_arm, params)
         repeats = 3 if n <= 10_000 else 2
@@ -92,22 +98,47 @@ def main(sizes: list[int] | None = None, save_as: str = "hybrid") -> None:
         def qps(t: float) -> float:
             return round(N_QUERIES / t, 1)
 
-        rows.append({"corpus": n, "dense_only_queries_per_s": qps(t_dense),
-                     "hybrid_queries_per_s": qps(t_hybrid), "hybrid_vs_dense": round(t_dense / t_hybrid, 3),
-                     "dense_top_candidates_queries_per_s": qps(t_dense_deep), "bm25_queries_per_s": qps(t_bm25),
-                     "rrf_fusion_queries_per_s": qps(t_rrf), "weighted_fusion_queries_per_s": qps(t_weighted),
-                     "bm25_index_s": round(t_index, 2), "text_generation_s": round(t_texts, 2),
-                     "bm25_empty_slots": round(float((lexical[1] < 0).mean()), 3)})
+        rows.append(
+            {
+                "corpus": n,
+                "dense_only_queries_per_s": qps(t_dense),
+                "hybrid_queries_per_s": qps(t_hybrid),
+                "hybrid_vs_dense": round(t_dense / t_hybrid, 3),
+                "dense_top_candidates_queries_per_s": qps(t_dense_deep),
+                "bm25_queries_per_s": qps(t_bm25),
+                "rrf_fusion_queries_per_s": qps(t_rrf),
+                "weighted_fusion_queries_per_s": qps(t_weighted),
+                "bm25_index_s": round(t_index, 2),
+                "text_generation_s": round(t_texts, 2),
+                "bm25_empty_slots": round(float((lexical[1] < 0).mean()), 3),
+            }
+        )
         r = rows[-1]
-        print(f"corpus {n:>9,}: dense {r['dense_only_queries_per_s']:>9,.1f} q/s  hybrid "
-              f"{r['hybrid_queries_per_s']:>8,.1f} q/s  (bm25 {r['bm25_queries_per_s']:,.1f}, rrf "
-              f"{r['rrf_fusion_queries_per_s']:,.0f}, weighted {r['weighted_fusion_queries_per_s']:,.0f} q/s; "
-              f"index {r['bm25_index_s']:.1f} s)", flush=True)
+        print(
+            f"corpus {n:>9,}: dense {r['dense_only_queries_per_s']:>9,.1f} q/s  hybrid "
+            f"{r['hybrid_queries_per_s']:>8,.1f} q/s  (bm25 {r['bm25_queries_per_s']:,.1f}, rrf "
+            f"{r['rrf_fusion_queries_per_s']:,.0f}, weighted {r['weighted_fusion_queries_per_s']:,.0f} q/s; "
+            f"index {r['bm25_index_s']:.1f} s)",
+            flush=True,
+        )
         del corpus, index, dense_arm, lexical_arm, hybrid
 
-    save(save_as, {"dim": DIM, "queries_per_batch": N_QUERIES, "k": K, "candidates": CANDIDATES,
-                   "vocabulary": VOCABULARY, "words_per_text": WORDS_PER_TEXT, "words_per_query": WORDS_PER_QUERY,
-                   "torch_threads": torch.get_num_threads(), "bm25_threads": 1, "device": "cpu", "results": rows})
+    save(
+        save_as,
+        {
+            "dim": DIM,
+            "queries_per_batch": N_QUERIES,
+            "k": K,
+            "candidates": CANDIDATES,
+            "vocabulary": VOCABULARY,
+            "words_per_text": WORDS_PER_TEXT,
+            "words_per_query": WORDS_PER_QUERY,
+            "torch_threads": torch.get_num_threads(),
+            "bm25_threads": 1,
+            "device": "cpu",
+            "results": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from ragtune.cache import ContentCache
-from ragtune.judge.run import JudgeItem, JudgeParams, judge_items
-from ragtune.judge.prompts import load_prompt, render_context, build_reference
 from ragtune.judge.calls import make_complete
+from ragtune.judge.prompts import build_reference, load_prompt, render_context
+from ragtune.judge.run import JudgeItem, JudgeParams, judge_items
 from ragtune.llm import LlmParams, RunStats, make_backend
 from ragtune.params import load_section
 from ragtune.records import load_corpus
@@ -29,8 +29,14 @@ def chunks() -> list[tuple[str, str]]:
     corpus = Path("data/fetch/corpus.jsonl")
     if corpus.is_file():
         return [(c.title or c.id, c.text) for c in load_corpus(corpus)][:200]
-    return [(f"Obligations of operators {i}", f"Operators shall report incident type {i} to the competent "
-             f"authority within {i + 24} hours and keep records of it for five years. " * 3) for i in range(200)]
+    return [
+        (
+            f"Obligations of operators {i}",
+            f"Operators shall report incident type {i} to the competent "
+            f"authority within {i + 24} hours and keep records of it for five years. " * 3,
+        )
+        for i in range(200)
+    ]
 
 
 def items(params: JudgeParams) -> list[JudgeItem]:
@@ -39,12 +45,18 @@ def items(params: JudgeParams) -> list[JudgeItem]:
     for q in range(N_QUESTIONS):
         i = 17 * q + 3
         picks = {"cosine": [i, i + 1, i + 2], "adapter": [i, i + 40, i + 80]}
-        out.append(JudgeItem(
-            question_id=f"b{q}", question=rows[i][0],
-            reference=build_reference(None, [rows[i][0]], [rows[i][1]], params.max_reference_chars),
-            chunk_ids={arm: [str(r) for r in rs] for arm, rs in picks.items()},
-            context={arm: render_context([rows[r][0] for r in rs], [rows[r][1] for r in rs], params.max_chunk_chars)
-                     for arm, rs in picks.items()}))
+        out.append(
+            JudgeItem(
+                question_id=f"b{q}",
+                question=rows[i][0],
+                reference=build_reference(None, [rows[i][0]], [rows[i][1]], params.max_reference_chars),
+                chunk_ids={arm: [str(r) for r in rs] for arm, rs in picks.items()},
+                context={
+                    arm: render_context([rows[r][0] for r in rs], [rows[r][1] for r in rs], params.max_chunk_chars)
+                    for arm, rs in picks.items()
+                },
+            )
+        )
     return out
 
 
@@ -66,13 +78,14 @@ def main() -> None:
         stats = RunStats()
         with tempfile.TemporaryDirectory() as tmp, ContentCache(Path(tmp) / "llm.sqlite") as cache:
             t0 = time.perf_counter()
-            result = judge_items(work, params, make_complete(backend, cache, stats), None, answer_prompt,
-                                 judge_prompt)
+            result = judge_items(work, params, make_complete(backend, cache, stats), None, answer_prompt, judge_prompt)
             wall = time.perf_counter() - t0
         backend.close()
         per_question = wall / N_QUESTIONS
         results["runs"][f"threads_{threads}"] = {
-            "seconds": round(wall, 1), "calls": stats.calls, "seconds_per_call": round(wall / max(1, stats.calls), 2),
+            "seconds": round(wall, 1),
+            "calls": stats.calls,
+            "seconds_per_call": round(wall / max(1, stats.calls), 2),
             "tokens_in_per_call": round(stats.usage.tokens_in / max(1, stats.calls)),
             "tokens_out_per_call": round(stats.usage.tokens_out / max(1, stats.calls)),
             "failures": result.metrics["failures"]["by_reason"],

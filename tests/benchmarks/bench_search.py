@@ -37,18 +37,27 @@ def main() -> None:
             ref = torch.topk(queries @ corpus.T, K, dim=1).indices.numpy()
             assert (idx == ref).mean() > 0.999, "blocked top-k disagrees with the full product"
         flop = 2.0 * N_QUERIES * n * DIM
-        rows.append({"corpus": n, "queries_per_s": round(N_QUERIES / t_search, 1),
-                     "ms_per_batch": round(t_search * 1e3, 2),
-                     "search_gflop_s": round(flop / t_search / 1e9, 1),
-                     "matmul_gflop_s": round(flop / t_matmul / 1e9, 1),
-                     "search_vs_matmul": round(t_matmul / t_search, 3)})
-        print(f"corpus {n:>9,}: {rows[-1]['queries_per_s']:>10,.1f} queries/s  "
-              f"search {rows[-1]['search_gflop_s']:6.1f} GFLOP/s  matmul {rows[-1]['matmul_gflop_s']:6.1f} GFLOP/s",
-              flush=True)
+        rows.append(
+            {
+                "corpus": n,
+                "queries_per_s": round(N_QUERIES / t_search, 1),
+                "ms_per_batch": round(t_search * 1e3, 2),
+                "search_gflop_s": round(flop / t_search / 1e9, 1),
+                "matmul_gflop_s": round(flop / t_matmul / 1e9, 1),
+                "search_vs_matmul": round(t_matmul / t_search, 3),
+            }
+        )
+        print(
+            f"corpus {n:>9,}: {rows[-1]['queries_per_s']:>10,.1f} queries/s  "
+            f"search {rows[-1]['search_gflop_s']:6.1f} GFLOP/s  matmul {rows[-1]['matmul_gflop_s']:6.1f} GFLOP/s",
+            flush=True,
+        )
         del corpus
 
-    save("search", {"dim": DIM, "queries_per_batch": N_QUERIES, "k": K, "dtype": "float32",
-                    "device": "cpu", "results": rows})
+    save(
+        "search",
+        {"dim": DIM, "queries_per_batch": N_QUERIES, "k": K, "dtype": "float32", "device": "cpu", "results": rows},
+    )
 
 
 if __name__ == "__main__":

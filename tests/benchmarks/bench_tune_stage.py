@@ -38,17 +38,29 @@ def run_tune_stage(threads: int, scratch: Path) -> dict:
         shutil.copytree(ROOT / d, scratch / d)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAGTUNE_LOG": "WARNING"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "tune.py")], check=False, cwd=scratch, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "tune.py")],
+        check=False,
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"tune stage failed at {threads} thread(s):\n{proc.stderr[-3000:]}")
     record = json.loads((scratch / "data/tune/run.json").read_text(encoding="utf-8"))
     best = json.loads((scratch / "data/tune/best.json").read_text(encoding="utf-8"))
-    return {"threads": threads, "stage_wall_s": round(wall, 1), "study_s": record["seconds"],
-            "trials": best["trials"], "best_trial": best["trial"], "best_val_hit@5": round(best["value"], 4),
-            "under_goal": wall < GOAL_S,
-            "_trials_csv": (scratch / "data/tune/trials.csv").read_bytes()}
+    return {
+        "threads": threads,
+        "stage_wall_s": round(wall, 1),
+        "study_s": record["seconds"],
+        "trials": best["trials"],
+        "best_trial": best["trial"],
+        "best_val_hit@5": round(best["value"], 4),
+        "under_goal": wall < GOAL_S,
+        "_trials_csv": (scratch / "data/tune/trials.csv").read_bytes(),
+    }
 
 
 def main() -> None:
@@ -62,15 +74,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             row = run_tune_stage(threads, Path(tmp))
         rows.append(row)
-        print(f"tune stage, {threads} thread(s): {row['stage_wall_s']} s wall ({row['study_s']} s in the study; "
-              f"goal {GOAL_S:.0f} s), {row['trials']['complete']} complete + {row['trials']['pruned']} pruned, "
-              f"best trial {row['best_trial']} val Hit@5 {row['best_val_hit@5']}", flush=True)
+        print(
+            f"tune stage, {threads} thread(s): {row['stage_wall_s']} s wall ({row['study_s']} s in the study; "
+            f"goal {GOAL_S:.0f} s), {row['trials']['complete']} complete + {row['trials']['pruned']} pruned, "
+            f"best trial {row['best_trial']} val Hit@5 {row['best_val_hit@5']}",
+            flush=True,
+        )
     same = len({r["_trials_csv"] for r in rows}) == 1
     for r in rows:
         del r["_trials_csv"]
     print(f"trials.csv identical across thread counts: {same}", flush=True)
-    save("tune_stage", {"data": "the default's data/embed (make run)", "goal_s": GOAL_S, "rows": rows,
-                        "trials_identical_across_threads": same})
+    save(
+        "tune_stage",
+        {
+            "data": "the default's data/embed (make run)",
+            "goal_s": GOAL_S,
+            "rows": rows,
+            "trials_identical_across_threads": same,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ each other's negatives), mined hard negatives, and the user's labelled real ques
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,21 +33,21 @@ class TrainingData:
     `text_group[r]` is shared by corpus rows with identical text."""
 
     corpus_ids: list[str]
-    corpus_emb: torch.Tensor          # (N, d) float32
-    text_group: torch.Tensor          # (N,) int64
+    corpus_emb: torch.Tensor  # (N, d) float32
+    text_group: torch.Tensor  # (N,) int64
     question_ids: list[str]
-    question_emb: torch.Tensor        # (n, d) float32
-    gold_rows: torch.Tensor           # (n,) int64
+    question_emb: torch.Tensor  # (n, d) float32
+    gold_rows: torch.Tensor  # (n,) int64
     dropped: dict[str, int] = field(default_factory=dict)
-    parent_group: np.ndarray | None = None   # (N,) int64, shared by chunks of one parent document
+    parent_group: np.ndarray | None = None  # (N,) int64, shared by chunks of one parent document
     stats: dict[str, Any] = field(default_factory=dict)
     _candidates: Candidates | None = field(default=None, repr=False)
     # Labelled real questions (`with_real_questions`): their rows follow the synthetic ones, one per
     # (question, relevant chunk); `row_real[i]` is row i's real question (-1: synthetic) and
     # `relevant[i]` every corpus row relevant to it (-1 padded), masked as negatives.
-    real: "RealQuestions | None" = None
-    row_real: np.ndarray | None = None      # (n,) int64
-    relevant: torch.Tensor | None = None    # (n, r) int64
+    real: RealQuestions | None = None
+    row_real: np.ndarray | None = None  # (n,) int64
+    relevant: torch.Tensor | None = None  # (n, r) int64
 
     @property
     def has_real(self) -> bool:
@@ -56,11 +57,22 @@ class TrainingData:
     def dim(self) -> int:
         return int(self.corpus_emb.shape[1])
 
-    def to(self, device: str) -> "TrainingData":
-        return TrainingData(self.corpus_ids, self.corpus_emb.to(device), self.text_group.to(device),
-                            self.question_ids, self.question_emb.to(device), self.gold_rows.to(device),
-                            dict(self.dropped), self.parent_group, dict(self.stats), self._candidates,
-                            self.real, self.row_real, None if self.relevant is None else self.relevant.to(device))
+    def to(self, device: str) -> TrainingData:
+        return TrainingData(
+            self.corpus_ids,
+            self.corpus_emb.to(device),
+            self.text_group.to(device),
+            self.question_ids,
+            self.question_emb.to(device),
+            self.gold_rows.to(device),
+            dict(self.dropped),
+            self.parent_group,
+            dict(self.stats),
+            self._candidates,
+            self.real,
+            self.row_real,
+            None if self.relevant is None else self.relevant.to(device),
+        )
 
     def hard_negatives(self, rule: MiningRule) -> torch.Tensor:
         """(n, rule.count) mined negatives per question (-1 padded). The raw-cosine ranking is computed
@@ -68,9 +80,15 @@ class TrainingData:
         depth = min(rule.max_rank, len(self.corpus_ids))
         if self._candidates is None or self._candidates.depth < depth:
             self._candidates = rank_candidates(self.question_emb.cpu(), self.corpus_emb.cpu(), depth)
-        negatives = mine_hard_negatives(self.question_emb.cpu(), self.gold_rows.cpu().numpy(),
-                                        self.corpus_emb.cpu(), self.text_group.cpu().numpy(),
-                                        self.parent_group, rule, self._candidates)
+        negatives = mine_hard_negatives(
+            self.question_emb.cpu(),
+            self.gold_rows.cpu().numpy(),
+            self.corpus_emb.cpu(),
+            self.text_group.cpu().numpy(),
+            self.parent_group,
+            rule,
+            self._candidates,
+        )
         if self.relevant is not None:
             # A chunk relevant to the row's (real) question is no negative of it.
             groups = self.text_group.cpu().numpy()
@@ -88,30 +106,45 @@ NO_MODEL_BACKENDS = frozenset({"ict"})
 NEAR_COPY_COSINE = 0.95
 
 
-def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpus_texts: Sequence[str],
-                        question_ids: Sequence[str], question_emb: np.ndarray,
-                        question_chunk_ids: Sequence[str], test_chunk_ids: Sequence[str] = (),
-                        source: str = "questions", corpus_parents: Sequence[str | None] | None = None,
-                        question_backends: Sequence[str] | None = None,
-                        round_trip_top_k: int | None = None) -> TrainingData:
+def build_training_data(
+    corpus_ids: Sequence[str],
+    corpus_emb: np.ndarray,
+    corpus_texts: Sequence[str],
+    question_ids: Sequence[str],
+    question_emb: np.ndarray,
+    question_chunk_ids: Sequence[str],
+    test_chunk_ids: Sequence[str] = (),
+    source: str = "questions",
+    corpus_parents: Sequence[str | None] | None = None,
+    question_backends: Sequence[str] | None = None,
+    round_trip_top_k: int | None = None,
+) -> TrainingData:
     """Align questions to corpus rows. Questions about `test_chunk_ids` (chunks a test question is
     measured on that training must not see) are dropped; a question whose chunk is not in the corpus is
     an error. With `round_trip_top_k`, questions written by a language model (`question_backends`) whose
     chunk raw cosine does not rank within that many are dropped too (round-trip consistency)."""
     if corpus_emb.shape[0] != len(corpus_ids) or len(corpus_texts) != len(corpus_ids):
-        raise DataError(f"corpus: {len(corpus_ids)} ids, {corpus_emb.shape[0]} embeddings and "
-                        f"{len(corpus_texts)} texts; rerun the embed stage")
+        raise DataError(
+            f"corpus: {len(corpus_ids)} ids, {corpus_emb.shape[0]} embeddings and "
+            f"{len(corpus_texts)} texts; rerun the embed stage"
+        )
     if question_emb.shape[0] != len(question_ids) or len(question_chunk_ids) != len(question_ids):
-        raise DataError(f"{source}: {len(question_ids)} ids, {question_emb.shape[0]} embeddings and "
-                        f"{len(question_chunk_ids)} chunk ids; rerun the embed stage")
+        raise DataError(
+            f"{source}: {len(question_ids)} ids, {question_emb.shape[0]} embeddings and "
+            f"{len(question_chunk_ids)} chunk ids; rerun the embed stage"
+        )
     if question_emb.shape[1] != corpus_emb.shape[1]:
-        raise DataError(f"{source}: questions are {question_emb.shape[1]}-d but the corpus is "
-                        f"{corpus_emb.shape[1]}-d; embed both with the same model")
+        raise DataError(
+            f"{source}: questions are {question_emb.shape[1]}-d but the corpus is "
+            f"{corpus_emb.shape[1]}-d; embed both with the same model"
+        )
     row_of = {cid: i for i, cid in enumerate(corpus_ids)}
     missing = [c for c in question_chunk_ids if c not in row_of]
     if missing:
-        raise DataError(f"{source}: {len(missing)} question(s) name chunks not in the corpus "
-                        f"(first: {missing[0]!r}); rerun synthesize and embed on the current corpus")
+        raise DataError(
+            f"{source}: {len(missing)} question(s) name chunks not in the corpus "
+            f"(first: {missing[0]!r}); rerun synthesize and embed on the current corpus"
+        )
     corpus = np.ascontiguousarray(corpus_emb, dtype=np.float32)
     questions = np.ascontiguousarray(question_emb, dtype=np.float32)
     held_out = set(test_chunk_ids)
@@ -123,8 +156,9 @@ def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpu
     groups = text_groups(list(corpus_texts))
     dropped = {"test_chunk_questions": n_dropped}
     if round_trip_top_k is not None and question_backends is not None:
-        generated = keep & np.fromiter((b not in NO_MODEL_BACKENDS for b in question_backends), dtype=bool,
-                                       count=len(question_ids))
+        generated = keep & np.fromiter(
+            (b not in NO_MODEL_BACKENDS for b in question_backends), dtype=bool, count=len(question_ids)
+        )
         rows = np.flatnonzero(generated)
         if len(rows):
             _, top = exact_top_k(questions[rows], corpus, round_trip_top_k)
@@ -134,8 +168,7 @@ def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpu
     if not keep.any():
         raise DataError(f"{source}: no training questions left; run the synthesize stage")
     near_copy = (questions[keep] * corpus[gold[keep]]).sum(axis=1) >= NEAR_COPY_COSINE
-    stats = {"near_copy_questions": int(near_copy.sum()),
-             "near_copy_share": round(float(near_copy.mean()), 4)}
+    stats = {"near_copy_questions": int(near_copy.sum()), "near_copy_share": round(float(near_copy.mean()), 4)}
     parent_group = None
     if corpus_parents is not None and any(p is not None for p in corpus_parents):
         # A chunk without a parent is its own document: it gets a group no other chunk shares.
@@ -156,13 +189,26 @@ def build_training_data(corpus_ids: Sequence[str], corpus_emb: np.ndarray, corpu
 
 
 # The pipeline outputs the tune, train and curve stages read, in `load_training_data`'s argument order.
-TRAINING_INPUTS = ("data/embed/questions.npz", "data/embed/corpus.npz", "data/fetch/corpus.jsonl",
-                   "data/synthesize/test.jsonl", "data/fetch/train_questions.jsonl", "data/embed/real.npz")
+TRAINING_INPUTS = (
+    "data/embed/questions.npz",
+    "data/embed/corpus.npz",
+    "data/fetch/corpus.jsonl",
+    "data/synthesize/test.jsonl",
+    "data/fetch/train_questions.jsonl",
+    "data/embed/real.npz",
+)
 
 
-def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus_jsonl: str | Path,
-                       test_jsonl: str | Path | None = None, real_jsonl: str | Path | None = None,
-                       real_npz: str | Path | None = None, *, round_trip_top_k: int | None = None) -> TrainingData:
+def load_training_data(
+    questions_npz: str | Path,
+    corpus_npz: str | Path,
+    corpus_jsonl: str | Path,
+    test_jsonl: str | Path | None = None,
+    real_jsonl: str | Path | None = None,
+    real_npz: str | Path | None = None,
+    *,
+    round_trip_top_k: int | None = None,
+) -> TrainingData:
     """Read the embed stage's questions.npz (`ids`, `emb`, `chunk_ids`, optional `backends`) and
     corpus.npz, and the fetch stage's corpus.jsonl (texts for the identical-text mask, parents). With
     `real_jsonl` (fetch's train_questions.jsonl) and `real_npz` (embed's real.npz), labelled real
@@ -182,16 +228,28 @@ def load_training_data(questions_npz: str | Path, corpus_npz: str | Path, corpus
     chunks = {c.id: c for c in load_corpus(corpus_jsonl)}
     absent = [cid for cid in c_ids if cid not in chunks]
     if absent:
-        raise DataError(f"{corpus_npz}: {len(absent)} embedded chunk(s) not in {corpus_jsonl} "
-                        f"(first: {absent[0]!r}); rerun the embed stage")
+        raise DataError(
+            f"{corpus_npz}: {len(absent)} embedded chunk(s) not in {corpus_jsonl} "
+            f"(first: {absent[0]!r}); rerun the embed stage"
+        )
     texts = [chunks[cid].text for cid in c_ids]
     if test_jsonl is None:
         held_out = [cid for cid, c in chunks.items() if c.split == "test"]
     else:
         held_out = synthetic_test_chunks(load_test(test_jsonl, corpus_ids=c_ids))
-    data = build_training_data(c_ids, c_emb, texts, q_ids, q_emb, cols["chunk_ids"], held_out,
-                               source=str(questions_npz), corpus_parents=[chunks[cid].parent for cid in c_ids],
-                               question_backends=cols.get("backends"), round_trip_top_k=round_trip_top_k)
+    data = build_training_data(
+        c_ids,
+        c_emb,
+        texts,
+        q_ids,
+        q_emb,
+        cols["chunk_ids"],
+        held_out,
+        source=str(questions_npz),
+        corpus_parents=[chunks[cid].parent for cid in c_ids],
+        question_backends=cols.get("backends"),
+        round_trip_top_k=round_trip_top_k,
+    )
     # A workspace from before real questions existed has no such file: no real questions.
     if real_jsonl is not None and real_npz is not None and Path(real_jsonl).is_file():
         from .real_questions import load_real_questions, with_real_questions

@@ -61,21 +61,34 @@ def adapter_modules(adapter: QueryAdapter) -> list[nn.Module]:
     cfg = adapter.config
     if not needs_remote_code(adapter):
         weight, bias = affine_form(adapter)
-        dense = Dense(cfg.dim, cfg.dim, bias=True, activation_function=nn.Identity(),
-                      init_weight=weight.contiguous(), init_bias=bias.contiguous())
+        dense = Dense(
+            cfg.dim,
+            cfg.dim,
+            bias=True,
+            activation_function=nn.Identity(),
+            init_weight=weight.contiguous(),
+            init_bias=bias.contiguous(),
+        )
         return [dense, Normalize()]
     from .export_module import QueryAdapterModule
 
-    module = QueryAdapterModule(dim=cfg.dim, kind=cfg.kind, hidden_dim=cfg.hidden_dim,
-                                n_hidden_layers=cfg.n_hidden_layers, dropout=cfg.dropout,
-                                activation=cfg.activation, residual_scale=cfg.residual_scale,
-                                members=cfg.members)
+    module = QueryAdapterModule(
+        dim=cfg.dim,
+        kind=cfg.kind,
+        hidden_dim=cfg.hidden_dim,
+        n_hidden_layers=cfg.n_hidden_layers,
+        dropout=cfg.dropout,
+        activation=cfg.activation,
+        residual_scale=cfg.residual_scale,
+        members=cfg.members,
+    )
     module.load_state_dict({k: v.detach().cpu() for k, v in adapter.state_dict().items()})
     return [module.eval()]
 
 
-def build_router_model(adapter: QueryAdapter, base_model, query_prompt: str = "", document_prompt: str = "",
-                       normalize: bool = True):
+def build_router_model(
+    adapter: QueryAdapter, base_model, query_prompt: str = "", document_prompt: str = "", normalize: bool = True
+):
     """A SentenceTransformer whose query route is `base_model`'s modules + the adapter and whose
     document route is `base_model`'s modules alone. `normalize` mirrors the embed stage: the
     embeddings the adapter was trained on were L2-normalised."""
@@ -88,16 +101,26 @@ def build_router_model(adapter: QueryAdapter, base_model, query_prompt: str = ""
     dim = base_model.get_embedding_dimension()
     if dim != adapter.config.dim:
         raise ValueError(f"the embedder gives {dim}-d vectors but the adapter expects {adapter.config.dim}-d")
-    router = Router.for_query_document(query_modules=base_modules + adapter_modules(adapter),
-                                       document_modules=base_modules, default_route="document")
-    return SentenceTransformer(modules=[router], device="cpu",
-                               prompts={"query": query_prompt, "document": document_prompt},
-                               similarity_fn_name="cosine")
+    router = Router.for_query_document(
+        query_modules=base_modules + adapter_modules(adapter), document_modules=base_modules, default_route="document"
+    )
+    return SentenceTransformer(
+        modules=[router],
+        device="cpu",
+        prompts={"query": query_prompt, "document": document_prompt},
+        similarity_fn_name="cosine",
+    )
 
 
-def export_sentence_transformer(adapter: QueryAdapter, out_dir: str | os.PathLike[str], base_model,
-                                query_prompt: str = "", document_prompt: str = "", normalize: bool = True,
-                                info: dict[str, Any] | None = None) -> Path:
+def export_sentence_transformer(
+    adapter: QueryAdapter,
+    out_dir: str | os.PathLike[str],
+    base_model,
+    query_prompt: str = "",
+    document_prompt: str = "",
+    normalize: bool = True,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write the Router model to `out_dir`, replacing it only once the new export is complete."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,11 +132,23 @@ def export_sentence_transformer(adapter: QueryAdapter, out_dir: str | os.PathLik
         if remote:
             shutil.copyfile(Path(__file__).with_name("export_module.py"), tmp / MODULE_FILE)
             _retype_custom_module(tmp)
-        (tmp / EXPORT_INFO).write_text(json.dumps({
-            "adapter": adapter.config.to_dict(), "trust_remote_code": remote,
-            "usage": ("SentenceTransformer(path" + (", trust_remote_code=True" if remote else "") +
-                      ").encode_query(queries) / .encode_document(documents)"),
-            **(info or {})}, indent=2) + "\n", encoding="utf-8")
+        (tmp / EXPORT_INFO).write_text(
+            json.dumps(
+                {
+                    "adapter": adapter.config.to_dict(),
+                    "trust_remote_code": remote,
+                    "usage": (
+                        "SentenceTransformer(path"
+                        + (", trust_remote_code=True" if remote else "")
+                        + ").encode_query(queries) / .encode_document(documents)"
+                    ),
+                    **(info or {}),
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         old = out.with_name(f".{out.name}.old")
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -140,6 +175,9 @@ def load_exported(path: str | os.PathLike[str], device: str = "cpu"):
     from sentence_transformers import SentenceTransformer
 
     info_path = Path(path) / EXPORT_INFO
-    remote = json.loads(info_path.read_text(encoding="utf-8")).get("trust_remote_code", False) \
-        if info_path.is_file() else False
+    remote = (
+        json.loads(info_path.read_text(encoding="utf-8")).get("trust_remote_code", False)
+        if info_path.is_file()
+        else False
+    )
     return SentenceTransformer(str(path), device=device, trust_remote_code=remote, local_files_only=True)

@@ -39,11 +39,19 @@ class CentredLayerNorm(nn.Module):
 class QueryAdapterModule(Module):
     """Replaces `sentence_embedding` (n, dim) with the adapted, L2-normalised query embedding."""
 
-    config_keys = ["dim", "kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale",
-                   "members"]
+    config_keys = ["dim", "kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale", "members"]
 
-    def __init__(self, dim: int, kind: str = "mlp", hidden_dim: int = 256, n_hidden_layers: int = 1,
-                 dropout: float = 0.0, activation: str = "gelu", residual_scale: float = 1.0, members: int = 1):
+    def __init__(
+        self,
+        dim: int,
+        kind: str = "mlp",
+        hidden_dim: int = 256,
+        n_hidden_layers: int = 1,
+        dropout: float = 0.0,
+        activation: str = "gelu",
+        residual_scale: float = 1.0,
+        members: int = 1,
+    ):
         super().__init__()
         self.dim, self.kind, self.hidden_dim = dim, kind, hidden_dim
         self.n_hidden_layers, self.dropout, self.activation = n_hidden_layers, dropout, activation
@@ -51,7 +59,8 @@ class QueryAdapterModule(Module):
         if members > 1:  # an ensemble: the normalised mean of the members' adapted vectors
             self.members = nn.ModuleList(
                 QueryAdapterModule(dim, kind, hidden_dim, n_hidden_layers, dropout, activation, residual_scale)
-                for _ in range(members))
+                for _ in range(members)
+            )
         elif kind == "linear":
             self.delta = nn.Parameter(torch.zeros(dim, dim))
             self.bias = nn.Parameter(torch.zeros(dim))
@@ -59,8 +68,12 @@ class QueryAdapterModule(Module):
             blocks: list[nn.Module] = []
             width = dim
             for _ in range(n_hidden_layers):
-                blocks += [nn.Linear(width, hidden_dim), CentredLayerNorm(hidden_dim),
-                           ACTIVATIONS[activation](), nn.Dropout(dropout)]
+                blocks += [
+                    nn.Linear(width, hidden_dim),
+                    CentredLayerNorm(hidden_dim),
+                    ACTIVATIONS[activation](),
+                    nn.Dropout(dropout),
+                ]
                 width = hidden_dim
             self.hidden = nn.Sequential(*blocks)
             self.out = nn.Linear(width, dim)
@@ -90,10 +103,23 @@ class QueryAdapterModule(Module):
         self.save_torch_weights(output_path, safe_serialization=safe_serialization)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder=None, revision=None,
-             local_files_only: bool = False, **kwargs):
-        hub = {"subfolder": subfolder, "token": token, "cache_folder": cache_folder, "revision": revision,
-               "local_files_only": local_files_only}
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token=None,
+        cache_folder=None,
+        revision=None,
+        local_files_only: bool = False,
+        **kwargs,
+    ):
+        hub = {
+            "subfolder": subfolder,
+            "token": token,
+            "cache_folder": cache_folder,
+            "revision": revision,
+            "local_files_only": local_files_only,
+        }
         config = cls.load_config(model_name_or_path, **hub)
         model = cls(**{k: v for k, v in config.items() if k in cls.config_keys})
         return cls.load_torch_weights(model_name_or_path=model_name_or_path, model=model, **hub)

@@ -10,8 +10,9 @@ report. The shipped adapter trains on all of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,19 +40,28 @@ def join_real(*parts: RealQuestions | None) -> RealQuestions:
     keys = None
     if any(p.keys is not None for p in present):  # "\0" + id: a key no normalised text can equal
         keys = [k for p in present for k in (p.keys if p.keys is not None else ["\0" + i for i in p.ids])]
-    return RealQuestions(ids, np.concatenate([p.emb for p in present]) if present else np.zeros((0, dim), np.float32),
-                         [r for p in present for r in p.relevant], keys)
+    return RealQuestions(
+        ids,
+        np.concatenate([p.emb for p in present]) if present else np.zeros((0, dim), np.float32),
+        [r for p in present for r in p.relevant],
+        keys,
+    )
 
 
 @dataclass
 class FoldResult:
     fold: int
-    result: Any                 # what `train` returned (a BaggedResult)
-    trained_on: list[str]       # the real question ids its training data held (validation included)
+    result: Any  # what `train` returned (a BaggedResult)
+    trained_on: list[str]  # the real question ids its training data held (validation included)
 
 
-def train_folds(params: TrainParams, data: TrainingData, test_real: RealQuestions, fold_of: dict[str, int],
-                train: Callable[[TrainParams, TrainingData], BaggedResult] = train_bagged) -> list[FoldResult]:
+def train_folds(
+    params: TrainParams,
+    data: TrainingData,
+    test_real: RealQuestions,
+    fold_of: dict[str, int],
+    train: Callable[[TrainParams, TrainingData], BaggedResult] = train_bagged,
+) -> list[FoldResult]:
     """One adapter per fold: `data` (synthetic plus any real training questions) with the test questions
     of the other folds added. `test_real` holds the human test questions, `fold_of` their folds."""
     base = synthetic_part(data)

@@ -54,15 +54,22 @@ class Candidates:
         return int(self.rows.shape[1])
 
 
-def rank_candidates(question_emb: np.ndarray | torch.Tensor, corpus_emb: np.ndarray | torch.Tensor,
-                    depth: int) -> Candidates:
+def rank_candidates(
+    question_emb: np.ndarray | torch.Tensor, corpus_emb: np.ndarray | torch.Tensor, depth: int
+) -> Candidates:
     """question_emb (n, d), corpus_emb (N, d) -> the top-`depth` rows by raw cosine (one blocked product)."""
     scores, rows = exact_top_k(question_emb, corpus_emb, depth)
     return Candidates(rows=rows, scores=scores)
 
 
-def select_negatives(candidates: Candidates, gold_rows: np.ndarray, gold_scores: np.ndarray,
-                     text_group: np.ndarray, parent_group: np.ndarray | None, rule: MiningRule) -> np.ndarray:
+def select_negatives(
+    candidates: Candidates,
+    gold_rows: np.ndarray,
+    gold_scores: np.ndarray,
+    text_group: np.ndarray,
+    parent_group: np.ndarray | None,
+    rule: MiningRule,
+) -> np.ndarray:
     """Apply `rule` to ranked candidates; returns (n, rule.count) int64 corpus rows, -1 where fewer passed.
 
     gold_rows (n,) corpus row of each question's chunk; gold_scores (n,) raw cosine of question and gold;
@@ -73,12 +80,12 @@ def select_negatives(candidates: Candidates, gold_rows: np.ndarray, gold_scores:
     if rule.count == 0 or n == 0:
         return np.full((n, rule.count), -1, dtype=np.int64)
     hi = min(rule.max_rank, candidates.depth)
-    rows = candidates.rows[:, rule.min_rank - 1:hi]
-    scores = candidates.scores[:, rule.min_rank - 1:hi]
+    rows = candidates.rows[:, rule.min_rank - 1 : hi]
+    scores = candidates.scores[:, rule.min_rank - 1 : hi]
     if rows.shape[1] == 0:
         return np.full((n, rule.count), -1, dtype=np.int64)
     gold_rows = np.asarray(gold_rows, dtype=np.int64)
-    ok = text_group[rows] != text_group[gold_rows][:, None]          # not the gold, nor its text twin
+    ok = text_group[rows] != text_group[gold_rows][:, None]  # not the gold, nor its text twin
     ok &= scores <= np.asarray(gold_scores)[:, None] * (1.0 - rule.relative_margin)
     if rule.skip_same_parent and parent_group is not None:
         ok &= parent_group[rows] != parent_group[gold_rows][:, None]
@@ -91,18 +98,29 @@ def select_negatives(candidates: Candidates, gold_rows: np.ndarray, gold_scores:
     return out
 
 
-def mine_hard_negatives(question_emb: np.ndarray | torch.Tensor, gold_rows: np.ndarray,
-                        corpus_emb: np.ndarray | torch.Tensor, text_group: np.ndarray,
-                        parent_group: np.ndarray | None, rule: MiningRule,
-                        candidates: Candidates | None = None) -> np.ndarray:
+def mine_hard_negatives(
+    question_emb: np.ndarray | torch.Tensor,
+    gold_rows: np.ndarray,
+    corpus_emb: np.ndarray | torch.Tensor,
+    text_group: np.ndarray,
+    parent_group: np.ndarray | None,
+    rule: MiningRule,
+    candidates: Candidates | None = None,
+) -> np.ndarray:
     """Mine `rule.count` negatives per question (n, count), -1 padded. Pass `candidates` ranked once to
     `rule.max_rank` or deeper to reuse one ranking across several rules (as tuning trials do)."""
     if candidates is None or candidates.depth < min(rule.max_rank, len(text_group)):
         candidates = rank_candidates(question_emb, corpus_emb, rule.max_rank)
-    q = torch.as_tensor(np.asarray(question_emb, dtype=np.float32)) if not isinstance(question_emb, torch.Tensor) \
+    q = (
+        torch.as_tensor(np.asarray(question_emb, dtype=np.float32))
+        if not isinstance(question_emb, torch.Tensor)
         else question_emb.detach().float().cpu()
-    c = torch.as_tensor(np.asarray(corpus_emb, dtype=np.float32)) if not isinstance(corpus_emb, torch.Tensor) \
+    )
+    c = (
+        torch.as_tensor(np.asarray(corpus_emb, dtype=np.float32))
+        if not isinstance(corpus_emb, torch.Tensor)
         else corpus_emb.detach().float().cpu()
+    )
     gold = np.asarray(gold_rows, dtype=np.int64)
     gold_scores = (q * c[torch.as_tensor(gold)]).sum(dim=1).numpy()
     return select_negatives(candidates, gold, gold_scores, np.asarray(text_group), parent_group, rule)

@@ -61,11 +61,18 @@ class InBatchRankingLoss(nn.Module):
         super().__init__()
         self.temperature = temperature
 
-    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor,
-                negatives: Tensor | None = None, relevant: Tensor | None = None,
-                weights: Tensor | None = None) -> Tensor:
-        docs = corpus_emb[gold_rows]                           # (B, d), frozen
-        logits = adapted @ docs.T / self.temperature           # (B, B)
+    def forward(
+        self,
+        adapted: Tensor,
+        gold_rows: Tensor,
+        corpus_emb: Tensor,
+        text_group: Tensor,
+        negatives: Tensor | None = None,
+        relevant: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        docs = corpus_emb[gold_rows]  # (B, d), frozen
+        logits = adapted @ docs.T / self.temperature  # (B, B)
         groups = text_group[gold_rows]
         if relevant is None:
             same = groups[:, None] == groups[None, :]
@@ -100,8 +107,9 @@ class TextGroupIndex:
         sizes = self.sizes[group]
         rows = torch.repeat_interleave(row, sizes)
         first = torch.repeat_interleave(self.starts[group], sizes)
-        within = torch.arange(len(rows), device=row.device) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes,
-                                                                                       sizes)
+        within = torch.arange(len(rows), device=row.device) - torch.repeat_interleave(
+            torch.cumsum(sizes, 0) - sizes, sizes
+        )
         return rows, self.members[first + within]
 
 
@@ -118,11 +126,18 @@ class FullCorpusSoftmaxLoss(nn.Module):
         self.temperature = temperature
         self._groups: TextGroupIndex | None = None
 
-    def forward(self, adapted: Tensor, gold_rows: Tensor, corpus_emb: Tensor, text_group: Tensor,
-                negatives: Tensor | None = None, relevant: Tensor | None = None,
-                weights: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        adapted: Tensor,
+        gold_rows: Tensor,
+        corpus_emb: Tensor,
+        text_group: Tensor,
+        negatives: Tensor | None = None,
+        relevant: Tensor | None = None,
+        weights: Tensor | None = None,
+    ) -> Tensor:
         # Every chunk is already a negative here, so mined `negatives` add nothing and are ignored.
-        logits = adapted @ corpus_emb.T / self.temperature     # (B, N)
+        logits = adapted @ corpus_emb.T / self.temperature  # (B, N)
         rows, cols = self._masked_cells(gold_rows, text_group, relevant)
         if len(rows):
             logits = logits.index_put((rows, cols), torch.tensor(float("-inf"), device=logits.device))

@@ -10,10 +10,11 @@ commit and params hash; eval later adds the test metrics to that version (`tag_m
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-MODEL_NAME = "query_encoder"   # the logged model's name within its run
+MODEL_NAME = "query_encoder"  # the logged model's name within its run
 
 
 def requirements() -> list[str]:
@@ -23,24 +24,39 @@ def requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "sentence-transformers", "torch", "pandas")]
 
 
-def log_query_encoder(run_id: str, export_dir: Path, dim: int, example: Sequence[str],
-                      register_as: str | None = None, version_tags: Mapping[str, str] | None = None) -> Any:
+def log_query_encoder(
+    run_id: str,
+    export_dir: Path,
+    dim: int,
+    example: Sequence[str],
+    register_as: str | None = None,
+    version_tags: Mapping[str, str] | None = None,
+) -> Any:
     """Log `export_dir` as the run's model (MLflow 3 LoggedModel); returns its ModelInfo. With `register_as`,
     register it as a new version of that model and tag the version."""
     import mlflow
+    import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
-    import numpy as np
 
-    signature = ModelSignature(inputs=Schema([ColSpec("string")]),
-                               outputs=Schema([TensorSpec(np.dtype("float32"), (-1, dim))]))
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string")]), outputs=Schema([TensorSpec(np.dtype("float32"), (-1, dim))])
+    )
     active = mlflow.active_run()
     # The train stage logs inside its own (active) run; elsewhere the run is resumed for the logging.
-    with contextlib.nullcontext() if active is not None and active.info.run_id == run_id else \
-            mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=str(Path(__file__).with_name("mlflow_pyfunc.py")),
-                                       artifacts={"sentence_transformer": str(export_dir)}, signature=signature,
-                                       input_example=list(example), pip_requirements=requirements())
+    with (
+        contextlib.nullcontext()
+        if active is not None and active.info.run_id == run_id
+        else mlflow.start_run(run_id=run_id)
+    ):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=str(Path(__file__).with_name("mlflow_pyfunc.py")),
+            artifacts={"sentence_transformer": str(export_dir)},
+            signature=signature,
+            input_example=list(example),
+            pip_requirements=requirements(),
+        )
     if register_as:
         version = mlflow.register_model(info.model_uri, register_as, tags=dict(version_tags or {}))
         info.registered_model_version = version.version

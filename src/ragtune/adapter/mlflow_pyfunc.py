@@ -19,11 +19,13 @@ class QueryEncoder(mlflow.pyfunc.PythonModel):
 
         path = Path(context.artifacts["sentence_transformer"])
         info = path / "ragtune_export.json"
-        remote = json.loads(info.read_text(encoding="utf-8")).get("trust_remote_code", False) if info.is_file() else False
+        remote = (
+            json.loads(info.read_text(encoding="utf-8")).get("trust_remote_code", False) if info.is_file() else False
+        )
         self.model = SentenceTransformer(str(path), device="cpu", trust_remote_code=remote, local_files_only=True)
 
     def predict(self, context, model_input, params=None):
-        if hasattr(model_input, "iloc"):   # a DataFrame (one string column) or a Series
+        if hasattr(model_input, "iloc"):  # a DataFrame (one string column) or a Series
             texts = model_input.iloc[:, 0].tolist() if model_input.ndim == 2 else model_input.tolist()
         else:
             texts = [model_input] if isinstance(model_input, str) else list(model_input)

@@ -23,9 +23,10 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -78,8 +79,10 @@ class AdapterConfig:
         if self.dim < 1 or self.hidden_dim < 1:
             raise ValueError("dim and hidden_dim must be positive")
         if self.members < 1 or (self.members > 1 and not self.has_hidden_layers):
-            raise ValueError(f"members must be 1, or > 1 only for an mlp with hidden layers (got {self.members}); "
-                             "affine adapters are averaged into one map")
+            raise ValueError(
+                f"members must be 1, or > 1 only for an mlp with hidden layers (got {self.members}); "
+                "affine adapters are averaged into one map"
+            )
 
     @property
     def has_hidden_layers(self) -> bool:
@@ -89,7 +92,7 @@ class AdapterConfig:
         return {"format": FORMAT, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "AdapterConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> AdapterConfig:
         fields = {k: v for k, v in raw.items() if k != "format"}
         return cls(**fields)
 
@@ -125,8 +128,12 @@ class QueryAdapter(nn.Module):
             blocks: list[nn.Module] = []
             width = d
             for _ in range(config.n_hidden_layers):
-                blocks += [nn.Linear(width, config.hidden_dim), CentredLayerNorm(config.hidden_dim),
-                           ACTIVATIONS[config.activation](), nn.Dropout(config.dropout)]
+                blocks += [
+                    nn.Linear(width, config.hidden_dim),
+                    CentredLayerNorm(config.hidden_dim),
+                    ACTIVATIONS[config.activation](),
+                    nn.Dropout(config.dropout),
+                ]
                 width = config.hidden_dim
             self.hidden = nn.Sequential(*blocks)
             self.out = nn.Linear(width, d)
@@ -206,8 +213,9 @@ def moves_with_interpolation(name: str) -> bool:
     return name in ("delta", "bias") or name.startswith("out.") or ".out." in name
 
 
-def save_query_adapter(adapter: QueryAdapter, path: str | os.PathLike[str],
-                       extra: dict[str, Any] | None = None) -> None:
+def save_query_adapter(
+    adapter: QueryAdapter, path: str | os.PathLike[str], extra: dict[str, Any] | None = None
+) -> None:
     """Write `adapter.pt` (state dict) and `config.json` into directory `path`, each atomically."""
     import io
 
@@ -230,8 +238,10 @@ def load_query_adapter(path: str | os.PathLike[str]) -> QueryAdapter:
     root = Path(path)
     cfg_path, state_path = root / CONFIG_FILE, root / STATE_FILE
     if not cfg_path.is_file() or not state_path.is_file():
-        raise RagtuneError(f"{root}: no adapter here (expected {CONFIG_FILE} and {STATE_FILE}); "
-                           "run the train stage first (dvc repro train)")
+        raise RagtuneError(
+            f"{root}: no adapter here (expected {CONFIG_FILE} and {STATE_FILE}); "
+            "run the train stage first (dvc repro train)"
+        )
     raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     if raw.get("format") != FORMAT:
         raise RagtuneError(f"{cfg_path}: format {raw.get('format')!r} is not {FORMAT!r}; retrain the adapter")
@@ -252,7 +262,7 @@ def adapt_queries(adapter: QueryAdapter, query_emb: np.ndarray, batch_size: int 
         q = torch.as_tensor(np.asarray(query_emb, dtype=np.float32))
         out = np.empty((q.shape[0], adapter.config.dim), dtype=np.float32)
         for s in range(0, q.shape[0], batch_size):
-            out[s:s + batch_size] = adapter(q[s:s + batch_size].to(device)).cpu().numpy()
+            out[s : s + batch_size] = adapter(q[s : s + batch_size].to(device)).cpu().numpy()
         return out
     finally:
         adapter.train(was_training)

@@ -53,8 +53,10 @@ def split_by_chunk(data: TrainingData, val_fraction: float, seed: int, always_tr
     groups = data.text_group[data.gold_rows].cpu().numpy()[rows]
     unique = np.unique(groups)
     if len(unique) < 2:
-        raise DataError("training questions cover fewer than 2 distinct chunks; cannot hold out a validation "
-                        "set (synthesize questions for more chunks)")
+        raise DataError(
+            "training questions cover fewer than 2 distinct chunks; cannot hold out a validation "
+            "set (synthesize questions for more chunks)"
+        )
     rng = np.random.default_rng(seed)
     n_val = min(len(unique) - 1, max(1, math.ceil(val_fraction * len(unique))))
     val_groups = rng.permutation(unique)[:n_val]
@@ -68,8 +70,10 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
     and every synthetic row, trains. A validating question has no row, and no copy, in training."""
     m, n_groups = len(data.real.ids), data.real.n_distinct
     if n_groups < 2:
-        raise DataError(f"{m} real training question(s), {n_groups} distinct: at least 2 distinct ones are needed "
-                        "to hold one out for validation")
+        raise DataError(
+            f"{m} real training question(s), {n_groups} distinct: at least 2 distinct ones are needed "
+            "to hold one out for validation"
+        )
     rng = np.random.default_rng(seed)
     n_val = min(n_groups - 1, max(1, math.ceil(val_fraction * n_groups)))
     return _real_holdout(data, np.flatnonzero(np.isin(data.real.groups(), rng.permutation(n_groups)[:n_val])))
@@ -77,8 +81,9 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
 
 def _real_holdout(data: TrainingData, val_real: np.ndarray) -> Split:
     """Real questions `val_real` validate; every row of the others, and every synthetic row, trains."""
-    return Split(train=np.flatnonzero(~np.isin(data.row_real, val_real)), val=np.zeros(0, dtype=np.int64),
-                 val_real=val_real)
+    return Split(
+        train=np.flatnonzero(~np.isin(data.row_real, val_real)), val=np.zeros(0, dtype=np.int64), val_real=val_real
+    )
 
 
 def deal_folds(n: int, k: int, seed: int) -> np.ndarray:
@@ -102,8 +107,10 @@ def real_fold_splits(data: TrainingData, k: int, seed: int) -> list[Split]:
     real rows. Tuning scores a configuration on all of them (cross-validation) instead of on one slice."""
     m, n_groups = (len(data.real.ids), data.real.n_distinct) if data.has_real else (0, 0)
     if k > n_groups:
-        raise DataError(f"tune.real_folds is {k} but there are {m} real training questions ({n_groups} distinct); "
-                        f"set it to at most {n_groups}, or 0 for one seeded train.real_val_fraction slice")
+        raise DataError(
+            f"tune.real_folds is {k} but there are {m} real training questions ({n_groups} distinct); "
+            f"set it to at most {n_groups}, or 0 for one seeded train.real_val_fraction slice"
+        )
     fold = deal_group_folds(data.real, k, seed)
     return [_real_holdout(data, np.flatnonzero(fold == f)) for f in range(k)]
 
@@ -115,8 +122,7 @@ def make_split(data: TrainingData, params: TrainParams, seed: int, validation: s
     questions are the test set: eval must not select on them)."""
     if data.has_real and validation == "auto":
         return split_real(data, params.real_val_fraction, seed)
-    return split_by_chunk(data, params.val_fraction, seed,
-                          None if data.row_real is None else data.row_real >= 0)
+    return split_by_chunk(data, params.val_fraction, seed, None if data.row_real is None else data.row_real >= 0)
 
 
 def _validation_top(adapter: QueryAdapter | None, data: TrainingData, query_emb: torch.Tensor) -> np.ndarray:
@@ -139,8 +145,12 @@ def validation_metrics(adapter: QueryAdapter | None, data: TrainingData, rows: n
     groups = data.text_group.cpu().numpy()
     gold_groups = groups[data.gold_rows[idx].cpu().numpy()]
     hits = groups[top] == gold_groups[:, None]
-    return {"hit@1": hit_rate_at_k(hits, 1), "hit@5": hit_rate_at_k(hits, 5),
-            "hit@10": hit_rate_at_k(hits, 10), "mrr@10": mrr_at_k(hits, 10)}
+    return {
+        "hit@1": hit_rate_at_k(hits, 1),
+        "hit@5": hit_rate_at_k(hits, 5),
+        "hit@10": hit_rate_at_k(hits, 10),
+        "mrr@10": mrr_at_k(hits, 10),
+    }
 
 
 @torch.no_grad()
@@ -154,8 +164,12 @@ def real_validation_metrics(adapter: QueryAdapter | None, data: TrainingData, re
     for i, q in enumerate(real_idx):
         wanted[i, groups[real.relevant[q]]] = True
     hits = wanted[np.arange(len(real_idx))[:, None], groups[top]]
-    return {"hit@1": hit_rate_at_k(hits, 1), "hit@5": hit_rate_at_k(hits, 5),
-            "hit@10": hit_rate_at_k(hits, 10), "mrr@10": mrr_at_k(hits, 10)}
+    return {
+        "hit@1": hit_rate_at_k(hits, 1),
+        "hit@5": hit_rate_at_k(hits, 5),
+        "hit@10": hit_rate_at_k(hits, 10),
+        "mrr@10": mrr_at_k(hits, 10),
+    }
 
 
 def split_metrics(adapter: QueryAdapter | None, data: TrainingData, split: Split) -> dict[str, float]:

@@ -35,7 +35,7 @@ def storage_url(url: str) -> str:
     the `postgres` extra (`pip install 'ragtune[postgres]'`); a URL naming its driver is kept as written."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -51,15 +51,19 @@ def open_storage(storage: str | None, default_dir: str | os.PathLike[str]):
             url = storage_url(storage)
             # An unreachable database fails within seconds, not after the TCP timeout.
             engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if url.startswith("postgresql") else None
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=4 * HEARTBEAT_S)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S
+            )
         except (ImportError, ModuleNotFoundError) as exc:
-            raise RagtuneError(f"tune.storage: {redact_url(storage)} needs a database driver ({exc}); "
-                               "install it (pip install 'ragtune[postgres]' for PostgreSQL) or use the "
-                               "default file") from None
+            raise RagtuneError(
+                f"tune.storage: {redact_url(storage)} needs a database driver ({exc}); "
+                "install it (pip install 'ragtune[postgres]' for PostgreSQL) or use the "
+                "default file"
+            ) from None
         except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: say which storage, no password
-            raise RagtuneError(f"tune.storage: cannot open {redact_url(storage)}: "
-                               f"{redact_url(str(exc).splitlines()[0])}") from None
+            raise RagtuneError(
+                f"tune.storage: cannot open {redact_url(storage)}: {redact_url(str(exc).splitlines()[0])}"
+            ) from None
     path = Path(storage) if storage else Path(default_dir) / DEFAULT_JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -81,9 +85,17 @@ def code_fingerprint() -> str:
     """Hash of the modules that decide what a trial computes: changed code means a new study."""
     package = Path(__file__).parents[1]
     h = hashlib.sha256()
-    for name in ("adapter/model.py", "adapter/losses.py", "adapter/data.py", "adapter/splits.py",
-                 "adapter/training.py", "adapter/tuning.py", "adapter/hard_negatives.py", "adapter/real_questions.py",
-                 "search/dense.py"):
+    for name in (
+        "adapter/model.py",
+        "adapter/losses.py",
+        "adapter/data.py",
+        "adapter/splits.py",
+        "adapter/training.py",
+        "adapter/tuning.py",
+        "adapter/hard_negatives.py",
+        "adapter/real_questions.py",
+        "search/dense.py",
+    ):
         h.update((package / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -92,20 +104,31 @@ def study_fingerprint(tune: TuneParams, base: TrainParams, data_hash: str) -> st
     """Same search, base params, data and code -> same study (resumed); anything else -> a new one."""
     # how the train stage runs and ships, not what a trial computes
     run_keys = {"use_tuned", "compare_linear", "device", "bagging", "interpolation", "refit", "refit_patience"}
-    blob = json.dumps({
-        "code": code_fingerprint(),
-        "space": {k: v.model_dump(mode="json") for k, v in sorted(tune.search_space.items())},
-        "base": {k: v for k, v in base.model_dump(mode="json").items() if k not in run_keys},
-        "seed": tune.seed, "pruning": [tune.pruning, tune.pruner_startup_trials, tune.pruner_warmup_epochs],
-        "sampler_startup_trials": tune.sampler_startup_trials, "real_folds": tune.real_folds, "data": data_hash,
-    }, sort_keys=True)
+    blob = json.dumps(
+        {
+            "code": code_fingerprint(),
+            "space": {k: v.model_dump(mode="json") for k, v in sorted(tune.search_space.items())},
+            "base": {k: v for k, v in base.model_dump(mode="json").items() if k not in run_keys},
+            "seed": tune.seed,
+            "pruning": [tune.pruning, tune.pruner_startup_trials, tune.pruner_warmup_epochs],
+            "sampler_startup_trials": tune.sampler_startup_trials,
+            "real_folds": tune.real_folds,
+            "data": data_hash,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 def study_identity(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], data_hash: str) -> dict[str, Any]:
     """What `STUDY_ATTR` holds: enough for a worker elsewhere to rebuild every trial of the study."""
-    return {"tune": {**tune.model_dump(mode="json"), "storage": None}, "base": base.model_dump(mode="json"),
-            "inputs": [str(p) for p in inputs], "data": data_hash, "code": code_fingerprint()}
+    return {
+        "tune": {**tune.model_dump(mode="json"), "storage": None},
+        "base": base.model_dump(mode="json"),
+        "inputs": [str(p) for p in inputs],
+        "data": data_hash,
+        "code": code_fingerprint(),
+    }
 
 
 def check_identity(identity: dict[str, Any], study_name: str) -> None:
@@ -113,16 +136,22 @@ def check_identity(identity: dict[str, Any], study_name: str) -> None:
     study's trials)."""
     missing = [p for p in identity["inputs"][:3] if not os.path.exists(p)]
     if missing:
-        raise RagtuneError(f"study {study_name}: this machine lacks its training data ({', '.join(missing)}); run "
-                           "the worker from the project root after `dvc pull` or `dvc repro embed`")
+        raise RagtuneError(
+            f"study {study_name}: this machine lacks its training data ({', '.join(missing)}); run "
+            "the worker from the project root after `dvc pull` or `dvc repro embed`"
+        )
     local = data_fingerprint(*identity["inputs"])
     if local != identity["data"]:
-        raise RagtuneError(f"study {study_name}: this machine's training data differ from the study's (fingerprint "
-                           f"{local} here, {identity['data']} in the study); run the worker on the same fetch, "
-                           "synthesize and embed outputs (`dvc pull`, or the same params and `dvc repro embed`)")
+        raise RagtuneError(
+            f"study {study_name}: this machine's training data differ from the study's (fingerprint "
+            f"{local} here, {identity['data']} in the study); run the worker on the same fetch, "
+            "synthesize and embed outputs (`dvc pull`, or the same params and `dvc repro embed`)"
+        )
     if code_fingerprint() != identity["code"]:
-        raise RagtuneError(f"study {study_name}: this machine's ragtune code differs from the study's (code "
-                           f"{code_fingerprint()} here, {identity['code']} in the study); check out the same commit")
+        raise RagtuneError(
+            f"study {study_name}: this machine's ragtune code differs from the study's (code "
+            f"{code_fingerprint()} here, {identity['code']} in the study); check out the same commit"
+        )
 
 
 def fail_stale_trials(study) -> int:
@@ -139,8 +168,9 @@ def fail_stale_trials(study) -> int:
 def finished_trials(study) -> int:
     import optuna
 
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                        optuna.trial.TrialState.PRUNED)))
+    return len(
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    )
 
 
 def best_configuration(study) -> dict[str, Any]:
@@ -152,10 +182,16 @@ def best_configuration(study) -> dict[str, Any]:
         raise RagtuneError("no tuning trial finished; raise tune.timeout_s or tune.n_trials")
     best = max(complete, key=lambda t: (t.value, t.user_attrs.get("val_mrr@10", 0.0), -t.number))
     attrs = best.user_attrs
-    return {"trial": best.number, "value": best.value, "params": dict(best.params),
-            "val_mrr@10": attrs.get("val_mrr@10"), "val_hit@1": attrs.get("val_hit@1"),
-            "val_hit@10": attrs.get("val_hit@10"), "best_epoch": attrs.get("best_epoch"),
-            "baseline_val_hit@5": attrs.get("baseline_val_hit@5")}
+    return {
+        "trial": best.number,
+        "value": best.value,
+        "params": dict(best.params),
+        "val_mrr@10": attrs.get("val_mrr@10"),
+        "val_hit@1": attrs.get("val_hit@1"),
+        "val_hit@10": attrs.get("val_hit@10"),
+        "best_epoch": attrs.get("best_epoch"),
+        "baseline_val_hit@5": attrs.get("baseline_val_hit@5"),
+    }
 
 
 def trial_rows(study) -> list[dict[str, Any]]:
@@ -169,9 +205,16 @@ def trial_rows(study) -> list[dict[str, Any]]:
         value = t.value if t.value is not None else t.user_attrs.get("best_val_hit@5", float("nan"))
         if state == "complete" and not (value <= best_so_far):
             best_so_far = value
-        rows.append({"trial": t.number, "state": state, "value": value, "best_so_far": best_so_far,
-                     "epochs": len(t.intermediate_values),
-                     **{f"param_{k}": v for k, v in sorted(t.params.items())}})
+        rows.append(
+            {
+                "trial": t.number,
+                "state": state,
+                "value": value,
+                "best_so_far": best_so_far,
+                "epochs": len(t.intermediate_values),
+                **{f"param_{k}": v for k, v in sorted(t.params.items())},
+            }
+        )
     return rows
 
 

@@ -15,9 +15,10 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -65,11 +66,11 @@ class TrainParams(Section):
     patience: int = Field(4, ge=1, le=10_000)
     grad_clip: float = Field(1.0, ge=0.0, le=1e6)  # max gradient norm; 0 turns clipping off
     # hard negatives (in_batch loss only: full_corpus already scores every chunk)
-    hard_negatives: int = Field(0, ge=0, le=64)       # mined per question from raw-cosine ranks; 0: in-batch only
-    hard_negative_min_rank: int = Field(10, ge=1, le=10_000)   # rank window (1-based, inclusive) they come from
+    hard_negatives: int = Field(0, ge=0, le=64)  # mined per question from raw-cosine ranks; 0: in-batch only
+    hard_negative_min_rank: int = Field(10, ge=1, le=10_000)  # rank window (1-based, inclusive) they come from
     hard_negative_max_rank: int = Field(50, ge=1, le=10_000)
     hard_negative_margin: float = Field(0.05, ge=0.0, lt=1.0)  # score <= (1 - margin) * the gold chunk's
-    hard_negative_skip_same_parent: bool = True       # never a chunk of the gold chunk's document
+    hard_negative_skip_same_parent: bool = True  # never a chunk of the gold chunk's document
     # ensemble over validation splits: seeds seed..seed+bagging-1, one adapter each, shipped as their mean
     bagging: int = Field(1, ge=1, le=32)
     # the shipped adapter moves each query this share of the way the trained one does (WiSE-FT's
@@ -103,14 +104,24 @@ class TrainParams(Section):
     threads: int = Field(1, ge=0, le=1024)
 
     def adapter_config(self, dim: int) -> AdapterConfig:
-        return AdapterConfig(dim=dim, kind=self.kind, hidden_dim=self.hidden_dim,
-                             n_hidden_layers=self.n_hidden_layers, dropout=self.dropout,
-                             activation=self.activation, residual_scale=self.residual_scale)
+        return AdapterConfig(
+            dim=dim,
+            kind=self.kind,
+            hidden_dim=self.hidden_dim,
+            n_hidden_layers=self.n_hidden_layers,
+            dropout=self.dropout,
+            activation=self.activation,
+            residual_scale=self.residual_scale,
+        )
 
     def mining_rule(self) -> MiningRule:
-        return MiningRule(count=self.hard_negatives, min_rank=self.hard_negative_min_rank,
-                          max_rank=self.hard_negative_max_rank, relative_margin=self.hard_negative_margin,
-                          skip_same_parent=self.hard_negative_skip_same_parent)
+        return MiningRule(
+            count=self.hard_negatives,
+            min_rank=self.hard_negative_min_rank,
+            max_rank=self.hard_negative_max_rank,
+            relative_margin=self.hard_negative_margin,
+            skip_same_parent=self.hard_negative_skip_same_parent,
+        )
 
     @field_validator("interpolation")
     @classmethod
@@ -133,18 +144,38 @@ class TrainParams(Section):
         return v
 
     @model_validator(mode="after")
-    def _window(self) -> "TrainParams":
+    def _window(self) -> TrainParams:
         if self.hard_negative_max_rank < self.hard_negative_min_rank:
-            raise ValueError(f"hard_negative_max_rank ({self.hard_negative_max_rank}) is below "
-                             f"hard_negative_min_rank ({self.hard_negative_min_rank})")
+            raise ValueError(
+                f"hard_negative_max_rank ({self.hard_negative_max_rank}) is below "
+                f"hard_negative_min_rank ({self.hard_negative_min_rank})"
+            )
         return self
 
 
 # Keys the tune stage may search over (the rest say how to run, not what to train).
-TUNABLE = frozenset({"kind", "hidden_dim", "n_hidden_layers", "dropout", "activation", "residual_scale",
-                     "loss", "temperature", "identity_weight", "lr", "weight_decay", "batch_size",
-                     "grad_clip", "hard_negatives", "hard_negative_min_rank", "hard_negative_max_rank",
-                     "hard_negative_margin", "real_weight"})
+TUNABLE = frozenset(
+    {
+        "kind",
+        "hidden_dim",
+        "n_hidden_layers",
+        "dropout",
+        "activation",
+        "residual_scale",
+        "loss",
+        "temperature",
+        "identity_weight",
+        "lr",
+        "weight_decay",
+        "batch_size",
+        "grad_clip",
+        "hard_negatives",
+        "hard_negative_min_rank",
+        "hard_negative_max_rank",
+        "hard_negative_margin",
+        "real_weight",
+    }
+)
 
 
 def _selection_key(m: dict[str, float]) -> tuple[float, float]:
@@ -175,8 +206,10 @@ class EarlyStopping:
     def replay(cls, history: list[dict[str, float]], patience: int) -> int:
         """The epoch selection picks from `history` (`TrainResult.history`, epoch 0 first) under `patience`:
         what a run with that patience would have selected, read off a longer run with the same seed."""
+
         def metrics(row: dict[str, float]) -> dict[str, float]:
             return {k[4:]: v for k, v in row.items() if k.startswith("val_")}
+
         stopping = cls(metrics(history[0]), patience)
         for row in history[1:]:
             stopping.update(int(row["epoch"]), metrics(row))
@@ -187,11 +220,11 @@ class EarlyStopping:
 
 @dataclass
 class TrainResult:
-    adapter: QueryAdapter                 # the selected state (epoch `best_epoch`), eval mode
-    history: list[dict[str, float]]       # one row per epoch; epoch 0 is the untrained identity
+    adapter: QueryAdapter  # the selected state (epoch `best_epoch`), eval mode
+    history: list[dict[str, float]]  # one row per epoch; epoch 0 is the untrained identity
     best_epoch: int
-    best: dict[str, float]                # validation metrics of the selected state
-    baseline: dict[str, float]            # validation metrics of raw cosine (epoch 0)
+    best: dict[str, float]  # validation metrics of the selected state
+    baseline: dict[str, float]  # validation metrics of raw cosine (epoch 0)
     seconds: float
     # `refit_adapter`: the adapter was retrained on its validation questions too, so `best` is from before
     refit: bool = False
@@ -199,8 +232,12 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {f"val_{k}": v for k, v in self.best.items()}
         out.update({f"baseline_val_{k}": v for k, v in self.baseline.items()})
-        out.update(best_epoch=self.best_epoch, epochs_run=len(self.history) - 1,
-                   seconds=round(self.seconds, 3), refit=self.refit)
+        out.update(
+            best_epoch=self.best_epoch,
+            epochs_run=len(self.history) - 1,
+            seconds=round(self.seconds, 3),
+            refit=self.refit,
+        )
         return out
 
 
@@ -210,6 +247,7 @@ EpochCallback = Callable[[int, dict[str, float]], None]
 def resolve_device(preference: str) -> str:
     if preference == "auto":
         from ..embedding.embedder import pick_device
+
         return pick_device("auto")
     return preference
 
@@ -225,8 +263,13 @@ def real_row_weight(setting: float | str, row_real: np.ndarray) -> float:
     return n_synthetic / n_real if n_real and n_synthetic else 1.0
 
 
-def train_adapter(params: TrainParams, data: TrainingData, split: Split,
-                  on_epoch: EpochCallback | None = None, epochs: int | None = None) -> TrainResult:
+def train_adapter(
+    params: TrainParams,
+    data: TrainingData,
+    split: Split,
+    on_epoch: EpochCallback | None = None,
+    epochs: int | None = None,
+) -> TrainResult:
     """Train one adapter; `on_epoch(epoch, row)` is called after each epoch's validation (the tuner
     reports to Optuna there and may raise to prune). With `epochs`, train exactly that many epochs on
     `split.train` and keep the last state: no validation, no selection (`refit_adapter`)."""
@@ -261,8 +304,14 @@ def refit_adapter(params: TrainParams, data: TrainingData, selected: TrainResult
     return dataclasses.replace(selected, adapter=fitted.adapter, seconds=selected.seconds + fitted.seconds, refit=True)
 
 
-def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: EpochCallback | None,
-           negatives: torch.Tensor | None, epochs: int | None = None) -> TrainResult:
+def _train(
+    params: TrainParams,
+    data: TrainingData,
+    split: Split,
+    on_epoch: EpochCallback | None,
+    negatives: torch.Tensor | None,
+    epochs: int | None = None,
+) -> TrainResult:
     t0 = time.perf_counter()
     device = resolve_device(params.device)
     data = data.to(device)
@@ -285,8 +334,9 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
 
         fixed = epochs is not None  # refit: a fixed number of epochs, the last state kept, nothing validated
         baseline = {} if fixed else split_metrics(adapter, data, split)
-        history = [{"epoch": 0, "train_loss": float("nan"), **{f"val_{k}": v for k, v in baseline.items()},
-                    "seconds": 0.0}]
+        history = [
+            {"epoch": 0, "train_loss": float("nan"), **{f"val_{k}": v for k, v in baseline.items()}, "seconds": 0.0}
+        ]
         stopping = EarlyStopping(baseline, params.patience)
         best_state = copy.deepcopy(adapter.state_dict())
         for epoch in range(1, (epochs if fixed else params.max_epochs) + 1):
@@ -296,15 +346,20 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
             loss_sum = torch.zeros((), device=device)
             n_batches = 0
             for s in range(0, len(order), params.batch_size):
-                batch = order[s:s + params.batch_size]
+                batch = order[s : s + params.batch_size]
                 if len(batch) < 2:  # a lone question has no in-batch negatives; it rejoins next epoch
                     continue
                 query_emb = data.question_emb[batch]
                 adapted = adapter(query_emb)
-                loss = loss_fn(adapted, data.gold_rows[batch], data.corpus_emb, data.text_group,
-                               None if negatives is None else negatives[batch],
-                               None if relevant is None else relevant[batch],
-                               None if weights is None else weights[batch])
+                loss = loss_fn(
+                    adapted,
+                    data.gold_rows[batch],
+                    data.corpus_emb,
+                    data.text_group,
+                    None if negatives is None else negatives[batch],
+                    None if relevant is None else relevant[batch],
+                    None if weights is None else weights[batch],
+                )
                 if params.identity_weight > 0:
                     loss = loss + params.identity_weight * identity_distance(adapted, query_emb)
                 optimiser.zero_grad(set_to_none=True)
@@ -315,13 +370,20 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
                 loss_sum += loss.detach()
                 n_batches += 1
             metrics = {} if fixed else split_metrics(adapter, data, split)
-            row = {"epoch": epoch, "train_loss": float(loss_sum) / max(n_batches, 1),
-                   **{f"val_{k}": v for k, v in metrics.items()},
-                   "seconds": time.perf_counter() - t_epoch}
+            row = {
+                "epoch": epoch,
+                "train_loss": float(loss_sum) / max(n_batches, 1),
+                **{f"val_{k}": v for k, v in metrics.items()},
+                "seconds": time.perf_counter() - t_epoch,
+            }
             history.append(row)
             if not math.isfinite(row["train_loss"]):
-                log.warning("training diverged at epoch %d (loss %s); keeping epoch %d", epoch,
-                            row["train_loss"], stopping.best_epoch)
+                log.warning(
+                    "training diverged at epoch %d (loss %s); keeping epoch %d",
+                    epoch,
+                    row["train_loss"],
+                    stopping.best_epoch,
+                )
                 break
             if fixed:  # the last finite state
                 stopping.best_epoch, best_state = epoch, copy.deepcopy(adapter.state_dict())
@@ -334,8 +396,14 @@ def _train(params: TrainParams, data: TrainingData, split: Split, on_epoch: Epoc
                 break
     adapter.load_state_dict(best_state)
     adapter.eval()
-    return TrainResult(adapter=adapter.cpu(), history=history, best_epoch=stopping.best_epoch, best=stopping.best,
-                       baseline=baseline, seconds=time.perf_counter() - t0)
+    return TrainResult(
+        adapter=adapter.cpu(),
+        history=history,
+        best_epoch=stopping.best_epoch,
+        best=stopping.best,
+        baseline=baseline,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 @dataclass
@@ -347,16 +415,23 @@ class BaggedResult:
     members: list[TrainResult]
     seeds: list[int]
     splits: list[Split]
-    interpolation: float = 1.0   # applied to every member (and so to the ensemble); selection saw alpha 1
+    interpolation: float = 1.0  # applied to every member (and so to the ensemble); selection saw alpha 1
 
     def summary(self) -> dict[str, Any]:
         """Member 0's summary (the single-seed run, as without bagging) plus every member's validation."""
         out = {**self.members[0].summary(), "interpolation": self.interpolation}
         if len(self.members) > 1:
             out["seconds"] = round(sum(m.seconds for m in self.members), 3)
-            out["members"] = [{"seed": seed, "best_epoch": m.best_epoch, "val_hit@5": m.best["hit@5"],
-                               "baseline_val_hit@5": m.baseline["hit@5"], "val_mrr@10": m.best["mrr@10"]}
-                              for seed, m in zip(self.seeds, self.members)]
+            out["members"] = [
+                {
+                    "seed": seed,
+                    "best_epoch": m.best_epoch,
+                    "val_hit@5": m.best["hit@5"],
+                    "baseline_val_hit@5": m.baseline["hit@5"],
+                    "val_mrr@10": m.best["mrr@10"],
+                }
+                for seed, m in zip(self.seeds, self.members)
+            ]
             out["members_mean_val_hit@5"] = float(np.mean([m.best["hit@5"] for m in self.members]))
             out["members_mean_baseline_val_hit@5"] = float(np.mean([m.baseline["hit@5"] for m in self.members]))
         return out
@@ -390,8 +465,10 @@ def load_tuned(params: TrainParams, best_path: str | Path) -> tuple[TrainParams,
         return params, {}
     path = Path(best_path)
     if not path.is_file():
-        raise RagtuneError(f"{path} not found: run the tune stage first, or set train.use_tuned: false "
-                           "to train the params.yaml configuration")
+        raise RagtuneError(
+            f"{path} not found: run the tune stage first, or set train.use_tuned: false "
+            "to train the params.yaml configuration"
+        )
     from ..io import read_json
 
     best = read_json(path)

@@ -24,8 +24,9 @@ from .tuning import TuneParams, WorkerJob, run_worker
 log = logging.getLogger(__name__)
 
 
-def join_study(storage: str, study_name: str, worker: int | None = None, threads: int | None = None,
-               wait_s: float = 0.0) -> int:
+def join_study(
+    storage: str, study_name: str, worker: int | None = None, threads: int | None = None, wait_s: float = 0.0
+) -> int:
     """`ragtune tune-worker`: run trials of a study that a tune stage started (on this machine or another)
     until it has `n_trials` finished trials, then return how many it has. Waits up to `wait_s` seconds for
     the study to appear, and refuses with a clear error when this machine's training data or code differ
@@ -33,7 +34,7 @@ def join_study(storage: str, study_name: str, worker: int | None = None, threads
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rdb = open_storage(storage, ".")   # one connection pool for the wait and the final count
+    rdb = open_storage(storage, ".")  # one connection pool for the wait and the final count
     deadline = time.time() + wait_s
     while True:
         try:
@@ -44,15 +45,26 @@ def join_study(storage: str, study_name: str, worker: int | None = None, threads
         if identity is not None:
             break
         if time.time() >= deadline:
-            raise RagtuneError(f"no study {study_name!r} started by a ragtune tune stage in {redact_url(storage)} "
-                               f"(waited {wait_s:g} s); start the tune stage with tune.storage set to this URL, "
-                               "and use the study name data/tune/run.json or its log gives")
+            raise RagtuneError(
+                f"no study {study_name!r} started by a ragtune tune stage in {redact_url(storage)} "
+                f"(waited {wait_s:g} s); start the tune stage with tune.storage set to this URL, "
+                "and use the study name data/tune/run.json or its log gives"
+            )
         time.sleep(0.5)
     check_identity(identity, study_name)
     tune = TuneParams(**identity["tune"])
-    job = WorkerJob(identity["tune"], identity["base"], tuple(identity["inputs"]), storage, ".", study_name,
-                    os.getpid() % 1000 + 1 if worker is None else worker, threads or (os.cpu_count() or 1), None,
-                    None)
+    job = WorkerJob(
+        identity["tune"],
+        identity["base"],
+        tuple(identity["inputs"]),
+        storage,
+        ".",
+        study_name,
+        os.getpid() % 1000 + 1 if worker is None else worker,
+        threads or (os.cpu_count() or 1),
+        None,
+        None,
+    )
     run_worker(job)
     done = finished_trials(optuna.load_study(study_name=study_name, storage=rdb))
     log.info("tune-worker: study %s has %d of %d trials finished", study_name, done, tune.n_trials)

@@ -26,8 +26,9 @@ import multiprocessing as mp
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -73,7 +74,7 @@ class SearchDim(Section):
     choices: list[Scalar] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SearchDim":
+    def _consistent(self) -> SearchDim:
         if self.type == "categorical":
             if not self.choices or self.low is not None or self.high is not None:
                 raise ValueError("a categorical dimension takes `choices` only")
@@ -133,12 +134,14 @@ class TuneParams(Section):
     @classmethod
     def _real_folds(cls, v: int) -> int:
         if v == 1:
-            raise ValueError("1 fold would validate on the questions it trains on; use 0 (one seeded "
-                             "train.real_val_fraction slice) or 2 and more")
+            raise ValueError(
+                "1 fold would validate on the questions it trains on; use 0 (one seeded "
+                "train.real_val_fraction slice) or 2 and more"
+            )
         return v
 
     @model_validator(mode="after")
-    def _space_names_train_keys(self) -> "TuneParams":
+    def _space_names_train_keys(self) -> TuneParams:
         unknown = sorted(set(self.search_space) - TUNABLE)
         if unknown:
             raise ValueError(f"search_space: {unknown} are not tunable train keys; tunable: {sorted(TUNABLE)}")
@@ -156,8 +159,9 @@ def make_sampler(tune: TuneParams, worker: int = 0):
     import optuna
 
     # Each worker its own seed stream; constant_liar keeps parallel workers from sampling one point.
-    return optuna.samplers.TPESampler(seed=tune.seed + worker, n_startup_trials=tune.sampler_startup_trials,
-                                      constant_liar=tune.n_workers > 1)
+    return optuna.samplers.TPESampler(
+        seed=tune.seed + worker, n_startup_trials=tune.sampler_startup_trials, constant_liar=tune.n_workers > 1
+    )
 
 
 def make_pruner(tune: TuneParams):
@@ -165,8 +169,9 @@ def make_pruner(tune: TuneParams):
 
     if not tune.pruning:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
-                                       n_warmup_steps=tune.pruner_warmup_epochs)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=tune.pruner_startup_trials, n_warmup_steps=tune.pruner_warmup_epochs
+    )
 
 
 def suggest(trial, space: dict[str, SearchDim]) -> dict[str, Any]:
@@ -204,8 +209,12 @@ class TrialRun:
         from mlflow.entities import Param
 
         self.client = MlflowClient(target.tracking_uri)
-        tags = {"mlflow.parentRunId": target.parent_run_id, "ragtune.stage": "tune",
-                "optuna.trial": str(trial_number), **dict(target.tags)}
+        tags = {
+            "mlflow.parentRunId": target.parent_run_id,
+            "ragtune.stage": "tune",
+            "optuna.trial": str(trial_number),
+            **dict(target.tags),
+        }
         run = self.client.create_run(target.experiment_id, tags=tags, run_name=f"trial-{trial_number:03d}")
         self.run_id = run.info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -215,8 +224,12 @@ class TrialRun:
             return
         from ..tracking import log_points
 
-        points = [(k, float(v), int(row["epoch"])) for row in history
-                  for k, v in row.items() if k != "epoch" and v is not None and math.isfinite(float(v))]
+        points = [
+            (k, float(v), int(row["epoch"]))
+            for row in history
+            for k, v in row.items()
+            if k != "epoch" and v is not None and math.isfinite(float(v))
+        ]
         points += [(k, float(v), 0) for k, v in summary.items() if math.isfinite(float(v))]
         log_points(self.client, self.run_id, points, tags={STATE_TAG: state})
         self.client.set_terminated(self.run_id, "FAILED" if state == "failed" else "FINISHED")
@@ -233,8 +246,14 @@ class Objective:
     folds of the real questions), report the first split's per-epoch validation Hit@5 (the pruner compares
     those), and return the selected Hit@5 pooled over every split's validation questions."""
 
-    def __init__(self, base: TrainParams, space: dict[str, SearchDim], data: TrainingData,
-                 splits: Split | Sequence[Split], mlflow_target: MlflowTarget | None = None):
+    def __init__(
+        self,
+        base: TrainParams,
+        space: dict[str, SearchDim],
+        data: TrainingData,
+        splits: Split | Sequence[Split],
+        mlflow_target: MlflowTarget | None = None,
+    ):
         self.base, self.space, self.data = base, space, data
         self.splits = (splits,) if isinstance(splits, Split) else tuple(splits)
         self.mlflow_target = mlflow_target
@@ -256,8 +275,10 @@ class Objective:
 
         t0 = time.perf_counter()
         try:
-            results = [train_adapter(params, self.data, split, on_epoch=on_epoch if i == 0 else None)
-                       for i, split in enumerate(self.splits)]
+            results = [
+                train_adapter(params, self.data, split, on_epoch=on_epoch if i == 0 else None)
+                for i, split in enumerate(self.splits)
+            ]
         except optuna.TrialPruned:
             best_seen = max(r["val_hit@5"] for r in history)
             trial.set_user_attr("best_val_hit@5", best_seen)
@@ -271,14 +292,21 @@ class Objective:
         best = pooled_metrics([r.best for r in results], sizes)
         summary = {f"val_{k}": v for k, v in best.items()}
         epochs = [r.best_epoch for r in results]
-        attrs = {**summary, "best_epoch": int(np.median(epochs)), "seconds": sum(r.seconds for r in results),
-                 "baseline_val_hit@5": pooled_metrics([r.baseline for r in results], sizes)["hit@5"]}
+        attrs = {
+            **summary,
+            "best_epoch": int(np.median(epochs)),
+            "seconds": sum(r.seconds for r in results),
+            "baseline_val_hit@5": pooled_metrics([r.baseline for r in results], sizes)["hit@5"],
+        }
         if len(results) > 1:
             attrs["fold_best_epochs"] = epochs
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
-        run.finish(results[0].history[1:], "complete",  # best_*: the selected epoch, apart from the curves
-                   {**{f"best_{k}": v for k, v in summary.items()}, "best_epoch": attrs["best_epoch"]})
+        run.finish(
+            results[0].history[1:],
+            "complete",  # best_*: the selected epoch, apart from the curves
+            {**{f"best_{k}": v for k, v in summary.items()}, "best_epoch": attrs["best_epoch"]},
+        )
         return best["hit@5"]
 
 
@@ -299,8 +327,9 @@ def _stop_callback(n_trials: int):
     import optuna
 
     # Counts finished trials in the storage, so resumed studies and several workers share one budget.
-    return optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,
-                                                            optuna.trial.TrialState.PRUNED))
+    return optuna.study.MaxTrialsCallback(
+        n_trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
 
 
 @dataclass(frozen=True)
@@ -309,13 +338,13 @@ class WorkerJob:
 
     tune: dict[str, Any]
     base: dict[str, Any]
-    inputs: tuple[str, ...]               # questions.npz, corpus.npz, corpus.jsonl[, test.jsonl[, train_questions.jsonl, real.npz]]
+    inputs: tuple[str, ...]  # questions.npz, corpus.npz, corpus.jsonl[, test.jsonl[, train_questions.jsonl, real.npz]]
     storage: str | None
     storage_dir: str
     study_name: str
     worker: int
     threads: int
-    deadline: float | None                # time.time() at which to stop starting trials
+    deadline: float | None  # time.time() at which to stop starting trials
     mlflow_target: MlflowTarget | None
 
 
@@ -328,27 +357,41 @@ def run_worker(job: WorkerJob, data: TrainingData | None = None) -> None:
     torch.set_num_threads(job.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not logging.getLogger().handlers:  # a spawned worker starts without the stage's logging set-up
-        logging.basicConfig(level=os.environ.get("RAGTUNE_LOG", "INFO"),
-                            format=f"%(asctime)s %(levelname)s worker-{job.worker}: %(message)s")
+        logging.basicConfig(
+            level=os.environ.get("RAGTUNE_LOG", "INFO"),
+            format=f"%(asctime)s %(levelname)s worker-{job.worker}: %(message)s",
+        )
     tune, base = TuneParams(**job.tune), TrainParams(**job.base)
     if data is None:
         data = load_training_data(*job.inputs, round_trip_top_k=base.round_trip_top_k)
     splits = tuning_splits(data, base, tune)
-    study = optuna.load_study(study_name=job.study_name, storage=open_storage(job.storage, job.storage_dir),
-                              sampler=make_sampler(tune, job.worker), pruner=make_pruner(tune))
+    study = optuna.load_study(
+        study_name=job.study_name,
+        storage=open_storage(job.storage, job.storage_dir),
+        sampler=make_sampler(tune, job.worker),
+        pruner=make_pruner(tune),
+    )
     if finished_trials(study) >= tune.n_trials:
         return
     timeout = None if job.deadline is None else max(0.0, job.deadline - time.time())
     if timeout == 0.0:
         return
-    study.optimize(Objective(base, tune.search_space, data, splits, job.mlflow_target), timeout=timeout,
-                   callbacks=[_stop_callback(tune.n_trials), _log_trial])
+    study.optimize(
+        Objective(base, tune.search_space, data, splits, job.mlflow_target),
+        timeout=timeout,
+        callbacks=[_stop_callback(tune.n_trials), _log_trial],
+    )
 
 
 def _log_trial(study, trial) -> None:
     value = trial.value if trial.value is not None else trial.user_attrs.get("best_val_hit@5")
-    log.info("trial %d %s: val Hit@5 %s %s", trial.number, trial.state.name.lower(),
-             "n/a" if value is None else f"{value:.4f}", trial.params)
+    log.info(
+        "trial %d %s: val Hit@5 %s %s",
+        trial.number,
+        trial.state.name.lower(),
+        "n/a" if value is None else f"{value:.4f}",
+        trial.params,
+    )
 
 
 @dataclass
@@ -364,8 +407,14 @@ class StudyResult:
     stopped_by: str
 
 
-def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], storage_dir: str | os.PathLike[str],
-              mlflow_target: MlflowTarget | None = None, data: TrainingData | None = None) -> StudyResult:
+def run_study(
+    tune: TuneParams,
+    base: TrainParams,
+    inputs: tuple[str, ...],
+    storage_dir: str | os.PathLike[str],
+    mlflow_target: MlflowTarget | None = None,
+    data: TrainingData | None = None,
+) -> StudyResult:
     """Create or resume the study, run `n_workers` processes against one storage until `n_trials`
     trials have finished (or the timeout), and return the best configuration."""
     import optuna
@@ -385,8 +434,14 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
             optuna.delete_study(study_name=study_name, storage=storage)
         except KeyError:
             pass
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
-                                sampler=make_sampler(tune), pruner=make_pruner(tune), load_if_exists=True)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=make_sampler(tune),
+        pruner=make_pruner(tune),
+        load_if_exists=True,
+    )
     study.set_user_attr(STUDY_ATTR, study_identity(tune, base, tuple(map(str, inputs)), data_hash))
     if not (tune.storage and "://" in tune.storage):
         n_stale = fail_stale_trials(study)
@@ -397,9 +452,21 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
         log.info("resuming study %s: %d of %d trials already finished", study_name, done, tune.n_trials)
     deadline = None if tune.timeout_s is None else time.time() + tune.timeout_s
     cores = os.cpu_count() or 1
-    jobs = [WorkerJob(tune.model_dump(mode="json"), base.model_dump(mode="json"), tuple(map(str, inputs)),
-                      tune.storage, str(storage_dir), study_name, w, max(1, cores // tune.n_workers), deadline,
-                      mlflow_target) for w in range(tune.n_workers)]
+    jobs = [
+        WorkerJob(
+            tune.model_dump(mode="json"),
+            base.model_dump(mode="json"),
+            tuple(map(str, inputs)),
+            tune.storage,
+            str(storage_dir),
+            study_name,
+            w,
+            max(1, cores // tune.n_workers),
+            deadline,
+            mlflow_target,
+        )
+        for w in range(tune.n_workers)
+    ]
     if tune.n_workers == 1:
         _run_worker_in_process(jobs[0], data)
     else:
@@ -420,9 +487,14 @@ def run_study(tune: TuneParams, base: TrainParams, inputs: tuple[str, ...], stor
     finished = finished_trials(study)  # the count the workers stop at
     stopped_by = "n_trials" if finished >= tune.n_trials else "timeout_s"
     if stopped_by == "timeout_s":
-        log.warning("tune.timeout_s (%s s) stopped the study after %d of tune.n_trials=%d finished trials: the "
-                    "best depends on this machine's speed. `dvc repro -f tune` resumes the study; "
-                    "tune.timeout_s: null makes it run to n_trials", tune.timeout_s, finished, tune.n_trials)
+        log.warning(
+            "tune.timeout_s (%s s) stopped the study after %d of tune.n_trials=%d finished trials: the "
+            "best depends on this machine's speed. `dvc repro -f tune` resumes the study; "
+            "tune.timeout_s: null makes it run to n_trials",
+            tune.timeout_s,
+            finished,
+            tune.n_trials,
+        )
     return StudyResult(study, study_name, best, trials, time.perf_counter() - t0, counts, stopped_by)
 
 

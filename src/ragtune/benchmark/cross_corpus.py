@@ -3,8 +3,8 @@
     ragtune bench DIR [DIR ...] [--default] [--out data/transfer] [-S key=value ...] [--mlflow]
 
 Each DIR holds `corpus.jsonl` and `test.jsonl` (the documented contracts), and optionally
-`train_questions.jsonl` (labelled real training questions, `fetch.jsonl.train_questions`). Every corpus gets its own scratch
-workspace `<out>/work/<name>/`: a copy of dvc.yaml, a params.yaml made from the project's (with
+`train_questions.jsonl` (labelled real training questions, `fetch.jsonl.train_questions`). Every corpus gets its
+own scratch workspace `<out>/work/<name>/`: a copy of dvc.yaml, a params.yaml made from the project's (with
 `fetch.source=jsonl` on the copied files and the -S overrides), `corpus/` with the copied files, and symlinks
 to the project's `stages/` and `src/` so that dvc.yaml's dependencies resolve. `dvc repro eval` runs there,
 so the corpus is measured exactly as a user running the pipeline would measure it; workspaces are kept, so a
@@ -40,9 +40,14 @@ def collect_row(ws: Workspace, run: RunRecord | None) -> dict[str, Any]:
     report_path = ws.path / FETCH_REPORT
     report = read_json(report_path) if report_path.is_file() else {}
     curve_path = ws.path / CURVE
-    return corpus_row(ws.name, read_json(metrics_path), report, run,
-                      str(ws.source_dir) if ws.source_dir is not None else None,
-                      read_json(curve_path) if curve_path.is_file() else None)
+    return corpus_row(
+        ws.name,
+        read_json(metrics_path),
+        report,
+        run,
+        str(ws.source_dir) if ws.source_dir is not None else None,
+        read_json(curve_path) if curve_path.is_file() else None,
+    )
 
 
 def run_bench(plan: BenchPlan, command: str, echo: Echo = lambda line: print(line, file=sys.stderr)) -> list[Path]:
@@ -56,12 +61,20 @@ def run_bench(plan: BenchPlan, command: str, echo: Echo = lambda line: print(lin
         echo(f"[{ws.name}] workspace {ws.path}")
         prepare_workspace(ws, plan.root, dvc, env)
         run = run_workspace(ws, dvc, env, echo)
-        echo(f"[{ws.name}] {'ran ' + ', '.join(run.stages_run) if run.stages_run else 'up to date'} "
-             f"in {run.wall_s:.1f} s")
+        echo(
+            f"[{ws.name}] {'ran ' + ', '.join(run.stages_run) if run.stages_run else 'up to date'} "
+            f"in {run.wall_s:.1f} s"
+        )
         rows.append(collect_row(ws, run))
     first = _read_setup(plan.workspaces[0])
-    results = build_results(rows, command=command, overrides=plan.overrides, params_hash=plan.params_hash,
-                            main_k=first.get("main_k"), confidence=first.get("confidence"))
+    results = build_results(
+        rows,
+        command=command,
+        overrides=plan.overrides,
+        params_hash=plan.params_hash,
+        main_k=first.get("main_k"),
+        confidence=first.get("confidence"),
+    )
     return write_results(plan.out, results)
 
 

@@ -4,8 +4,9 @@ learning-curve lines and charts the README and data/transfer/results.md show.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import RagtuneError
 from ..labels import metric_label
@@ -25,8 +26,11 @@ def metric_keys(metrics: Mapping[str, Any]) -> list[str]:
     arms = metrics.get("test", {}).get("arms", {})
     present = {m for a in arms.values() for m in a if m != "ci"}
     main_k = metrics.get("setup", {}).get("main_k")
-    hit = f"hit@{main_k}" if f"hit@{main_k}" in present else next(
-        iter(sorted((m for m in present if m.startswith("hit@")), key=_k_of)), None)
+    hit = (
+        f"hit@{main_k}"
+        if f"hit@{main_k}" in present
+        else next(iter(sorted((m for m in present if m.startswith("hit@")), key=_k_of)), None)
+    )
     out = [hit] if hit else []
     for kind in ("mrr@", "ndcg@"):
         out += sorted((m for m in present if m.startswith(kind)), key=_k_of)
@@ -51,9 +55,14 @@ def _seed_ranges(seeds: Any) -> dict[str, Any] | None:
     return out if any(k != "seeds" for k in out) else None
 
 
-def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] | None = None,
-               run: RunRecord | None = None, source_dir: str | None = None,
-               curve: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def corpus_row(
+    name: str,
+    metrics: Mapping[str, Any],
+    report: Mapping[str, Any] | None = None,
+    run: RunRecord | None = None,
+    source_dir: str | None = None,
+    curve: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """One corpus's row of the results table from its eval report.json (and fetch report.json, and the
     curve stage's metrics.json when it has real training questions)."""
     setup = metrics.get("setup", {})
@@ -67,16 +76,24 @@ def corpus_row(name: str, metrics: Mapping[str, Any], report: Mapping[str, Any] 
     arms = {}
     for arm in sorted(test["arms"], key=arm_order):
         values = test["arms"][arm]
-        arms[arm] = {m: {"value": values[m], "ci": list(values.get("ci", {}).get(m, []))} for m in keys
-                     if m in values}
-    vs_cosine = {arm: _comparison(test[f"{arm}_vs_cosine"], keys) for arm in arms
-                 if arm != "cosine" and isinstance(test.get(f"{arm}_vs_cosine"), Mapping)}
+        arms[arm] = {m: {"value": values[m], "ci": list(values.get("ci", {}).get(m, []))} for m in keys if m in values}
+    vs_cosine = {
+        arm: _comparison(test[f"{arm}_vs_cosine"], keys)
+        for arm in arms
+        if arm != "cosine" and isinstance(test.get(f"{arm}_vs_cosine"), Mapping)
+    }
     row: dict[str, Any] = {
-        "name": name, "source": report.get("source", setup.get("source", "unknown")),
+        "name": name,
+        "source": report.get("source", setup.get("source", "unknown")),
         "chunks": report.get("chunks", setup.get("corpus_chunks")),
-        "test_questions": test.get("questions"), "human": test.get("human"), "synthetic": test.get("synthetic"),
-        "origin": test.get("origin"), "embedding_model": setup.get("embedding_model"),
-        "metrics": keys, "arms": arms, "vs_cosine": vs_cosine,
+        "test_questions": test.get("questions"),
+        "human": test.get("human"),
+        "synthetic": test.get("synthetic"),
+        "origin": test.get("origin"),
+        "embedding_model": setup.get("embedding_model"),
+        "metrics": keys,
+        "arms": arms,
+        "vs_cosine": vs_cosine,
     }
     # The same fusion with the adapter's ranking in place of raw cosine's: what the adapter adds to BM25.
     if isinstance(test.get(ADAPTER_IN_HYBRID), Mapping):
@@ -111,17 +128,32 @@ def _comparison(cmp: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     for m in keys:
         c = cmp.get(m)
         if isinstance(c, Mapping):
-            entry[m] = {k: c[k] for k in ("diff", "gained", "lost", "improved", "worsened", "ci", "p", "p_holm")
-                        if k in c}
+            entry[m] = {
+                k: c[k] for k in ("diff", "gained", "lost", "improved", "worsened", "ci", "p", "p_holm") if k in c
+            }
     entry["significant"] = bool(cmp.get("significant", False))
     return entry
 
 
-def build_results(rows: Sequence[Mapping[str, Any]], *, command: str, overrides: Sequence[str], params_hash: str,
-                  main_k: Any = None, confidence: Any = None) -> dict[str, Any]:
-    return {"command": command, "overrides": list(overrides), "params_hash": params_hash,
-            "params_hash_of": "every params.yaml section but fetch and mlflow", "stages": list(TARGET_STAGES),
-            "main_k": main_k, "confidence": confidence, "corpora": list(rows)}
+def build_results(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    command: str,
+    overrides: Sequence[str],
+    params_hash: str,
+    main_k: Any = None,
+    confidence: Any = None,
+) -> dict[str, Any]:
+    return {
+        "command": command,
+        "overrides": list(overrides),
+        "params_hash": params_hash,
+        "params_hash_of": "every params.yaml section but fetch and mlflow",
+        "stages": list(TARGET_STAGES),
+        "main_k": main_k,
+        "confidence": confidence,
+        "corpora": list(rows),
+    }
 
 
 def _pct(metric: str) -> bool:
@@ -195,41 +227,66 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     conf = results.get("confidence")
     conf_text = f"{float(conf):.0%}" if isinstance(conf, (int, float)) else "95%"
     protocol = any("protocol" in r for r in rows)
-    lines = ["| corpus | source | chunks | test questions |" + (" protocol |" if protocol else "") + " wall time |",
-             "|---|---|---:|---|" + ("---|" if protocol else "") + "---:|"]
+    lines = [
+        "| corpus | source | chunks | test questions |" + (" protocol |" if protocol else "") + " wall time |",
+        "|---|---|---:|---|" + ("---|" if protocol else "") + "---:|",
+    ]
     for r in rows:
         chunks = f"{r['chunks']:,}" if isinstance(r.get("chunks"), int) else str(r.get("chunks", "?"))
-        lines.append(f"| {r['name']} | {r['source']} | {chunks} | {_questions(r)} |"
-                     + (f" {r.get('protocol', '–')} |" if protocol else "") + f" {_wall(r)} |")
+        lines.append(
+            f"| {r['name']} | {r['source']} | {chunks} | {_questions(r)} |"
+            + (f" {r.get('protocol', '–')} |" if protocol else "")
+            + f" {_wall(r)} |"
+        )
     for metric in metrics:
         unit = " (%)" if _pct(metric) else ""
-        lines += ["", f"**{metric_label(metric)}{unit}** on the test questions", "",
-                  "| corpus | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+        lines += [
+            "",
+            f"**{metric_label(metric)}{unit}** on the test questions",
+            "",
+            "| corpus | " + " | ".join(arms) + " |",
+            "|---|" + "---|" * len(arms),
+        ]
         for r in rows:
             lines.append(f"| {r['name']} | " + " | ".join(_cell(r, a, metric) for a in arms) + " |")
-    tested = sorted({m for r in rows for c in r.get("vs_cosine", {}).values() for m in c if m != "significant"},
-                    key=metrics.index)
+    tested = sorted(
+        {m for r in rows for c in r.get("vs_cosine", {}).values() for m in c if m != "significant"}, key=metrics.index
+    )
     notes = [f"{conf_text} bootstrap intervals in parentheses."]
     if tested:
-        how = [f"exact McNemar on {metric_label(m)} with questions gained/lost" if m.startswith("hit@")
-               else f"paired bootstrap on {metric_label(m)}" for m in tested]
-        notes.append("p: paired test of the arm against raw cosine on the same questions (" + "; ".join(how)
-                     + "), uncorrected.")
+        how = [
+            f"exact McNemar on {metric_label(m)} with questions gained/lost"
+            if m.startswith("hit@")
+            else f"paired bootstrap on {metric_label(m)}"
+            for m in tested
+        ]
+        notes.append(
+            "p: paired test of the arm against raw cosine on the same questions (" + "; ".join(how) + "), uncorrected."
+        )
     if any(ADAPTER_IN_HYBRID in r for r in rows):
-        notes.append("vs hybrid_cosine: the hybrid arm against the same fusion with raw cosine in the adapter's "
-                     "place, the same tests: what the adapter adds to BM25 fusion.")
+        notes.append(
+            "vs hybrid_cosine: the hybrid arm against the same fusion with raw cosine in the adapter's "
+            "place, the same tests: what the adapter adds to BM25 fusion."
+        )
     if any("adapter_seeds" in r for r in rows):
         notes.append("seeds: the range of single-seed adapters' values.")
     split = [r for r in rows if r.get("level")]
     if split:
-        notes.append(", ".join(f"`{r['name']}`" for r in split) + ": long texts cut into passages "
-                     "(`fetch.passages`); its metrics count documents, each ranked by its best passage.")
+        notes.append(
+            ", ".join(f"`{r['name']}`" for r in split) + ": long texts cut into passages "
+            "(`fetch.passages`); its metrics count documents, each ranked by its best passage."
+        )
     overrides = results.get("overrides") or []
     lines += render_curves(rows, conf_text)
-    lines += ["", " ".join(notes), "",
-              f"Params hash `{results.get('params_hash', '?')}` ({results.get('params_hash_of', 'params')}); "
-              "overrides: " + (", ".join(f"`{o}`" for o in overrides) if overrides else "none")
-              + f". Command: `{results.get('command', 'ragtune bench')}`."]
+    lines += [
+        "",
+        " ".join(notes),
+        "",
+        f"Params hash `{results.get('params_hash', '?')}` ({results.get('params_hash_of', 'params')}); "
+        "overrides: "
+        + (", ".join(f"`{o}`" for o in overrides) if overrides else "none")
+        + f". Command: `{results.get('command', 'ragtune bench')}`.",
+    ]
     return "\n".join(lines)
 
 
@@ -249,16 +306,22 @@ def render_curves(rows: Sequence[Mapping[str, Any]], conf_text: str = "95%") -> 
             continue
         hit, mrr = _curve_keys(points[0])
         base = [a for a in ("cosine", "bm25") if f"{a}_{hit}" in points[0]]
-        lines += ["", f"**Learning curve, {r['name']}**: test scores against the number of real training questions "
-                      f"({conf_text} intervals; p: paired bootstrap on {metric_label(mrr)} against raw cosine)", "",
-                  f"| real questions | adapter {metric_label(hit)} (%) | adapter {metric_label(mrr)} | p |"
-                  + "".join(f" {a} {metric_label(hit)} | {a} {metric_label(mrr)} |" for a in base),
-                  "|---:|---|---|---:|" + "---:|---:|" * len(base)]
+        lines += [
+            "",
+            f"**Learning curve, {r['name']}**: test scores against the number of real training questions "
+            f"({conf_text} intervals; p: paired bootstrap on {metric_label(mrr)} against raw cosine)",
+            "",
+            f"| real questions | adapter {metric_label(hit)} (%) | adapter {metric_label(mrr)} | p |"
+            + "".join(f" {a} {metric_label(hit)} | {a} {metric_label(mrr)} |" for a in base),
+            "|---:|---|---|---:|" + "---:|---:|" * len(base),
+        ]
         for p in points:
-            lines.append(f"| {p['n_real']} | {100 * p[f'adapter_{hit}']:.1f} ({100 * p[f'adapter_{hit}_low']:.1f}–"
-                         f"{100 * p[f'adapter_{hit}_high']:.1f}) | {p[f'adapter_{mrr}']:.3f} ({p[f'adapter_{mrr}_low']:.3f}–"
-                         f"{p[f'adapter_{mrr}_high']:.3f}) | {_p(p[f'p_{mrr}_vs_cosine'])} |"
-                         + "".join(f" {100 * p[f'{a}_{hit}']:.1f} | {p[f'{a}_{mrr}']:.3f} |" for a in base))
+            lines.append(
+                f"| {p['n_real']} | {100 * p[f'adapter_{hit}']:.1f} ({100 * p[f'adapter_{hit}_low']:.1f}–"
+                f"{100 * p[f'adapter_{hit}_high']:.1f}) | {p[f'adapter_{mrr}']:.3f} ({p[f'adapter_{mrr}_low']:.3f}–"
+                f"{p[f'adapter_{mrr}_high']:.3f}) | {_p(p[f'p_{mrr}_vs_cosine'])} |"
+                + "".join(f" {100 * p[f'{a}_{hit}']:.1f} | {p[f'{a}_{mrr}']:.3f} |" for a in base)
+            )
     return lines
 
 
@@ -276,11 +339,22 @@ def write_curve_chart(path: Path, rows: Sequence[Mapping[str, Any]]) -> bool:
         pts = r["curve"]
         xs = [p["n_real"] for p in pts]
         title = f"{r['name']} ({r.get('test_questions')} test questions)"
-        panels[title] = {arm: (xs, [p[f"{arm}_{mrr}"] for p in pts]) for arm in ("adapter", "cosine", "bm25")
-                         if f"{arm}_{mrr}" in pts[0]}
-        bands[title] = {"adapter": (xs, [p[f"adapter_{mrr}_low"] for p in pts], [p[f"adapter_{mrr}_high"] for p in pts])}
-    xy_panels(path, panels, bands, xlabel="real training questions", ylabel=metric_label(mrr),
-              title="Learning curve: test score against labelled real training questions")
+        panels[title] = {
+            arm: (xs, [p[f"{arm}_{mrr}"] for p in pts])
+            for arm in ("adapter", "cosine", "bm25")
+            if f"{arm}_{mrr}" in pts[0]
+        }
+        bands[title] = {
+            "adapter": (xs, [p[f"adapter_{mrr}_low"] for p in pts], [p[f"adapter_{mrr}_high"] for p in pts])
+        }
+    xy_panels(
+        path,
+        panels,
+        bands,
+        xlabel="real training questions",
+        ylabel=metric_label(mrr),
+        title="Learning curve: test score against labelled real training questions",
+    )
     return True
 
 
@@ -298,17 +372,27 @@ def write_results(out: Path, results: Mapping[str, Any]) -> list[Path]:
     groups = [f"{r['name']}\n{_questions(r)}" for r in rows]
     arms = sorted({a for r in rows for a in r["arms"]}, key=arm_order)
     conf = results.get("confidence") or 0.95
-    charts = [(out / "results.png", next((m for m in rows[0]["metrics"] if m.startswith("hit@")), None)),
-              (out / "results_mrr.png", next((m for m in rows[0]["metrics"] if m.startswith("mrr@")), None))]
+    charts = [
+        (out / "results.png", next((m for m in rows[0]["metrics"] if m.startswith("hit@")), None)),
+        (out / "results_mrr.png", next((m for m in rows[0]["metrics"] if m.startswith("mrr@")), None)),
+    ]
     for path, metric in charts:
         if metric is None:
             continue
         nan = float("nan")
         series = {a: [r["arms"].get(a, {}).get(metric, {}).get("value", nan) for r in rows] for a in arms}
-        intervals = {a: [tuple(r["arms"].get(a, {}).get(metric, {}).get("ci") or (nan, nan)) for r in rows]
-                     for a in arms}
-        grouped_bar_chart(path, groups, series, intervals, percent=_pct(metric), ylabel=metric_label(metric),
-                          title=f"{metric_label(metric)} on each corpus's test questions ({float(conf):.0%} intervals)")
+        intervals = {
+            a: [tuple(r["arms"].get(a, {}).get(metric, {}).get("ci") or (nan, nan)) for r in rows] for a in arms
+        }
+        grouped_bar_chart(
+            path,
+            groups,
+            series,
+            intervals,
+            percent=_pct(metric),
+            ylabel=metric_label(metric),
+            title=f"{metric_label(metric)} on each corpus's test questions ({float(conf):.0%} intervals)",
+        )
         paths.append(path)
     if write_curve_chart(out / "results_curve.png", rows):
         paths.append(out / "results_curve.png")

@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -54,8 +55,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(params: Mapping[str, Any], overrides: Sequence[str],
-                    known_sections: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(
+    params: Mapping[str, Any], overrides: Sequence[str], known_sections: Iterable[str]
+) -> dict[str, Any]:
     """A deep copy of `params` with each `section.key=value` set; an unknown section or a path through a
     value that is not a mapping is an error naming the key (unknown keys are caught by validation)."""
     out = copy.deepcopy(dict(params))
@@ -63,31 +65,44 @@ def apply_overrides(params: Mapping[str, Any], overrides: Sequence[str],
     for text in overrides:
         parts, value = parse_override(text)
         if parts[0] not in known:
-            raise ParamsError(f"-S {text}: unknown section '{parts[0]}' in key '{'.'.join(parts)}' "
-                              f"(known sections: {', '.join(sorted(known))})")
+            raise ParamsError(
+                f"-S {text}: unknown section '{parts[0]}' in key '{'.'.join(parts)}' "
+                f"(known sections: {', '.join(sorted(known))})"
+            )
         node: dict[str, Any] = out
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ParamsError(f"-S {text}: cannot set '{'.'.join(parts)}': '{'.'.join(parts[:i + 1])}' is a "
-                                  f"value ({child!r}), not a section")
+                raise ParamsError(
+                    f"-S {text}: cannot set '{'.'.join(parts)}': '{'.'.join(parts[: i + 1])}' is a "
+                    f"value ({child!r}), not a section"
+                )
             node = child
         node[parts[-1]] = value
     return out
 
 
-def workspace_params(base: Mapping[str, Any], own_corpus: bool, overrides: Sequence[str], mlflow: bool,
-                     known_sections: Iterable[str], project_root: Path | None = None,
-                     train_questions: bool = False) -> dict[str, Any]:
+def workspace_params(
+    base: Mapping[str, Any],
+    own_corpus: bool,
+    overrides: Sequence[str],
+    mlflow: bool,
+    known_sections: Iterable[str],
+    project_root: Path | None = None,
+    train_questions: bool = False,
+) -> dict[str, Any]:
     """The params.yaml of one workspace: the project's params, the copied corpus as a jsonl source (unless
     it is the project-default workspace) with its real training questions when the folder has
     train_questions.jsonl, MLflow off unless asked for, then the user's overrides."""
     settings: list[str] = []
     if own_corpus:
-        settings += ["fetch.source=jsonl", "fetch.jsonl.corpus=corpus/corpus.jsonl",
-                     "fetch.jsonl.test=corpus/test.jsonl"]
+        settings += [
+            "fetch.source=jsonl",
+            "fetch.jsonl.corpus=corpus/corpus.jsonl",
+            "fetch.jsonl.test=corpus/test.jsonl",
+        ]
         if train_questions:
             settings.append(f"fetch.jsonl.train_questions=corpus/{TRAIN_QUESTIONS}")
     if not mlflow:
@@ -160,14 +175,17 @@ def check_corpus_dir(path: Path) -> tuple[int, int]:
         raise RagtuneError(f"{path}: not a folder; each DIR must hold corpus.jsonl and test.jsonl")
     missing = [name for name in ("corpus.jsonl", "test.jsonl") if not (path / name).is_file()]
     if missing:
-        raise RagtuneError(f"{path}: {' and '.join(missing)} not found; each DIR must hold corpus.jsonl and "
-                           "test.jsonl (the corpus and test contracts in the README)")
+        raise RagtuneError(
+            f"{path}: {' and '.join(missing)} not found; each DIR must hold corpus.jsonl and "
+            "test.jsonl (the corpus and test contracts in the README)"
+        )
     chunks = load_corpus(path / "corpus.jsonl")
     questions = load_test(path / "test.jsonl", corpus_ids=[c.id for c in chunks])
     if not questions:
         raise RagtuneError(f"{path / 'test.jsonl'}: no test questions")
     if (path / TRAIN_QUESTIONS).is_file():
         from ..records import load_train_questions
+
         load_train_questions(path / TRAIN_QUESTIONS, questions, [c.id for c in chunks], str(path / "test.jsonl"))
     return len(chunks), len(questions)
 
@@ -176,22 +194,27 @@ def corpus_names(dirs: Sequence[Path], default: bool) -> list[str]:
     """Workspace names (folder names, then `default`); they must be distinct and safe as folder names."""
     names = [Path(os.path.abspath(d)).name for d in dirs] + ([DEFAULT_NAME] if default else [])
     if not names:
-        raise RagtuneError("nothing to run: give at least one DIR (a folder with corpus.jsonl and test.jsonl) "
-                           "or --default")
+        raise RagtuneError(
+            "nothing to run: give at least one DIR (a folder with corpus.jsonl and test.jsonl) or --default"
+        )
     for d, name in zip(dirs, names):
         if not _NAME_OK.match(name):
-            raise RagtuneError(f"{d}: the folder name '{name}' cannot name a workspace; use letters, digits, "
-                               "'.', '_' or '-'")
+            raise RagtuneError(
+                f"{d}: the folder name '{name}' cannot name a workspace; use letters, digits, '.', '_' or '-'"
+            )
     seen = [n for i, n in enumerate(names) if n in names[:i]]
     if seen:
-        raise RagtuneError(f"two corpora would share the workspace name '{seen[0]}' (the folder name"
-                           f"{'; `default` is taken by --default' if seen[0] == DEFAULT_NAME else ''}); "
-                           "rename a folder")
+        raise RagtuneError(
+            f"two corpora would share the workspace name '{seen[0]}' (the folder name"
+            f"{'; `default` is taken by --default' if seen[0] == DEFAULT_NAME else ''}); "
+            "rename a folder"
+        )
     return names
 
 
-def plan_bench(root: Path, dirs: Sequence[Path], default: bool, out: Path, overrides: Sequence[str],
-               mlflow: bool = False) -> BenchPlan:
+def plan_bench(
+    root: Path, dirs: Sequence[Path], default: bool, out: Path, overrides: Sequence[str], mlflow: bool = False
+) -> BenchPlan:
     """Check the project, every DIR and every workspace's params; nothing is written."""
     from ..params import SECTIONS, read_params_file
 
@@ -207,8 +230,15 @@ def plan_bench(root: Path, dirs: Sequence[Path], default: bool, out: Path, overr
     workspaces, hashes = [], set()
     sources: list[Path | None] = [d.resolve() for d in dirs] + ([None] if default else [])
     for name, src in zip(names, sources):
-        params = workspace_params(base, src is not None, overrides, mlflow, SECTIONS, root,
-                                  train_questions=src is not None and (src / TRAIN_QUESTIONS).is_file())
+        params = workspace_params(
+            base,
+            src is not None,
+            overrides,
+            mlflow,
+            SECTIONS,
+            root,
+            train_questions=src is not None and (src / TRAIN_QUESTIONS).is_file(),
+        )
         sections = validate_params(params, f"params.yaml with -S overrides (workspace {name})")
         digest = shared_params_hash(sections)
         hashes.add(digest)
@@ -314,8 +344,9 @@ def run_workspace(ws: Workspace, dvc: Path, env: Mapping[str, str], echo: Echo) 
     lines: list[str] = []
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(cmd, cwd=ws.path, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1)
+        proc = subprocess.Popen(
+            cmd, cwd=ws.path, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
     except OSError as exc:
         raise RagtuneError(f"{ws.name}: could not run {dvc} ({exc}); reinstall the venv (make venv)") from None
     assert proc.stdout is not None
@@ -327,8 +358,10 @@ def run_workspace(ws: Workspace, dvc: Path, env: Mapping[str, str], echo: Echo) 
     rc = proc.wait()
     wall = round(time.perf_counter() - start, 1)
     if rc != 0:
-        raise RagtuneError(f"corpus '{ws.name}': `dvc repro {' '.join(TARGET_STAGES)}` failed in {ws.path} (exit {rc}); "
-                           f"the last lines of its output:\n" + "\n".join(tail))
+        raise RagtuneError(
+            f"corpus '{ws.name}': `dvc repro {' '.join(TARGET_STAGES)}` failed in {ws.path} (exit {rc}); "
+            f"the last lines of its output:\n" + "\n".join(tail)
+        )
     ran = stages_run("\n".join(lines))
     record_path = ws.path / RUN_RECORD
     if ran:

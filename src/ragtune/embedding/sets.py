@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .embedder import CachedEmbedder, save_embeddings, window_report
 from ..errors import DataError
-from ..records import (SyntheticQuestion, TestQuestion, include_title, indexed_text, load_corpus, load_test,
-                      read_jsonl)
+from ..records import SyntheticQuestion, TestQuestion, include_title, indexed_text, load_corpus, load_test, read_jsonl
+from .embedder import CachedEmbedder, save_embeddings, window_report
 
 
 @dataclass(frozen=True)
@@ -18,8 +17,8 @@ class EmbedInputs:
     corpus: Path
     test: Path | tuple[Path, ...]  # several files are one test set (fetch's, plus synthesize's synthetic ones)
     questions: Path | None = None
-    real: Path | None = None       # labelled real training questions (fetch's train_questions.jsonl)
-    source: str | None = None      # fetch's source (data/fetch/report.json), for embedding.include_title: auto
+    real: Path | None = None  # labelled real training questions (fetch's train_questions.jsonl)
+    source: str | None = None  # fetch's source (data/fetch/report.json), for embedding.include_title: auto
 
     @property
     def test_files(self) -> tuple[Path, ...]:
@@ -53,8 +52,9 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
     save_embeddings(out_dir / "corpus.npz", [c.id for c in chunks], corpus_emb)
     counts["corpus"] = len(chunks)
     # Texts past the window are embedded from their start only: say how many, whatever splitting is set.
-    counts["window"] = window_report(embedder.token_lengths(texts, embedder.params.document_prompt),
-                                     embedder.model.max_seq_length)
+    counts["window"] = window_report(
+        embedder.token_lengths(texts, embedder.params.document_prompt), embedder.model.max_seq_length
+    )
 
     test_emb = embedder.encode_queries([q.question for q in test], desc="test questions")
     save_embeddings(out_dir / "test.npz", [q.id for q in test], test_emb.reshape(len(test), embedder.dim))
@@ -63,9 +63,13 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
     if inputs.questions is not None:
         questions = read_jsonl(inputs.questions, SyntheticQuestion)
         q_emb = embedder.encode_queries([q.question for q in questions], desc="synthetic questions")
-        save_embeddings(out_dir / "questions.npz", [q.id for q in questions],
-                        q_emb.reshape(len(questions), embedder.dim), chunk_ids=[q.chunk_id for q in questions],
-                        backends=[q.backend for q in questions])
+        save_embeddings(
+            out_dir / "questions.npz",
+            [q.id for q in questions],
+            q_emb.reshape(len(questions), embedder.dim),
+            chunk_ids=[q.chunk_id for q in questions],
+            backends=[q.backend for q in questions],
+        )
         counts["questions"] = len(questions)
     if inputs.real is not None:
         real = load_test(inputs.real, corpus_ids=[c.id for c in chunks])
@@ -74,6 +78,11 @@ def embed_all(embedder: CachedEmbedder, inputs: EmbedInputs, out_dir: Path) -> d
         counts["real"] = len(real)
     counts["test_synthetic"] = sum(q.origin == "synthetic" for q in test)
 
-    return {**counts, **embedder.describe(), "cache_hits": embedder.cache.hits,
-            "cache_misses": embedder.cache.misses, "encoded": embedder.encoded,
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        **counts,
+        **embedder.describe(),
+        "cache_hits": embedder.cache.hits,
+        "cache_misses": embedder.cache.misses,
+        "encoded": embedder.encoded,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

@@ -9,9 +9,10 @@ a lexical arm is BM25 over the chunk texts; a hybrid arm fuses BM25 with an embe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,8 +25,6 @@ from .inputs import Corpus, QuerySet, _optional_json, require_file
 from .metrics import EvalParams, round_metric
 
 log = logging.getLogger(__name__)
-
-
 
 
 class Arm(Protocol):
@@ -59,9 +58,11 @@ class EmbeddingArm:
         """(scores, rows), each (n_questions, depth), best first; -1 rows past a small corpus."""
         query_emb = self.adapt(queries)
         if query_emb.shape != (len(queries.ids), self.corpus_emb.shape[1]):
-            raise RagtuneError(f"arm {self.name}: transformed queries have shape {query_emb.shape}, expected "
-                               f"({len(queries.ids)}, {self.corpus_emb.shape[1]}); the model does not match "
-                               "the embeddings, rerun the train stage")
+            raise RagtuneError(
+                f"arm {self.name}: transformed queries have shape {query_emb.shape}, expected "
+                f"({len(queries.ids)}, {self.corpus_emb.shape[1]}); the model does not match "
+                "the embeddings, rerun the train stage"
+            )
         scores, idx = exact_top_k(query_emb, self.corpus_emb, depth)
         return _pad_scores(scores, depth), _pad(idx, depth)
 
@@ -93,8 +94,9 @@ def fold_info(adapter: Path) -> dict[str, Any] | None:
     return (_optional_json(path) or None) if path.is_file() else None
 
 
-def adapter_arm(name: str, corpus_emb: np.ndarray, adapter: Path,
-                load_adapter: AdapterLoader | None = None) -> EmbeddingArm:
+def adapter_arm(
+    name: str, corpus_emb: np.ndarray, adapter: Path, load_adapter: AdapterLoader | None = None
+) -> EmbeddingArm:
     """The trained adapter as an arm: out-of-fold under k-fold (each test question scored by the adapter
     of the folds it was not in), else the shipped adapter."""
     load = load_adapter or load_adapter_transform
@@ -182,8 +184,13 @@ def load_adapter_transform(path: Path) -> QueryTransform:
     return lambda query_emb: np.asarray(adapt_queries(adapter, query_emb), dtype=np.float32)
 
 
-def build_arms(corpus: Corpus, paths: PipelinePaths, params: EvalParams,
-               load_adapter: AdapterLoader = load_adapter_transform, source: str | None = None) -> list[Arm]:
+def build_arms(
+    corpus: Corpus,
+    paths: PipelinePaths,
+    params: EvalParams,
+    load_adapter: AdapterLoader = load_adapter_transform,
+    source: str | None = None,
+) -> list[Arm]:
     """cosine, adapter, linear (when trained and enabled), bm25 (when enabled), then the hybrid arms
     hybrid_cosine and hybrid (when enabled; they need bm25), in that order. A weighted fusion's weight is
     not chosen here (`fit_hybrid_weights`): until then the hybrid arms fuse by RRF."""
@@ -199,11 +206,15 @@ def build_arms(corpus: Corpus, paths: PipelinePaths, params: EvalParams,
         bm25 = LexicalArm("bm25", Bm25Index(corpus.lexical_texts(params.bm25, source), params.bm25))
         arms.append(bm25)
         if params.hybrid.enabled:
-            arms += [HybridArm("hybrid_cosine", cosine, bm25, params.hybrid),
-                     HybridArm("hybrid", adapter, bm25, params.hybrid)]
+            arms += [
+                HybridArm("hybrid_cosine", cosine, bm25, params.hybrid),
+                HybridArm("hybrid", adapter, bm25, params.hybrid),
+            ]
     elif params.hybrid.enabled:
-        log.warning("eval: the hybrid arms fuse BM25 with the dense arms, and eval.bm25.enabled is false; "
-                    "hybrid and hybrid_cosine skipped")
+        log.warning(
+            "eval: the hybrid arms fuse BM25 with the dense arms, and eval.bm25.enabled is false; "
+            "hybrid and hybrid_cosine skipped"
+        )
     return arms
 
 
@@ -223,16 +234,32 @@ def fit_hybrid_weights(arms: Sequence[Arm], val: QuerySet, params: EvalParams) -
         if hp.method == "weighted":
             parts = arm.parts(val, params.depth) if val.ids else None
             if parts is None:
-                log.warning("eval: %s: no validation questions with texts to choose the fusion weight on; "
-                            "fusing by RRF (k=%g) instead", arm.name, hp.rrf_k)
+                log.warning(
+                    "eval: %s: no validation questions with texts to choose the fusion weight on; "
+                    "fusing by RRF (k=%g) instead",
+                    arm.name,
+                    hp.rrf_k,
+                )
             else:
                 weight, by_weight = choose_weight(*parts, val.relevant, hp.weights, params.mrr_k)
                 arm = replace(arm, weight=weight)
-                entry.update({"weight": weight, "chosen_on": val.name,
-                              f"{val.name}_mrr@{params.mrr_k}_by_weight": {f"{w:g}": round_metric(m)
-                                                                            for w, m in by_weight.items()}})
-                log.info("eval: %s: dense share %g chosen on %s (MRR@%d %.3f)", arm.name, weight, val.name,
-                         params.mrr_k, by_weight[weight])
+                entry.update(
+                    {
+                        "weight": weight,
+                        "chosen_on": val.name,
+                        f"{val.name}_mrr@{params.mrr_k}_by_weight": {
+                            f"{w:g}": round_metric(m) for w, m in by_weight.items()
+                        },
+                    }
+                )
+                log.info(
+                    "eval: %s: dense share %g chosen on %s (MRR@%d %.3f)",
+                    arm.name,
+                    weight,
+                    val.name,
+                    params.mrr_k,
+                    by_weight[weight],
+                )
         entry["method"] = arm.method
         info[arm.name] = entry
         out.append(arm)

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,10 @@ class QuerySet:
     def __post_init__(self) -> None:
         n = len(self.ids)
         if self.query_emb.shape[0] != n or len(self.relevant) != n or len(self.origins) != n:
-            raise ValueError(f"query set {self.name}: rows disagree ({n} ids, {self.query_emb.shape[0]} "
-                             f"embeddings, {len(self.relevant)} relevance lists, {len(self.origins)} origins)")
+            raise ValueError(
+                f"query set {self.name}: rows disagree ({n} ids, {self.query_emb.shape[0]} "
+                f"embeddings, {len(self.relevant)} relevance lists, {len(self.origins)} origins)"
+            )
         if self.texts is not None and len(self.texts) != n:
             raise ValueError(f"query set {self.name}: {len(self.texts)} texts for {n} ids")
 
@@ -73,13 +76,16 @@ def load_corpus_with_embeddings(corpus_path: Path, corpus_npz: Path) -> Corpus:
     ids, emb = load_embeddings(corpus_npz)
     missing = [i for i in ids if i not in chunks]
     if missing or len(ids) != len(chunks):
-        raise RagtuneError(f"{corpus_npz} does not match {corpus_path} ({len(ids)} embedded rows, {len(chunks)} "
-                           f"chunks; e.g. {missing[:3]}): the embeddings are stale, run dvc repro embed")
+        raise RagtuneError(
+            f"{corpus_npz} does not match {corpus_path} ({len(ids)} embedded rows, {len(chunks)} "
+            f"chunks; e.g. {missing[:3]}): the embeddings are stale, run dvc repro embed"
+        )
     documents = None
     if any(chunks[i].document is not None for i in ids):
         first: dict[str, int] = {}
-        documents = np.fromiter((first.setdefault(chunks[i].document or i, len(first)) for i in ids), dtype=np.int64,
-                                count=len(ids))
+        documents = np.fromiter(
+            (first.setdefault(chunks[i].document or i, len(first)) for i in ids), dtype=np.int64, count=len(ids)
+        )
     return Corpus(ids, [chunks[i].text for i in ids], [chunks[i].title for i in ids], emb, documents)
 
 
@@ -91,14 +97,24 @@ def load_test_set(test_path: Path, test_npz: Path, corpus_ids: Sequence[str], na
     require_file(test_npz, "run the embed stage first (dvc repro embed, or make run)")
     questions = load_test(test_path, corpus_ids=corpus_ids)
     emb = embeddings_for([q.id for q in questions], test_npz, f"question ids of {test_path}")
-    return QuerySet(name=name, ids=[q.id for q in questions], query_emb=emb,
-                    relevant=ids_to_indices(corpus_ids, [q.relevant_ids for q in questions]),
-                    origins=[q.origin for q in questions], texts=[q.question for q in questions])
+    return QuerySet(
+        name=name,
+        ids=[q.id for q in questions],
+        query_emb=emb,
+        relevant=ids_to_indices(corpus_ids, [q.relevant_ids for q in questions]),
+        origins=[q.origin for q in questions],
+        texts=[q.question for q in questions],
+    )
 
 
-def load_validation_set(split_path: Path, questions_npz: Path, corpus_ids: Sequence[str],
-                        questions_path: Path | None = None, name: str = "val",
-                        real_path: Path | None = None) -> QuerySet:
+def load_validation_set(
+    split_path: Path,
+    questions_npz: Path,
+    corpus_ids: Sequence[str],
+    questions_path: Path | None = None,
+    name: str = "val",
+    real_path: Path | None = None,
+) -> QuerySet:
     """The questions the train stage held out for validation (ids in split.json["val"]): synthetic ones,
     or with `"validation": "real"` the user's labelled real questions (`real_path`, embedded in real.npz
     beside `questions_npz`)."""
@@ -111,8 +127,9 @@ def load_validation_set(split_path: Path, questions_npz: Path, corpus_ids: Seque
     require_file(questions_npz, "run the embed stage on the synthetic questions first (dvc repro embed)")
     split = json.loads(split_path.read_text(encoding="utf-8"))
     if not isinstance(split, dict) or not isinstance(split.get("val"), list):
-        raise RagtuneError(f"{split_path}: expected {{\"train\": [...], \"val\": [...]}} of question ids; "
-                           "rerun the train stage")
+        raise RagtuneError(
+            f'{split_path}: expected {{"train": [...], "val": [...]}} of question ids; rerun the train stage'
+        )
     val_ids = [str(x) for x in split["val"]]
     if split.get("validation") == "real":
         if real_path is None:
@@ -121,20 +138,29 @@ def load_validation_set(split_path: Path, questions_npz: Path, corpus_ids: Seque
         where = {q: i for i, q in enumerate(full.ids)}
         missing = [q for q in val_ids if q not in where]
         if missing:
-            raise RagtuneError(f"{split_path}: validation ids {missing[:5]} are not in {real_path}: the split "
-                               "is stale, rerun dvc repro train")
+            raise RagtuneError(
+                f"{split_path}: validation ids {missing[:5]} are not in {real_path}: the split "
+                "is stale, rerun dvc repro train"
+            )
         pick = [where[q] for q in val_ids]
-        return QuerySet(name=name, ids=val_ids, query_emb=full.query_emb[pick],
-                        relevant=[full.relevant[i] for i in pick], origins=["human"] * len(val_ids),
-                        texts=[full.texts[i] for i in pick])
+        return QuerySet(
+            name=name,
+            ids=val_ids,
+            query_emb=full.query_emb[pick],
+            relevant=[full.relevant[i] for i in pick],
+            origins=["human"] * len(val_ids),
+            texts=[full.texts[i] for i in pick],
+        )
     ids, emb, cols = load_embeddings_with_columns(questions_npz)
     if "chunk_ids" not in cols:
         raise RagtuneError(f"{questions_npz}: no chunk_ids column; rerun dvc repro embed")
     row = {qid: i for i, qid in enumerate(ids)}
     missing = [q for q in val_ids if q not in row]
     if missing:
-        raise RagtuneError(f"{split_path}: validation ids {missing[:5]} are not in {questions_npz}: "
-                           "the split is stale, rerun dvc repro train")
+        raise RagtuneError(
+            f"{split_path}: validation ids {missing[:5]} are not in {questions_npz}: "
+            "the split is stale, rerun dvc repro train"
+        )
     order = np.array([row[q] for q in val_ids], dtype=np.int64)
     chunk_ids = [cols["chunk_ids"][i] for i in order]
     try:
@@ -146,8 +172,14 @@ def load_validation_set(split_path: Path, questions_npz: Path, corpus_ids: Seque
         by_id = {q.id: q.question for q in read_jsonl(questions_path, SyntheticQuestion)}
         if all(q in by_id for q in val_ids):
             texts = [by_id[q] for q in val_ids]
-    return QuerySet(name=name, ids=val_ids, query_emb=emb[order], relevant=relevant,
-                    origins=["synthetic"] * len(val_ids), texts=texts)
+    return QuerySet(
+        name=name,
+        ids=val_ids,
+        query_emb=emb[order],
+        relevant=relevant,
+        origins=["synthetic"] * len(val_ids),
+        texts=texts,
+    )
 
 
 def _optional_json(path: Path) -> dict[str, Any]:

@@ -13,8 +13,9 @@ params on the same data, so training it again would only repeat the train stage'
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -39,7 +40,7 @@ class CurveParams(Section):
     # real training questions per point; sizes above the number available are dropped, and "all" is
     # always a point
     sizes: list[int] = Field(default_factory=lambda: [0, 25, 50, 100, 200, 400, 800])
-    seed: int = 42   # the permutation the nested subsets are cut from
+    seed: int = 42  # the permutation the nested subsets are cut from
 
     @field_validator("sizes")
     @classmethod
@@ -51,8 +52,9 @@ class CurveParams(Section):
         return sorted(set(v))
 
 
-def nested_subsets(n_real: int, sizes: Sequence[int], seed: int,
-                   groups: np.ndarray | None = None) -> list[tuple[int, np.ndarray]]:
+def nested_subsets(
+    n_real: int, sizes: Sequence[int], seed: int, groups: np.ndarray | None = None
+) -> list[tuple[int, np.ndarray]]:
     """(n, indices of the real questions in point n, ascending) for each size <= n_real, plus n_real
     itself; each point's questions are the first n of one seeded permutation, so every subset contains
     the smaller ones. A size of 1 is skipped (one real question cannot both train and validate).
@@ -87,18 +89,26 @@ def summary_row(n: int, arm: CurveArm, baselines: dict[str, CurveArm], params: E
         ci = bootstrap_ci(values, params.bootstrap_resamples, params.confidence, params.seed)
         row[f"adapter_{key}"] = round(float(values.mean()), 4)
         row[f"adapter_{key}_low"], row[f"adapter_{key}_high"] = round(ci.low, 4), round(ci.high, 4)
-    row[f"p_{mrr_key}_vs_cosine"] = round(paired_bootstrap(arm.rr, cosine.rr, params.bootstrap_resamples,
-                                                           params.confidence, params.seed).p_value, 4)
+    row[f"p_{mrr_key}_vs_cosine"] = round(
+        paired_bootstrap(arm.rr, cosine.rr, params.bootstrap_resamples, params.confidence, params.seed).p_value, 4
+    )
     for name, base in baselines.items():
         row[f"{name}_{hit_key}"] = round(float(base.hit.mean()), 4)
         row[f"{name}_{mrr_key}"] = round(float(base.rr.mean()), 4)
     return row
 
 
-def learning_curve(train_params: TrainParams, data: TrainingData, test: QuerySet, corpus_emb: np.ndarray,
-                   baselines: dict[str, CurveArm], params: EvalParams, curve: CurveParams,
-                   train: Callable[[TrainParams, TrainingData], Any] = train_bagged,
-                   shipped: QueryAdapter | None = None) -> list[dict[str, Any]]:
+def learning_curve(
+    train_params: TrainParams,
+    data: TrainingData,
+    test: QuerySet,
+    corpus_emb: np.ndarray,
+    baselines: dict[str, CurveArm],
+    params: EvalParams,
+    curve: CurveParams,
+    train: Callable[[TrainParams, TrainingData], Any] = train_bagged,
+    shipped: QueryAdapter | None = None,
+) -> list[dict[str, Any]]:
     """One row per point: n_real, the adapter's test Hit@main_k and MRR@mrr_k with intervals, its paired
     bootstrap p against raw cosine, and each baseline's (flat) values. `baselines` must hold `cosine`.
     `shipped`: an adapter already trained by `train` with `train_params` on all of `data` (the train stage's),

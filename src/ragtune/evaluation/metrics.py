@@ -7,7 +7,8 @@ and every comparison of two arms is a paired test on the same questions (`ragtun
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -40,7 +41,7 @@ class EvalParams(Section):
     hybrid: HybridParams = HybridParams()
 
     @model_validator(mode="after")
-    def _check_ks(self) -> "EvalParams":
+    def _check_ks(self) -> EvalParams:
         for name in ("hit_ks", "recall_ks", "mcnemar_ks"):
             ks = getattr(self, name)
             if not ks or len(set(ks)) != len(ks):
@@ -65,15 +66,16 @@ def hit_matrix(topk_idx: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarr
     return relevance_matrix(topk_idx, relevant) & (topk_idx >= 0)
 
 
-def document_hits(idx: np.ndarray, relevant: Sequence[np.ndarray], documents: np.ndarray,
-                  depth: int) -> tuple[np.ndarray, np.ndarray]:
+def document_hits(
+    idx: np.ndarray, relevant: Sequence[np.ndarray], documents: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Documents ranked by their best passage: `idx` (n, D) passage rows, best first (-1 empty) ->
     (hits (n, depth) over each question's first `depth` distinct documents, n_relevant documents (n,)).
     A document is relevant when any of its passages is."""
     doc = np.where(idx >= 0, documents[np.maximum(idx, 0)], -1)
     first = doc >= 0
     for j in range(1, doc.shape[1]):  # depth steps, each over all questions at once
-        first[:, j] &= ~(doc[:, j:j + 1] == doc[:, :j]).any(axis=1)
+        first[:, j] &= ~(doc[:, j : j + 1] == doc[:, :j]).any(axis=1)
     order = np.argsort(~first, axis=1, kind="stable")
     ranked = np.take_along_axis(doc, order, axis=1)
     ranked[~np.take_along_axis(first, order, axis=1)] = -1
@@ -116,8 +118,15 @@ def summarise_arm(hits: np.ndarray, n_relevant: np.ndarray, params: EvalParams) 
     return out
 
 
-def compare_arms(hits_base: np.ndarray, hits_new: np.ndarray, n_relevant: np.ndarray, params: EvalParams,
-                 name_new: str, name_base: str, set_label: str) -> dict[str, Any]:
+def compare_arms(
+    hits_base: np.ndarray,
+    hits_new: np.ndarray,
+    n_relevant: np.ndarray,
+    params: EvalParams,
+    name_new: str,
+    name_base: str,
+    set_label: str,
+) -> dict[str, Any]:
     """`name_new` against `name_base`, paired per question: exact McNemar on Hit@k (gained/lost counts),
     paired bootstrap (and sign test) on MRR; Holm correction over these tests for the overall verdict."""
     base = per_question_metrics(hits_base, n_relevant, params)
@@ -127,16 +136,25 @@ def compare_arms(hits_base: np.ndarray, hits_new: np.ndarray, n_relevant: np.nda
     for k in params.mcnemar_ks:
         key = f"hit@{k}"
         m = mcnemar_exact(base[key] > 0, new[key] > 0)
-        out[key] = {"diff": round_metric(float(new[key].mean() - base[key].mean())), "gained": m.gained,
-                    "lost": m.lost, "p": round_p(m.p_value)}
+        out[key] = {
+            "diff": round_metric(float(new[key].mean() - base[key].mean())),
+            "gained": m.gained,
+            "lost": m.lost,
+            "p": round_p(m.p_value),
+        }
         tests.append((key, m.p_value))
     mrr_key = f"mrr@{params.mrr_k}"
     pb = paired_bootstrap(new[mrr_key], base[mrr_key], params.bootstrap_resamples, params.confidence, params.seed)
     delta = new[mrr_key] - base[mrr_key]
     improved, worsened = int((delta > 0).sum()), int((delta < 0).sum())
-    out[mrr_key] = {"diff": round_metric(pb.diff), "ci": [round_metric(pb.low), round_metric(pb.high)], "p": round_p(pb.p_value),
-                    "improved": improved, "worsened": worsened,
-                    "sign_test_p": round_p(sign_test(improved, worsened))}
+    out[mrr_key] = {
+        "diff": round_metric(pb.diff),
+        "ci": [round_metric(pb.low), round_metric(pb.high)],
+        "p": round_p(pb.p_value),
+        "improved": improved,
+        "worsened": worsened,
+        "sign_test_p": round_p(sign_test(improved, worsened)),
+    }
     tests.append((mrr_key, pb.p_value))
     adjusted = holm_adjust([p for _, p in tests])
     significant_keys = [key for (key, _), p in zip(tests, adjusted) if p < params.alpha]
@@ -147,28 +165,39 @@ def compare_arms(hits_base: np.ndarray, hits_new: np.ndarray, n_relevant: np.nda
     return out
 
 
-def _verdict(cmp: Mapping[str, Any], tests: Sequence[tuple[str, float]], significant_keys: Sequence[str],
-             params: EvalParams, name_new: str, name_base: str, set_label: str) -> str:
+def _verdict(
+    cmp: Mapping[str, Any],
+    tests: Sequence[tuple[str, float]],
+    significant_keys: Sequence[str],
+    params: EvalParams,
+    name_new: str,
+    name_base: str,
+    set_label: str,
+) -> str:
     parts = []
     for key, _ in tests:
         c = cmp[key]
         label = metric_label(key)
         if key.startswith("hit@"):
-            parts.append(f"{label} {c['diff'] * 100:+.1f} pts ({c['gained']} gained, {c['lost']} lost, "
-                         f"McNemar p={c['p']:.3g})")
+            parts.append(
+                f"{label} {c['diff'] * 100:+.1f} pts ({c['gained']} gained, {c['lost']} lost, McNemar p={c['p']:.3g})"
+            )
         else:
-            parts.append(f"{label} {c['diff']:+.3f} ({params.confidence:.0%} CI {c['ci'][0]:+.3f} to "
-                         f"{c['ci'][1]:+.3f}, p={c['p']:.3g})")
+            parts.append(
+                f"{label} {c['diff']:+.3f} ({params.confidence:.0%} CI {c['ci'][0]:+.3f} to "
+                f"{c['ci'][1]:+.3f}, p={c['p']:.3g})"
+            )
     head = f"{name_new} vs {name_base} on {set_label}: " + "; ".join(parts) + ". "
     if not significant_keys:
-        return head + (f"Not significant at alpha={params.alpha:g} (Holm over {len(tests)} tests): "
-                       "the difference may be noise.")
+        return head + (
+            f"Not significant at alpha={params.alpha:g} (Holm over {len(tests)} tests): the difference may be noise."
+        )
     signs = {np.sign(cmp[k]["diff"]) for k in significant_keys}
     direction = "better" if signs == {1.0} else "worse" if signs == {-1.0} else "mixed"
-    return head + (f"Significant at alpha={params.alpha:g} (Holm over {len(tests)} tests) on "
-                   f"{', '.join(significant_keys)}: {name_new} is {direction}.")
-
-
+    return head + (
+        f"Significant at alpha={params.alpha:g} (Holm over {len(tests)} tests) on "
+        f"{', '.join(significant_keys)}: {name_new} is {direction}."
+    )
 
 
 def origin_label(origins: Sequence[str]) -> str:

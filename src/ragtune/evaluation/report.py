@@ -10,9 +10,10 @@ relevant rank, and hit rate against k per arm. The metrics name the arm a user s
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,21 +42,30 @@ class EvalResult:
     hit_rate_at_k: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # set -> rows
 
 
-def _summarise_set(label: str, hits_by_arm: Mapping[str, np.ndarray], n_relevant: np.ndarray,
-                   origins: list[str], params: EvalParams, comparisons: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def _summarise_set(
+    label: str,
+    hits_by_arm: Mapping[str, np.ndarray],
+    n_relevant: np.ndarray,
+    origins: list[str],
+    params: EvalParams,
+    comparisons: Sequence[tuple[str, str]],
+) -> dict[str, Any]:
     n = len(origins)
     origin = origin_label(origins)
     out: dict[str, Any] = {
-        "questions": n, "origin": origin,
-        "human": origins.count("human"), "synthetic": origins.count("synthetic"),
+        "questions": n,
+        "origin": origin,
+        "human": origins.count("human"),
+        "synthetic": origins.count("synthetic"),
         "multi_relevant": int((n_relevant >= 2).sum()),
         "arms": {name: summarise_arm(h, n_relevant, params) for name, h in hits_by_arm.items()},
     }
     set_label = f"{n} {origin} {label} questions"
     for new, base in comparisons:
         if new in hits_by_arm and base in hits_by_arm:
-            out[f"{new}_vs_{base}"] = compare_arms(hits_by_arm[base], hits_by_arm[new], n_relevant, params,
-                                                   new, base, set_label)
+            out[f"{new}_vs_{base}"] = compare_arms(
+                hits_by_arm[base], hits_by_arm[new], n_relevant, params, new, base, set_label
+            )
     return out
 
 
@@ -76,8 +86,14 @@ def _hit_rate_curve(hits_by_arm: Mapping[str, np.ndarray], params: EvalParams) -
 
 SINGLE_ARMS = ("cosine", "adapter", "bm25")  # the candidates for "best single arm" (hybrid's paired baseline)
 LEXICAL_BASED = ("bm25", "hybrid", "hybrid_cosine")
-DEFAULT_COMPARISONS = (("adapter", "cosine"), ("linear", "cosine"), ("bm25", "cosine"), ("hybrid_cosine", "cosine"),
-                       ("hybrid", "cosine"), ("hybrid", "hybrid_cosine"))
+DEFAULT_COMPARISONS = (
+    ("adapter", "cosine"),
+    ("linear", "cosine"),
+    ("bm25", "cosine"),
+    ("hybrid_cosine", "cosine"),
+    ("hybrid", "cosine"),
+    ("hybrid", "hybrid_cosine"),
+)
 
 
 def _mean_mrr(hits_by_arm: Mapping[str, np.ndarray], n_relevant: np.ndarray, params: EvalParams) -> dict[str, float]:
@@ -91,16 +107,25 @@ def best_arm(scores: Mapping[str, float], among: Sequence[str] | None = None) ->
     return max(names, key=lambda a: (scores[a], -names.index(a))) if names else None
 
 
-def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr: Mapping[str, float] | None,
-              params: EvalParams, select_on: str, report_on: str) -> dict[str, Any]:
+def recommend(
+    metrics: Mapping[str, Any],
+    val_mrr: Mapping[str, float],
+    test_mrr: Mapping[str, float] | None,
+    params: EvalParams,
+    select_on: str,
+    report_on: str,
+) -> dict[str, Any]:
     """The arm to deploy: best MRR@mrr_k on the validation questions (synthetic ones: a user without labelled
     queries can select on nothing else; or the user's real ones), with its test numbers and the arm that
     would have been best on test."""
     mrr_key, hit_key = f"mrr@{params.mrr_k}", f"hit@{params.main_k}"
     arm = best_arm(val_mrr)
     val_block = metrics[select_on]
-    out: dict[str, Any] = {"arm": arm, "by": f"{select_on} {mrr_key}",
-                           "val": {a: round_metric(v) for a, v in sorted(val_mrr.items(), key=lambda kv: _arm_order(kv[0]))}}
+    out: dict[str, Any] = {
+        "arm": arm,
+        "by": f"{select_on} {mrr_key}",
+        "val": {a: round_metric(v) for a, v in sorted(val_mrr.items(), key=lambda kv: _arm_order(kv[0]))},
+    }
     label = f"the {val_block['questions']} {val_block['origin']} {select_on} questions"
     note = f"{arm} has the best {metric_label(mrr_key)} on {label} ({val_mrr[arm]:.3f})"
     if metrics.get("setup", {}).get("refit"):
@@ -108,21 +133,32 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
     test_block = metrics.get(report_on)
     if test_mrr and isinstance(test_block, Mapping) and arm in test_block["arms"]:
         values = test_block["arms"][arm]
-        out["test"] = {"questions": test_block["questions"], hit_key: values[hit_key], mrr_key: values[mrr_key],
-                       "ci": {k: values["ci"][k] for k in (hit_key, mrr_key)}}
+        out["test"] = {
+            "questions": test_block["questions"],
+            hit_key: values[hit_key],
+            mrr_key: values[mrr_key],
+            "ci": {k: values["ci"][k] for k in (hit_key, mrr_key)},
+        }
         test_best = best_arm(test_mrr)
         out["test_best_arm"] = test_best
-        note += (f"; on the {test_block['questions']} {test_block['origin']} {report_on} questions it reaches "
-                 f"{metric_label(hit_key)} {values[hit_key] * 100:.1f}% and {metric_label(mrr_key)} {values[mrr_key]:.3f}")
+        note += (
+            f"; on the {test_block['questions']} {test_block['origin']} {report_on} questions it reaches "
+            f"{metric_label(hit_key)} {values[hit_key] * 100:.1f}% and {metric_label(mrr_key)} {values[mrr_key]:.3f}"
+        )
         if test_best == arm:
             note += ", the best of all arms there too."
         else:
             synthetic = "synthetic" in str(val_block.get("origin", "synthetic"))
-            why = (" (synthetic questions often copy their chunk's words, which favours the BM25-based arms)"
-                   if arm in LEXICAL_BASED and synthetic else "")
+            why = (
+                " (synthetic questions often copy their chunk's words, which favours the BM25-based arms)"
+                if arm in LEXICAL_BASED and synthetic
+                else ""
+            )
             kind = "synthetic" if synthetic else "real"
-            note += (f", where {test_best} would have been best ({metric_label(mrr_key)} {test_mrr[test_best]:.3f}): "
-                     f"the choice made on {kind} validation questions differs from the test's best{why}.")
+            note += (
+                f", where {test_best} would have been best ({metric_label(mrr_key)} {test_mrr[test_best]:.3f}): "
+                f"the choice made on {kind} validation questions differs from the test's best{why}."
+            )
     else:
         note += "; there are no test questions to check the choice on."
     out["note"] = note
@@ -133,10 +169,17 @@ def recommend(metrics: Mapping[str, Any], val_mrr: Mapping[str, float], test_mrr
 DOCUMENT_DEPTH_FACTOR = 4
 
 
-def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalParams,
-             comparisons: Sequence[tuple[str, str]] = DEFAULT_COMPARISONS,
-             setup: Mapping[str, Any] | None = None, fusion: Mapping[str, Any] | None = None,
-             select_on: str = "val", report_on: str = "test", documents: np.ndarray | None = None) -> EvalResult:
+def evaluate(
+    query_sets: Sequence[QuerySet],
+    arms: Sequence[Arm],
+    params: EvalParams,
+    comparisons: Sequence[tuple[str, str]] = DEFAULT_COMPARISONS,
+    setup: Mapping[str, Any] | None = None,
+    fusion: Mapping[str, Any] | None = None,
+    select_on: str = "val",
+    report_on: str = "test",
+    documents: np.ndarray | None = None,
+) -> EvalResult:
     """Run every arm on every set. A test set with both human and synthetic questions is also reported
     per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare.
 
@@ -147,10 +190,17 @@ def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalPa
     into passages), every set is also reported per document (`<set>_documents`: documents ranked by their
     best passage, from DOCUMENT_DEPTH_FACTOR x depth passages)."""
     depth = params.depth
-    metrics: dict[str, Any] = {"setup": {**(setup or {}), "depth": depth, "main_k": params.main_k,
-                                         "bootstrap_resamples": params.bootstrap_resamples,
-                                         "confidence": params.confidence, "alpha": params.alpha,
-                                         "seed": params.seed}}
+    metrics: dict[str, Any] = {
+        "setup": {
+            **(setup or {}),
+            "depth": depth,
+            "main_k": params.main_k,
+            "bootstrap_resamples": params.bootstrap_resamples,
+            "confidence": params.confidence,
+            "alpha": params.alpha,
+            "seed": params.seed,
+        }
+    }
     result = EvalResult(metrics)
     retrieved: list[tuple[QuerySet, dict[str, np.ndarray]]] = []
     by_document: list[tuple[QuerySet, dict[str, np.ndarray], np.ndarray]] = []
@@ -168,8 +218,9 @@ def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalPa
                 continue
             hits_by_arm[arm.name] = hit_matrix(idx, qs.relevant)
             if documents is not None:
-                doc_hits[arm.name], n_docs = document_hits(arm.retrieve(qs, depth * DOCUMENT_DEPTH_FACTOR),
-                                                           qs.relevant, documents, depth)
+                doc_hits[arm.name], n_docs = document_hits(
+                    arm.retrieve(qs, depth * DOCUMENT_DEPTH_FACTOR), qs.relevant, documents, depth
+                )
         retrieved.append((qs, hits_by_arm))
         if doc_hits:
             by_document.append((qs, doc_hits, n_docs))
@@ -189,25 +240,31 @@ def evaluate(query_sets: Sequence[QuerySet], arms: Sequence[Arm], params: EvalPa
             for kind in kinds:
                 mask = origins == kind
                 metrics[f"{qs.name}_{kind}"] = _summarise_set(
-                    qs.name, {a: h[mask] for a, h in hits_by_arm.items()}, n_relevant[mask],
-                    [o for o in qs.origins if o == kind], params, comparisons)
+                    qs.name,
+                    {a: h[mask] for a, h in hits_by_arm.items()},
+                    n_relevant[mask],
+                    [o for o in qs.origins if o == kind],
+                    params,
+                    comparisons,
+                )
         result.hit_rate_at_k[qs.name] = _hit_rate_curve(hits_by_arm, params)
         ranks_by_arm = {a: first_relevant_rank(h) for a, h in hits_by_arm.items()}
         for i, qid in enumerate(qs.ids):
-            row: dict[str, Any] = {"set": qs.name, "id": qid, "origin": qs.origins[i],
-                                   "n_relevant": int(n_relevant[i])}
+            row: dict[str, Any] = {"set": qs.name, "id": qid, "origin": qs.origins[i], "n_relevant": int(n_relevant[i])}
             row.update({f"rank_{a}": int(r[i]) for a, r in ranks_by_arm.items()})
             row["question"] = qs.texts[i] if qs.texts is not None else ""
             result.per_question.append(row)
 
     for qs, doc_hits, n_docs in by_document:
-        metrics[f"{qs.name}_documents"] = _summarise_set(f"{qs.name} (documents)", doc_hits, n_docs, qs.origins,
-                                                         params, comparisons)
+        metrics[f"{qs.name}_documents"] = _summarise_set(
+            f"{qs.name} (documents)", doc_hits, n_docs, qs.origins, params, comparisons
+        )
     if fusion is not None and any(isinstance(a, HybridArm) for a in arms):
         metrics["fusion"] = {**fusion, "best_single_on_val": best_single}
     if mrr_by_set.get(select_on):
-        metrics["recommendation"] = recommend(metrics, mrr_by_set[select_on], mrr_by_set.get(report_on), params,
-                                              select_on, report_on)
+        metrics["recommendation"] = recommend(
+            metrics, mrr_by_set[select_on], mrr_by_set.get(report_on), params, select_on, report_on
+        )
     return result
 
 
@@ -248,8 +305,11 @@ def headline_metrics(metrics: Mapping[str, Any], params: EvalParams) -> dict[str
         if set_name != "val":  # validation's thousands of questions make every p tiny: not a headline there
             for name, comparison in block.items():
                 if "_vs_" in name and isinstance(comparison, Mapping):
-                    entry[name] = {f"p_holm_{k}": comparison[k]["p_holm"] for k in (hit, mrr)
-                                   if isinstance(comparison.get(k), Mapping) and "p_holm" in comparison[k]}
+                    entry[name] = {
+                        f"p_holm_{k}": comparison[k]["p_holm"]
+                        for k in (hit, mrr)
+                        if isinstance(comparison.get(k), Mapping) and "p_holm" in comparison[k]
+                    }
         out[set_name] = entry
     if isinstance(metrics.get("recommendation"), Mapping):
         out["recommended_arm"] = metrics["recommendation"]["arm"]
@@ -264,29 +324,46 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
     from ..plots import grouped_bar_chart, lines_against_k
 
     out_dir = Path(out_dir)
-    written = [out_dir / "report.json", out_dir / "metrics.json", out_dir / "hit_rate_at_k.csv",
-               out_dir / "per_question.csv"]
+    written = [
+        out_dir / "report.json",
+        out_dir / "metrics.json",
+        out_dir / "hit_rate_at_k.csv",
+        out_dir / "per_question.csv",
+    ]
     write_json(written[0], result.metrics)
     write_json(written[1], headline_metrics(result.metrics, params))
     curve = result.hit_rate_at_k.get("test", [])
     arm_names = [k for k in (curve[0] if curve else {}) if k != "k" and not k.endswith(("_low", "_high"))]
     write_csv(written[2], ["k", *arm_names], curve)
-    rank_cols = sorted({c for r in result.per_question for c in r if c.startswith("rank_")},
-                       key=lambda c: _arm_order(c.removeprefix("rank_")))
+    rank_cols = sorted(
+        {c for r in result.per_question for c in r if c.startswith("rank_")},
+        key=lambda c: _arm_order(c.removeprefix("rank_")),
+    )
     write_csv(written[3], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
 
     main_key = f"hit@{params.main_k}"
-    sets = [s for s, block in result.metrics.items()
-            if s != "setup" and isinstance(block, Mapping) and isinstance(block.get("arms"), Mapping)]
+    sets = [
+        s
+        for s, block in result.metrics.items()
+        if s != "setup" and isinstance(block, Mapping) and isinstance(block.get("arms"), Mapping)
+    ]
     arms = sorted({a for s in sets for a in result.metrics[s]["arms"]}, key=_arm_order)
     nan = float("nan")
     groups = [f"{s}\n{result.metrics[s]['questions']} {result.metrics[s]['origin'].split(' (')[0]}" for s in sets]
     series = {a: [result.metrics[s]["arms"].get(a, {}).get(main_key, nan) for s in sets] for a in arms}
-    intervals = {a: [tuple(result.metrics[s]["arms"].get(a, {}).get("ci", {}).get(main_key, (nan, nan)))
-                     for s in sets] for a in arms}
+    intervals = {
+        a: [tuple(result.metrics[s]["arms"].get(a, {}).get("ci", {}).get(main_key, (nan, nan))) for s in sets]
+        for a in arms
+    }
     bar_png = out_dir / "hit_rate_by_arm.png"
-    grouped_bar_chart(bar_png, groups, series, intervals, title=f"Hit rate@{params.main_k} by arm "
-                      f"({params.confidence:.0%} bootstrap intervals)", ylabel=f"hit rate@{params.main_k}")
+    grouped_bar_chart(
+        bar_png,
+        groups,
+        series,
+        intervals,
+        title=f"Hit rate@{params.main_k} by arm ({params.confidence:.0%} bootstrap intervals)",
+        ylabel=f"hit rate@{params.main_k}",
+    )
     panels, bands = {}, {}
     for set_name, rows in result.hit_rate_at_k.items():
         names = [k for k in rows[0] if k != "k" and not k.endswith(("_low", "_high"))]

@@ -8,8 +8,9 @@ of the single-seed adapters a bagged run shipped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..labels import round_metric
 from ..paths import PipelinePaths
@@ -29,15 +30,21 @@ from .report import EvalResult, evaluate
 log = logging.getLogger(__name__)
 
 
-def seed_spread(test: QuerySet, corpus: Corpus, member_dirs: Sequence[Path], params: EvalParams,
-                load_adapter: AdapterLoader = load_adapter_transform) -> dict[str, Any]:
+def seed_spread(
+    test: QuerySet,
+    corpus: Corpus,
+    member_dirs: Sequence[Path],
+    params: EvalParams,
+    load_adapter: AdapterLoader = load_adapter_transform,
+) -> dict[str, Any]:
     """Test metrics of each single-seed adapter of a bagged run (models/adapter/members/seed-N), so the
     ensemble's number is read beside the spread of the draws a single run would have shipped."""
     keys = [f"hit@{params.main_k}", f"mrr@{params.mrr_k}", f"ndcg@{params.ndcg_k}"]
     out: dict[str, Any] = {"seeds": [], **{k: [] for k in keys}}
     for path in member_dirs:
-        hits = hit_matrix(EmbeddingArm(path.name, corpus.emb, load_adapter(path)).retrieve(test, params.depth),
-                          test.relevant)
+        hits = hit_matrix(
+            EmbeddingArm(path.name, corpus.emb, load_adapter(path)).retrieve(test, params.depth), test.relevant
+        )
         values = per_question_metrics(hits, test.n_relevant, params)
         out["seeds"].append(int(path.name.removeprefix("seed-")))
         for k in keys:
@@ -46,23 +53,32 @@ def seed_spread(test: QuerySet, corpus: Corpus, member_dirs: Sequence[Path], par
     return out
 
 
-def run_eval(paths: PipelinePaths, params: EvalParams, load_adapter: AdapterLoader = load_adapter_transform,
-             fetch_report: Path = Path("data/fetch/report.json"),
-             synthesize_report: Path = Path("data/synthesize/report.json")) -> EvalResult:
+def run_eval(
+    paths: PipelinePaths,
+    params: EvalParams,
+    load_adapter: AdapterLoader = load_adapter_transform,
+    fetch_report: Path = Path("data/fetch/report.json"),
+    synthesize_report: Path = Path("data/synthesize/report.json"),
+) -> EvalResult:
     """Load a pipeline's corpus, embeddings, questions and adapter(s); evaluate every arm."""
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
     test_path = paths.test
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
-    val = load_validation_set(paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions,
-                              real_path=paths.real_questions)
+    val = load_validation_set(
+        paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions, real_path=paths.real_questions
+    )
     from ..corpus.fetching import report_source
 
     source = report_source(fetch_report)
     arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
     info = _optional_json(paths.embed_dir / "info.json")
-    setup = {"source": source or "unknown",
-             "embedding_model": info.get("model", "unknown"), "corpus_chunks": len(corpus.ids),
-             "test_file": str(test_path), "arms": ", ".join(a.name for a in arms)}
+    setup = {
+        "source": source or "unknown",
+        "embedding_model": info.get("model", "unknown"),
+        "corpus_chunks": len(corpus.ids),
+        "test_file": str(test_path),
+        "arms": ", ".join(a.name for a in arms),
+    }
     synth = _optional_json(synthesize_report)
     if "protocol" in synth:
         setup["protocol"] = synth["protocol"]

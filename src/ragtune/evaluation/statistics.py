@@ -8,8 +8,8 @@ resampled mean at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 from scipy.stats import binom
@@ -65,8 +65,9 @@ class Interval:
         return [self.low, self.high]
 
 
-def bootstrap_ci(values: np.ndarray, n_resamples: int = 10_000, confidence: float = 0.95,
-                 seed: int = 0) -> Interval | list[Interval]:
+def bootstrap_ci(
+    values: np.ndarray, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> Interval | list[Interval]:
     """Percentile bootstrap interval of the mean. `values` (n,) gives one Interval; (n, m) gives m of them."""
     v = np.asarray(values, dtype=np.float64)
     means = bootstrap_means(v, n_resamples, seed)
@@ -87,8 +88,9 @@ class PairedBootstrap:
     p_value: float
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_resamples: int = 10_000, confidence: float = 0.95,
-                     seed: int = 0) -> PairedBootstrap:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> PairedBootstrap:
     """Paired bootstrap on per-question values of two systems (same questions, same order).
 
     Questions are resampled together, so the interval reflects the per-question pairing. The p-value

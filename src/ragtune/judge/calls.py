@@ -6,8 +6,9 @@ records a counted failure; `make_complete` puts the content-addressed LLM cache 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from ..cache import content_key
 from .prompts import ANSWER_TOOL, JUDGE_TOOL, with_feedback
@@ -61,8 +62,9 @@ class Outcome:
         return self.reason is None
 
 
-def complete_with_retries(calls: Sequence[LlmCall], parse: Callable[[Any], Any], complete: Complete,
-                          retries: int) -> list[Outcome]:
+def complete_with_retries(
+    calls: Sequence[LlmCall], parse: Callable[[Any], Any], complete: Complete, retries: int
+) -> list[Outcome]:
     """Run `calls` in rounds: a reply that fails `parse` (or the backend's own schema check, or stops
     at max_tokens) is asked again with the error appended, up to `retries` times; then it is a failure
     with its reason. Each round goes through `complete` as one batch."""
@@ -94,8 +96,10 @@ def complete_with_retries(calls: Sequence[LlmCall], parse: Callable[[Any], Any],
 
 
 _CACHE_VERSION = "judge/v1"
-_TOOL_DESCRIPTIONS = {ANSWER_TOOL: "Submit the answer to the question, written from the context only.",
-                      JUDGE_TOOL: "Submit the 1-5 scores of Answer 1 and Answer 2 on every criterion."}
+_TOOL_DESCRIPTIONS = {
+    ANSWER_TOOL: "Submit the answer to the question, written from the context only.",
+    JUDGE_TOOL: "Submit the 1-5 scores of Answer 1 and Answer 2 on every criterion.",
+}
 
 
 def llm_cache_key(identity: Mapping[str, Any], call: LlmCall) -> str:
@@ -105,8 +109,19 @@ def llm_cache_key(identity: Mapping[str, Any], call: LlmCall) -> str:
     backend = {k: v for k, v in identity.items() if k not in ("max_tokens", "temperature")}
     # A penalty of 1 (none, and every call before it existed) adds nothing, so those keys stay as they were.
     penalty = () if call.repeat_penalty == 1.0 else (("repeat_penalty", call.repeat_penalty),)
-    return content_key(_CACHE_VERSION, backend, call.kind, call.prompt_sha256, call.system, call.user, call.tool,
-                       call.schema, call.max_tokens, call.temperature, *penalty)
+    return content_key(
+        _CACHE_VERSION,
+        backend,
+        call.kind,
+        call.prompt_sha256,
+        call.system,
+        call.user,
+        call.tool,
+        call.schema,
+        call.max_tokens,
+        call.temperature,
+        *penalty,
+    )
 
 
 def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
@@ -119,11 +134,18 @@ def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
     def complete(calls: Sequence[LlmCall]) -> list[LlmReply]:
         if not backend.takes_repeat_penalty:  # answered as if there were none: same key, nothing sent
             calls = [replace(c, repeat_penalty=1.0) for c in calls]
-        requests = [GenRequest(key=llm_cache_key(identity, c), system=c.system, user=c.user,
-                               tool=ToolSpec(c.tool, _TOOL_DESCRIPTIONS.get(c.tool, c.tool), c.schema),
-                               max_tokens=c.max_tokens, temperature=c.temperature,
-                               repeat_penalty=None if c.repeat_penalty == 1.0 else c.repeat_penalty)
-                    for c in calls]
+        requests = [
+            GenRequest(
+                key=llm_cache_key(identity, c),
+                system=c.system,
+                user=c.user,
+                tool=ToolSpec(c.tool, _TOOL_DESCRIPTIONS.get(c.tool, c.tool), c.schema),
+                max_tokens=c.max_tokens,
+                temperature=c.temperature,
+                repeat_penalty=None if c.repeat_penalty == 1.0 else c.repeat_penalty,
+            )
+            for c in calls
+        ]
         results = run_cached(backend, cache, requests, stats, meta={"stage": "judge"})
         replies = []
         for req in requests:

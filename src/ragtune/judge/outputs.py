@@ -5,8 +5,9 @@ metrics MLflow logs, the two charts, and the warning printed when the judge disa
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,24 +18,41 @@ if TYPE_CHECKING:
     from .run import JudgeItem, JudgeResult
 
 
-def answer_rows(items: Sequence[JudgeItem], answers: Mapping[tuple[str, str], str],
-                sufficient: Mapping[tuple[str, str], bool], failures: Sequence[Mapping[str, Any]]) -> list[dict]:
+def answer_rows(
+    items: Sequence[JudgeItem],
+    answers: Mapping[tuple[str, str], str],
+    sufficient: Mapping[tuple[str, str], bool],
+    failures: Sequence[Mapping[str, Any]],
+) -> list[dict]:
     failed = {f["item"]: f for f in failures if f["kind"] == "answer"}
     rows = []
     for it in items:
         for arm in ARMS:
             key = (it.question_id, arm)
             f = failed.get(f"{it.question_id}/{arm}")
-            rows.append({"question_id": it.question_id, "arm": arm, "question": it.question,
-                         "chunk_ids": list(it.chunk_ids[arm]), "answer": answers.get(key),
-                         "context_sufficient": sufficient.get(key),
-                         "failure": None if f is None else {"reason": f["reason"], "detail": f["detail"]},
-                         "reference_kind": it.reference.kind, "reference": it.reference.text})
+            rows.append(
+                {
+                    "question_id": it.question_id,
+                    "arm": arm,
+                    "question": it.question,
+                    "chunk_ids": list(it.chunk_ids[arm]),
+                    "answer": answers.get(key),
+                    "context_sufficient": sufficient.get(key),
+                    "failure": None if f is None else {"reason": f["reason"], "detail": f["detail"]},
+                    "reference_kind": it.reference.kind,
+                    "reference": it.reference.text,
+                }
+            )
     return rows
 
 
-def score_rows(items: Sequence[JudgeItem], arm_scores: np.ndarray, per_answer: np.ndarray,
-               text_values: np.ndarray, judged: np.ndarray) -> list[dict]:
+def score_rows(
+    items: Sequence[JudgeItem],
+    arm_scores: np.ndarray,
+    per_answer: np.ndarray,
+    text_values: np.ndarray,
+    judged: np.ndarray,
+) -> list[dict]:
     """Per (question, arm): mean judge scores, the score when shown first / second, and text scores."""
     rows = []
     n_orders = arm_scores.shape[1]
@@ -60,8 +78,14 @@ def _cell(x: float) -> float | None:
 
 def score_columns() -> list[str]:
     """Columns of scores.csv; without swap_order each arm has only one of its two `_shown_` slots."""
-    return ["question_id", "arm", "judged", *JUDGE_METRICS,
-            *[f"{m}_shown_{s}" for s in ("first", "second") for m in JUDGE_METRICS], *TEXT_METRICS]
+    return [
+        "question_id",
+        "arm",
+        "judged",
+        *JUDGE_METRICS,
+        *[f"{m}_shown_{s}" for s in ("first", "second") for m in JUDGE_METRICS],
+        *TEXT_METRICS,
+    ]
 
 
 def judge_warning(metrics: Mapping[str, Any], backend: str, model: str, threshold: float = 0.8) -> str | None:
@@ -70,11 +94,15 @@ def judge_warning(metrics: Mapping[str, Any], backend: str, model: str, threshol
     agreement = (metrics.get("order_agreement") or {}).get("overall_winner_rate")
     parts = []
     if backend == "llamacpp":
-        parts.append(f"the judge is a small local model ({model}); its scores are a smoke test of the "
-                     "pipeline, not a measurement of answer quality")
+        parts.append(
+            f"the judge is a small local model ({model}); its scores are a smoke test of the "
+            "pipeline, not a measurement of answer quality"
+        )
     if agreement is not None and agreement < threshold:
-        parts.append(f"the two display orders agree on the overall winner for only {agreement:.0%} of "
-                     "questions, so the judge's preferences are largely position noise")
+        parts.append(
+            f"the two display orders agree on the overall winner for only {agreement:.0%} of "
+            "questions, so the judge's preferences are largely position noise"
+        )
     return "; ".join(parts) if parts else None
 
 
@@ -110,8 +138,19 @@ def flat_judge_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 # `usage` entries that say what this run did, not what the judgements are: a rerun on a warm cache makes no
 # calls and pays nothing for the same scores (results_cost_usd, what all the judged replies cost, stays).
-USAGE_RUN_FACTS = ("calls", "cache_hits", "cache_misses", "failures_retried", "failures_kept", "tokens_in",
-                   "tokens_out", "cache_read", "cache_write", "cost_usd", "seconds")
+USAGE_RUN_FACTS = (
+    "calls",
+    "cache_hits",
+    "cache_misses",
+    "failures_retried",
+    "failures_kept",
+    "tokens_in",
+    "tokens_out",
+    "cache_read",
+    "cache_write",
+    "cost_usd",
+    "seconds",
+)
 
 
 def split_usage(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -171,12 +210,26 @@ def write_judge_outputs(result: JudgeResult, out_dir: Path) -> list[Path]:
     vals, ivs = series(JUDGE_METRICS)
     agreement = result.metrics["order_agreement"].get("overall_winner_rate")
     note = f"; orders agree {agreement:.0%}" if agreement is not None else ""
-    grouped_bar_chart(judge_png, [m.replace("_", "\n") for m in JUDGE_METRICS], vals, ivs,
-                      title=f"LLM judge scores by arm ({judged} questions, {conf:.0%} bootstrap intervals{note})",
-                      ylabel="score (1-5, mean of both orders)", ylim=(0.0, 5.0), percent=False)
+    grouped_bar_chart(
+        judge_png,
+        [m.replace("_", "\n") for m in JUDGE_METRICS],
+        vals,
+        ivs,
+        title=f"LLM judge scores by arm ({judged} questions, {conf:.0%} bootstrap intervals{note})",
+        ylabel="score (1-5, mean of both orders)",
+        ylim=(0.0, 5.0),
+        percent=False,
+    )
     text_png = out_dir / "text_scores.png"
     vals, ivs = series(TEXT_METRICS)
-    grouped_bar_chart(text_png, [m.replace("_", " ") for m in TEXT_METRICS], vals, ivs,
-                      title=f"Answer vs reference without an LLM ({conf:.0%} bootstrap intervals)",
-                      ylabel="score (0-1)", ylim=(0.0, 1.0), percent=False)
+    grouped_bar_chart(
+        text_png,
+        [m.replace("_", " ") for m in TEXT_METRICS],
+        vals,
+        ivs,
+        title=f"Answer vs reference without an LLM ({conf:.0%} bootstrap intervals)",
+        ylabel="score (0-1)",
+        ylim=(0.0, 1.0),
+        percent=False,
+    )
     return [report_path, metrics_path, answers_path, scores_path, judge_png, text_png]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -20,8 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from ..errors import RagtuneError
 
 ARMS: tuple[str, str] = ("cosine", "adapter")
-JUDGE_METRICS: tuple[str, ...] = ("faithfulness", "answer_relevance", "completeness", "conciseness",
-                                  "semantic_similarity", "overall")
+JUDGE_METRICS: tuple[str, ...] = (
+    "faithfulness",
+    "answer_relevance",
+    "completeness",
+    "conciseness",
+    "semantic_similarity",
+    "overall",
+)
 TEXT_METRICS: tuple[str, ...] = ("token_f1", "embedding_similarity")
 # The display orders of a pair: which arm is Answer 1 and which Answer 2.
 ORDERS: tuple[tuple[str, str], ...] = (("cosine", "adapter"), ("adapter", "cosine"))
@@ -42,8 +49,11 @@ class Prompt:
 
     def render(self, **fields: str) -> str:
         # str.format would choke on the braces of JSON examples; replace only the named fields.
-        return re.sub(r"\{([a-z_0-9]+)\}", lambda m: str(fields[m.group(1)]) if m.group(1) in fields
-                      else m.group(0), self.user_template)
+        return re.sub(
+            r"\{([a-z_0-9]+)\}",
+            lambda m: str(fields[m.group(1)]) if m.group(1) in fields else m.group(0),
+            self.user_template,
+        )
 
 
 def load_prompt(name: str, directory: Path | None = None) -> Prompt:
@@ -61,8 +71,9 @@ def load_prompt(name: str, directory: Path | None = None) -> Prompt:
     match = re.fullmatch(r"\s*=== system ===\n(.*?)\n=== user ===\n(.*?)\s*", text, flags=re.S)
     if not match:
         raise RagtuneError(f"{where}: expected a '=== system ===' section followed by a '=== user ===' section")
-    return Prompt(name, match.group(1).strip(), match.group(2).strip(),
-                  hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return Prompt(
+        name, match.group(1).strip(), match.group(2).strip(), hashlib.sha256(text.encode("utf-8")).hexdigest()
+    )
 
 
 def answer_chars(max_tokens: int) -> int:
@@ -75,10 +86,15 @@ def answer_schema(max_chars: int) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "answer": {"type": "string", "maxLength": max_chars,
-                       "description": "The short answer, from the context only."},
-            "context_sufficient": {"type": "boolean",
-                                   "description": "false when the context does not contain the answer"},
+            "answer": {
+                "type": "string",
+                "maxLength": max_chars,
+                "description": "The short answer, from the context only.",
+            },
+            "context_sufficient": {
+                "type": "boolean",
+                "description": "false when the context does not contain the answer",
+            },
         },
         "required": ["answer", "context_sufficient"],
         "additionalProperties": False,
@@ -87,10 +103,18 @@ def answer_schema(max_chars: int) -> dict[str, Any]:
 
 def judge_schema() -> dict[str, Any]:
     score = {"type": "integer", "minimum": 1, "maximum": 5}
-    one = {"type": "object", "properties": {m: dict(score) for m in JUDGE_METRICS},
-           "required": list(JUDGE_METRICS), "additionalProperties": False}
-    return {"type": "object", "properties": {"answer_1": one, "answer_2": dict(one)},
-            "required": ["answer_1", "answer_2"], "additionalProperties": False}
+    one = {
+        "type": "object",
+        "properties": {m: dict(score) for m in JUDGE_METRICS},
+        "required": list(JUDGE_METRICS),
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"answer_1": one, "answer_2": dict(one)},
+        "required": ["answer_1", "answer_2"],
+        "additionalProperties": False,
+    }
 
 
 Score = Field(ge=1, le=5)
@@ -155,8 +179,10 @@ def parse_judgement(obj: Any) -> np.ndarray:
 
 def with_feedback(user: str, error: str, tool: str) -> str:
     """The user message of a retry: the original, then why the last reply was rejected."""
-    return (f"{user}\n\nYour previous reply was rejected because it does not match the required format "
-            f"({error}). Reply again with the {tool} JSON, with every required field present and valid.")
+    return (
+        f"{user}\n\nYour previous reply was rejected because it does not match the required format "
+        f"({error}). Reply again with the {tool} JSON, with every required field present and valid."
+    )
 
 
 def _cut(text: str, max_chars: int) -> tuple[str, bool]:
@@ -184,8 +210,9 @@ class Reference:
     truncated: bool = False
 
 
-def build_reference(answer: str | None, relevant_titles: Sequence[str | None], relevant_texts: Sequence[str],
-                    max_chars: int) -> Reference:
+def build_reference(
+    answer: str | None, relevant_titles: Sequence[str | None], relevant_texts: Sequence[str], max_chars: int
+) -> Reference:
     """The expert answer when the test set has one; otherwise the relevant chunks' text, cut at
     `max_chars` characters."""
     if answer is not None and answer.strip():

@@ -20,9 +20,10 @@ Shapes: judge scores are held as `position_scores` (n_questions, n_orders, 2 pos
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -119,16 +120,27 @@ class JudgeResult:
 
 def answer_calls(items: Sequence[JudgeItem], prompt: Prompt, params: JudgeParams) -> list[LlmCall]:
     """One answer request per (question, arm), in item order then ARMS order."""
-    return [LlmCall("answer", f"{it.question_id}/{arm}", prompt.system,
-                    prompt.render(context=it.context[arm], question=it.question), ANSWER_TOOL,
-                    answer_schema(answer_chars(params.answer_max_tokens)),
-                    params.answer_max_tokens, params.answer_temperature, prompt.sha256,
-                    params.answer_repeat_penalty)
-            for it in items for arm in ARMS]
+    return [
+        LlmCall(
+            "answer",
+            f"{it.question_id}/{arm}",
+            prompt.system,
+            prompt.render(context=it.context[arm], question=it.question),
+            ANSWER_TOOL,
+            answer_schema(answer_chars(params.answer_max_tokens)),
+            params.answer_max_tokens,
+            params.answer_temperature,
+            prompt.sha256,
+            params.answer_repeat_penalty,
+        )
+        for it in items
+        for arm in ARMS
+    ]
 
 
-def judge_calls(items: Sequence[JudgeItem], answers: Mapping[tuple[str, str], str], prompt: Prompt,
-                params: JudgeParams) -> list[tuple[int, int, LlmCall]]:
+def judge_calls(
+    items: Sequence[JudgeItem], answers: Mapping[tuple[str, str], str], prompt: Prompt, params: JudgeParams
+) -> list[tuple[int, int, LlmCall]]:
     """(item index, order index, call) for every item whose two answers exist, in each display order."""
     out = []
     orders = ORDERS if params.swap_order else ORDERS[:1]
@@ -136,20 +148,45 @@ def judge_calls(items: Sequence[JudgeItem], answers: Mapping[tuple[str, str], st
         if (it.question_id, ARMS[0]) not in answers or (it.question_id, ARMS[1]) not in answers:
             continue
         for o, (first, second) in enumerate(orders):
-            user = prompt.render(question=it.question, reference=it.reference.text,
-                                 reference_kind=it.reference.kind, answer_1=answers[(it.question_id, first)],
-                                 answer_2=answers[(it.question_id, second)])
-            out.append((i, o, LlmCall("judge", f"{it.question_id}/{ORDER_NAMES[o]}", prompt.system, user,
-                                      JUDGE_TOOL, judge_schema(), params.judge_max_tokens, 0.0, prompt.sha256)))
+            user = prompt.render(
+                question=it.question,
+                reference=it.reference.text,
+                reference_kind=it.reference.kind,
+                answer_1=answers[(it.question_id, first)],
+                answer_2=answers[(it.question_id, second)],
+            )
+            out.append(
+                (
+                    i,
+                    o,
+                    LlmCall(
+                        "judge",
+                        f"{it.question_id}/{ORDER_NAMES[o]}",
+                        prompt.system,
+                        user,
+                        JUDGE_TOOL,
+                        judge_schema(),
+                        params.judge_max_tokens,
+                        0.0,
+                        prompt.sha256,
+                    ),
+                )
+            )
     return out
 
 
 EmbedTexts = Callable[[Sequence[str]], np.ndarray]
 
 
-def judge_items(items: Sequence[JudgeItem], params: JudgeParams, complete: Complete,
-                embed_texts: EmbedTexts | None, answer_prompt: Prompt, judge_prompt: Prompt,
-                setup: Mapping[str, Any] | None = None) -> JudgeResult:
+def judge_items(
+    items: Sequence[JudgeItem],
+    params: JudgeParams,
+    complete: Complete,
+    embed_texts: EmbedTexts | None,
+    answer_prompt: Prompt,
+    judge_prompt: Prompt,
+    setup: Mapping[str, Any] | None = None,
+) -> JudgeResult:
     """Answers for both arms, the swapped-order judgements, the LLM-free scores and the summary."""
     from .text_metrics import rowwise_cosine, token_f1_many
 
@@ -160,8 +197,7 @@ def judge_items(items: Sequence[JudgeItem], params: JudgeParams, complete: Compl
     # 1. answers
     a_calls = answer_calls(items, answer_prompt, params)
     max_chars = answer_chars(params.answer_max_tokens)
-    a_out = complete_with_retries(a_calls, lambda obj: parse_answer(obj, max_chars), complete,
-                                  params.schema_retries)
+    a_out = complete_with_retries(a_calls, lambda obj: parse_answer(obj, max_chars), complete, params.schema_retries)
     answers: dict[tuple[str, str], str] = {}
     sufficient: dict[tuple[str, str], bool] = {}
     attempts: dict[str, int] = {"answer": 0, "judge": 0}
@@ -172,8 +208,16 @@ def judge_items(items: Sequence[JudgeItem], params: JudgeParams, complete: Compl
             answers[(qid, arm)] = out.value.answer
             sufficient[(qid, arm)] = out.value.context_sufficient
         else:
-            failures.append({"question_id": qid, "kind": "answer", "item": call.item, "reason": out.reason,
-                             "detail": out.detail, "attempts": out.attempts})
+            failures.append(
+                {
+                    "question_id": qid,
+                    "kind": "answer",
+                    "item": call.item,
+                    "reason": out.reason,
+                    "detail": out.detail,
+                    "attempts": out.attempts,
+                }
+            )
 
     # 2. judgements in both orders
     position_scores = np.full((n, n_orders, 2, len(JUDGE_METRICS)), np.nan)
@@ -184,13 +228,28 @@ def judge_items(items: Sequence[JudgeItem], params: JudgeParams, complete: Compl
         if out.ok:
             position_scores[i, o] = out.value
         else:
-            failures.append({"question_id": items[i].question_id, "kind": "judge", "item": call.item,
-                             "reason": out.reason, "detail": out.detail, "attempts": out.attempts})
+            failures.append(
+                {
+                    "question_id": items[i].question_id,
+                    "kind": "judge",
+                    "item": call.item,
+                    "reason": out.reason,
+                    "detail": out.detail,
+                    "attempts": out.attempts,
+                }
+            )
     for it in items:  # a question without both answers is not judged: say why, once per question
         if (it.question_id, ARMS[0]) not in answers or (it.question_id, ARMS[1]) not in answers:
-            failures.append({"question_id": it.question_id, "kind": "judge", "item": f"{it.question_id}/*",
-                             "reason": "no_answer", "detail": "an answer failed, so the pair was not judged",
-                             "attempts": 0})
+            failures.append(
+                {
+                    "question_id": it.question_id,
+                    "kind": "judge",
+                    "item": f"{it.question_id}/*",
+                    "reason": "no_answer",
+                    "detail": "an answer failed, so the pair was not judged",
+                    "attempts": 0,
+                }
+            )
     arm_scores = to_arm_scores(position_scores, ORDERS[:n_orders])
     judged = judged_mask(arm_scores)
     per_answer = mean_over_orders(arm_scores)  # (n, arms, M), NaN where not judged
@@ -205,39 +264,58 @@ def judge_items(items: Sequence[JudgeItem], params: JudgeParams, complete: Compl
         text_values[rows, cols, 0] = token_f1_many(preds, refs)
         if embed_texts is not None:
             emb = embed_texts([*preds, *refs])
-            text_values[rows, cols, 1] = rowwise_cosine(emb[:len(preds)], emb[len(preds):])
+            text_values[rows, cols, 1] = rowwise_cosine(emb[: len(preds)], emb[len(preds) :])
 
     # 4. summary
     values = np.concatenate([per_answer, text_values], axis=2)
     names = [*JUDGE_METRICS, *TEXT_METRICS]
     valid = ~np.isnan(values).any(axis=1)  # (n, M): both arms have the value
-    arms_summary, paired = summarise_arms(values, valid, names, params.bootstrap_resamples, params.confidence,
-                                          params.seed)
+    arms_summary, paired = summarise_arms(
+        values, valid, names, params.bootstrap_resamples, params.confidence, params.seed
+    )
     for arm in ARMS:
         flags = [sufficient[(it.question_id, arm)] for it in items if (it.question_id, arm) in sufficient]
         arms_summary[arm]["context_insufficient_rate"] = round_metric(1 - np.mean(flags)) if flags else None
-    identical = np.array([answers.get((it.question_id, ARMS[0])) is not None
-                          and answers.get((it.question_id, ARMS[0])) == answers.get((it.question_id, ARMS[1]))
-                          for it in items], dtype=bool)
+    identical = np.array(
+        [
+            answers.get((it.question_id, ARMS[0])) is not None
+            and answers.get((it.question_id, ARMS[0])) == answers.get((it.question_id, ARMS[1]))
+            for it in items
+        ],
+        dtype=bool,
+    )
     same_context = sum(it.chunk_ids[ARMS[0]] == it.chunk_ids[ARMS[1]] for it in items)
     by_reason: dict[str, int] = {}
     for f in failures:
         by_reason[f"{f['kind']}:{f['reason']}"] = by_reason.get(f"{f['kind']}:{f['reason']}", 0) + 1
     metrics: dict[str, Any] = {
-        "setup": {**(setup or {}), "questions": n, "judged": int(judged.sum()),
-                  "same_context": int(same_context), "identical_answers": int(identical.sum()),
-                  "references_truncated": sum(it.reference.truncated for it in items),
-                  "top_k": params.top_k, "swap_order": params.swap_order, "seed": params.seed,
-                  "answer_prompt": answer_prompt.name, "judge_prompt": judge_prompt.name,
-                  "bootstrap_resamples": params.bootstrap_resamples, "confidence": params.confidence},
+        "setup": {
+            **(setup or {}),
+            "questions": n,
+            "judged": int(judged.sum()),
+            "same_context": int(same_context),
+            "identical_answers": int(identical.sum()),
+            "references_truncated": sum(it.reference.truncated for it in items),
+            "top_k": params.top_k,
+            "swap_order": params.swap_order,
+            "seed": params.seed,
+            "answer_prompt": answer_prompt.name,
+            "judge_prompt": judge_prompt.name,
+            "bootstrap_resamples": params.bootstrap_resamples,
+            "confidence": params.confidence,
+        },
         "arms": arms_summary,
         "adapter_vs_cosine": paired,
         # Identical answers make both orders one request: kept out of agreement and position bias.
         "order_agreement": order_agreement(arm_scores, include=~identical),
         "position_preference": position_preference(position_scores, include=~identical),
         "identical_answers": identical_pair_consistency(position_scores, identical),
-        "failures": {"total": len(failures), "by_reason": dict(sorted(by_reason.items())),
-                     "questions_not_judged": int(n - judged.sum()), "attempts": attempts},
+        "failures": {
+            "total": len(failures),
+            "by_reason": dict(sorted(by_reason.items())),
+            "questions_not_judged": int(n - judged.sum()),
+            "attempts": attempts,
+        },
     }
     result = JudgeResult(metrics)
     result.answers = answer_rows(items, answers, sufficient, failures)
@@ -246,9 +324,9 @@ def judge_items(items: Sequence[JudgeItem], params: JudgeParams, complete: Compl
     return result
 
 
-
-def build_items(paths: PipelinePaths, params: JudgeParams, load_adapter: Callable[[Path], Any] | None = None
-                ) -> tuple[list[JudgeItem], dict[str, Any]]:
+def build_items(
+    paths: PipelinePaths, params: JudgeParams, load_adapter: Callable[[Path], Any] | None = None
+) -> tuple[list[JudgeItem], dict[str, Any]]:
     """Select the judged questions (seeded), retrieve top-k for both arms with the exact search eval
     uses, render each arm's context and the reference. Returns the items and setup facts for the report."""
     from ..evaluation.arms import EmbeddingArm, adapter_arm, identity
@@ -265,11 +343,15 @@ def build_items(paths: PipelinePaths, params: JudgeParams, load_adapter: Callabl
     adapter = adapter_arm("adapter", corpus.emb, paths.adapter, load_adapter)
 
     sel = select_questions(len(test.ids), params.max_questions, params.seed)
-    subset = QuerySet(name="judge", ids=[test.ids[i] for i in sel], query_emb=test.query_emb[sel],
-                      relevant=[test.relevant[i] for i in sel], origins=[test.origins[i] for i in sel],
-                      texts=[test.texts[i] for i in sel] if test.texts is not None else None)
-    arms = {"cosine": EmbeddingArm("cosine", corpus.emb, identity),
-            "adapter": adapter}
+    subset = QuerySet(
+        name="judge",
+        ids=[test.ids[i] for i in sel],
+        query_emb=test.query_emb[sel],
+        relevant=[test.relevant[i] for i in sel],
+        origins=[test.origins[i] for i in sel],
+        texts=[test.texts[i] for i in sel] if test.texts is not None else None,
+    )
+    arms = {"cosine": EmbeddingArm("cosine", corpus.emb, identity), "adapter": adapter}
     top = {arm: a.retrieve(subset, params.top_k) for arm, a in arms.items()}  # (m, k), -1 = nothing
     context_hits = {arm: hit_matrix(idx, subset.relevant).any(axis=1) for arm, idx in top.items()}
 
@@ -278,25 +360,51 @@ def build_items(paths: PipelinePaths, params: JudgeParams, load_adapter: Callabl
     for q, qid in enumerate(subset.ids):
         rec = records[qid]
         rel_rows = [row_of[r] for r in rec.relevant_ids]
-        reference = build_reference(rec.answer, [corpus.titles[r] for r in rel_rows],
-                                    [corpus.texts[r] for r in rel_rows], params.max_reference_chars)
+        reference = build_reference(
+            rec.answer,
+            [corpus.titles[r] for r in rel_rows],
+            [corpus.texts[r] for r in rel_rows],
+            params.max_reference_chars,
+        )
         rows = {arm: [int(r) for r in idx[q] if r >= 0] for arm, idx in top.items()}
-        items.append(JudgeItem(
-            question_id=qid, question=rec.question, reference=reference,
-            chunk_ids={arm: [corpus.ids[r] for r in rs] for arm, rs in rows.items()},
-            context={arm: render_context([corpus.titles[r] for r in rs], [corpus.texts[r] for r in rs],
-                                         params.max_chunk_chars) for arm, rs in rows.items()}))
+        items.append(
+            JudgeItem(
+                question_id=qid,
+                question=rec.question,
+                reference=reference,
+                chunk_ids={arm: [corpus.ids[r] for r in rs] for arm, rs in rows.items()},
+                context={
+                    arm: render_context(
+                        [corpus.titles[r] for r in rs], [corpus.texts[r] for r in rs], params.max_chunk_chars
+                    )
+                    for arm, rs in rows.items()
+                },
+            )
+        )
     kinds = sorted({it.reference.kind for it in items})
-    setup = {"test_file": str(test_path), "test_questions": len(test.ids), "corpus_chunks": len(corpus.ids),
-             "question_ids": list(subset.ids), "origin": origin_label(subset.origins),
-             "reference": kinds[0] if len(kinds) == 1 else "mixed",
-             "context_hit_rate": {arm: round_metric(h.mean()) if len(h) else None for arm, h in context_hits.items()}}
+    setup = {
+        "test_file": str(test_path),
+        "test_questions": len(test.ids),
+        "corpus_chunks": len(corpus.ids),
+        "question_ids": list(subset.ids),
+        "origin": origin_label(subset.origins),
+        "reference": kinds[0] if len(kinds) == 1 else "mixed",
+        "context_hit_rate": {arm: round_metric(h.mean()) if len(h) else None for arm, h in context_hits.items()},
+    }
     return items, setup
 
 
-def run_judge(paths: PipelinePaths, params: JudgeParams, llm_params: Any, embedding_params: Any,
-              llm_cache_path: Path, embedding_cache_path: Path | None, load_adapter: Callable[[Path], Any] | None = None,
-              backend: Any = None, embedding_model: Any = None) -> JudgeResult:
+def run_judge(
+    paths: PipelinePaths,
+    params: JudgeParams,
+    llm_params: Any,
+    embedding_params: Any,
+    llm_cache_path: Path,
+    embedding_cache_path: Path | None,
+    load_adapter: Callable[[Path], Any] | None = None,
+    backend: Any = None,
+    embedding_model: Any = None,
+) -> JudgeResult:
     """The judge stage's work: inputs -> answers -> judgements -> metrics. The backend comes from
     `llm_params` (its API key or model file is checked before any work); `embedding_cache_path` None
     skips embedding similarity."""
@@ -309,9 +417,13 @@ def run_judge(paths: PipelinePaths, params: JudgeParams, llm_params: Any, embedd
     answer_prompt, judge_prompt = load_prompt(params.answer_prompt), load_prompt(params.judge_prompt)
     backend = backend if backend is not None else make_backend(llm_params)
     items, setup = build_items(paths, params, load_adapter)
-    setup = {"backend": backend.name, "model": backend.model,
-             # the penalty the answers were written with; null where the backend has none to send
-             "answer_repeat_penalty": params.answer_repeat_penalty if backend.takes_repeat_penalty else None, **setup}
+    setup = {
+        "backend": backend.name,
+        "model": backend.model,
+        # the penalty the answers were written with; null where the backend has none to send
+        "answer_repeat_penalty": params.answer_repeat_penalty if backend.takes_repeat_penalty else None,
+        **setup,
+    }
     stats = RunStats()
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(ContentCache(llm_cache_path))
@@ -326,9 +438,17 @@ def run_judge(paths: PipelinePaths, params: JudgeParams, llm_params: Any, embedd
                     emb_cache = stack.enter_context(ContentCache(embedding_cache_path))
                     embedder.append(CachedEmbedder(embedding_params, emb_cache, model=embedding_model))
                 return embedder[0].encode_documents(list(texts), desc="answers and references")
+
         try:
-            result = judge_items(items, params, make_complete(backend, cache, stats), embed_texts, answer_prompt,
-                                 judge_prompt, setup=setup)
+            result = judge_items(
+                items,
+                params,
+                make_complete(backend, cache, stats),
+                embed_texts,
+                answer_prompt,
+                judge_prompt,
+                setup=setup,
+            )
         finally:
             backend.close()
     result.metrics["usage"] = stats.as_dict()
@@ -340,7 +460,9 @@ def judge_llm_params(llm_params: Any, params: JudgeParams) -> Any:
     """The `llm` section the judge runs with: `ict` draws pseudo-queries and cannot answer or judge,
     so with `llm.backend: ict` the judge uses `judge.fallback_backend` (same section otherwise)."""
     if llm_params.backend == "ict":
-        log.info("judge: llm.backend is ict (no language model); answering and judging with %s "
-                 "(judge.fallback_backend)", params.fallback_backend)
+        log.info(
+            "judge: llm.backend is ict (no language model); answering and judging with %s (judge.fallback_backend)",
+            params.fallback_backend,
+        )
         return llm_params.model_copy(update={"backend": params.fallback_backend})
     return llm_params

@@ -11,7 +11,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

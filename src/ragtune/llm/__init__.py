@@ -8,17 +8,35 @@ from .base import Backend, GenRequest, GenResult, ToolSpec, Usage, output_schema
 from .config import AnthropicParams, IctParams, LlamaCppParams, LlmParams, Price
 from .runner import RunStats, run_cached
 
-__all__ = ["Backend", "GenRequest", "GenResult", "Usage", "output_schema", "parse_output", "AnthropicParams",
-           "IctParams", "LlamaCppParams", "LlmParams", "Price", "make_backend", "ToolSpec", "RunStats", "run_cached"]
+__all__ = [
+    "Backend",
+    "GenRequest",
+    "GenResult",
+    "Usage",
+    "output_schema",
+    "parse_output",
+    "AnthropicParams",
+    "IctParams",
+    "LlamaCppParams",
+    "LlmParams",
+    "Price",
+    "make_backend",
+    "ToolSpec",
+    "RunStats",
+    "run_cached",
+]
 
 
 def make_backend(params: LlmParams) -> Backend:
     """Build the configured backend. Checks prerequisites (API key, model file) before any work."""
     if params.backend == "anthropic":
         from .anthropic_backend import AnthropicBackend
+
         return AnthropicBackend(params)
     if params.backend == "llamacpp":
         from .llamacpp_backend import LlamaCppBackend
+
         return LlamaCppBackend(params)
     from .ict import IctBackend
+
     return IctBackend(params)

@@ -14,9 +14,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import RagtuneError
 from .base import GenRequest, GenResult, OnResult, StateStore, Usage, read_reply, request_tool
@@ -35,8 +36,12 @@ def estimate_cost(usage: Usage, price: Price | None, factor: float = 1.0) -> flo
     cache_write = price.cache_write if price.cache_write is not None else 1.25 * price.input
     cache_read = price.cache_read if price.cache_read is not None else 0.1 * price.input
     plain_in = usage.tokens_in - usage.cache_read - usage.cache_write
-    usd = (plain_in * price.input + usage.tokens_out * price.output + usage.cache_write * cache_write
-           + usage.cache_read * cache_read) / 1e6
+    usd = (
+        plain_in * price.input
+        + usage.tokens_out * price.output
+        + usage.cache_write * cache_write
+        + usage.cache_read * cache_read
+    ) / 1e6
     return round(usd * factor, 8)
 
 
@@ -46,7 +51,8 @@ def api_key_from_env(var: str) -> str:
         raise RagtuneError(
             f"llm.backend is 'anthropic' but the environment variable {var} is not set. Export your "
             f"Anthropic API key as {var} (or set llm.anthropic.api_key_env to the variable that holds it), "
-            "or pick an offline backend: llm.backend=llamacpp or llm.backend=ict.")
+            "or pick an offline backend: llm.backend=llamacpp or llm.backend=ict."
+        )
     return key
 
 
@@ -91,8 +97,9 @@ class AnthropicBackend:
             import anthropic
 
             key = api_key_from_env(self.p.api_key_env)  # before any work
-            client = anthropic.Anthropic(api_key=key, base_url=self.p.base_url, max_retries=0,
-                                         timeout=self.p.timeout_seconds)
+            client = anthropic.Anthropic(
+                api_key=key, base_url=self.p.base_url, max_retries=0, timeout=self.p.timeout_seconds
+            )
         self.client = client
         self.retries = 0  # retried attempts over the whole run (429/5xx/connection)
 
@@ -100,8 +107,9 @@ class AnthropicBackend:
 
     def identity(self) -> dict[str, Any]:
         # Batch vs. direct does not change the output distribution: not part of the key.
-        sampling = ({"temperature": self.params.temperature, "top_p": self.params.top_p}
-                    if self.p.send_sampling_params else {})
+        sampling = (
+            {"temperature": self.params.temperature, "top_p": self.params.top_p} if self.p.send_sampling_params else {}
+        )
         return {"backend": self.name, "model": self.model, "max_tokens": self.params.max_tokens, **sampling}
 
     def request_params(self, req: GenRequest) -> dict[str, Any]:
@@ -127,41 +135,43 @@ class AnthropicBackend:
 
     # --- parsing ------------------------------------------------------------------------------
 
-    def result_from_message(self, key: str, msg: Any, seconds: float, attempts: int,
-                            batch: bool = False, req: GenRequest | None = None) -> GenResult:
+    def result_from_message(
+        self, key: str, msg: Any, seconds: float, attempts: int, batch: bool = False, req: GenRequest | None = None
+    ) -> GenResult:
         """`req` (the request answered) names the tool to read; without it, the question generator's."""
         req = req if req is not None else GenRequest(key=key, system="", user="")
         tool = request_tool(req)
         u = getattr(msg, "usage", None)
         cache_read = int(getattr(u, "cache_read_input_tokens", 0) or 0)
         cache_write = int(getattr(u, "cache_creation_input_tokens", 0) or 0)
-        usage = Usage(tokens_in=int(getattr(u, "input_tokens", 0) or 0) + cache_read + cache_write,
-                      tokens_out=int(getattr(u, "output_tokens", 0) or 0),
-                      cache_read=cache_read, cache_write=cache_write)
+        usage = Usage(
+            tokens_in=int(getattr(u, "input_tokens", 0) or 0) + cache_read + cache_write,
+            tokens_out=int(getattr(u, "output_tokens", 0) or 0),
+            cache_read=cache_read,
+            cache_write=cache_write,
+        )
         cost = estimate_cost(usage, self.price, self.params.batch_discount if batch else 1.0)
         common = {"usage": usage, "cost_usd": cost, "seconds": seconds, "attempts": attempts}
         stop = getattr(msg, "stop_reason", None)
         if stop == "refusal":
             return GenResult.failure(key, "refusal", "the model declined to answer", **common)
         if stop == "max_tokens":
-            return GenResult.failure(key, "max_tokens",
-                                     f"the answer hit max_tokens={req.max_tokens or self.params.max_tokens}",
-                                     **common)
+            return GenResult.failure(
+                key, "max_tokens", f"the answer hit max_tokens={req.max_tokens or self.params.max_tokens}", **common
+            )
         for block in getattr(msg, "content", None) or []:
             if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == tool.name:
                 try:
                     fields = read_reply(req, block.input)
                 except ValueError as exc:
-                    return GenResult.failure(key, "invalid_output", f"tool input breaks the schema: {exc}",
-                                             **common)
+                    return GenResult.failure(key, "invalid_output", f"tool input breaks the schema: {exc}", **common)
                 return GenResult(key=key, ok=True, **fields, **common)
-        return GenResult.failure(key, "invalid_output", f"no {tool.name} tool call (stop_reason={stop})",
-                                 **common)
+        return GenResult.failure(key, "invalid_output", f"no {tool.name} tool call (stop_reason={stop})", **common)
 
     # --- direct calls -------------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.p.retry_max_seconds, self.p.retry_base_seconds * 2 ** attempt) * (0.75 + 0.25 * random.random())
+        return min(self.p.retry_max_seconds, self.p.retry_base_seconds * 2**attempt) * (0.75 + 0.25 * random.random())
 
     def call(self, req: GenRequest, stop: threading.Event) -> GenResult:
         """One chunk, with retries. Returns a failure result rather than raising, except for errors
@@ -179,31 +189,54 @@ class AnthropicBackend:
                 msg = self.client.messages.create(**kw)
                 return self.result_from_message(req.key, msg, time.perf_counter() - t0, attempt + 1, req=req)
             except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
-                raise RagtuneError(f"the Anthropic API refused the key in {self.p.api_key_env} "
-                                   f"(HTTP {exc.status_code}); check it and its permissions") from None
+                raise RagtuneError(
+                    f"the Anthropic API refused the key in {self.p.api_key_env} "
+                    f"(HTTP {exc.status_code}); check it and its permissions"
+                ) from None
             except anthropic.NotFoundError:
-                raise RagtuneError(f"llm.anthropic.model: the API does not know model '{self.model}' "
-                                   "(HTTP 404)") from None
-            except (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError,
-                    anthropic.ConflictError) as exc:
+                raise RagtuneError(
+                    f"llm.anthropic.model: the API does not know model '{self.model}' (HTTP 404)"
+                ) from None
+            except (
+                anthropic.RateLimitError,
+                anthropic.InternalServerError,
+                anthropic.APIConnectionError,
+                anthropic.ConflictError,
+            ) as exc:
                 status = getattr(exc, "status_code", None)
-                reason = {429: "rate_limited", 529: "overloaded"}.get(status or 0,
-                                                                      f"http_{status}" if status else "connection")
+                reason = {429: "rate_limited", 529: "overloaded"}.get(
+                    status or 0, f"http_{status}" if status else "connection"
+                )
                 if attempt >= self.p.max_retries or stop.is_set():
-                    return GenResult.failure(req.key, reason, f"gave up after {attempt + 1} attempts: {_short(exc)}",
-                                             seconds=time.perf_counter() - t0, attempts=attempt + 1)
+                    return GenResult.failure(
+                        req.key,
+                        reason,
+                        f"gave up after {attempt + 1} attempts: {_short(exc)}",
+                        seconds=time.perf_counter() - t0,
+                        attempts=attempt + 1,
+                    )
                 wait_s = retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
                 delay = min(self.p.retry_max_seconds, wait_s) if wait_s is not None else self._backoff(attempt)
                 self.retries += 1
                 log.info("anthropic: %s on attempt %d, retrying in %.1f s", reason, attempt + 1, delay)
                 stop.wait(delay)
             except anthropic.APIStatusError as exc:  # other 4xx: this request is at fault
-                return GenResult.failure(req.key, f"http_{exc.status_code}", _short(exc),
-                                         seconds=time.perf_counter() - t0, attempts=attempt + 1)
+                return GenResult.failure(
+                    req.key,
+                    f"http_{exc.status_code}",
+                    _short(exc),
+                    seconds=time.perf_counter() - t0,
+                    attempts=attempt + 1,
+                )
         raise AssertionError("unreachable")
 
-    def generate(self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event,
-                 state: StateStore | None = None) -> None:
+    def generate(
+        self,
+        requests: Sequence[GenRequest],
+        on_result: OnResult,
+        stop: threading.Event,
+        state: StateStore | None = None,
+    ) -> None:
         if self.p.batch:
             self._generate_batch(requests, on_result, stop, state)
             return
@@ -233,21 +266,28 @@ class AnthropicBackend:
 
     # --- Message Batches ----------------------------------------------------------------------
 
-    def _generate_batch(self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event,
-                        state: StateStore | None) -> None:
+    def _generate_batch(
+        self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event, state: StateStore | None
+    ) -> None:
         """Submit what no pending batch already covers, persist the batch ids at once (a crash then
         collects the same batch instead of paying again), poll until ended, then collect."""
         by_key = {r.key: r for r in requests}
         pending: list[dict[str, Any]] = list((state.get_json(_PENDING_BATCHES) if state else None) or [])
         covered = {k for b in pending for k in b["keys"] if k in by_key}
         if covered:
-            log.info("anthropic: %d chunks are in %d batch(es) submitted earlier; collecting those",
-                     len(covered), len(pending))
+            log.info(
+                "anthropic: %d chunks are in %d batch(es) submitted earlier; collecting those",
+                len(covered),
+                len(pending),
+            )
         fresh = [r for r in requests if r.key not in covered]
         for i in range(0, len(fresh), _MAX_BATCH_REQUESTS):
-            part = fresh[i:i + _MAX_BATCH_REQUESTS]
-            batch = self._with_retries(lambda: self.client.messages.batches.create(
-                requests=[{"custom_id": r.key, "params": self.request_params(r)} for r in part]))
+            part = fresh[i : i + _MAX_BATCH_REQUESTS]
+            batch = self._with_retries(
+                lambda part=part: self.client.messages.batches.create(
+                    requests=[{"custom_id": r.key, "params": self.request_params(r)} for r in part]
+                )
+            )
             pending.append({"id": batch.id, "keys": [r.key for r in part], "created": time.time()})
             if state is not None:
                 state.put_json(_PENDING_BATCHES, pending)
@@ -259,7 +299,7 @@ class AnthropicBackend:
                 continue
             t0 = time.perf_counter()
             while True:
-                info = self._with_retries(lambda: self.client.messages.batches.retrieve(b["id"]))
+                info = self._with_retries(lambda b=b: self.client.messages.batches.retrieve(b["id"]))
                 if info.processing_status == "ended":
                     break
                 if stop.is_set() or time.time() > deadline:
@@ -268,13 +308,14 @@ class AnthropicBackend:
                 stop.wait(self.p.batch_poll_seconds)
             seconds = time.perf_counter() - t0
             seen = set()
-            for item in self._with_retries(lambda: list(self.client.messages.batches.results(b["id"]))):
+            for item in self._with_retries(lambda b=b: list(self.client.messages.batches.results(b["id"]))):
                 key = item.custom_id
                 seen.add(key)
                 res = item.result
                 if res.type == "succeeded":
-                    out = self.result_from_message(key, res.message, seconds / max(1, len(b["keys"])), 1, batch=True,
-                                                   req=by_key.get(key))
+                    out = self.result_from_message(
+                        key, res.message, seconds / max(1, len(b["keys"])), 1, batch=True, req=by_key.get(key)
+                    )
                 else:
                     err = getattr(getattr(res, "error", None), "error", None)
                     detail = getattr(err, "message", None) or getattr(err, "type", None) or res.type
@@ -295,11 +336,14 @@ class AnthropicBackend:
             try:
                 return fn()
             except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
-                raise RagtuneError(f"the Anthropic API refused the key in {self.p.api_key_env} "
-                                   f"(HTTP {exc.status_code})") from None
+                raise RagtuneError(
+                    f"the Anthropic API refused the key in {self.p.api_key_env} (HTTP {exc.status_code})"
+                ) from None
             except (anthropic.RateLimitError, anthropic.InternalServerError, anthropic.APIConnectionError) as exc:
                 if attempt >= self.p.max_retries:
-                    raise RagtuneError(f"Anthropic batch API: gave up after {attempt + 1} attempts: {_short(exc)}") from None
+                    raise RagtuneError(
+                        f"Anthropic batch API: gave up after {attempt + 1} attempts: {_short(exc)}"
+                    ) from None
                 wait_s = retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
                 self.retries += 1
                 time.sleep(min(self.p.retry_max_seconds, wait_s) if wait_s is not None else self._backoff(attempt))

@@ -9,8 +9,9 @@ with `ok=False` and a short reason code (`rate_limited`, `max_tokens`, `refusal`
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
@@ -107,15 +108,19 @@ class Usage:
     cache_read: int = 0
     cache_write: int = 0
 
-    def add(self, other: "Usage") -> None:
+    def add(self, other: Usage) -> None:
         self.tokens_in += other.tokens_in
         self.tokens_out += other.tokens_out
         self.cache_read += other.cache_read
         self.cache_write += other.cache_write
 
     def as_dict(self) -> dict[str, int]:
-        return {"tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
-                "cache_read": self.cache_read, "cache_write": self.cache_write}
+        return {
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cache_read": self.cache_read,
+            "cache_write": self.cache_write,
+        }
 
 
 @dataclass
@@ -132,23 +137,38 @@ class GenResult:
     output: Any = None  # the decoded tool input of a generic structured request (GenRequest.tool)
 
     @classmethod
-    def failure(cls, key: str, reason: str, detail: str | None = None, **kw: Any) -> "GenResult":
+    def failure(cls, key: str, reason: str, detail: str | None = None, **kw: Any) -> GenResult:
         return cls(key=key, ok=False, reason=reason, detail=(detail or "")[:500] or None, **kw)
 
     def to_json(self) -> dict[str, Any]:
-        out = {"status": "ok" if self.ok else "failed", "questions": self.questions, "reason": self.reason,
-               "detail": self.detail, "usage": self.usage.as_dict(), "cost_usd": self.cost_usd,
-               "seconds": round(self.seconds, 4), "attempts": self.attempts}
+        out = {
+            "status": "ok" if self.ok else "failed",
+            "questions": self.questions,
+            "reason": self.reason,
+            "detail": self.detail,
+            "usage": self.usage.as_dict(),
+            "cost_usd": self.cost_usd,
+            "seconds": round(self.seconds, 4),
+            "attempts": self.attempts,
+        }
         if self.output is not None:
             out["output"] = self.output
         return out
 
     @classmethod
-    def from_json(cls, key: str, obj: dict[str, Any]) -> "GenResult":
-        return cls(key=key, ok=obj.get("status") == "ok", questions=list(obj.get("questions") or []),
-                   reason=obj.get("reason"), detail=obj.get("detail"), usage=Usage(**(obj.get("usage") or {})),
-                   cost_usd=obj.get("cost_usd"), seconds=float(obj.get("seconds") or 0.0),
-                   attempts=int(obj.get("attempts") or 1), output=obj.get("output"))
+    def from_json(cls, key: str, obj: dict[str, Any]) -> GenResult:
+        return cls(
+            key=key,
+            ok=obj.get("status") == "ok",
+            questions=list(obj.get("questions") or []),
+            reason=obj.get("reason"),
+            detail=obj.get("detail"),
+            usage=Usage(**(obj.get("usage") or {})),
+            cost_usd=obj.get("cost_usd"),
+            seconds=float(obj.get("seconds") or 0.0),
+            attempts=int(obj.get("attempts") or 1),
+            output=obj.get("output"),
+        )
 
 
 OnResult = Callable[[GenResult], None]
@@ -178,7 +198,12 @@ class Backend(Protocol):
 
     def identity(self) -> dict[str, Any]: ...
 
-    def generate(self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event,
-                 state: StateStore | None = None) -> None: ...
+    def generate(
+        self,
+        requests: Sequence[GenRequest],
+        on_result: OnResult,
+        stop: threading.Event,
+        state: StateStore | None = None,
+    ) -> None: ...
 
     def close(self) -> None: ...

@@ -80,12 +80,12 @@ class IctParams(Section):
     template_share: float | Literal["auto"] = 1.0
 
     @model_validator(mode="after")
-    def _order(self) -> "IctParams":
+    def _order(self) -> IctParams:
         if self.max_words < self.min_words:
             raise ValueError("max_words must be >= min_words")
         return self
 
-    def for_real_questions(self, n_real: int) -> "IctParams":
+    def for_real_questions(self, n_real: int) -> IctParams:
         """These params with `template_share` a number: `auto` becomes AUTO_TEMPLATE_SHARE without labelled real
         training questions (`n_real` 0) and 0 with them; a number stays."""
         if self.template_share != "auto":
@@ -106,8 +106,10 @@ class IctParams(Section):
         for i, frame in enumerate(v):
             rest = frame.replace("{q}", "")
             if frame.count("{q}") != 1 or "{" in rest or "}" in rest:
-                raise ValueError(f"item {i} ({frame!r}) must contain {{q}} exactly once and no other braces, "
-                                 "e.g. 'What are the rules on {q}?'")
+                raise ValueError(
+                    f"item {i} ({frame!r}) must contain {{q}} exactly once and no other braces, "
+                    "e.g. 'What are the rules on {q}?'"
+                )
         return v
 
     @field_validator("keyphrase_pool")

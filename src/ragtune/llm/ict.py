@@ -22,7 +22,8 @@ import hashlib
 import random
 import re
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .base import GenRequest, GenResult, OnResult, StateStore
 from .config import IctParams, LlmParams
@@ -46,8 +47,9 @@ def _rng(text: str, seed: int) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(f"{seed}\x00{text}".encode()).digest()[:8], "big"))
 
 
-def ict_queries(text: str, n: int, seed: int, min_words: int, max_words: int,
-                skip: Callable[[str], bool] | None = None) -> list[str]:
+def ict_queries(
+    text: str, n: int, seed: int, min_words: int, max_words: int, skip: Callable[[str], bool] | None = None
+) -> list[str]:
     """Up to `n` distinct pseudo-queries from `text`, the same for the same (text, seed). A candidate
     for which `skip` is true is passed over for the next one (without `skip`: the first n)."""
     rng = _rng(text, seed)
@@ -60,7 +62,7 @@ def ict_queries(text: str, n: int, seed: int, min_words: int, max_words: int,
             break
         if len(words) > max_words:
             start = rng.randrange(0, len(words) - max_words + 1)
-            words = words[start:start + max_words]
+            words = words[start : start + max_words]
         query = " ".join(words)
         if skip is None or not skip(query):
             out.append(query)
@@ -72,8 +74,9 @@ def make_extractor(p: IctParams) -> Any:
     import yake
 
     # yake 0.7 spells the dedup threshold `dedup_lim`; the old `dedupLim` keyword is silently ignored.
-    return yake.KeywordExtractor(lan="en", n=p.keyphrase_max_ngram, top=p.keyphrase_top,
-                                 dedup_lim=p.keyphrase_dedup_lim)
+    return yake.KeywordExtractor(
+        lan="en", n=p.keyphrase_max_ngram, top=p.keyphrase_top, dedup_lim=p.keyphrase_dedup_lim
+    )
 
 
 def keyphrases(text: str, extractor: Any) -> list[str]:
@@ -84,7 +87,7 @@ def keyphrases(text: str, extractor: Any) -> list[str]:
 def keyphrase_queries(text: str, n: int, seed: int, extractor: Any, p: IctParams) -> list[str]:
     """Up to `n` distinct keyword queries from `text`: each joins k (seeded, keyphrases_per_query_min..max)
     phrases sampled from the chunk's best `keyphrase_pool` keyphrases. None when it has fewer than two."""
-    pool = keyphrases(text, extractor)[:p.keyphrase_pool]
+    pool = keyphrases(text, extractor)[: p.keyphrase_pool]
     if len(pool) < 2:
         return []
     rng = _rng(text, seed)
@@ -166,8 +169,13 @@ class IctBackend:
         # Every ict param (style and keyphrase settings included) decides the output.
         return {"backend": self.name, "seed": self.params.seed, **self.params.ict.model_dump()}
 
-    def generate(self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event,
-                 state: StateStore | None = None) -> None:
+    def generate(
+        self,
+        requests: Sequence[GenRequest],
+        on_result: OnResult,
+        stop: threading.Event,
+        state: StateStore | None = None,
+    ) -> None:
         p = self.params.ict
         for req in requests:
             if stop.is_set():
@@ -176,8 +184,7 @@ class IctBackend:
                 on_result(GenResult.failure(req.key, "unsupported", "the ict backend only writes pseudo-queries"))
                 continue
             questions, styles = styled_queries(req.passage, req.max_items, self.params.seed, p, self._extractor)
-            on_result(GenResult(key=req.key, ok=True, cost_usd=0.0, questions=questions,
-                                output={"styles": styles}))
+            on_result(GenResult(key=req.key, ok=True, cost_usd=0.0, questions=questions, output={"styles": styles}))
 
     def close(self) -> None:
         pass

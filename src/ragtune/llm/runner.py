@@ -14,8 +14,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..cache import ContentCache
 from .base import Backend, GenRequest, GenResult, Usage
@@ -36,28 +37,40 @@ class RunStats:
     cache_hits: int = 0
     cache_misses: int = 0
     failures_retried: int = 0  # failures recorded by an earlier run and sent again
-    failures_kept: int = 0     # content failures of a deterministic backend from an earlier run, not resent
+    failures_kept: int = 0  # content failures of a deterministic backend from an earlier run, not resent
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = 0.0
     results_cost_usd: float | None = 0.0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "cache_hits": self.cache_hits, "cache_misses": self.cache_misses,
-                "failures_retried": self.failures_retried, "failures_kept": self.failures_kept,
-                **self.usage.as_dict(),
-                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
-                "results_cost_usd": None if self.results_cost_usd is None else round(self.results_cost_usd, 6),
-                "seconds": round(self.seconds, 2)}
+        return {
+            "calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "failures_retried": self.failures_retried,
+            "failures_kept": self.failures_kept,
+            **self.usage.as_dict(),
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
+            "results_cost_usd": None if self.results_cost_usd is None else round(self.results_cost_usd, 6),
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def _add_cost(total: float | None, cost: float | None) -> float | None:
     return None if total is None or cost is None else total + cost
 
 
-def run_cached(backend: Backend, cache: ContentCache, requests: Sequence[GenRequest], stats: RunStats | None = None,
-               stop: threading.Event | None = None, meta: dict[str, Any] | None = None, progress: Any = None,
-               on_result: Callable[[GenResult], None] | None = None) -> dict[str, GenResult]:
+def run_cached(
+    backend: Backend,
+    cache: ContentCache,
+    requests: Sequence[GenRequest],
+    stats: RunStats | None = None,
+    stop: threading.Event | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: Any = None,
+    on_result: Callable[[GenResult], None] | None = None,
+) -> dict[str, GenResult]:
     """Results by key for `requests` (cache hits and fresh calls). Requests left undone because `stop`
     was set are missing from the result. `stats` (if given) is updated in place.
 
@@ -88,8 +101,16 @@ def run_cached(backend: Backend, cache: ContentCache, requests: Sequence[GenRequ
 
     def commit(r: GenResult) -> None:
         if backend.cacheable:  # commit at once: a crash loses at most the calls in flight
-            cache.put_json(r.key, r.to_json(), meta={"backend": backend.name, "model": backend.model,
-                                                     "status": "ok" if r.ok else "failed", **(meta or {})})
+            cache.put_json(
+                r.key,
+                r.to_json(),
+                meta={
+                    "backend": backend.name,
+                    "model": backend.model,
+                    "status": "ok" if r.ok else "failed",
+                    **(meta or {}),
+                },
+            )
         with lock:
             results[r.key] = r
             stats.calls += 1
@@ -104,8 +125,13 @@ def run_cached(backend: Backend, cache: ContentCache, requests: Sequence[GenRequ
         progress.total = len(todo)
         progress.refresh()
     if todo:
-        log.info("llm: %d requests to %s (%s), %d from the cache", len(todo), backend.name, backend.model,
-                 len(unique) - len(todo))
+        log.info(
+            "llm: %d requests to %s (%s), %d from the cache",
+            len(todo),
+            backend.name,
+            backend.model,
+            len(unique) - len(todo),
+        )
         # The cache doubles as the state store: pending Message Batches survive a crash.
         backend.generate(todo, commit, stop, cache)
     for r in results.values():

@@ -10,7 +10,7 @@ product is the cosine. `relevant` is one integer array of corpus row indices per
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,8 +24,13 @@ def _as_tensor(x: np.ndarray | torch.Tensor, device: str | torch.device | None =
 
 
 @torch.no_grad()
-def exact_top_k(query_emb: np.ndarray | torch.Tensor, corpus_emb: np.ndarray | torch.Tensor, k: int,
-                query_block: int = 1024, corpus_block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(
+    query_emb: np.ndarray | torch.Tensor,
+    corpus_emb: np.ndarray | torch.Tensor,
+    k: int,
+    query_block: int = 1024,
+    corpus_block: int = 65_536,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k corpus rows by dot product for every query.
 
     Scores are materialised one (query_block, corpus_block) tile at a time: 256 MiB at the defaults.
@@ -40,11 +45,11 @@ def exact_top_k(query_emb: np.ndarray | torch.Tensor, corpus_emb: np.ndarray | t
     out_scores = torch.empty((n_q, k), dtype=torch.float32)
     out_idx = torch.empty((n_q, k), dtype=torch.int64)
     for qs in range(0, n_q, query_block):
-        qb = q[qs:qs + query_block]
+        qb = q[qs : qs + query_block]
         best_s: torch.Tensor | None = None
         best_i: torch.Tensor | None = None
         for cs in range(0, n_c, corpus_block):
-            scores = qb @ c[cs:cs + corpus_block].T
+            scores = qb @ c[cs : cs + corpus_block].T
             kk = min(k, scores.shape[1])
             s, i = _stable_topk(scores, kk)
             i = i + cs
@@ -55,13 +60,14 @@ def exact_top_k(query_emb: np.ndarray | torch.Tensor, corpus_emb: np.ndarray | t
                 i_all = torch.cat([best_i, i], dim=1)
                 s2, pos = _stable_topk(s_all, k, tiebreak=i_all)
                 best_s, best_i = s2, torch.gather(i_all, 1, pos)
-        out_scores[qs:qs + query_block] = best_s.cpu()
-        out_idx[qs:qs + query_block] = best_i.cpu()
+        out_scores[qs : qs + query_block] = best_s.cpu()
+        out_idx[qs : qs + query_block] = best_i.cpu()
     return out_scores.numpy(), out_idx.numpy()
 
 
-def _stable_topk(scores: torch.Tensor, k: int, tiebreak: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def _stable_topk(
+    scores: torch.Tensor, k: int, tiebreak: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """torch.topk with ties broken by the smaller index (column, or `tiebreak` values)."""
     s, i = torch.topk(scores, k, dim=1, sorted=True)
     # Exact float ties are rare; reorder only rows that have them.
@@ -78,8 +84,9 @@ def relevance_matrix(topk_idx: np.ndarray, relevant: Sequence[np.ndarray | Seque
     n_q, _ = topk_idx.shape
     if len(relevant) != n_q:
         raise ValueError(f"{len(relevant)} relevance lists for {n_q} queries")
-    stride = np.int64(max(int(topk_idx.max(initial=0)),
-                          max((int(np.max(r)) for r in relevant if len(r)), default=0)) + 1)
+    stride = np.int64(
+        max(int(topk_idx.max(initial=0)), max((int(np.max(r)) for r in relevant if len(r)), default=0)) + 1
+    )
     rows = np.repeat(np.arange(n_q, dtype=np.int64), [len(r) for r in relevant])
     cols = np.concatenate([np.asarray(r, dtype=np.int64) for r in relevant]) if n_q else np.array([], np.int64)
     rel_keys = rows * stride + cols

@@ -26,7 +26,8 @@ tests' hand-computed examples) and are tested against hand-computed rankings (te
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -49,10 +50,9 @@ class HybridParams(Section):
     candidates: int = Field(100, ge=1, le=100_000)
 
     @model_validator(mode="after")
-    def _check_weights(self) -> "HybridParams":
+    def _check_weights(self) -> HybridParams:
         if not self.weights or len(set(self.weights)) != len(self.weights):
-            raise ValueError(f"weights must be a non-empty list of distinct dense shares in [0, 1], "
-                             f"got {self.weights}")
+            raise ValueError(f"weights must be a non-empty list of distinct dense shares in [0, 1], got {self.weights}")
         return self
 
 
@@ -97,8 +97,9 @@ def _arm_weights(weights: Sequence[float] | None, n_arms: int) -> list[float]:
     return [float(w) for w in weights]
 
 
-def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: float = 60.0, depth: int | None = None,
-                           weights: Sequence[float] | None = None) -> Scored:
+def reciprocal_rank_fusion(
+    rankings: Sequence[np.ndarray], k: float = 60.0, depth: int | None = None, weights: Sequence[float] | None = None
+) -> Scored:
     """Reciprocal-rank fusion of several rankings of the same queries.
 
     `rankings`: one array per arm, (n_queries, depth_a) corpus rows best first (or (depth_a,) for one
@@ -115,8 +116,10 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], k: float = 60.0, dept
     arrays = [_as_2d(r) for r in rankings]
     if len({a.shape[0] for a in arrays}) != 1:
         raise ValueError(f"rankings disagree on the number of queries: {[a.shape[0] for a in arrays]}")
-    contributions = [w / (k + np.arange(1, a.shape[1] + 1, dtype=np.float64))[None, :].repeat(a.shape[0], 0)
-                     for a, w in zip(arrays, _arm_weights(weights, len(arrays)))]
+    contributions = [
+        w / (k + np.arange(1, a.shape[1] + 1, dtype=np.float64))[None, :].repeat(a.shape[0], 0)
+        for a, w in zip(arrays, _arm_weights(weights, len(arrays)))
+    ]
     scores, rows = _accumulate(arrays, contributions, depth)
     return (scores[0], rows[0]) if squeeze else (scores, rows)
 
@@ -142,14 +145,21 @@ def weighted_score_fusion(scored: Sequence[Scored], weights: Sequence[float], de
         raise ValueError("no scored rankings to fuse")
     squeeze = np.asarray(scored[0][1]).ndim == 1
     rows = [_as_2d(r) for _, r in scored]
-    contributions = [w * min_max_normalise(s, r) for (s, _), r, w in zip(scored, rows,
-                                                                         _arm_weights(weights, len(scored)))]
+    contributions = [
+        w * min_max_normalise(s, r) for (s, _), r, w in zip(scored, rows, _arm_weights(weights, len(scored)))
+    ]
     out_scores, out_rows = _accumulate(rows, contributions, depth)
     return (out_scores[0], out_rows[0]) if squeeze else (out_scores, out_rows)
 
 
-def fuse_hybrid(dense: Scored, lexical: Scored, depth: int, method: Literal["rrf", "weighted"] = "rrf",
-                rrf_k: float = 60.0, weight: float | None = None) -> Scored:
+def fuse_hybrid(
+    dense: Scored,
+    lexical: Scored,
+    depth: int,
+    method: Literal["rrf", "weighted"] = "rrf",
+    rrf_k: float = 60.0,
+    weight: float | None = None,
+) -> Scored:
     """The hybrid of eval and `ragtune search`: RRF of the two rankings, or the weighted fusion with dense
     share `weight` (lexical 1 - weight)."""
     if method == "rrf":
@@ -170,14 +180,18 @@ def mean_reciprocal_rank(rows: np.ndarray, relevant: Sequence[np.ndarray], k: in
     return float(per_query_reciprocal_rank(hits, k).mean())
 
 
-def choose_weight(dense: Scored, lexical: Scored, relevant: Sequence[np.ndarray], weights: Sequence[float],
-                  mrr_k: int) -> tuple[float, dict[float, float]]:
+def choose_weight(
+    dense: Scored, lexical: Scored, relevant: Sequence[np.ndarray], weights: Sequence[float], mrr_k: int
+) -> tuple[float, dict[float, float]]:
     """The dense share of `weights` whose weighted fusion has the best MRR@mrr_k on these (validation)
     questions; ties go to the first weight of the grid. Returns (weight, {weight: MRR})."""
     if not weights:
         raise ValueError("no weights to choose from")
-    mrr = {float(w): mean_reciprocal_rank(fuse_hybrid(dense, lexical, mrr_k, "weighted", weight=float(w))[1],
-                                          relevant, mrr_k)
-           for w in weights}
+    mrr = {
+        float(w): mean_reciprocal_rank(
+            fuse_hybrid(dense, lexical, mrr_k, "weighted", weight=float(w))[1], relevant, mrr_k
+        )
+        for w in weights
+    }
     best = max(mrr, key=lambda w: (mrr[w], -list(mrr).index(w)))
     return best, mrr

@@ -8,7 +8,8 @@ term with the query: it is not "retrieved" and its slot holds -1 rather than an 
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -35,7 +36,7 @@ class Bm25Params(Section):
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
     stopwords: Literal["en"] | None = "en"
     stemmer: Literal["english", "porter", "german", "french", "spanish", "italian", "dutch"] | None = "english"
-    include_title: bool | Literal["auto"] = "auto"   # index "title + text" (auto: as embedding.include_title)
+    include_title: bool | Literal["auto"] = "auto"  # index "title + text" (auto: as embedding.include_title)
 
 
 def _stemmer(name: str | None):
@@ -49,7 +50,7 @@ def _stemmer(name: str | None):
 class Bm25Index:
     """BM25 over `texts` (row i = corpus row i). `top_k(queries, k)` -> (scores, indices), both (n, k)."""
 
-    def __init__(self, texts: Sequence[str], params: Bm25Params = Bm25Params()):
+    def __init__(self, texts: Sequence[str], params: Bm25Params = Bm25Params()):  # noqa: B008 (frozen, immutable)
         bm25s = _bm25s()
 
         self.params = params
@@ -66,8 +67,9 @@ class Bm25Index:
         k = min(k, self.n_docs)
         if not queries:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        query_tokens = bm25s.tokenize(list(queries), stopwords=self.params.stopwords, stemmer=self._stem,
-                                      show_progress=False, return_ids=False)
+        query_tokens = bm25s.tokenize(
+            list(queries), stopwords=self.params.stopwords, stemmer=self._stem, show_progress=False, return_ids=False
+        )
         idx, scores = self._retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=1)
         idx = np.asarray(idx, dtype=np.int64)
         scores = np.asarray(scores, dtype=np.float32)

@@ -22,7 +22,9 @@ class FilterParams(Section):
 
 _SOURCE_REF = re.compile(
     r"\b(?:the|this|that|above|given|provided|following|said)\s+(?:text|passage|excerpt|snippet|chunk|extract)\b"
-    r"|\baccording to the (?:document|article|section)\b", re.I)
+    r"|\baccording to the (?:document|article|section)\b",
+    re.I,
+)
 
 
 # Labels small models put before a question: "1.", "Q:", "Question 2:", "A:", "- ".
@@ -62,9 +64,11 @@ def degenerate_warning(count: int, share: float) -> str | None:
     """The warning for `count` degenerate training questions (`share` of those kept), or None below the bar."""
     if share < DEGENERATE_WARN_SHARE:
         return None
-    return (f"{count} training questions ({share:.0%}) are near-copies of their chunk (chunks of about one "
-            "sentence?): validation will look perfect and nothing is learnt. Set llm.ict.style: keyphrase or "
-            "both, or use an LLM backend (llm.backend: llamacpp | anthropic)")
+    return (
+        f"{count} training questions ({share:.0%}) are near-copies of their chunk (chunks of about one "
+        "sentence?): validation will look perfect and nothing is learnt. Set llm.ict.style: keyphrase or "
+        "both, or use an LLM backend (llm.backend: llamacpp | anthropic)"
+    )
 
 
 def check_question(q: str, f: FilterParams, want_question_mark: bool) -> str | None:

@@ -23,9 +23,10 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -96,8 +97,10 @@ def load_prompt(name: str) -> Prompt:
     else:
         res = importlib.resources.files("ragtune") / "prompts" / f"{name}.txt"
         if not res.is_file():
-            raise RagtuneError(f"synthesize.prompt: no prompt '{name}' (looked for src/ragtune/prompts/{name}.txt; "
-                               "give a prompt name there or the path of a .txt file)")
+            raise RagtuneError(
+                f"synthesize.prompt: no prompt '{name}' (looked for src/ragtune/prompts/{name}.txt; "
+                "give a prompt name there or the path of a .txt file)"
+            )
         text, pname = res.read_text(encoding="utf-8"), name
     m = re.match(r"\s*=== system ===\n(.*?)\n=== user ===\n(.*)\Z", text, re.S)
     if not m:
@@ -132,8 +135,8 @@ class ChunkSelection:
     train: list[Chunk]
     synthetic_test: list[Chunk]
     capped: int
-    test_included: int      # chunks of human test questions given training questions (protocol include)
-    test_excluded: int      # chunks a test question is about that got no training questions
+    test_included: int  # chunks of human test questions given training questions (protocol include)
+    test_excluded: int  # chunks a test question is about that got no training questions
     forbidden: frozenset[str] = frozenset()  # chunks no training question may be about
 
 
@@ -157,29 +160,44 @@ def select_chunks(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], params
         capped = len(train) - len(keep)
         train = [c for c in train if c.id in keep]  # corpus order
     forbidden = test_ids - (human if include else set()) | {c.id for c in uncovered_test}
-    return ChunkSelection(train, uncovered_test, capped, test_included, len(test_ids) - test_included,
-                          frozenset(forbidden))
+    return ChunkSelection(
+        train, uncovered_test, capped, test_included, len(test_ids) - test_included, frozenset(forbidden)
+    )
 
 
 def cache_key(backend: Backend, prompt: Prompt, system: str, user: str, passage: str) -> str:
     return content_key(_CACHE_VERSION, backend.identity(), prompt.sha256, system, user, passage)
 
 
-def build_jobs(train: Sequence[Chunk], test: Sequence[Chunk], backend: Backend, prompt: Prompt,
-               params: SynthesizeParams) -> list[Job]:
+def build_jobs(
+    train: Sequence[Chunk], test: Sequence[Chunk], backend: Backend, prompt: Prompt, params: SynthesizeParams
+) -> list[Job]:
     jobs = []
     for purpose, group in (("train", train), ("test", test)):
         for c in group:
             user = prompt.render(c.text, params.questions_per_chunk, c.title)
             key = cache_key(backend, prompt, prompt.system, user, c.text)
-            jobs.append(Job(c, GenRequest(key=key, system=prompt.system, user=user, passage=c.text,
-                                          max_items=params.questions_per_chunk), purpose))
+            jobs.append(
+                Job(
+                    c,
+                    GenRequest(
+                        key=key, system=prompt.system, user=user, passage=c.text, max_items=params.questions_per_chunk
+                    ),
+                    purpose,
+                )
+            )
     return jobs
 
 
-def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: Backend,
-               cache: ContentCache, params: SynthesizeParams, stop: threading.Event | None = None,
-               progress: Any = None) -> Outcome:
+def synthesize(
+    chunks: Sequence[Chunk],
+    tests: Sequence[TestQuestion],
+    backend: Backend,
+    cache: ContentCache,
+    params: SynthesizeParams,
+    stop: threading.Event | None = None,
+    progress: Any = None,
+) -> Outcome:
     """Generate (or read from the cache) questions for the selected chunks; return records and report.
 
     `progress`, if given, is a tqdm-like object: `update(n)` per finished chunk and
@@ -205,8 +223,16 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
             cost = "?" if stats.cost_usd is None else f"{stats.cost_usd:.4f}"
             progress.set_postfix_str(f"questions={new_questions} cost=${cost}", refresh=False)
 
-    results = run_cached(backend, cache, [js[0].request for js in by_key.values()], stats, stop,
-                         meta={"stage": "synthesize"}, progress=progress, on_result=show_progress)
+    results = run_cached(
+        backend,
+        cache,
+        [js[0].request for js in by_key.values()],
+        stats,
+        stop,
+        meta={"stage": "synthesize"},
+        progress=progress,
+        on_result=show_progress,
+    )
     interrupted = stop.is_set() and any(k not in results for k in by_key)
 
     # --- assemble, filter, count ----------------------------------------------------------------
@@ -273,13 +299,27 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
             degenerate += sum(is_near_copy(q, job.chunk.text) for q in kept)
             by_style.update(st for st in kept_styles if st is not None)
             for i, q in enumerate(kept):
-                questions.append(SyntheticQuestion(id=f"{job.chunk.id}#q{i}", chunk_id=job.chunk.id, question=q,
-                                                   backend=backend.name, model=backend.model,
-                                                   prompt_id=prompt.prompt_id if backend.uses_prompt else "none"))
+                questions.append(
+                    SyntheticQuestion(
+                        id=f"{job.chunk.id}#q{i}",
+                        chunk_id=job.chunk.id,
+                        question=q,
+                        backend=backend.name,
+                        model=backend.model,
+                        prompt_id=prompt.prompt_id if backend.uses_prompt else "none",
+                    )
+                )
         else:
             for i, q in enumerate(kept):
-                test_out.append(TestQuestion(id=f"synthetic-test-{job.chunk.id}-{i}", question=q,
-                                             relevant_ids=[job.chunk.id], answer=None, origin="synthetic"))
+                test_out.append(
+                    TestQuestion(
+                        id=f"synthetic-test-{job.chunk.id}-{i}",
+                        question=q,
+                        relevant_ids=[job.chunk.id],
+                        answer=None,
+                        origin="synthetic",
+                    )
+                )
 
     n_failed = sum(failures.values())
     answered = len(jobs) - pending
@@ -333,8 +373,13 @@ def synthesize(chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: 
         "generate_seconds": round(stats.seconds, 2),
         "seconds_per_chunk": round(stats.seconds / stats.calls, 4) if stats.calls else None,
     }
-    return Outcome(questions, test_out, report, failed_share=(n_failed / answered) if answered else 0.0,
-                   forbidden_chunk_ids=selection.forbidden)
+    return Outcome(
+        questions,
+        test_out,
+        report,
+        failed_share=(n_failed / answered) if answered else 0.0,
+        forbidden_chunk_ids=selection.forbidden,
+    )
 
 
 def question_styles(r: GenResult) -> list[str | None]:
@@ -349,13 +394,19 @@ def question_styles(r: GenResult) -> list[str | None]:
 def protocol_note(params: SynthesizeParams, selection: ChunkSelection) -> str:
     """One line for the report: what the protocol did to test chunks."""
     if params.test_chunks == "exclude":
-        return (f"exclude: the {selection.test_excluded} chunks test questions are about got no training "
-                "questions (the strict protocol)")
-    note = (f"include: training questions for every chunk, the {selection.test_included} chunks of human test "
-            "questions too; the test questions themselves never reach training")
+        return (
+            f"exclude: the {selection.test_excluded} chunks test questions are about got no training "
+            "questions (the strict protocol)"
+        )
+    note = (
+        f"include: training questions for every chunk, the {selection.test_included} chunks of human test "
+        "questions too; the test questions themselves never reach training"
+    )
     if selection.synthetic_test:
-        note += (f"; the {len(selection.synthetic_test)} chunks held out for synthetic test questions stay excluded "
-                 "(the test set is synthetic: training on its chunks would measure what was trained)")
+        note += (
+            f"; the {len(selection.synthetic_test)} chunks held out for synthetic test questions stay excluded "
+            "(the test set is synthetic: training on its chunks would measure what was trained)"
+        )
     return note
 
 

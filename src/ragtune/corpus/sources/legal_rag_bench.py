@@ -37,7 +37,8 @@ def download(params: LegalRagBenchParams, filename: str) -> Path:
     raise RagtuneError(
         f"fetch.legal_rag_bench: cannot get {filename} of dataset {params.repo_id}@{params.revision[:8]}: "
         "the Hugging Face Hub is unreachable and the file is not in the local HF cache. Download it once "
-        "with network access (or copy the HF cache), or use fetch.source=eu-law.")
+        "with network access (or copy the HF cache), or use fetch.source=eu-law."
+    )
 
 
 def verify_sha256(path: Path, expected: str, key: str) -> str:
@@ -49,8 +50,10 @@ def verify_sha256(path: Path, expected: str, key: str) -> str:
     else:
         ok = digest == expected
     if not ok:
-        raise DataError(f"{path}: sha256 {digest} does not match {key} ({expected}); the file differs "
-                        "from the pinned benchmark. Check fetch.legal_rag_bench.revision.")
+        raise DataError(
+            f"{path}: sha256 {digest} does not match {key} ({expected}); the file differs "
+            "from the pinned benchmark. Check fetch.legal_rag_bench.revision."
+        )
     return digest
 
 
@@ -75,8 +78,10 @@ def _field(path: Path, lineno: int, obj: dict, name: str, kinds=(str,), required
     if val is None and not required:
         return None
     if isinstance(val, bool) or not isinstance(val, kinds):
-        raise DataError(f"{path}:{lineno}: field '{name}' must be {' or '.join(k.__name__ for k in kinds)}, "
-                        f"got {type(val).__name__}")
+        raise DataError(
+            f"{path}:{lineno}: field '{name}' must be {' or '.join(k.__name__ for k in kinds)}, "
+            f"got {type(val).__name__}"
+        )
     return str(val) if isinstance(val, int) else val
 
 
@@ -106,9 +111,14 @@ def build(corpus_path: Path, qa_path: Path) -> SourceResult:
         rel = _field(qa_path, lineno, obj, "relevant_passage_id", (str, int))
         if rel not in canonical_of:
             raise DataError(f"{qa_path}:{lineno}: relevant_passage_id '{rel}' is not in {corpus_path.name}")
-        questions.append(TestQuestion(id=qid, question=_field(qa_path, lineno, obj, "question"),
-                                      relevant_ids=[canonical_of[rel]],
-                                      answer=_field(qa_path, lineno, obj, "answer", required=False)))
+        questions.append(
+            TestQuestion(
+                id=qid,
+                question=_field(qa_path, lineno, obj, "question"),
+                relevant_ids=[canonical_of[rel]],
+                answer=_field(qa_path, lineno, obj, "answer", required=False),
+            )
+        )
     stats = {"corpus_rows": len(seen), "duplicate_texts_merged": len(seen) - len(chunks)}
     return SourceResult(chunks=mark_test_chunks(chunks, questions), test=questions, stats=stats)
 
