@@ -7,7 +7,7 @@ from pathlib import Path
 from ragtune.cache import ContentCache
 from ragtune.corpus.fetching import report_source
 from ragtune.embedding.embedder import CachedEmbedder
-from ragtune.embedding.sets import EmbedInputs, embed_all
+from ragtune.embedding.sets import EmbedInputs, embed_sets
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.stage import run_main, split_run_facts, write_run_record
@@ -34,9 +34,13 @@ def main() -> None:
 
     params = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
+    # The cache closes (merging this run's rows into the tracked file) before any output is replaced: a merge
+    # that fails leaves the last run's outputs as they were.
     with ContentCache(CACHE) as cache, CachedEmbedder(params, cache) as embedder:
         source = report_source(args.corpus.parent / "report.json")
-        info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source), OUT)
+        sets = embed_sets(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source))
+    sets.write(OUT)
+    info = sets.counts
     kept, facts = split_run_facts(info, RUN_FACTS)
     write_json(OUT / "info.json", kept)
     write_run_record(OUT, facts)

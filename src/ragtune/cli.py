@@ -2,6 +2,7 @@
 
     ragtune search "question" -k 5     raw cosine, the adapter and the hybrid (BM25 + adapter) side by side
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
+    ragtune cache check | repair PATH  find damaged cache files; rebuild one from the rows it can still read
 
 `search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/, and
 data/eval/report.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
@@ -399,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long for the study to appear (start workers before the stage)",
     )
+    from .cache_repair import add_cache_parser
+
+    add_cache_parser(sub)
     return parser
 
 
@@ -431,6 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))
+        elif args.command == "cache":
+            from .cache_repair import cache_command
+
+            return cache_command(args.action, args.paths)
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
