@@ -59,6 +59,9 @@ def questions_for(user: str) -> list[str]:
 @dataclass
 class FakeAnthropic:
     delay: float = 0.0  # seconds before each /v1/messages answer
+    # While set, a request whose user message contains this text gets a 500, whatever its scenario: an outage
+    # for part of a run, switched off between runs.
+    failing: str | None = None
     batch_polls: int = 1  # retrieve calls that still say in_progress
     requests: list[dict[str, Any]] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -143,6 +146,8 @@ class FakeAnthropic:
             self.attempts[user] = self.attempts.get(user, 0) + 1
             attempt = self.attempts[user]
         ok = (200, tool_message({"questions": questions_for(user)}, model=body.get("model", "")), {})
+        if self.failing and self.failing in user:
+            return 500, _error("api_error", "Internal server error"), {}
         if scenario == "ok":
             return ok
         if scenario == "rate_limited_once":

@@ -50,19 +50,55 @@ def read_run_record(out_dir: str | Path) -> dict:
         return {}
 
 
+class RedactingFilter(logging.Filter):
+    """Hides passwords and secrets read from the environment in every log record (`credentials.redact`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .credentials import redact
+
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+
 def run_main(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a RagtuneError prints its message (no traceback) and exits 2."""
+    """Run a stage's main(); a RagtuneError, or an OSError that is the place's fault (full disk, no
+    permission), prints its message (no traceback) and exits 2. Logs, errors and the traceback of anything
+    unexpected pass through `credentials.redact`."""
+    from .credentials import redact
+    from .io import write_error
+
     logging.basicConfig(
         level=os.environ.get("RAGTUNE_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     # Keep third-party chatter (HTTP clients, alembic migrations) out of stage logs.
     for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "alembic", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         main()
     except RagtuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        error = write_error(exc.filename or "a file", exc)
+        if error is None:
+            _print_traceback(redact)
+            sys.exit(1)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:  # noqa: BLE001 - a bug: its traceback, with any secret hidden
+        _print_traceback(redact)
+        sys.exit(1)
+
+
+def _print_traceback(redact: Callable[[str], str]) -> None:
+    import traceback
+
+    print(redact(traceback.format_exc()), file=sys.stderr, end="")
 
 
 def parse_paths(description: str | None, names: Sequence[str], argv: Sequence[str] | None = None) -> PipelinePaths:
