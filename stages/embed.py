@@ -15,7 +15,7 @@ from ragtune.tracking import stage_run
 
 OUT = Path("data/embed")
 CACHE = Path("data/cache/embeddings.sqlite")
-RUN_FACTS = ("cache_hits", "cache_misses", "encoded", "seconds")
+RUN_FACTS = ("cache_hits", "journal_hits", "cache_misses", "encoded", "seconds")
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
         source = report_source(args.corpus.parent / "report.json")
         sets = embed_sets(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source))
     sets.write(OUT)
-    info = sets.counts
+    info = {**sets.counts, "journal_hits": cache.journal_hits}  # vectors an earlier, unfinished run computed
     kept, facts = split_run_facts(info, RUN_FACTS)
     write_json(OUT / "info.json", kept)
     write_run_record(OUT, facts)
@@ -50,7 +50,10 @@ def main() -> None:
     with stage_run("embed", mlflow_params, params={"embedding": params}, datasets=datasets) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         run.log_metrics({f"window_{k}": v for k, v in info["window"].items() if isinstance(v, (int, float))})
-    print(f"embed: {info['encoded']} texts encoded, {info['cache_hits']} from cache, {info['seconds']} s")
+    print(
+        f"embed: {info['encoded']} texts encoded, {info['cache_hits']} from cache ({info['journal_hits']} from the "
+        f"journal), {info['seconds']} s"
+    )
     warn_window(info["window"])
 
 

@@ -87,9 +87,7 @@ def describe_sqlite_error(path: Path, exc: BaseException, tracked: bool) -> str:
     """A sentence naming `path`, what went wrong and what to do, for an sqlite3 or OS error on a cache file."""
     text = str(exc)
     code = getattr(exc, "errno", None)
-    if isinstance(exc, sqlite3.DatabaseError) and any(
-        s in text for s in ("not a database", "malformed", "corrupt")
-    ):
+    if isinstance(exc, sqlite3.DatabaseError) and any(s in text for s in ("not a database", "malformed", "corrupt")):
         restore = f"; `dvc checkout {path}` restores the committed version instead" if tracked else ""
         return (
             f"{path}: the cache file is damaged ({text}). `ragtune cache repair {path}` keeps every row it can "

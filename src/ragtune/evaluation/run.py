@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import RagtuneError
 from ..labels import round_metric
 from ..paths import PipelinePaths
 from .arms import (
@@ -64,6 +65,12 @@ def run_eval(
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
     test_path = paths.test
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
+    if not test.ids:  # an eval without test numbers is no eval: say why instead of exiting 0 with none
+        raise RagtuneError(
+            f"{test_path}: no test questions, so there is nothing to evaluate; give a test file with questions "
+            "(fetch.jsonl.test), or leave it null so that fetch.jsonl.test_fraction of the chunks is held out "
+            "for synthetic test questions (see data/synthesize/report.json for why none were written)"
+        )
     val = load_validation_set(
         paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions, real_path=paths.real_questions
     )
