@@ -50,31 +50,34 @@ def read_run_record(out_dir: str | Path) -> dict:
         return {}
 
 
-class RedactingFilter(logging.Filter):
-    """Hides passwords and secrets read from the environment in every log record (`credentials.redact`)."""
+class RedactingStream:
+    """A stage's sys.stdout or sys.stderr: everything printed, by ragtune, by logging or by a library (MLflow
+    prints its run links, which hold the tracking URI and so its credentials), passes through
+    `credentials.redact` first."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
         from .credentials import redact
 
-        message = record.getMessage()
-        hidden = redact(message)
-        if hidden != message:
-            record.msg, record.args = hidden, None
-        return True
+        return self._stream.write(redact(text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding: the stream's own
+        return getattr(self._stream, name)
 
 
 def run_main(main: Callable[[], None]) -> None:
     """Run a stage's main(); a RagtuneError, or an OSError that is the place's fault (full disk, no
-    permission), prints its message (no traceback) and exits 2. Logs, errors and the traceback of anything
-    unexpected pass through `credentials.redact`."""
+    permission), prints its message (no traceback) and exits 2. Everything the stage prints (logs, errors, the
+    traceback of anything unexpected) passes through `credentials.redact`."""
     from .credentials import redact
     from .io import write_error
 
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     logging.basicConfig(
         level=os.environ.get("RAGTUNE_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
     # Keep third-party chatter (HTTP clients, alembic migrations) out of stage logs.
     for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "alembic", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -121,6 +121,7 @@ from ragtune.stage import run_main
 def main():
     remember("{API_KEY}")  # as the Anthropic backend does with the key it reads
     logging.getLogger("ragtune.x").warning("connecting to postgresql://u:{SECRET}@db/x with {API_KEY}")
+    print("View run at: http://me:{SECRET}@mlflow:5000/#/experiments/1")  # as MLflow prints its run links
     raise {{error}}("cannot open postgresql://u:{SECRET}@db/x")
 
 run_main(main)
@@ -134,6 +135,7 @@ def test_a_stage_hides_secrets_in_its_log_its_error_and_a_traceback(error, statu
     )
     assert proc.returncode == status
     assert "postgresql://u:***@db/x" in proc.stderr and SECRET not in proc.stderr and API_KEY not in proc.stderr
+    assert "http://me:***@mlflow:5000" in proc.stdout and SECRET not in proc.stdout
 
 
 # --- a whole run with a planted password, key and token ----------------------------------------------
@@ -152,6 +154,9 @@ def test_a_planted_secret_reaches_no_file_a_run_writes(tmp_path):
         mlflow={"enabled": True, "tracking_uri_env": "RAGTUNE_TRACKING_URI"},
     )
     project.commit("team set-up: secrets in the environment")
+    # This repository's own files hold the planted values (this test): only what the run writes counts.
+    copied = {p: p.read_bytes() for p in files_under(project.path)}
+    base = project.git("rev-parse", "HEAD").strip()
     store = tmp_path / "mlflow-store"
     try:
         with postgres_server() as pg, mlflow_server(store=store) as tracking:
@@ -167,16 +172,19 @@ def test_a_planted_secret_reaches_no_file_a_run_writes(tmp_path):
     finally:
         fake.stop()
     # The run used them: the key reached the API, the study the database, the runs the server.
-    assert {r["headers"].get("x-api-key") for r in fake.message_calls()} == {API_KEY}
+    assert {r["headers"].get("authorization") for r in fake.message_calls()} == {f"Bearer {API_KEY}"}
     best = (project.path / "data/tune/best.json").read_text(encoding="utf-8")
     assert '"storage": "postgresql://postgres:***@127.0.0.1' in best
     assert any(store.rglob("*.db")) and any((store / "artifacts").rglob("MLmodel"))
 
     secrets = (SECRET.encode(), API_KEY.encode())
-    written = files_under(project.path, store, project.journal)
+    written = [p for p in files_under(project.path, store, project.journal) if copied.get(p) != p.read_bytes()]
+    assert any(p.name == "dvc.lock" for p in written) and any(".dvc" in p.parts for p in written)
     leaks = [str(p) for p in written if any(s in p.read_bytes() for s in secrets)]
     assert leaks == []
-    assert not any(s in git_objects(project.path) for s in secrets)
+    objects = git_objects(project.path, base)
+    assert b"dvc.lock" in objects or len(objects) > 1000  # the experiment's commit and files are there
+    assert not any(s in objects for s in secrets)
     assert SECRET not in out and API_KEY not in out
 
 
@@ -184,10 +192,10 @@ def files_under(*roots: Path) -> list[Path]:
     return [p for root in roots for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
 
 
-def git_objects(repo: Path) -> bytes:
-    """Every object reachable from any ref (branches, `dvc exp` refs), uncompressed."""
+def git_objects(repo: Path, since: str) -> bytes:
+    """Every object reachable from any ref (branches, `dvc exp` refs) but not from commit `since`, uncompressed."""
     listing = subprocess.run(
-        ["git", "rev-list", "--all", "--objects"], cwd=repo, capture_output=True, text=True, check=True
+        ["git", "rev-list", "--all", "--objects", "--not", since], cwd=repo, capture_output=True, text=True, check=True
     ).stdout
     ids = "".join(line.split()[0] + "\n" for line in listing.splitlines() if line.strip())
     return subprocess.run(["git", "cat-file", "--batch"], cwd=repo, input=ids.encode(), capture_output=True).stdout
