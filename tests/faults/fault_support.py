@@ -110,6 +110,8 @@ class Project:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # As a terminal starts it: Ctrl-C delivered (a shell's background job would inherit it ignored).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def journal_rows(self, name: str) -> int:
