@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import RagtuneError
+from .errors import RagtuneError, UnreadableFileError
 
 # Errors of the place written to, not of the data: a full disk or quota, a file too large, no permission.
 _PLACE_ERRORS = {
@@ -81,8 +81,15 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """A JSON file; UnreadableFileError naming it (and how to remake it) when it cannot be parsed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UnreadableFileError(
+            f"{path}: not valid JSON ({exc}); if a stage wrote it, rerun that stage (dvc repro -f STAGE), "
+            "otherwise fix the file"
+        ) from None
 
 
 def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:

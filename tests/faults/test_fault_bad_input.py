@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO
 from fault_support import Project, corpus_rows
@@ -134,3 +135,21 @@ def test_a_bad_param_of_a_later_stage_stops_the_pipeline_before_any_stage_works(
     project.set_params(train={"lr": 0.001})
     out = project.dvc("repro", "fetch")
     assert "Running stage 'check'" in out and "Running stage 'fetch'" not in out
+
+
+def test_damaged_json_and_npz_outputs_name_the_file_and_the_stage_that_remakes_them(tmp_path):
+    from ragtune.embedding.embedder import load_embeddings, save_embeddings
+    from ragtune.errors import UnreadableFileError
+    from ragtune.io import read_json
+
+    report = tmp_path / "data/tune/best.json"
+    report.parent.mkdir(parents=True)
+    report.write_text('{"value": 0.5, "params": {', encoding="utf-8")  # cut off
+    with pytest.raises(UnreadableFileError, match=r"best.json: not valid JSON .*rerun that stage \(dvc repro -f"):
+        read_json(report)
+    emb = tmp_path / "data/embed/corpus.npz"
+    save_embeddings(emb, ["a", "b"], np.eye(2, dtype=np.float32))
+    emb.write_bytes(emb.read_bytes()[:100])
+    with pytest.raises(UnreadableFileError, match=r"corpus.npz: not a readable embeddings file .*dvc repro -f embed"):
+        load_embeddings(emb)
+    assert issubclass(UnreadableFileError, ValueError)  # an optional file that is unreadable still reads as absent
