@@ -259,7 +259,7 @@ def _synth_fail_then(p: Probe, rerun: list[str]) -> str:
         n1 = len(fake.message_calls())
         fake.failing = None
         second = p.dvc(*rerun, timeout=900)
-        if "queue" in rerun:
+        if "--queue" in rerun:
             name = re.search(r"Queued experiment '([^']+)'", second.stdout + second.stderr)
             assert name, second.stdout + second.stderr
             start = p.dvc("queue", "start")
