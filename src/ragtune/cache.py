@@ -94,7 +94,7 @@ def describe_sqlite_error(path: Path, exc: BaseException, tracked: bool) -> str:
             f"still read (the rest are made again on the next run){restore}"
         )
     if code in _FULL or "full" in text or "disk I/O" in text or "too large" in text.lower():
-        return f"{path}: cannot write, the disk is full ({text}); free space on its device and rerun"
+        return f"{path}: could not write it ({text}); the disk is full: free space on its device, then rerun"
     if code in _DENIED or "readonly" in text or "read-only" in text.lower() or "unable to open" in text:
         where = "" if tracked else " (or point RAGTUNE_CACHE_DIR at a writable directory)"
         return f"{path}: cannot open or write it ({text}); make it and its folder writable{where}"
@@ -282,9 +282,9 @@ class ContentCache:
         except (sqlite3.Error, OSError, RagtuneError) as exc:
             what = str(exc) if isinstance(exc, RagtuneError) else describe_sqlite_error(self.path, exc, tracked=True)
             raise RagtuneError(
-                f"{what}. Merging {len(keys)} rows of this run "
-                f"into it failed, so it is unchanged; the rows are kept in {self.journal}, and the rerun takes "
-                "them from there (nothing is computed or paid for again)"
+                f"{what}. The merge of this run's {len(keys)} rows into it failed and left it as it was; the rows "
+                f"are kept in {self.journal}, and the rerun takes them from there (nothing is computed or paid for "
+                "again)"
             ) from None
         if rows:
             log.info("%s: %d rows of this run merged in from %s", self.path, len(rows), self.journal)

@@ -136,7 +136,7 @@ def test_full_disk_at_cache_close_leaves_the_last_outputs_whole_and_loses_no_vec
     journal = tmp_path / "other-disk-journal"
     proc = embed(project, journal, file_size_limit=size + 8192)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert f"{TRACKED}: cannot write" in proc.stderr and "free space" in proc.stderr
+    assert f"{TRACKED}: could not write it" in proc.stderr and "free space" in proc.stderr
     assert str(journal / "journal/embeddings.sqlite") in proc.stderr
     assert {p: p.read_bytes() for p in outputs} == outputs  # the last run's outputs, whole
     assert (project / TRACKED).stat().st_size == size and rows(project / TRACKED) == N
