@@ -71,7 +71,7 @@ class Project:
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
     def write_corpus(self, rows: list[dict], test: list[dict] | None = None) -> None:
-        """corpus/corpus.jsonl (and corpus/test.jsonl) as the jsonl source, with fast tune/curve settings."""
+        """corpus/corpus.jsonl (and corpus/test.jsonl) as the jsonl source, with fast tune/train/curve settings."""
         folder = self.path / "corpus"
         folder.mkdir(exist_ok=True)
         (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -84,6 +84,7 @@ class Project:
             },
             mlflow={"enabled": False},
             tune={"n_trials": 2, "timeout_s": 60},
+            train={"bagging": 1, "max_epochs": 5},
             curve={"enabled": False},
         )
 
