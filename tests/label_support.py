@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -115,6 +116,14 @@ class LabelServer:
             self.lines.append(line)
             if line.startswith("Open http://127.0.0.1:"):
                 return line.split()[1]
+
+    def interrupt(self) -> tuple[int, list[str]]:
+        """Ctrl-C: (the exit code, every line it printed)."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=30)
+        while (line := self._lines.get(timeout=30)) is not None:
+            self.lines.append(line)
+        return code, self.lines
 
     def kill(self) -> None:
         """SIGKILL: no handler runs, as when the machine or the terminal dies."""

@@ -3,6 +3,7 @@ refusal), the recommendation preview, start-up errors, and the session on a real
 all-MiniLM-L6-v2 and the pipeline's own arms)."""
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -190,6 +191,29 @@ def test_one_session_per_folder_hand_edits_are_not_overwritten_and_killed_writes
     s = store(tmp_path)
     assert not stale.exists() and s.counts == {"labelled": 2, "none": 0}
     s.close()
+
+
+def test_a_move_between_the_files_cut_short_half_way_never_leaves_a_wrong_judgement(tmp_path, monkeypatch):
+    s = store(tmp_path)
+    s.save("Labelled, then none?", ["c1"])
+    s.save("None, then labelled?", [])
+    real_replace = os.replace
+
+    def die_on_the_sidecar(src, dst):  # the process dies after the labels file is replaced
+        if str(dst).endswith(".none.jsonl"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", die_on_the_sidecar)
+    for question, relevant in [("Labelled, then none?", []), ("None, then labelled?", ["c2"])]:
+        with pytest.raises(KeyboardInterrupt):
+            s.save(question, relevant)
+    monkeypatch.setattr(os, "replace", real_replace)
+    s.close()
+    again = store(tmp_path)
+    assert again.get("Labelled, then none?") is None  # in neither file: asked again
+    assert again.get("None, then labelled?").relevant_ids == ("c2",)  # in both: the labels file wins
+    assert not list(tmp_path.glob("labels/.*.tmp"))
 
 
 def test_questions_to_step_through(tmp_path):

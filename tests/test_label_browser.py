@@ -169,6 +169,9 @@ def test_label_three_reload_edit_kill_mid_write_restart(browser, tmp_path):
         page.click("#show")
         page.locator('#candidates .chunk[data-id="csrd-11"] input').check()
         save_and_wait(page)
+        code, printed = server.interrupt()
+        assert code == 0 and printed[-1] == "stopped; every judgement shown as saved is on disk"
+        assert any("corpus/train_questions.jsonl (2 labelled)" in line for line in printed)
     finally:
         server.stop()
     page.close()

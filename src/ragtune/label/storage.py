@@ -9,8 +9,9 @@ Every change rewrites the file it touches through a temporary file that is fsync
 folder fsynced): a kill at any moment leaves the old file or the new one, each line of which parses. A plain
 O_APPEND write is not enough: the kernel may stop a write between two pages on SIGKILL, leaving half a line.
 A question is one question whatever its case, punctuation or spacing (`records.normalise_question`, the
-leakage rule's form), so typing it again edits it. When a question moves between the two files, the file
-that gains it is written last: a kill in between leaves it in neither (asked again), never in both.
+leakage rule's form), so typing it again edits it. When a question moves between the two files, the labels
+file is written first and a question in both counts as labelled: a kill in between leaves a question that
+became labelled labelled, and one that became "none" in neither file (asked again); never a wrong judgement.
 """
 
 from __future__ import annotations
