@@ -141,7 +141,7 @@ def test_chroma_sentence_transformer_embedding_function(built):
 
     client = chromadb.EphemeralClient()
     collection = client.create_collection(
-        "chunks", embedding_function=document_ef, configuration={"hnsw": {"space": "cosine"}}
+        "integration-chunks", embedding_function=document_ef, configuration={"hnsw": {"space": "cosine"}}
     )
     collection.add(ids=[f"c{i}" for i in range(len(CHUNKS))], documents=CHUNKS)
     stored = collection.get(ids=[f"c{i}" for i in range(len(CHUNKS))], include=["embeddings"])["embeddings"]
