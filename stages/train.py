@@ -209,6 +209,7 @@ def main() -> None:
         metrics: dict = {}
         seconds: dict[str, float] = {}  # per kind, for run.json (a wall time is no output of the inputs)
         dirs_written: list[Path] = []
+        model_id = None  # the logged model's: its validation metrics are the model's metrics too
         for kind in kinds:
             p = params if kind == params.kind else params.model_copy(update={"kind": kind})
             # k-fold: the shipped adapter trains on every test question, so it validates on synthetic questions
@@ -236,6 +237,7 @@ def main() -> None:
                     mlflow_params.register_model_name,
                     pipeline_tags("train"),
                 )
+                model_id = model.model_id
                 log.info(
                     "train: logged the adapter as MLflow model %s%s",
                     model.model_uri,
@@ -257,7 +259,9 @@ def main() -> None:
                     f"{prefix}{k}": v
                     for k, v in summary.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
-                }
+                },
+                model_id=model_id if kind == params.kind else None,
+                dataset=PipelinePaths().questions,
             )
             seconds[kind] = summary.pop("seconds")
             if kind == params.kind:

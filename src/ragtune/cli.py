@@ -2,6 +2,8 @@
 
     ragtune search "question" -k 5     raw cosine, the adapter and the hybrid (BM25 + adapter) side by side
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
+    ragtune estimate [--json]          tokens and USD of synthesize and judge before any call
+    ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
 
 `search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/, and
 data/eval/report.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
@@ -25,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from .commands import COMMANDS, add_parsers
+from .commands import run as run_command
 from .errors import RagtuneError
 
 CORPUS = Path("data/fetch/corpus.jsonl")
@@ -399,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long for the study to appear (start workers before the stage)",
     )
+    add_parsers(sub)
     return parser
 
 
@@ -428,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().setLevel(logging.INFO)
             done = join_study(args.storage, args.study, args.worker, args.threads, args.wait)
             print(f"study {args.study}: {done} trials finished")
+        elif args.command in COMMANDS:
+            run_command(args)
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))
