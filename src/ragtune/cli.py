@@ -3,6 +3,8 @@
     ragtune search "question" -k 5     raw cosine, the adapter and the hybrid (BM25 + adapter) side by side
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
     ragtune label [--out PATH]         a local web page to label real questions (ragtune.label)
+    ragtune estimate [--json]          tokens and USD of synthesize and judge before any call
+    ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
 
 `search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/, and
 data/eval/report.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
@@ -26,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .commands import COMMANDS, add_parsers
+from .commands import run as run_command
 from .errors import RagtuneError
 
 CORPUS = Path("data/fetch/corpus.jsonl")
@@ -403,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .label.command import add_parser as add_label_parser
 
     add_label_parser(sub)
+    add_parsers(sub)
     return parser
 
 
@@ -436,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .label.command import LabelOptions, run
 
             return run(LabelOptions.from_args(args))
+        elif args.command in COMMANDS:
+            run_command(args)
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))

@@ -93,74 +93,39 @@ def choose_with_labels(
     means = {a: float(np.mean(scores_by_arm[a])) if n else 0.0 for a in arms}
     ranked = sorted(arms, key=lambda a: (-means[a], rank[a]))
     best = ranked[0]
-    if n == 0:
-        return LabelledChoice(
-            best,
-            None,
-            0,
-            means,
-            None,
-            None,
-            None,
-            False,
-            None,
-            "No labelled questions yet: label some to choose on real questions.",
+    if n == 0 or len(ranked) == 1:
+        statement = (
+            "No labelled questions yet: label some to choose on real questions."
+            if n == 0
+            else f"{best} is the only arm evaluated ({metric} {means[best]:.3f} on {n} questions)."
         )
-    if len(ranked) == 1:
-        return LabelledChoice(
-            best,
-            None,
-            n,
-            means,
-            None,
-            None,
-            None,
-            True,
-            None,
-            f"{best} is the only arm evaluated ({metric} {means[best]:.3f} on {n} questions).",
-        )
+        return LabelledChoice(best, None, n, means, None, None, None, n > 0, None, statement)
     second = ranked[1]
     a, b = np.asarray(scores_by_arm[best], float), np.asarray(scores_by_arm[second], float)
     test = paired_bootstrap(a, b, resamples, confidence, seed)
-    interval = (test.low, test.high)
     head = (
         f"On {n} labelled questions {best} has the best {metric} ({means[best]:.3f}); the runner-up "
         f"{second} has {means[second]:.3f} (difference {test.diff:+.3f}, {confidence:.0%} interval "
         f"{test.low:+.3f} to {test.high:+.3f}, paired p={test.p_value:.2g})."
     )
+    more = None
     if test.p_value < alpha and test.diff > 0:
-        return LabelledChoice(
-            best,
-            second,
-            n,
-            means,
-            test.diff,
-            interval,
-            test.p_value,
+        settled, tail = True, f"Settled: {best} is ahead beyond chance."
+    elif -margin <= test.low and test.high <= margin:
+        settled, tail = (
             True,
-            None,
-            f"{head} Settled: {best} is ahead beyond chance.",
+            (f"Settled: the two are practically equal (within {margin} either way); either can be deployed."),
         )
-    if -margin <= test.low and test.high <= margin:
-        return LabelledChoice(
-            best,
-            second,
-            n,
-            means,
-            test.diff,
-            interval,
-            test.p_value,
-            True,
-            None,
-            f"{head} Settled: the two are practically equal (within {margin} either way); either can be deployed.",
-        )
-    needed = questions_to_detect(a - b, alpha)
-    more = None if needed is None else max(needed - n, 1)
-    if more is None:
-        tail = "Not settled: the two arms score the same on these questions; label more to tell them apart."
     else:
+        settled = False
+        needed = questions_to_detect(a - b, alpha)
+        more = None if needed is None else max(needed - n, 1)
         tail = (
-            f"Not settled: label about {more} more questions (about {n + more} in all) to tell {best} from "
+            "Not settled: the two arms score the same on these questions; label more to tell them apart."
+            if more is None
+            else f"Not settled: label about {more} more questions (about {n + more} in all) to tell {best} from "
             f"{second} at this difference."
         )
-    return LabelledChoice(best, second, n, means, test.diff, interval, test.p_value, False, more, f"{head} {tail}")
+    return LabelledChoice(
+        best, second, n, means, test.diff, (test.low, test.high), test.p_value, settled, more, f"{head} {tail}"
+    )
