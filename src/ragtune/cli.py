@@ -2,6 +2,7 @@
 
     ragtune search "question" -k 5     raw cosine, the adapter and the hybrid (BM25 + adapter) side by side
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
+    ragtune label [--out PATH]         a local web page to label real questions (ragtune.label)
     ragtune estimate [--json]          tokens and USD of synthesize and judge before any call
     ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
 
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long for the study to appear (start workers before the stage)",
     )
+    from .label.command import add_parser as add_label_parser
+
+    add_label_parser(sub)
     add_parsers(sub)
     return parser
 
@@ -433,6 +437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().setLevel(logging.INFO)
             done = join_study(args.storage, args.study, args.worker, args.threads, args.wait)
             print(f"study {args.study}: {done} trials finished")
+        elif args.command == "label":
+            from .label.command import LabelOptions, run
+
+            return run(LabelOptions.from_args(args))
         elif args.command in COMMANDS:
             run_command(args)
         elif args.command == "bench":
