@@ -24,6 +24,9 @@ from .statistics import paired_bootstrap
 
 # The power a "label about N more" estimate aims at.
 POWER = 0.8
+# Below this many labelled questions nothing is called settled: a handful of questions can agree by chance,
+# and a bootstrap interval over them is too narrow to mean anything.
+MIN_SETTLED = 10
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,13 @@ def choose_with_labels(
     resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 42,
+    min_questions: int = MIN_SETTLED,
     order: tuple[str, ...] = ("cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid"),
 ) -> LabelledChoice:
     """The best arm by mean score on the same labelled questions (`scores_by_arm`: arm -> (n,) per-question
     scores, e.g. reciprocal ranks), tested against the runner-up. Ties go to the arm earlier in `order` (the
-    simpler one). `margin`: a difference whose interval lies within +-margin is practically none."""
+    simpler one). `margin`: a difference whose interval lies within +-margin is practically none. Fewer than
+    `min_questions` questions are never called settled."""
     arms = list(scores_by_arm)
     if not arms:
         raise ValueError("no arms to choose from")
@@ -109,7 +114,11 @@ def choose_with_labels(
         f"{test.low:+.3f} to {test.high:+.3f}, paired p={test.p_value:.2g})."
     )
     more = None
-    if test.p_value < alpha and test.diff > 0:
+    if n < min_questions:
+        settled = False
+        more = min_questions - n
+        tail = f"Not settled: too few labels to judge; label at least {more} more questions."
+    elif test.p_value < alpha and test.diff > 0:
         settled, tail = True, f"Settled: {best} is ahead beyond chance."
     elif -margin <= test.low and test.high <= margin:
         settled, tail = (
