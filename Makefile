@@ -74,8 +74,9 @@ querylogs-kfold: $(STAMP)
 		-S train.folds=5 -S tune.timeout_s=null
 	$(BIN)/python -m ragtune.readme
 
+# MLflow's UI on the pipeline's store (params.yaml mlflow), at the URL of the experiment's runs (it prints it).
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/ragtune ui --port 5000
 
 clean-venv:
 	rm -rf $(VENV)

@@ -210,3 +210,26 @@ def test_hybrid_column_marks_chunks_neither_dense_side_found():
     text = format_comparison(cmp, 90)
     assert " 1.*c5" in text and "* hybrid: 1 of its top 2 found by neither dense side" in text
     assert max(len(line) for line in text.splitlines()) <= 90
+
+
+def test_verbose_says_more_here_and_in_the_stages_a_command_starts(tmp_path, monkeypatch, capsys):
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("RAGTUNE_LOG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("mlflow: {}\n", encoding="utf-8")  # the default store, not made yet
+    root = logging.getLogger()
+    level = root.level
+    try:
+        assert main(["ui"]) == 2 and root.level == logging.WARNING and "RAGTUNE_LOG" not in os.environ
+        assert main(["-vv", "ui"]) == 2 and root.level == logging.DEBUG
+    finally:
+        root.setLevel(level)
+    assert "sqlite:///mlflow.db does not exist yet" in capsys.readouterr().err
+    # A stage started from here (`ragtune bench` runs them under dvc) logs at that level too.
+    code = "import logging; from ragtune.stage import quiet_logging; quiet_logging(); print(logging.getLogger().level)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(logging.DEBUG)

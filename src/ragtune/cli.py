@@ -5,6 +5,10 @@
     ragtune label [--out PATH]         a local web page to label real questions (ragtune.label)
     ragtune estimate [--json]          tokens and USD of synthesize and judge before any call
     ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
+    ragtune ui [--port 5000]           MLflow's UI, opened on the runs of the pipeline's experiment
+
+Quiet by default (warnings only); `ragtune -v COMMAND` says more (-vv: debug), in the stages it runs too.
+Stages run by `dvc repro` log progress (INFO); `RAGTUNE_LOG=DEBUG dvc repro` for detail, WARNING for less.
 
 `search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/, and
 data/eval/report.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -333,6 +338,13 @@ def _as_json(cmp: Comparison) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragtune", description="Query-adapter pipeline for domain retrieval.")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more detail: -v progress (INFO), -vv debug; also for the stages a command runs (RAGTUNE_LOG)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
         "search",
@@ -423,7 +435,8 @@ def bench(args: argparse.Namespace, command: str) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    verbosity(args.verbose)
+    status = 0
     try:
         if args.command == "search":
             if args.top_k < 1:
@@ -434,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "tune-worker":
             from .adapter.tune_worker import join_study
 
-            logging.getLogger().setLevel(logging.INFO)
+            logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))  # its progress
             done = join_study(args.storage, args.study, args.worker, args.threads, args.wait)
             print(f"study {args.study}: {done} trials finished")
         elif args.command == "label":
@@ -442,14 +455,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run(LabelOptions.from_args(args))
         elif args.command in COMMANDS:
-            run_command(args)
+            status = run_command(args)
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return status
+
+
+def verbosity(count: int) -> None:
+    """Quiet by default (warnings); -v INFO, -vv DEBUG, here and in the stages a command starts (`ragtune bench`
+    runs them under dvc), which read RAGTUNE_LOG."""
+    level = ("WARNING", "INFO", "DEBUG")[min(count, 2)]
+    if count:
+        os.environ["RAGTUNE_LOG"] = level
+    logging.basicConfig()
+    logging.getLogger().setLevel(level)
 
 
 if __name__ == "__main__":

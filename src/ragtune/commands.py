@@ -1,4 +1,5 @@
-"""The `ragtune estimate` and `ragtune exps` subcommands: their parsers and what they run (cli.py wires them)."""
+"""The `ragtune estimate`, `ragtune exps` and `ragtune ui` subcommands: their parsers and what they run (cli.py
+wires them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("estimate", "exps")
+COMMANDS = ("estimate", "exps", "ui")
 
 
 def add_parsers(sub: Any) -> None:
@@ -36,9 +37,22 @@ def add_parsers(sub: Any) -> None:
     )
     x.add_argument("--json", action="store_true", help="print JSON instead of the table")
     x.add_argument("-A", "--all", action="store_true", help="all branches and commits (dvc exp show -A)")
+    u = sub.add_parser(
+        "ui",
+        help="MLflow's web UI, opened on the runs of the pipeline's experiment",
+        description="Print the URL of the runs table of the experiment in params.yaml's mlflow section and, "
+        "for a local store (the default sqlite:///mlflow.db), serve it with `mlflow ui` until Ctrl-C. For a "
+        "tracking server, only its URL is printed. Open that URL: MLflow's UI otherwise opens an experiment "
+        "on its GenAI overview.",
+    )
+    u.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default params.yaml)")
+    u.add_argument("--host", default="127.0.0.1", help="interface to serve on (default 127.0.0.1)")
+    u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    u.add_argument("--workers", type=int, default=1, help="mlflow ui worker processes (default 1)")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand; its exit status."""
     if args.command == "estimate":
         from .errors import RagtuneError
         from .estimate import format_estimate, run_estimate
@@ -52,3 +66,9 @@ def run(args: argparse.Namespace) -> None:
 
         rows = experiment_rows(read_exp_show(all_commits=args.all))
         print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    elif args.command == "ui":
+        from .mlflow_ui import serve_ui
+        from .params import MlflowParams, load_section
+
+        return serve_ui(load_section("mlflow", MlflowParams, args.params), args.host, args.port, args.workers)
+    return 0

@@ -86,16 +86,20 @@ def quiet_logging(level: str | int = "INFO") -> None:
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a RagtuneError prints its message (no traceback) and exits 2."""
-    from .tracking import mark_stage_start
+    """Run a stage's main() and log its wall time (from the process start, imports included: the span of its
+    MLflow run); a RagtuneError prints its message (no traceback) and exits 2."""
+    import time
 
-    mark_stage_start()  # the stage's MLflow run starts here, however late it is opened
+    from .tracking import mark_stage_start, stage_started
+
+    mark_stage_start()  # the stage's MLflow run starts with the process, however late it is opened
     quiet_logging()
     try:
         main()
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    log.info("%s: finished in %.2f s", Path(sys.argv[0]).stem, time.time() - stage_started())
 
 
 def parse_paths(description: str | None, names: Sequence[str], argv: Sequence[str] | None = None) -> PipelinePaths:
@@ -117,6 +121,20 @@ def train_run_id(paths: PipelinePaths) -> str | None:
     return read_run_record(paths.train_run).get("mlflow_run_id")
 
 
+# The eval arms that run the logged model (the adapter, alone and fused with BM25): their test numbers are the
+# model's; cosine's, bm25's, hybrid_cosine's and the linear comparison adapter's are not.
+MODEL_ARMS = ("adapter", "hybrid")
+
+
+def of_logged_model(key: str) -> bool:
+    """Whether a flat metric is one of the logged model's: the test set's size (`test.questions`) or a test
+    number of an arm that runs it, or of its comparison (`test.adapter.hit_at_5`, `test.hybrid_vs_cosine...`)."""
+    parts = key.split(".")
+    if parts[0] != "test" or len(parts) < 2:
+        return False
+    return parts[1] == "questions" or parts[1].split("_vs_")[0] in MODEL_ARMS
+
+
 def log_under_train_run(
     stage: str,
     mlflow_params: Any,
@@ -130,8 +148,9 @@ def log_under_train_run(
 ) -> None:
     """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, nested under the
     train run that made the adapter and linked both ways (tags `ragtune.train_run_id` here and
-    `ragtune.<stage>_run_id` there); the metrics live on this run only. Those on the test set (`test.*`) are
-    also the metrics of the train run's logged model, computed on the test set. `version_tags` go on the
+    `ragtune.<stage>_run_id` there); the metrics live on this run only. Those of the arms that run the adapter
+    on the test set (`of_logged_model`) are also the metrics of the train run's logged model, computed on the
+    test set. `version_tags` go on the
     registered model versions made from that run; `datasets` names the `paths` inputs logged as the run's
     dataset inputs. A train run from another tracking store only costs a warning."""
     from .tracking import logged_model_id, stage_run
@@ -142,9 +161,9 @@ def log_under_train_run(
         stage, mlflow_params, params=params, tags=tags, datasets=paths.datasets(*datasets) if datasets else ()
     ) as run:
         model_id = logged_model_id(run.client, parent) if run.active and parent else None
-        on_test = {k: v for k, v in flat.items() if k.startswith("test.")}
-        run.log_metrics({k: v for k, v in flat.items() if k not in on_test})
-        run.log_metrics(on_test, model_id=model_id, dataset=paths.test)
+        of_model = {k: v for k, v in flat.items() if of_logged_model(k)}
+        run.log_metrics({k: v for k, v in flat.items() if k not in of_model})
+        run.log_metrics(of_model, model_id=model_id, dataset=paths.test)
         for path in written:
             run.log_artifact(path)
         if run.active and parent:

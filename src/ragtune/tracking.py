@@ -22,16 +22,30 @@ log = logging.getLogger(__name__)
 # `token` alone (hf_token, access_token), not `tokens` (llm.max_tokens is a param worth seeing).
 _SECRET = re.compile(r"(api[_-]?key|token(?!s)|secret|password|authorization)", re.IGNORECASE)
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics in log_batch
-# The UI opens an experiment of this kind on its runs (a model-training experiment) instead of the GenAI
-# overview with its empty trace dashboards (mlflow 3.x reads the tag `mlflow.experimentKind`).
+# A model-training experiment, not a GenAI one. MLflow UIs before the GenAI / Model training switch open such
+# an experiment on its runs; 3.17's UI ignores the tag and takes the view from the URL (`workflowType`) or the
+# browser's last choice, so `ragtune ui` prints the URL of the runs view (ragtune.mlflow_ui).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 _STAGE_START: list[float] = []  # when the stage process began its work (mark_stage_start)
 
 
+def process_started() -> float:
+    """When this process started (epoch seconds, to the clock tick), so that a stage's wall time includes its
+    imports as `dvc repro` shows it: /proc/self/stat's start time (ticks after boot) on Linux, else now."""
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()  # after the command name, from field 3 (state) on
+        ticks = int(fields[19])  # field 22: starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # no /proc (macOS, Windows)
+        return time.time()
+    return time.time() - age
+
+
 def mark_stage_start(at: float | None = None) -> None:
-    """Record when the stage began (stage.run_main calls it first): its MLflow run starts then, not when it
-    is opened after the work."""
-    _STAGE_START[:] = [time.time() if at is None else at]
+    """Record when the stage began (stage.run_main calls it first: the process start): its MLflow run starts
+    then, not when it is opened after the work."""
+    _STAGE_START[:] = [process_started() if at is None else at]
 
 
 def stage_started() -> float:
