@@ -393,3 +393,34 @@ def test_bad_ict_params_name_the_key(ict, expected):
     with pytest.raises(ParamsError) as err:
         parse_section({"backend": "ict", "ict": ict}, "llm", LlmParams)
     assert expected in str(err.value)
+
+
+# --- llm.ict.processes ------------------------------------------------------------------------------
+
+
+def test_parallel_synthesis_equals_the_serial_one_byte_for_byte(tmp_path, monkeypatch):
+    from ragtune.llm import ict
+    from ragtune.records import write_jsonl
+
+    started: list[int] = []
+    real_pool = ict._pool
+    monkeypatch.setattr(ict, "_pool", lambda n, params: started.append(n) or real_pool(n, params))
+    # 160 EU-like chunks (a pool needs 64 a process), every style and a seeded share of frames at once.
+    chunks = chunks_of([f"{t} Paragraph {i} applies from {2000 + i}." for i in range(40) for t in EU_CHUNKS])
+    files = {}
+    for processes in (1, 2, 3):
+        ict_params = {"style": "both", "templates": ["What about {q}?"], "template_share": 0.5, "processes": processes}
+        backend = make_backend(LlmParams(backend="ict", ict=ict_params))
+        with ContentCache(tmp_path / f"{processes}.sqlite") as cache:
+            out = synthesize(chunks, [], backend, cache, SynthesizeParams(questions_per_chunk=3))
+        write_jsonl(tmp_path / f"{processes}.jsonl", out.questions)
+        files[processes] = (tmp_path / f"{processes}.jsonl").read_bytes()
+        assert out.report["questions_kept"] > 400
+    assert started == [2, 2]  # processes 3 uses 2: 160 chunks are too few for a third
+    assert files[2] == files[1] and files[3] == files[1]
+
+
+def test_the_process_count_is_not_in_the_identity():
+    one = make_backend(LlmParams(backend="ict", ict={"processes": 1})).identity()
+    assert make_backend(LlmParams(backend="ict", ict={"processes": 4})).identity() == one
+    assert "processes" not in one
