@@ -1,0 +1,58 @@
+"""The scale benchmark's synthetic corpus generator: seeded, legal-like, sized as asked, and valid pipeline input."""
+
+from __future__ import annotations
+
+import statistics
+
+from ragtune.benchmark.synthetic_corpus import Source, default_test_size, generate_chunks, write_corpus
+from ragtune.records import load_corpus, load_test
+
+SOURCE = Source.load(__import__("pathlib").Path("no/such/corpus.jsonl"))  # the built-in provisions
+
+
+def test_same_seed_same_corpus_byte_for_byte_and_another_seed_another(tmp_path):
+    a_corpus, a_test = write_corpus(tmp_path / "a", 500, seed=3, source=SOURCE)
+    b_corpus, b_test = write_corpus(tmp_path / "b", 500, seed=3, source=SOURCE)
+    c_corpus, _ = write_corpus(tmp_path / "c", 500, seed=4, source=SOURCE)
+    assert a_corpus.read_bytes() == b_corpus.read_bytes() and a_test.read_bytes() == b_test.read_bytes()
+    assert a_corpus.read_bytes() != c_corpus.read_bytes()
+
+
+def test_the_files_are_pipeline_input_of_the_size_asked(tmp_path):
+    corpus, test = write_corpus(tmp_path, 1234, seed=0, source=SOURCE)
+    chunks = load_corpus(corpus)  # the corpus contract: ids unique, texts non-empty
+    questions = load_test(test, corpus_ids=[c.id for c in chunks])  # relevant ids exist
+    assert len(chunks) == 1234 and len(questions) == default_test_size(1234) == 50
+    assert len({c.text for c in chunks}) == len(chunks)  # the paragraph mark (article.part) keeps texts apart
+    assert all(c.parent and c.title and c.title.startswith("Article ") for c in chunks)
+
+
+def test_chunk_lengths_follow_the_source_distribution():
+    lengths = [600, 800, 900, 1000, 1400] * 20
+    source = Source.from_texts(
+        [" ".join(["The authority shall keep the records of each inspection for five years."] * 30)], ["Records"]
+    )
+    source = Source(source.sentences, source.titles, tuple(lengths))
+    made = [len(c.text) for c in generate_chunks(source, 2000, seed=1)]
+    # Filled sentence by sentence (~75 characters) to the drawn length within half a sentence.
+    assert abs(statistics.median(made) - statistics.median(lengths)) < 60
+    assert min(made) >= 600 - 40 and max(made) <= 1400 + 40
+
+
+def test_the_gpu_check_stops_clearly_without_cuda():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no device, whatever the machine has
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--chunks", "10"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "no CUDA device" in proc.stderr and not proc.stdout
