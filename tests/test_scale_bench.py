@@ -56,3 +56,23 @@ def test_the_gpu_check_stops_clearly_without_cuda():
     )
     assert proc.returncode == 2
     assert "no CUDA device" in proc.stderr and not proc.stdout
+
+
+def test_validation_chunks_are_capped_and_the_cap_only_trims_the_same_permutation():
+    import numpy as np
+    from test_training import learnable_data
+
+    from ragtune.adapter.splits import make_split, split_by_chunk
+    from ragtune.adapter.training import TrainParams
+
+    data = learnable_data(n_chunks=400)
+    groups = data.text_group[data.gold_rows].numpy()
+    free = split_by_chunk(data, 0.25, seed=3)
+    assert len(set(groups[free.val])) == 100  # 25% of 400 chunks (399 text groups, rounded up)
+    below = split_by_chunk(data, 0.25, seed=3, max_val_chunks=100)
+    assert np.array_equal(below.val, free.val) and np.array_equal(below.train, free.train)
+    capped = split_by_chunk(data, 0.25, seed=3, max_val_chunks=30)
+    assert len(set(groups[capped.val])) == 30 and set(capped.val) < set(free.val)
+    assert sorted([*capped.train, *capped.val]) == list(range(len(groups)))  # the rest train
+    params = TrainParams(val_fraction=0.25, val_max_chunks=30, seed=3)
+    assert np.array_equal(make_split(data, params, params.seed).val, capped.val)
