@@ -76,3 +76,16 @@ def test_validation_chunks_are_capped_and_the_cap_only_trims_the_same_permutatio
     assert sorted([*capped.train, *capped.val]) == list(range(len(groups)))  # the rest train
     params = TrainParams(val_fraction=0.25, val_max_chunks=30, seed=3)
     assert np.array_equal(make_split(data, params, params.seed).val, capped.val)
+
+
+def test_bootstrap_blocks_shrink_with_the_sample_and_the_resamples_stay_the_same():
+    import numpy as np
+
+    from ragtune.evaluation.statistics import _BLOCK_CELLS, bootstrap_counts
+
+    for n in (7, 2001, 9001):
+        blocks = list(bootstrap_counts(n, 3001, seed=42))
+        assert sum(len(b) for b in blocks) == 3001 and len(blocks[0]) == min(2000, _BLOCK_CELLS // n)
+        assert all(b.size <= _BLOCK_CELLS for b in blocks)
+        same = np.concatenate(list(bootstrap_counts(n, 3001, seed=42, block=2000)))  # the former block size
+        assert np.array_equal(np.concatenate(blocks), same)
