@@ -89,3 +89,22 @@ def test_bootstrap_blocks_shrink_with_the_sample_and_the_resamples_stay_the_same
         assert all(b.size <= _BLOCK_CELLS for b in blocks)
         same = np.concatenate(list(bootstrap_counts(n, 3001, seed=42, block=2000)))  # the former block size
         assert np.array_equal(np.concatenate(blocks), same)
+
+
+def test_fusion_in_query_blocks_equals_fusion_of_all_queries_at_once(monkeypatch):
+    import numpy as np
+
+    from ragtune.search import fusion
+
+    rng = np.random.default_rng(5)
+    dense = np.argsort(rng.random((50, 40)), axis=1)[:, :10]
+    lexical = np.argsort(rng.random((50, 40)), axis=1)[:, :10]
+    lexical[rng.random(lexical.shape) < 0.2] = -1  # BM25's empty slots
+    scores = np.sort(rng.random((50, 10)), axis=1)[:, ::-1]
+    whole = fusion.reciprocal_rank_fusion([dense, lexical], 60.0, depth=12)
+    weighted = fusion.weighted_score_fusion([(scores, dense), (scores, lexical)], [0.3, 0.7], depth=12)
+    monkeypatch.setattr(fusion, "_QUERY_BLOCK", 7)  # 8 blocks, the last one short
+    for a, b in zip(whole, fusion.reciprocal_rank_fusion([dense, lexical], 60.0, depth=12)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(weighted, fusion.weighted_score_fusion([(scores, dense), (scores, lexical)], [0.3, 0.7], depth=12)):
+        np.testing.assert_array_equal(a, b)
