@@ -72,10 +72,8 @@ def _accumulate(rows: Sequence[np.ndarray], contributions: Sequence[np.ndarray],
     n_q = rows[0].shape[0]
     if depth is None or n_q <= _QUERY_BLOCK:
         return _accumulate_block(rows, contributions, depth)
-    blocks = [
-        _accumulate_block([r[s : s + _QUERY_BLOCK] for r in rows], [c[s : s + _QUERY_BLOCK] for c in contributions], depth)
-        for s in range(0, n_q, _QUERY_BLOCK)
-    ]
+    cut = [slice(s, s + _QUERY_BLOCK) for s in range(0, n_q, _QUERY_BLOCK)]
+    blocks = [_accumulate_block([r[q] for r in rows], [c[q] for c in contributions], depth) for q in cut]
     return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
 
