@@ -424,3 +424,42 @@ def test_the_process_count_is_not_in_the_identity():
     one = make_backend(LlmParams(backend="ict", ict={"processes": 1})).identity()
     assert make_backend(LlmParams(backend="ict", ict={"processes": 4})).identity() == one
     assert "processes" not in one
+
+
+def test_a_parallel_synthesis_stage_stops_on_sigterm_and_leaves_no_worker(tmp_path):
+    """The stage's SIGTERM handler (finish, then stop) must not reach the pool's workers: they would outlive it."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import signal, threading, sys\n"
+        "from ragtune.cache import ContentCache\n"
+        "from ragtune.llm import LlmParams, make_backend\n"
+        "from ragtune.records import Chunk\n"
+        "from ragtune.synthesis.run import SynthesizeParams, synthesize\n"
+        "stop = threading.Event()\n"
+        "signal.signal(signal.SIGTERM, lambda *a: stop.set())\n"
+        "text = " + repr(TEXT) + "\n"
+        "chunks = [Chunk(id=f'c{i}', text=f'{text} Paragraph {i}.', source='t') for i in range(20000)]\n"
+        "backend = make_backend(LlmParams(backend='ict', ict={'style': 'both', 'processes': 2}))\n"
+        "print('started', flush=True)\n"
+        "with ContentCache(':memory:') as cache:\n"
+        "    out = synthesize(chunks, [], backend, cache, SynthesizeParams(), stop=stop)\n"
+        "print('interrupted', out.report['interrupted'], flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 120
+    while len(psutil.Process(proc.pid).children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = psutil.Process(proc.pid).children()
+    assert len(workers) == 2
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "interrupted True" in out
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]

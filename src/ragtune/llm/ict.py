@@ -25,6 +25,7 @@ import hashlib
 import multiprocessing
 import random
 import re
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -218,7 +219,15 @@ def _pool(processes: int, params: LlmParams) -> Any:
     """A pool of `processes` workers, each with its own YAKE extractor. fork where the platform has it (no imports to
     repeat); spawn elsewhere."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method).Pool(processes, initializer=_init_worker, initargs=(params, None))
+    return multiprocessing.get_context(method).Pool(processes, initializer=_init_pool_worker, initargs=(params,))
+
+
+def _init_pool_worker(params: LlmParams) -> None:
+    # A forked worker inherits the stage's handlers (SIGTERM/SIGINT: finish, then stop), which would keep it alive
+    # through the pool's terminate. The parent stops the pool; Ctrl-C, sent to the whole process group, is its.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(params, None)
 
 
 def _init_worker(params: LlmParams, extractor: Any) -> None:
