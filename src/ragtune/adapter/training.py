@@ -46,6 +46,9 @@ class TrainParams(Section):
 
     seed: int = 42
     val_fraction: float = Field(0.15, gt=0.0, le=0.5)
+    # cap on validating chunks: every epoch scores each validation question against the whole corpus, so an
+    # uncapped share of N chunks costs N^2 a pass (null: no cap; the default corpus' 15% is ~180 chunks)
+    val_max_chunks: int | None = Field(2000, ge=1)
     use_tuned: bool = True
     # model
     kind: AdapterKind = "mlp"

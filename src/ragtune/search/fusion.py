@@ -61,9 +61,24 @@ def _as_2d(a: np.ndarray | Sequence) -> np.ndarray:
     return a.reshape(1, -1) if a.ndim == 1 else a
 
 
+# Queries fused at a time (with a depth given): each block sorts its own candidates, so time and memory grow
+# linearly with the number of queries instead of as one sort of them all (10,000 queries held ~200 MB).
+_QUERY_BLOCK = 4096
+
+
 def _accumulate(rows: Sequence[np.ndarray], contributions: Sequence[np.ndarray], depth: int | None) -> Scored:
     """Sum each (query, row)'s contributions over arms; per query, best `depth` rows by fused score, ties to
     the lower row. Returns (scores float64, rows int64), -1 / 0.0 where a query has fewer candidates."""
+    n_q = rows[0].shape[0]
+    if depth is None or n_q <= _QUERY_BLOCK:
+        return _accumulate_block(rows, contributions, depth)
+    cut = [slice(s, s + _QUERY_BLOCK) for s in range(0, n_q, _QUERY_BLOCK)]
+    blocks = [_accumulate_block([r[q] for r in rows], [c[q] for c in contributions], depth) for q in cut]
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+
+
+def _accumulate_block(rows: Sequence[np.ndarray], contributions: Sequence[np.ndarray], depth: int | None) -> Scored:
+    """_accumulate for one block of queries."""
     all_rows = np.concatenate([r.astype(np.int64, copy=False) for r in rows], axis=1)
     all_contrib = np.concatenate([np.asarray(c, np.float64) for c in contributions], axis=1)
     n_q = all_rows.shape[0]
