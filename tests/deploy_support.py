@@ -65,7 +65,8 @@ def build_pipeline(root: Path, n_copies: int = 4, eval_params: dict | None = Non
     model = load_model(params)
     with ContentCache(":memory:") as cache:
         embedder = CachedEmbedder(params, cache, model=model)
-        save_embeddings(d / "embed/corpus.npz", [c.id for c in chunks], embedder.encode_documents([c.text for c in chunks]))
+        corpus_emb = embedder.encode_documents([c.text for c in chunks])
+        save_embeddings(d / "embed/corpus.npz", [c.id for c in chunks], corpus_emb)
         save_embeddings(d / "embed/test.npz", [q.id for q in tests], embedder.encode_queries([q.question for q in tests]))
         save_embeddings(
             d / "embed/questions.npz",
