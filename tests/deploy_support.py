@@ -67,7 +67,8 @@ def build_pipeline(root: Path, n_copies: int = 4, eval_params: dict | None = Non
         embedder = CachedEmbedder(params, cache, model=model)
         corpus_emb = embedder.encode_documents([c.text for c in chunks])
         save_embeddings(d / "embed/corpus.npz", [c.id for c in chunks], corpus_emb)
-        save_embeddings(d / "embed/test.npz", [q.id for q in tests], embedder.encode_queries([q.question for q in tests]))
+        test_emb = embedder.encode_queries([q.question for q in tests])
+        save_embeddings(d / "embed/test.npz", [q.id for q in tests], test_emb)
         save_embeddings(
             d / "embed/questions.npz",
             [s.id for s in synth],
