@@ -119,8 +119,9 @@ def test_fusion_registry_is_the_one_eval_uses():
     assert fusion.weighted_score_fusion is hybrid.weighted_score_fusion
     dense = (np.array([[0.9, 0.5, 0.1]]), np.array([[0, 1, 2]]))
     lexical = (np.array([[3.0, 1.0, 0.0]]), np.array([[2, 1, -1]]))
-    assert fusion.fuse_hybrid(dense, lexical, 3)[1].tolist() == hybrid.fuse("rrf", {"rrf_k": 60.0}, dense, lexical, 3)[
-        1
-    ].tolist()
+    assert (
+        fusion.fuse_hybrid(dense, lexical, 3)[1].tolist()
+        == hybrid.fuse("rrf", {"rrf_k": 60.0}, dense, lexical, 3)[1].tolist()
+    )
     with pytest.raises(ValueError, match="unknown fusion method 'mystery'; known: \\['rrf', 'weighted'\\]"):
         hybrid.fuse("mystery", {}, dense, lexical, 3)
