@@ -1,0 +1,166 @@
+"""Which retriever to deploy, from labelled real questions: the best arm, how sure that is, and what would settle it.
+
+`choose_with_labels` takes each arm's per-question score on labelled questions that no arm trained on (the
+reciprocal rank of the first relevant chunk within MRR@k, (n,) per arm) and names the arm with the best mean,
+compared with the runner-up by a paired bootstrap on the same questions. The statement says, in words a user
+can act on, whether the choice is settled and, if not, about how many more labelled questions would settle it.
+
+"Settled" means one of two things: the best arm is ahead of the runner-up beyond chance (paired p < alpha), or
+the two are practically equal (the interval of their difference lies within `margin` of zero, so either can be
+deployed). Otherwise more labels are needed: the estimate is the sample size at which a paired test at `alpha`
+would detect the observed mean difference with 80% power, given the observed spread of the differences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import norm
+
+from .statistics import paired_bootstrap
+
+# The power a "label about N more" estimate aims at.
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class LabelledChoice:
+    """The arm to deploy on labelled questions, with the evidence behind it."""
+
+    arm: str
+    runner_up: str | None
+    questions: int
+    scores: dict[str, float]  # mean score per arm on the labelled questions
+    diff: float | None  # best minus runner-up (mean paired difference)
+    interval: tuple[float, float] | None  # its bootstrap interval
+    p_value: float | None  # paired bootstrap, best vs runner-up
+    settled: bool
+    more_questions: int | None  # labels to add to settle it; None when settled or not estimable
+    statement: str
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = {
+            "arm": self.arm,
+            "runner_up": self.runner_up,
+            "questions": self.questions,
+            "scores": {a: round(v, 4) for a, v in self.scores.items()},
+            "diff": None if self.diff is None else round(self.diff, 4),
+            "interval": None if self.interval is None else [round(x, 4) for x in self.interval],
+            "p_value": None if self.p_value is None else float(f"{self.p_value:.3g}"),
+            "settled": self.settled,
+            "more_questions": self.more_questions,
+            "statement": self.statement,
+        }
+        return {**out, **self.extra}
+
+
+def questions_to_detect(diffs: np.ndarray, alpha: float, power: float = POWER) -> int | None:
+    """Paired questions needed to detect the mean of `diffs` (n,) at two-sided `alpha` with `power`
+    (normal approximation); None when the mean difference is 0 or there is no spread to scale it by."""
+    d = float(np.mean(diffs))
+    s = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
+    if d == 0.0 or s == 0.0:
+        return None
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    return int(math.ceil((z * s / abs(d)) ** 2))
+
+
+def choose_with_labels(
+    scores_by_arm: Mapping[str, np.ndarray],
+    metric: str = "MRR@20",
+    alpha: float = 0.05,
+    margin: float = 0.01,
+    resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 42,
+    order: tuple[str, ...] = ("cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid"),
+) -> LabelledChoice:
+    """The best arm by mean score on the same labelled questions (`scores_by_arm`: arm -> (n,) per-question
+    scores, e.g. reciprocal ranks), tested against the runner-up. Ties go to the arm earlier in `order` (the
+    simpler one). `margin`: a difference whose interval lies within +-margin is practically none."""
+    arms = list(scores_by_arm)
+    if not arms:
+        raise ValueError("no arms to choose from")
+    lengths = {len(np.asarray(v)) for v in scores_by_arm.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"arms were scored on different numbers of questions: {sorted(lengths)}")
+    n = lengths.pop()
+    rank = {a: (order.index(a) if a in order else len(order)) for a in arms}
+    means = {a: float(np.mean(scores_by_arm[a])) if n else 0.0 for a in arms}
+    ranked = sorted(arms, key=lambda a: (-means[a], rank[a]))
+    best = ranked[0]
+    if n == 0:
+        return LabelledChoice(
+            best,
+            None,
+            0,
+            means,
+            None,
+            None,
+            None,
+            False,
+            None,
+            "No labelled questions yet: label some to choose on real questions.",
+        )
+    if len(ranked) == 1:
+        return LabelledChoice(
+            best,
+            None,
+            n,
+            means,
+            None,
+            None,
+            None,
+            True,
+            None,
+            f"{best} is the only arm evaluated ({metric} {means[best]:.3f} on {n} questions).",
+        )
+    second = ranked[1]
+    a, b = np.asarray(scores_by_arm[best], float), np.asarray(scores_by_arm[second], float)
+    test = paired_bootstrap(a, b, resamples, confidence, seed)
+    interval = (test.low, test.high)
+    head = (
+        f"On {n} labelled questions {best} has the best {metric} ({means[best]:.3f}); the runner-up "
+        f"{second} has {means[second]:.3f} (difference {test.diff:+.3f}, {confidence:.0%} interval "
+        f"{test.low:+.3f} to {test.high:+.3f}, paired p={test.p_value:.2g})."
+    )
+    if test.p_value < alpha and test.diff > 0:
+        return LabelledChoice(
+            best,
+            second,
+            n,
+            means,
+            test.diff,
+            interval,
+            test.p_value,
+            True,
+            None,
+            f"{head} Settled: {best} is ahead beyond chance.",
+        )
+    if -margin <= test.low and test.high <= margin:
+        return LabelledChoice(
+            best,
+            second,
+            n,
+            means,
+            test.diff,
+            interval,
+            test.p_value,
+            True,
+            None,
+            f"{head} Settled: the two are practically equal (within {margin} either way); either can be deployed.",
+        )
+    needed = questions_to_detect(a - b, alpha)
+    more = None if needed is None else max(needed - n, 1)
+    if more is None:
+        tail = "Not settled: the two arms score the same on these questions; label more to tell them apart."
+    else:
+        tail = (
+            f"Not settled: label about {more} more questions (about {n + more} in all) to tell {best} from "
+            f"{second} at this difference."
+        )
+    return LabelledChoice(best, second, n, means, test.diff, interval, test.p_value, False, more, f"{head} {tail}")
