@@ -125,3 +125,28 @@ def test_fusion_registry_is_the_one_eval_uses():
     )
     with pytest.raises(ValueError, match="unknown fusion method 'mystery'; known: \\['rrf', 'weighted'\\]"):
         hybrid.fuse("mystery", {}, dense, lexical, 3)
+
+
+def readme_deploy_blocks(language: str) -> list[str]:
+    """The ```language blocks of the README's "## Deploy" section."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_the_readme_hybrid_loader_block_runs_on_an_eval_artefact(base, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "p"
+    shutil.copytree(base, root)
+    run_eval_stage(root)
+    block = next(b for b in readme_deploy_blocks("python") if "HybridRetriever" in b)
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "ragtune_hybrid", raising=False)
+    namespace: dict = {}
+    exec(compile(block, "README.md (Deploy: the hybrid)", "exec"), namespace)
+    ranked = namespace["ranked"]
+    assert len(ranked.ids) == 2 and len(ranked.ids[0]) == 20 and ranked.scores.shape == (2, 20)
+    assert ranked.ids[0][0] == "gdpr-0-1"  # the breach-notification chunk, first in BM25 and the adapter
+    assert capsys.readouterr().out.startswith("['gdpr-0-1'")

@@ -225,3 +225,23 @@ def test_pgvector_hybrid_in_sql_is_the_rrf_of_its_own_rankings(pg_url, pipeline,
             assert np.allclose(fused[q][1], scores)
     finally:
         store.close()
+
+
+def test_the_readme_store_commands_run(pg_url, pipeline, tmp_path, monkeypatch, capsys):
+    """Every `ragtune` line of the README's Deploy shell block, against this test's PostgreSQL and a LanceDB
+    folder (the README's placeholder URLs replaced)."""
+    import shlex
+
+    from test_deploy_hybrid import readme_deploy_blocks
+
+    lines = [line for b in readme_deploy_blocks("sh") for line in b.splitlines() if line.startswith("ragtune ")]
+    assert any("postgresql://" in line for line in lines) and any("lancedb://" in line for line in lines)
+    monkeypatch.chdir(pipeline)
+    (pipeline / "questions.txt").write_text("\n".join(q for q, _ in QUESTIONS[:3]) + "\n", encoding="utf-8")
+    for line in lines:
+        line = line.replace("postgresql://user:password@localhost:5432/rag", pg_url)
+        line = line.replace("lancedb://data/store", f"lancedb://{tmp_path / 'store'}")
+        assert main(shlex.split(line)[1:]) == 0, line
+        out = capsys.readouterr().out
+        if "--json" in line:
+            assert len(out.splitlines()) == 3

@@ -119,7 +119,7 @@ class LanceStore:
     def search(self, query_emb: np.ndarray, k: int, exact: bool = True, ef_search: int = 100) -> Hits:
         out: Hits = []
         for q in np.asarray(query_emb, np.float32):
-            query = self._chunks().search(q).distance_type("dot").select(["row", "id"]).limit(k)
+            query = self._chunks().search(q).distance_type("dot").select(["row", "id", "_distance"]).limit(k)
             query = query.bypass_vector_index() if exact else query.ef(max(ef_search, k))
             found = query.to_arrow()
             scores = 1.0 - np.asarray(found["_distance"].to_numpy(), np.float64)  # dot distance is 1 - q.d
@@ -146,8 +146,8 @@ class LanceStore:
         lexical_rows = np.full((len(questions), candidates), -1, np.int64)
         id_of: dict[int, str] = {}
         for i, (text, q) in enumerate(zip(questions, np.asarray(query_emb, np.float32))):
-            dense = table.search(q).distance_type("dot").select(["row", "id"]).limit(candidates).to_arrow()
-            lexical = table.search(text, query_type="fts").select(["row", "id"]).limit(candidates).to_arrow()
+            dense = table.search(q).distance_type("dot").select(["row", "id", "_distance"]).limit(candidates).to_arrow()
+            lexical = table.search(text, query_type="fts").select(["row", "id", "_score"]).limit(candidates).to_arrow()
             for found, into, key in ((dense, dense_rows, "_distance"), (lexical, lexical_rows, "_score")):
                 rows, score = found["row"].to_numpy(), found[key].to_numpy()
                 order = np.lexsort((rows, score if key == "_distance" else -score))
