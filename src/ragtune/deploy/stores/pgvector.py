@@ -10,6 +10,7 @@ ranking by RRF, in one SQL statement.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -103,10 +104,14 @@ class PgVectorStore:
     def build_hnsw(self, params: HnswParams) -> bool:
         if self.has_hnsw():
             return False
-        self.conn.execute(
-            f"CREATE INDEX {self._hnsw_name()} ON {self.table} USING hnsw (embedding vector_ip_ops) "
-            f"WITH (m = {int(params.m)}, ef_construction = {int(params.ef_construction)})"
-        )
+        if not re.fullmatch(r"\d+\s*[kMG]?B", params.build_memory):
+            raise RagtuneError(f"HNSW build memory {params.build_memory!r}: use e.g. 1GB or 512MB")
+        with self.conn.transaction():
+            self.conn.execute(f"SET LOCAL maintenance_work_mem = '{params.build_memory}'")
+            self.conn.execute(
+                f"CREATE INDEX {self._hnsw_name()} ON {self.table} USING hnsw (embedding vector_ip_ops) "
+                f"WITH (m = {int(params.m)}, ef_construction = {int(params.ef_construction)})"
+            )
         return True
 
     def search(self, query_emb: np.ndarray, k: int, exact: bool = True, ef_search: int = 100) -> Hits:
