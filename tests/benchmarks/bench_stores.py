@@ -5,9 +5,13 @@ through each store beside eval's, plus the standalone hybrid loader (models/hybr
 
 - EU default: the pipeline's outputs (make run, or dvc checkout) and models/hybrid (the eval stage). Query
   vectors are eval's (test.npz through the shipped adapter); the loader encodes the questions itself.
-- Synthetic: 100,000 random 384-d unit vectors as chunks, queries = chunks plus Gaussian noise (norm ~0.7),
-  renormalised: vectors only (texts are placeholders), for speed and recall, not for quality.
-Recall@20: the share of exact numpy's top 20 that the store returns in its top 20, averaged over queries.
+- Synthetic, 100,000 384-d unit vectors as chunks, vectors only (texts are placeholders), for speed and recall,
+  not for quality; queries = chunks plus Gaussian noise (norm ~0.7), renormalised. `uniform`: random unit
+  vectors, the worst case for a graph index (beyond the source chunk, a query's top 20 are near-ties among
+  unrelated points); `clustered`: 1,000 random centres, each chunk a centre plus noise (cosine ~0.7 to its
+  centre, ~0.5 within a cluster), nearer to what an embedder gives.
+Recall@20: the share of exact numpy's top 20 that the store returns in its top 20, averaged over queries;
+recall@1: the share of queries whose exact first hit is the store's first.
 PostgreSQL is a throw-away pgserver instance on 127.0.0.1 (as the tests start it); LanceDB a temp folder.
 One query per round trip / call, one client thread, as `ragtune search --store` queries.
 """
@@ -26,13 +30,26 @@ from .common import save
 
 K = 20
 HNSW = HnswParams(m=16, ef_construction=64)
-EF_SEARCH = [40, 100]
+EF_SEARCH = [40, 100, 400]
 N_SYNTHETIC = 100_000
 SYNTH_QUERIES = 200
 
 
 def _recall(found: list[list[str]], exact_ids: list[list[str]]) -> float:
     return float(np.mean([len(set(f[:K]) & set(e[:K])) / len(e[:K]) for f, e in zip(found, exact_ids)]))
+
+
+def _recall_at_1(found: list[list[str]], exact_ids: list[list[str]]) -> float:
+    return float(np.mean([bool(f) and f[0] == e[0] for f, e in zip(found, exact_ids)]))
+
+
+def _speed_recall(found, qps: float, exact_ids) -> dict:
+    ids = [f for f, _ in found]
+    return {
+        "queries_per_s": round(qps, 1),
+        "recall@20": round(_recall(ids, exact_ids), 4),
+        "recall@1": round(_recall_at_1(ids, exact_ids), 4),
+    }
 
 
 def _timed(fn, n: int) -> tuple[object, float]:
@@ -56,7 +73,7 @@ def _store_rows(store, vectors: np.ndarray, exact_ids, row_of=None, relevant=Non
     out = {}
     n = len(vectors)
     found, qps = _timed(lambda: store.search(vectors, K, exact=True), n)
-    out["exact"] = {"queries_per_s": round(qps, 1), "recall@20": round(_recall([f for f, _ in found], exact_ids), 4)}
+    out["exact"] = _speed_recall(found, qps, exact_ids)
     if relevant is not None:
         out["exact"].update(_quality([f for f, _ in found], row_of, relevant))
     t0 = time.perf_counter()
@@ -64,7 +81,7 @@ def _store_rows(store, vectors: np.ndarray, exact_ids, row_of=None, relevant=Non
     out["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
     for ef in EF_SEARCH:
         found, qps = _timed(lambda ef=ef: store.search(vectors, K, exact=False, ef_search=ef), n)
-        row = {"queries_per_s": round(qps, 1), "recall@20": round(_recall([f for f, _ in found], exact_ids), 4)}
+        row = _speed_recall(found, qps, exact_ids)
         if relevant is not None:
             row.update(_quality([f for f, _ in found], row_of, relevant))
         out[f"hnsw_ef{ef}"] = row
@@ -129,21 +146,34 @@ def eu_default(pg_url: str, lance_url: str) -> dict:
     return out
 
 
-def synthetic(pg_url: str, lance_url: str) -> dict:
-    rng = np.random.default_rng(0)
-    docs = rng.standard_normal((N_SYNTHETIC, 384), dtype=np.float32)
-    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+def _synthetic_vectors(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(chunks (N_SYNTHETIC, 384), queries (SYNTH_QUERIES, 384)), unit rows; see the module docstring."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def noise(n: int) -> np.ndarray:
+        return rng.standard_normal((n, 384), dtype=np.float32) / np.sqrt(384)
+
+    if kind == "uniform":
+        docs = unit(noise(N_SYNTHETIC))
+    else:
+        centres = unit(noise(1_000))
+        docs = unit(centres[rng.integers(0, len(centres), N_SYNTHETIC)] + noise(N_SYNTHETIC))
     pick = rng.choice(N_SYNTHETIC, SYNTH_QUERIES, replace=False)
-    queries = docs[pick] + rng.standard_normal((SYNTH_QUERIES, 384), dtype=np.float32) * (0.7 / np.sqrt(384))
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return docs, unit(docs[pick] + 0.7 * noise(SYNTH_QUERIES))
+
+
+def synthetic(kind: str, pg_url: str, lance_url: str) -> dict:
+    docs, queries = _synthetic_vectors(kind, np.random.default_rng(0))
     ids = [f"s{i}" for i in range(N_SYNTHETIC)]
     rows = Rows(np.arange(N_SYNTHETIC), ids, [None] * N_SYNTHETIC, ["x"] * N_SYNTHETIC, ["x"] * N_SYNTHETIC, docs)
-    identity = IndexIdentity("random", "random-unit-vectors", 384, "synthetic-100k", N_SYNTHETIC, "simple")
+    identity = IndexIdentity("random", f"{kind}-unit-vectors", 384, f"synthetic-{kind}", N_SYNTHETIC, "simple")
     (_, exact_rows), qps = _timed(lambda: exact_top_k(queries, docs, K), SYNTH_QUERIES)
     exact_ids = [[ids[r] for r in row] for row in exact_rows]
     out = {"chunks": N_SYNTHETIC, "queries": SYNTH_QUERIES, "exact_numpy": {"queries_per_s": round(qps, 1)}}
     for name, url in (("pgvector", pg_url), ("lancedb", lance_url)):
-        store, seconds = _fill(url, "synthetic", identity, rows)
+        store, seconds = _fill(url, f"synthetic_{kind}", identity, rows)
         try:
             out[name] = {"index_s": seconds, **_store_rows(store, queries, exact_ids)}
         finally:
@@ -158,7 +188,8 @@ def main() -> None:
             results["eu_default"] = eu_default(pg_url, f"lancedb://{lance_dir}/eu")
         else:
             print("EU default skipped: no pipeline outputs here (make run, or dvc checkout)")
-        results["synthetic_100k"] = synthetic(pg_url, f"lancedb://{lance_dir}/synthetic")
+        for kind in ("uniform", "clustered"):
+            results[f"synthetic_100k_{kind}"] = synthetic(kind, pg_url, f"lancedb://{lance_dir}/{kind}")
     save("stores", results)
 
 

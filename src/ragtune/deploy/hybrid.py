@@ -250,7 +250,7 @@ class HybridRetriever:
         self.bm25 = bm25
         self.encoder = encoder
         lexical = manifest["bm25"]
-        self._stopwords, self._stem = lexical["stopwords"], stem_function(lexical["stemmer"])
+        self.stopwords, self.stem = lexical["stopwords"], stem_function(lexical["stemmer"])
         fusion = manifest["fusion"]
         self.method, self.params, self.candidates = fusion["method"], dict(fusion["params"]), int(fusion["candidates"])
 
@@ -289,7 +289,7 @@ class HybridRetriever:
             raise ValueError(f"{len(query_emb)} query vectors for {len(questions)} questions")
         depth = max(self.candidates, k)
         dense = dense_top_k(query_emb, self.doc_emb, depth)
-        lexical = bm25_top_k(self.bm25, questions, depth, len(self.ids), self._stopwords, self._stem)
+        lexical = bm25_top_k(self.bm25, questions, depth, len(self.ids), self.stopwords, self.stem)
         return fuse(self.method, self.params, _pad(dense, depth), _pad(lexical, depth), k)
 
     def search(self, questions: Sequence[str], k: int = 20, query_emb: np.ndarray | None = None) -> Ranked:
