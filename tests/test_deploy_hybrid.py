@@ -157,3 +157,23 @@ def test_the_readme_hybrid_loader_block_runs_on_an_eval_artefact(base, tmp_path,
     matched = {retriever.ids[r] for r in lexical[0] if r >= 0}
     assert len(matched) == 12 and set(ranked.ids[0][:12]) == matched
     assert capsys.readouterr().out.startswith(f"{ranked.ids[0][:5]} [")
+
+
+def test_the_saved_bm25_index_is_the_same_bytes_whatever_the_hash_seed(tmp_path):
+    """bm25s numbers stems in set order (Python's hash seed); the artefact is a DVC output, so its index is
+    renumbered in sorted order: two runs give the same files."""
+    code = (
+        "import sys; from ragtune.search.lexical import Bm25Index; "
+        "texts = ['Controllers shall notify a breach.', 'Providers of AI systems shall manage risks.', "
+        "'Financial entities report incidents to authorities.']; "
+        "Bm25Index(texts).save(sys.argv[1])"
+    )
+    for seed in ("1", "2"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], env=env, capture_output=True)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    files = sorted(p.name for p in (tmp_path / "1").iterdir())
+    assert "vocab.index.json" in files
+    assert all((tmp_path / "1" / f).read_bytes() == (tmp_path / "2" / f).read_bytes() for f in files)
+    vocab = json.loads((tmp_path / "1/vocab.index.json").read_text())
+    assert list(vocab) == sorted(k for k in vocab if k) + [""]  # sorted stems, bm25s's empty token last

@@ -178,8 +178,18 @@ def stem_function(name: str | None) -> Callable[[list[str]], list[str]] | None:
 
 
 def bm25_tokenize(texts: Sequence[str], stopwords: str | None, stem, as_ids: bool = True):
-    """bm25s tokens of `texts` with the stopword list and stemmer (a `stem_function`) eval uses."""
-    return _bm25s().tokenize(list(texts), stopwords=stopwords, stemmer=stem, show_progress=False, return_ids=as_ids)
+    """bm25s tokens of `texts` with the stopword list and stemmer (a `stem_function`) eval uses. With `as_ids`,
+    a bm25s Tokenized whose vocabulary is numbered in sorted token order: bm25s numbers stems in set order,
+    which changes with Python's hash seed, and the saved index must be the same bytes on every run."""
+    bm25s = _bm25s()
+    tokens = bm25s.tokenize(list(texts), stopwords=stopwords, stemmer=stem, show_progress=False, return_ids=as_ids)
+    if not as_ids:
+        return tokens
+    names = sorted(tokens.vocab)
+    renumber = np.empty(len(names), dtype=np.int64)
+    renumber[[tokens.vocab[t] for t in names]] = np.arange(len(names))
+    ids = [renumber[np.asarray(doc, dtype=np.int64)].tolist() for doc in tokens.ids]
+    return bm25s.tokenization.Tokenized(ids=ids, vocab={t: i for i, t in enumerate(names)})
 
 
 def bm25_top_k(retriever, queries: Sequence[str], k: int, n_docs: int, stopwords: str | None, stem) -> Scored:
