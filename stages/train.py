@@ -12,7 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.adapter.export import (
+    export_sentence_transformer,
+    load_exported,
+    load_query_encoder,
+    needs_remote_code,
+)
 from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.model import adapt_queries, save_query_adapter
 from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
@@ -78,8 +83,9 @@ def write_history(path: Path, history: list[dict]) -> None:
 def export_and_check(
     adapter, out_dir: Path, base_model, emb: EmbeddingParams, probe_texts: list[str], info: dict
 ) -> float:
-    """Export, reload, and compare with the library on a few texts: the export must reproduce the
-    adapter (embed-stage normalisation and prompts included) to EXPORT_TOLERANCE."""
+    """Export, reload, and compare with the library on a few texts: the export's query route and its query
+    encoder alone (query/) must reproduce the adapter (embed-stage normalisation and prompts included) to
+    EXPORT_TOLERANCE."""
     export_sentence_transformer(
         adapter,
         out_dir,
@@ -96,7 +102,13 @@ def export_and_check(
             probe_texts, prompt=emb.query_prompt or None, normalize_embeddings=emb.normalize, convert_to_numpy=True
         ),
     )
-    diff = float(np.abs(exported.encode_query(probe_texts, convert_to_numpy=True) - library).max())
+    diff = max(
+        float(np.abs(model_vectors - library).max())
+        for model_vectors in (
+            exported.encode_query(probe_texts, convert_to_numpy=True),
+            load_query_encoder(out_dir).encode(probe_texts, convert_to_numpy=True),
+        )
+    )
     if not diff <= EXPORT_TOLERANCE:
         raise RagtuneError(
             f"{out_dir}: the export differs from the adapter by {diff:.2e} (> {EXPORT_TOLERANCE}); "
@@ -197,6 +209,7 @@ def main() -> None:
         metrics: dict = {}
         seconds: dict[str, float] = {}  # per kind, for run.json (a wall time is no output of the inputs)
         dirs_written: list[Path] = []
+        model_id = None  # the logged model's: its validation metrics are the model's metrics too
         for kind in kinds:
             p = params if kind == params.kind else params.model_copy(update={"kind": kind})
             # k-fold: the shipped adapter trains on every test question, so it validates on synthetic questions
@@ -224,6 +237,7 @@ def main() -> None:
                     mlflow_params.register_model_name,
                     pipeline_tags("train"),
                 )
+                model_id = model.model_id
                 log.info(
                     "train: logged the adapter as MLflow model %s%s",
                     model.model_uri,
@@ -245,7 +259,9 @@ def main() -> None:
                     f"{prefix}{k}": v
                     for k, v in summary.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
-                }
+                },
+                model_id=model_id if kind == params.kind else None,
+                dataset=PipelinePaths().questions,
             )
             seconds[kind] = summary.pop("seconds")
             if kind == params.kind:

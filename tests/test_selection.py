@@ -39,3 +39,10 @@ def test_no_labels_and_mismatched_lengths():
     assert not choose_with_labels({"cosine": np.array([]), "bm25": np.array([])}).settled
     with pytest.raises(ValueError, match="different numbers of questions"):
         choose_with_labels({"cosine": np.zeros(3), "bm25": np.zeros(4)})
+
+
+def test_a_handful_of_questions_is_never_settled():
+    one = choose_with_labels({"cosine": np.array([1.0]), "adapter": np.array([1.0])})
+    assert not one.settled and one.more_questions == 9 and "too few labels" in one.statement
+    few = choose_with_labels({"cosine": np.zeros(5), "adapter": np.ones(5)})
+    assert few.arm == "adapter" and not few.settled and few.more_questions == 5

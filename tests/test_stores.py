@@ -234,7 +234,9 @@ def test_the_readme_store_commands_run(pg_url, pipeline, tmp_path, monkeypatch, 
 
     from test_deploy_hybrid import readme_deploy_blocks
 
-    lines = [line for b in readme_deploy_blocks("sh") for line in b.splitlines() if line.startswith("ragtune ")]
+    lines = [
+        line for b in readme_deploy_blocks("store commands") for line in b.splitlines() if line.startswith("ragtune ")
+    ]
     assert any("postgresql://" in line for line in lines) and any("lancedb://" in line for line in lines)
     monkeypatch.chdir(pipeline)
     (pipeline / "questions.txt").write_text("\n".join(q for q, _ in QUESTIONS[:3]) + "\n", encoding="utf-8")

@@ -4,6 +4,9 @@
     ragtune search -f questions.txt --json   the same for many questions, loaded once, one JSON line each
     ragtune index --store URL          the pipeline's vectors and texts into pgvector or LanceDB (then search --store)
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
+    ragtune label [--out PATH]         a local web page to label real questions (ragtune.label)
+    ragtune estimate [--json]          tokens and USD of synthesize and judge before any call
+    ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
 
 `search` and `index` read what the pipeline produced (see ragtune.deploy.commands); `search` writes nothing.
 `bench` runs each corpus in its own scratch DVC workspace under --out (see ragtune.benchmark.cross_corpus).
@@ -18,8 +21,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# `search` and `index` live in ragtune.deploy (cli_parts: arguments and runs; commands: the search itself).
-from .deploy.commands import hybrid_setup, search  # noqa: F401 (the public names of `ragtune search`)
+from .commands import COMMANDS, add_parsers
+from .commands import run as run_command
+
+# `search` and `index` live in ragtune.deploy (cli_parts: arguments and runs; commands: the search itself); the
+# names below stay importable from here (tests; ragtune.label uses the two underscored ones).
+from .deploy.commands import check_same_embedder as _check_same_embedder  # noqa: F401
+from .deploy.commands import hybrid_setup, search  # noqa: F401
+from .deploy.commands import quiet_model_loading as _quiet_model_loading  # noqa: F401
 from .errors import RagtuneError
 from .search.side_by_side import (  # noqa: F401
     Comparison,
@@ -94,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long for the study to appear (start workers before the stage)",
     )
+    from .label.command import add_parser as add_label_parser
+
+    add_label_parser(sub)
+    add_parsers(sub)
     return parser
 
 
@@ -125,6 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().setLevel(logging.INFO)
             done = join_study(args.storage, args.study, args.worker, args.threads, args.wait)
             print(f"study {args.study}: {done} trials finished")
+        elif args.command == "label":
+            from .label.command import LabelOptions, run
+
+            return run(LabelOptions.from_args(args))
+        elif args.command in COMMANDS:
+            run_command(args)
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))

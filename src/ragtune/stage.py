@@ -50,14 +50,47 @@ def read_run_record(out_dir: str | Path) -> dict:
         return {}
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a RagtuneError prints its message (no traceback) and exits 2."""
+class OncePerRun(logging.Filter):
+    """Lets each distinct warning (logger, level, message) through once: a warning a loop logs per item is
+    said once per stage run. Info and debug records pass (RAGTUNE_LOG=DEBUG is for detail)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def quiet_logging(level: str | int = "INFO") -> None:
+    """Stage logging: `level` for ragtune (RAGTUNE_LOG overrides), each warning once, Python warnings once
+    each, and third-party chatter (HTTP clients, migrations) at WARNING."""
+    import warnings
+
     logging.basicConfig(
-        level=os.environ.get("RAGTUNE_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=os.environ.get("RAGTUNE_LOG", level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Keep third-party chatter (HTTP clients, alembic migrations) out of stage logs.
+    once = OncePerRun()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(once)
+    logging.captureWarnings(True)  # warnings.warn goes through logging, so through the filter above
+    warnings.simplefilter("once")
     for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "alembic", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a stage's main(); a RagtuneError prints its message (no traceback) and exits 2."""
+    from .tracking import mark_stage_start
+
+    mark_stage_start()  # the stage's MLflow run starts here, however late it is opened
+    quiet_logging()
     try:
         main()
     except RagtuneError as exc:
@@ -95,24 +128,28 @@ def log_under_train_run(
     version_tags: Mapping[str, float] | None = None,
     datasets: Sequence[str] = (),
 ) -> None:
-    """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, shown nested under
-    the train run that made the adapter, with the same numbers on that run too, so runs compare by their
-    test scores; `version_tags` go on the registered model versions made from that run; `datasets` names
-    the `paths` inputs logged as the run's dataset inputs. A train run from another tracking store only costs
-    a warning."""
-    from .tracking import StageRun, stage_run
+    """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, nested under the
+    train run that made the adapter and linked both ways (tags `ragtune.train_run_id` here and
+    `ragtune.<stage>_run_id` there); the metrics live on this run only. Those on the test set (`test.*`) are
+    also the metrics of the train run's logged model, computed on the test set. `version_tags` go on the
+    registered model versions made from that run; `datasets` names the `paths` inputs logged as the run's
+    dataset inputs. A train run from another tracking store only costs a warning."""
+    from .tracking import logged_model_id, stage_run
 
     parent = train_run_id(paths)
     tags = {**tags, **({"ragtune.train_run_id": parent, "mlflow.parentRunId": parent} if parent else {})}
     with stage_run(
         stage, mlflow_params, params=params, tags=tags, datasets=paths.datasets(*datasets) if datasets else ()
     ) as run:
-        run.log_metrics(flat)
+        model_id = logged_model_id(run.client, parent) if run.active and parent else None
+        on_test = {k: v for k, v in flat.items() if k.startswith("test.")}
+        run.log_metrics({k: v for k, v in flat.items() if k not in on_test})
+        run.log_metrics(on_test, model_id=model_id, dataset=paths.test)
         for path in written:
             run.log_artifact(path)
         if run.active and parent:
             try:
-                StageRun(parent, run.client).log_metrics(flat)
+                run.client.set_tag(parent, f"ragtune.{stage}_run_id", run.run_id)
                 if version_tags:
                     from .adapter.mlflow_model import tag_model_versions
 

@@ -22,6 +22,20 @@ log = logging.getLogger(__name__)
 # `token` alone (hf_token, access_token), not `tokens` (llm.max_tokens is a param worth seeing).
 _SECRET = re.compile(r"(api[_-]?key|token(?!s)|secret|password|authorization)", re.IGNORECASE)
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics in log_batch
+# The UI opens an experiment of this kind on its runs (a model-training experiment) instead of the GenAI
+# overview with its empty trace dashboards (mlflow 3.x reads the tag `mlflow.experimentKind`).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+_STAGE_START: list[float] = []  # when the stage process began its work (mark_stage_start)
+
+
+def mark_stage_start(at: float | None = None) -> None:
+    """Record when the stage began (stage.run_main calls it first): its MLflow run starts then, not when it
+    is opened after the work."""
+    _STAGE_START[:] = [time.time() if at is None else at]
+
+
+def stage_started() -> float:
+    return _STAGE_START[0] if _STAGE_START else time.time()
 
 
 def git_commit(cwd: str | os.PathLike[str] = ".") -> str:
@@ -73,9 +87,18 @@ class StageRun:
     def active(self) -> bool:
         return self.run_id is not None
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """All metrics of one step in a single batch call."""
-        self.log_points([(k, float(v), step or 0) for k, v in metrics.items() if v is not None])
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        model_id: str | None = None,
+        dataset: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """All metrics of one step in a single batch call; with `model_id` they are also the metrics of that
+        logged model (its page lists them), computed on `dataset` (a JSONL file: its name and digest)."""
+        points = [(k, float(v), step or 0) for k, v in metrics.items() if v is not None]
+        if self.active and points:
+            log_points(self.client, self.run_id, points, model_id=model_id, dataset=dataset_ref(dataset))
 
     def log_series(self, name: str, values: Sequence[float], start_step: int = 0) -> None:
         """A whole curve in batches of 1,000 points, not one call per point."""
@@ -145,6 +168,25 @@ def dataset_input(path: str | os.PathLike[str], context: str) -> Any:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
 
 
+def dataset_ref(path: str | os.PathLike[str] | None) -> tuple[str, str] | None:
+    """(name, digest) of a JSONL file as `dataset_input` logs it, for metrics computed on it; None without."""
+    entry = dataset_input(path, "") if path is not None else None
+    return (entry.dataset.name, entry.dataset.digest) if entry is not None else None
+
+
+def logged_model_id(client: Any, run_id: str) -> str | None:
+    """The MLflow 3 LoggedModel a run logged (train: the adapter), or None."""
+    try:
+        run = client.get_run(run_id)
+        models = client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", max_results=1
+        )
+    except Exception as exc:  # another store, an older server: the link is a nicety, the metrics are logged
+        log.warning("could not find the logged model of run %s: %s", run_id, exc)
+        return None
+    return models[0].model_id if models else None
+
+
 def redact_url(url: str) -> str:
     """Hide the password of a URL (database, tracking server) before it reaches a log, MLflow or an error."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
@@ -175,14 +217,24 @@ def clean_key(key: str) -> str:
 
 
 def log_points(
-    client: Any, run_id: str, points: Sequence[tuple[str, float, int]], tags: Mapping[str, str] | None = None
+    client: Any,
+    run_id: str,
+    points: Sequence[tuple[str, float, int]],
+    tags: Mapping[str, str] | None = None,
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
 ) -> None:
     """Metric points (name, value, step) in batches of 1,000, the one batching path of every run (stage runs
-    and tuning trials); `tags` ride with the first batch, so a short run costs one round trip."""
+    and tuning trials); `tags` ride with the first batch, so a short run costs one round trip. `model_id` and
+    `dataset` (name, digest) link the points to a logged model and the data they were computed on."""
     from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
-    metrics = [Metric(clean_key(k), float(v), now, int(s)) for k, v, s in points]
+    name, digest = dataset or (None, None)
+    metrics = [
+        Metric(clean_key(k), float(v), now, int(s), model_id=model_id, dataset_name=name, dataset_digest=digest)
+        for k, v, s in points
+    ]
     first_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     for i in range(0, max(len(metrics), 1 if first_tags else 0), _MAX_BATCH):
         client.log_batch(run_id, metrics=metrics[i : i + _MAX_BATCH], tags=first_tags if i == 0 else [])
@@ -204,7 +256,9 @@ def stage_run(
     datasets: Sequence[tuple[str | os.PathLike[str], str]] = (),
 ) -> Iterator[StageRun]:
     """Open an MLflow run for a stage, with its params and the (JSONL file, context) `datasets` it reads as
-    dataset inputs; the run ends FINISHED, or FAILED if the block raises."""
+    dataset inputs; the run ends FINISHED, or FAILED if the block raises. It spans the stage's work: it starts
+    when the stage did (mark_stage_start; else now) and ends when the block does, and its `stage_seconds`
+    metric is that span."""
     if not mlflow_params.enabled:
         yield StageRun(None)
         return
@@ -212,11 +266,18 @@ def stage_run(
 
     check_tracking_server(mlflow_params.tracking_uri)
     mlflow.set_tracking_uri(mlflow_params.tracking_uri)
-    mlflow.set_experiment(mlflow_params.experiment)
-    all_tags = {**pipeline_tags(stage), **(tags or {})}
-    with mlflow.start_run(run_name=run_name or stage, nested=nested, tags=all_tags) as run:
-        handle = StageRun(run.info.run_id, mlflow.MlflowClient())
+    experiment = mlflow.set_experiment(mlflow_params.experiment)
+    client = mlflow.MlflowClient()
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    all_tags = {**pipeline_tags(stage), **(tags or {}), "mlflow.runName": run_name or stage}
+    start = stage_started()
+    created = client.create_run(experiment.experiment_id, start_time=int(start * 1000), tags=all_tags)
+    with mlflow.start_run(run_id=created.info.run_id, nested=nested) as run:
+        handle = StageRun(run.info.run_id, client)
         if params:
             handle.log_params(params)
         handle.log_datasets(datasets)
         yield handle
+        handle.log_metrics({"stage_seconds": round(time.time() - start, 3)})

@@ -197,8 +197,9 @@ class CachedEmbedder:
             self._pool = self._start_pool(devices)
         # With a pool, each committed group gives every process a share.
         group = _COMMIT_EVERY * max(1, len(devices) if self._pool is not None else 1)
-        if todo:
-            with tqdm(total=len(todo), desc=f"embed {desc}", unit="text", disable=len(todo) < 64) as bar:
+        if todo:  # disable None: a bar on a terminal only, none in logs
+            bar_off = True if len(todo) < 64 else None
+            with tqdm(total=len(todo), desc=f"embed {desc}", unit="text", disable=bar_off) as bar:
                 for i in range(0, len(todo), group):
                     batch = todo[i : i + group]
                     vecs = self._encode_raw([t for _, t in batch], prompt)

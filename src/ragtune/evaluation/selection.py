@@ -24,6 +24,9 @@ from .statistics import paired_bootstrap
 
 # The power a "label about N more" estimate aims at.
 POWER = 0.8
+# Below this many labelled questions nothing is called settled: a handful of questions can agree by chance,
+# and a bootstrap interval over them is too narrow to mean anything.
+MIN_SETTLED = 10
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,13 @@ def choose_with_labels(
     resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 42,
+    min_questions: int = MIN_SETTLED,
     order: tuple[str, ...] = ("cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid"),
 ) -> LabelledChoice:
     """The best arm by mean score on the same labelled questions (`scores_by_arm`: arm -> (n,) per-question
     scores, e.g. reciprocal ranks), tested against the runner-up. Ties go to the arm earlier in `order` (the
-    simpler one). `margin`: a difference whose interval lies within +-margin is practically none."""
+    simpler one). `margin`: a difference whose interval lies within +-margin is practically none. Fewer than
+    `min_questions` questions are never called settled."""
     arms = list(scores_by_arm)
     if not arms:
         raise ValueError("no arms to choose from")
@@ -93,74 +98,43 @@ def choose_with_labels(
     means = {a: float(np.mean(scores_by_arm[a])) if n else 0.0 for a in arms}
     ranked = sorted(arms, key=lambda a: (-means[a], rank[a]))
     best = ranked[0]
-    if n == 0:
-        return LabelledChoice(
-            best,
-            None,
-            0,
-            means,
-            None,
-            None,
-            None,
-            False,
-            None,
-            "No labelled questions yet: label some to choose on real questions.",
+    if n == 0 or len(ranked) == 1:
+        statement = (
+            "No labelled questions yet: label some to choose on real questions."
+            if n == 0
+            else f"{best} is the only arm evaluated ({metric} {means[best]:.3f} on {n} questions)."
         )
-    if len(ranked) == 1:
-        return LabelledChoice(
-            best,
-            None,
-            n,
-            means,
-            None,
-            None,
-            None,
-            True,
-            None,
-            f"{best} is the only arm evaluated ({metric} {means[best]:.3f} on {n} questions).",
-        )
+        return LabelledChoice(best, None, n, means, None, None, None, n > 0, None, statement)
     second = ranked[1]
     a, b = np.asarray(scores_by_arm[best], float), np.asarray(scores_by_arm[second], float)
     test = paired_bootstrap(a, b, resamples, confidence, seed)
-    interval = (test.low, test.high)
     head = (
         f"On {n} labelled questions {best} has the best {metric} ({means[best]:.3f}); the runner-up "
         f"{second} has {means[second]:.3f} (difference {test.diff:+.3f}, {confidence:.0%} interval "
         f"{test.low:+.3f} to {test.high:+.3f}, paired p={test.p_value:.2g})."
     )
-    if test.p_value < alpha and test.diff > 0:
-        return LabelledChoice(
-            best,
-            second,
-            n,
-            means,
-            test.diff,
-            interval,
-            test.p_value,
+    more = None
+    if n < min_questions:
+        settled = False
+        more = min_questions - n
+        tail = f"Not settled: too few labels to judge; label at least {more} more questions."
+    elif test.p_value < alpha and test.diff > 0:
+        settled, tail = True, f"Settled: {best} is ahead beyond chance."
+    elif -margin <= test.low and test.high <= margin:
+        settled, tail = (
             True,
-            None,
-            f"{head} Settled: {best} is ahead beyond chance.",
+            (f"Settled: the two are practically equal (within {margin} either way); either can be deployed."),
         )
-    if -margin <= test.low and test.high <= margin:
-        return LabelledChoice(
-            best,
-            second,
-            n,
-            means,
-            test.diff,
-            interval,
-            test.p_value,
-            True,
-            None,
-            f"{head} Settled: the two are practically equal (within {margin} either way); either can be deployed.",
-        )
-    needed = questions_to_detect(a - b, alpha)
-    more = None if needed is None else max(needed - n, 1)
-    if more is None:
-        tail = "Not settled: the two arms score the same on these questions; label more to tell them apart."
     else:
+        settled = False
+        needed = questions_to_detect(a - b, alpha)
+        more = None if needed is None else max(needed - n, 1)
         tail = (
-            f"Not settled: label about {more} more questions (about {n + more} in all) to tell {best} from "
+            "Not settled: the two arms score the same on these questions; label more to tell them apart."
+            if more is None
+            else f"Not settled: label about {more} more questions (about {n + more} in all) to tell {best} from "
             f"{second} at this difference."
         )
-    return LabelledChoice(best, second, n, means, test.diff, interval, test.p_value, False, more, f"{head} {tail}")
+    return LabelledChoice(
+        best, second, n, means, test.diff, (test.low, test.high), test.p_value, settled, more, f"{head} {tail}"
+    )
