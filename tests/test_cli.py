@@ -233,3 +233,46 @@ def test_verbose_says_more_here_and_in_the_stages_a_command_starts(tmp_path, mon
     code = "import logging; from ragtune.stage import quiet_logging; quiet_logging(); print(logging.getLogger().level)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(logging.DEBUG)
+
+
+# --- many questions, loaded once ----------------------------------------------------------------------
+
+
+def test_search_answers_every_question_of_a_file_or_stdin_with_one_model_load(pipeline, monkeypatch, capsys):
+    import io
+
+    import ragtune.embedding.embedder as embedder_module
+
+    monkeypatch.chdir(pipeline)
+    questions = ["prohibited AI practices", "notify the supervisory authority of a breach", "ICT incidents"]
+    singles = []
+    for q in questions:
+        assert main(["search", q, "-k", "3", "--json"]) == 0
+        singles.append(json.loads(capsys.readouterr().out))
+    loads = []
+    real_load = embedder_module.load_model
+    monkeypatch.setattr(embedder_module, "load_model", lambda params: loads.append(1) or real_load(params))
+    (pipeline / "questions.txt").write_text("\n".join(questions) + "\n\n", encoding="utf-8")
+    assert main(["search", "-f", "questions.txt", "-k", "3", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == singles and len(loads) == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(questions[:2])))
+    assert main(["search", "-f", "-", "-k", "3", "--width", "100"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("question: ") == 2 and "question: prohibited AI practices" in text and "│ adapter" in text
+
+
+def test_search_input_errors(pipeline, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(pipeline)
+    (tmp_path / "empty.txt").write_text("\n  \n", encoding="utf-8")
+    cases = [
+        (["search", "q", "-f", "x.txt"], "give one question, or --file"),
+        (["search"], "give one question, or --file"),
+        (["search", "-f", str(tmp_path / "empty.txt")], "no questions (one question a line)"),
+        (["search", "-f", str(tmp_path / "missing.txt")], f"--file {tmp_path / 'missing.txt'}: cannot read it"),
+        (["search", "q", "--approx"], "--approx searches a store's HNSW index: give --store too"),
+        (["search", "   "], "the question is empty"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2
+        assert message in capsys.readouterr().err

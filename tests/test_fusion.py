@@ -4,6 +4,7 @@ arms and the recommendation in a whole evaluation, bad params, and the README's 
 import json
 import logging
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -361,7 +362,12 @@ def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, 
     base = SentenceTransformer(resolve_model("packaged:all-MiniLM-L6-v2"), device="cpu")
     adapter = build_adapter(AdapterConfig(dim=base.get_embedding_dimension(), hidden_dim=32), seed=0)
     export_sentence_transformer(adapter, tmp_path / "models/adapter/sentence_transformer", base)
+    # the loader module as the eval stage ships it in models/hybrid/
+    (tmp_path / "models/hybrid").mkdir(parents=True)
+    shutil.copyfile(REPO / "src/ragtune/deploy/hybrid.py", tmp_path / "models/hybrid/ragtune_hybrid.py")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "ragtune_hybrid", raising=False)
     namespace: dict = {}
     exec(compile(code, "README.md (Hybrid retrieval)", "exec"), namespace)
     printed = capsys.readouterr().out

@@ -94,6 +94,7 @@ def test_bootstrap_blocks_shrink_with_the_sample_and_the_resamples_stay_the_same
 def test_fusion_in_query_blocks_equals_fusion_of_all_queries_at_once(monkeypatch):
     import numpy as np
 
+    from ragtune.deploy import hybrid
     from ragtune.search import fusion
 
     rng = np.random.default_rng(5)
@@ -103,7 +104,7 @@ def test_fusion_in_query_blocks_equals_fusion_of_all_queries_at_once(monkeypatch
     scores = np.sort(rng.random((50, 10)), axis=1)[:, ::-1]
     whole = fusion.reciprocal_rank_fusion([dense, lexical], 60.0, depth=12)
     weighted = fusion.weighted_score_fusion([(scores, dense), (scores, lexical)], [0.3, 0.7], depth=12)
-    monkeypatch.setattr(fusion, "_QUERY_BLOCK", 7)  # 8 blocks, the last one short
+    monkeypatch.setattr(hybrid, "_QUERY_BLOCK", 7)  # 8 blocks, the last one short
     for a, b in zip(whole, fusion.reciprocal_rank_fusion([dense, lexical], 60.0, depth=12)):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(weighted, fusion.weighted_score_fusion([(scores, dense), (scores, lexical)], [0.3, 0.7], depth=12)):

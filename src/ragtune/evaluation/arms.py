@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import RagtuneError
 from ..paths import PipelinePaths
 from ..search.dense import exact_top_k
-from ..search.fusion import HybridParams, Scored, choose_weight, fuse_hybrid
+from ..search.fusion import HybridParams, Scored, choose_weight, fuse, fusion_params
 from ..search.lexical import Bm25Index
 from .inputs import Corpus, QuerySet, _optional_json, require_file
 from .metrics import EvalParams, round_metric
@@ -142,6 +142,11 @@ class HybridArm:
     def method(self) -> str:
         return "weighted" if self.params.method == "weighted" and self.weight is not None else "rrf"
 
+    def fusion(self) -> tuple[str, dict[str, float | None]]:
+        """(method, params) as `ragtune.deploy.hybrid.fuse` takes them: what this arm fuses by, and what the
+        hybrid artefact records."""
+        return self.method, fusion_params(self.method, self.params.rrf_k, self.weight)
+
     def parts(self, queries: QuerySet, depth: int) -> tuple[Scored, Scored] | None:
         """The two candidate lists the fusion reads, or None without question texts (BM25 needs them)."""
         lexical = self.lexical.search(queries, max(self.params.candidates, depth))
@@ -153,7 +158,7 @@ class HybridArm:
         parts = self.parts(queries, depth)
         if parts is None:
             return None
-        _, idx = fuse_hybrid(*parts, depth=depth, method=self.method, rrf_k=self.params.rrf_k, weight=self.weight)
+        _, idx = fuse(*self.fusion(), *parts, depth=depth)
         return idx
 
 

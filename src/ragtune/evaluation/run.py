@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..labels import round_metric
 from ..paths import PipelinePaths
 from .arms import (
     AdapterLoader,
+    Arm,
     EmbeddingArm,
     build_arms,
     fit_hybrid_weights,
@@ -53,17 +55,28 @@ def seed_spread(
     return out
 
 
-def run_eval(
+@dataclass(frozen=True)
+class EvalInputs:
+    """What eval evaluates: the corpus, the test and validation questions, the arms (hybrid ones with their
+    fusion fitted on validation) and the `fusion` block of report.json; also what the hybrid artefact needs."""
+
+    corpus: Corpus
+    test: QuerySet
+    val: QuerySet
+    arms: list[Arm]
+    fusion: dict[str, Any]
+    source: str | None
+
+
+def prepare_eval(
     paths: PipelinePaths,
     params: EvalParams,
     load_adapter: AdapterLoader = load_adapter_transform,
     fetch_report: Path = Path("data/fetch/report.json"),
-    synthesize_report: Path = Path("data/synthesize/report.json"),
-) -> EvalResult:
-    """Load a pipeline's corpus, embeddings, questions and adapter(s); evaluate every arm."""
+) -> EvalInputs:
+    """Load a pipeline's corpus, embeddings, questions and adapter(s); build the arms and fit the fusion."""
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
-    test_path = paths.test
-    test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
+    test = load_test_set(paths.test, paths.embed_dir / "test.npz", corpus.ids)
     val = load_validation_set(
         paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions, real_path=paths.real_questions
     )
@@ -71,6 +84,28 @@ def run_eval(
 
     source = report_source(fetch_report)
     arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
+    return EvalInputs(corpus, test, val, arms, fusion, source)
+
+
+def run_eval(
+    paths: PipelinePaths,
+    params: EvalParams,
+    load_adapter: AdapterLoader = load_adapter_transform,
+    fetch_report: Path = Path("data/fetch/report.json"),
+    synthesize_report: Path = Path("data/synthesize/report.json"),
+    inputs: EvalInputs | None = None,
+) -> EvalResult:
+    """Evaluate every arm on a pipeline's files (`inputs`, when already prepared by `prepare_eval`)."""
+    inputs = inputs or prepare_eval(paths, params, load_adapter, fetch_report)
+    corpus, test, val, arms, fusion, source = (
+        inputs.corpus,
+        inputs.test,
+        inputs.val,
+        inputs.arms,
+        inputs.fusion,
+        inputs.source,
+    )
+    test_path = paths.test
     info = _optional_json(paths.embed_dir / "info.json")
     setup = {
         "source": source or "unknown",
