@@ -172,7 +172,9 @@ def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monke
         top = out["hybrid"][0]
         assert top["id"] == "gdpr-art33-p1" and top["score"] == pytest.approx(1.0)  # best in both parts
         # params asking for RRF ignore a weight in report.json
-        assert main(question) == 0
+        rrf = tmp_path / "rrf.yaml"
+        rrf.write_text("embedding: {}\neval:\n  hybrid:\n    method: rrf\n", encoding="utf-8")
+        assert main([*question, "--params", str(rrf)]) == 0
         assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
     finally:
         metrics.unlink()

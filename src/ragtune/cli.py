@@ -2,6 +2,7 @@
 
     ragtune search "question" -k 5     raw cosine, the adapter and the hybrid (BM25 + adapter) side by side
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
+    ragtune bench-labels --corpus NAME  choosing the arm on n labelled questions, from bench's workspaces
 
 `search` reads what the pipeline produced (data/fetch/corpus.jsonl, data/embed/, models/adapter/, and
 data/eval/report.json for the fusion weight eval chose, if any) and the `embedding` and `eval` sections of
@@ -374,6 +375,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log to MLflow (off by default; a relative sqlite store means the project's)",
     )
+    lb = sub.add_parser(
+        "bench-labels",
+        help="how well choosing the arm on n labelled questions does, from `ragtune bench` workspaces",
+        description="For each corpus workspace <work>/<NAME> of `ragtune bench`, draw n labelled questions "
+        "(seeded draws) and choose the arm on them as eval does with labelled questions; report the share "
+        "of the best arm's test MRR the choice reaches (mean, worst 5%) in <out>/labels.json, labels.md "
+        "and labels.png. Reads data/eval/per_question.csv; runs no pipeline.",
+    )
+    lb.add_argument(
+        "--corpus",
+        dest="corpora",
+        action="append",
+        required=True,
+        metavar="NAME[=PREFIX,...]",
+        help="a workspace; with prefixes, questions whose id starts with one are the labelled pool and the "
+        "rest the test set, else each draw's n come from all and the rest are its test set; repeatable",
+    )
+    lb.add_argument(
+        "--work", type=Path, default=Path("data/transfer/work"), help="workspaces (default: make transfer's)"
+    )
+    lb.add_argument("--out", type=Path, default=Path("data/transfer/labels"), help="output folder")
+    lb.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30, 50, 100], help="labelled questions n")
+    lb.add_argument("--draws", type=int, default=300, help="seeded draws per n (default 300)")
+    lb.add_argument("--seed", type=int, default=42)
+    lb.add_argument(
+        "--prior",
+        default="policy",
+        help="the arm the labels must beat: policy (eval's no-label choice, default), none (the labels' best "
+        "alone), or an arm name (e.g. to see how fast labels correct a wrong prior)",
+    )
     w = sub.add_parser(
         "tune-worker",
         help="run trials of a tune study that a tune stage started, from any machine",
@@ -431,6 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))
+        elif args.command == "bench-labels":
+            from .benchmark.labels import run_label_bench, write_label_results
+
+            results = run_label_bench(args.work, args.corpora, args.sizes, args.draws, args.seed, prior=args.prior)
+            results["command"] = shlex.join(["ragtune", *argv])
+            print("\n".join(str(p) for p in write_label_results(args.out, results)))
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..errors import RagtuneError
 from ..labels import round_metric
 from ..paths import PipelinePaths
 from .arms import (
@@ -53,6 +56,28 @@ def seed_spread(
     return out
 
 
+def real_held_out(paths: PipelinePaths) -> dict[str, np.ndarray] | None:
+    """With real validation questions: question id -> the adapted vector of the members that never trained
+    on it (`ragtune.adapter.held_out`), every real question some member held out, in the real file's order.
+    None with synthetic validation. Selection must not read the shipped adapter's scores on real questions
+    it trained on (train.refit), so a real split without held-out vectors is an error."""
+    from ..adapter.held_out import load_held_out
+    from ..records import load_test
+
+    split = _optional_json(paths.split)
+    if split.get("validation") != "real":
+        return None
+    held = load_held_out(paths.held_out)
+    if held is None or not held.ids:
+        raise RagtuneError(
+            f"{paths.held_out}: no held-out adapter vectors for the real validation questions; rerun the train "
+            "stage (dvc repro train)"
+        )
+    merged = held.merged()
+    order = [q.id for q in load_test(paths.real_questions) if q.id in merged]
+    return {q: merged[q] for q in order}
+
+
 def run_eval(
     paths: PipelinePaths,
     params: EvalParams,
@@ -64,13 +89,21 @@ def run_eval(
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
     test_path = paths.test
     test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
+    held_out = real_held_out(paths)
     val = load_validation_set(
-        paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions, real_path=paths.real_questions
+        paths.split,
+        paths.embed_dir / "questions.npz",
+        corpus.ids,
+        paths.questions,
+        real_path=paths.real_questions,
+        real_ids=list(held_out) if held_out else None,
     )
     from ..corpus.fetching import report_source
 
     source = report_source(fetch_report)
-    arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
+    arms, fusion = fit_hybrid_weights(
+        build_arms(corpus, paths, params, load_adapter, source, held_out=held_out), val, params
+    )
     info = _optional_json(paths.embed_dir / "info.json")
     setup = {
         "source": source or "unknown",

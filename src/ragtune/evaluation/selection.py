@@ -78,10 +78,16 @@ def choose_with_labels(
     confidence: float = 0.95,
     seed: int = 42,
     order: tuple[str, ...] = ("cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid"),
+    prior: str | None = None,
 ) -> LabelledChoice:
     """The best arm by mean score on the same labelled questions (`scores_by_arm`: arm -> (n,) per-question
     scores, e.g. reciprocal ranks), tested against the runner-up. Ties go to the arm earlier in `order` (the
-    simpler one). `margin`: a difference whose interval lies within +-margin is practically none."""
+    simpler one). `margin`: a difference whose interval lies within +-margin is practically none.
+
+    `prior`: the arm chosen without labels (eval's no-label policy). When the labels' best is another arm, it
+    replaces the prior only if it is ahead of it beyond chance (paired p < alpha); otherwise the prior stays,
+    and the statement says so and how many labels would tell them apart. A few labelled questions rank five
+    correlated arms noisily, and the prior rests on several corpora (`extra`: prior, overturned)."""
     arms = list(scores_by_arm)
     if not arms:
         raise ValueError("no arms to choose from")
@@ -95,7 +101,7 @@ def choose_with_labels(
     best = ranked[0]
     if n == 0:
         return LabelledChoice(
-            best,
+            prior if prior in scores_by_arm else best,
             None,
             0,
             means,
@@ -119,6 +125,9 @@ def choose_with_labels(
             None,
             f"{best} is the only arm evaluated ({metric} {means[best]:.3f} on {n} questions).",
         )
+    if prior is not None and prior in scores_by_arm and prior != best:
+        return _against_prior(scores_by_arm, best, prior, n, means, metric, alpha, margin, resamples, confidence, seed)
+    extra = {"prior": prior, "overturned": False} if prior is not None else {}
     second = ranked[1]
     a, b = np.asarray(scores_by_arm[best], float), np.asarray(scores_by_arm[second], float)
     test = paired_bootstrap(a, b, resamples, confidence, seed)
@@ -140,6 +149,7 @@ def choose_with_labels(
             True,
             None,
             f"{head} Settled: {best} is ahead beyond chance.",
+            extra,
         )
     if -margin <= test.low and test.high <= margin:
         return LabelledChoice(
@@ -153,6 +163,7 @@ def choose_with_labels(
             True,
             None,
             f"{head} Settled: the two are practically equal (within {margin} either way); either can be deployed.",
+            extra,
         )
     needed = questions_to_detect(a - b, alpha)
     more = None if needed is None else max(needed - n, 1)
@@ -163,4 +174,69 @@ def choose_with_labels(
             f"Not settled: label about {more} more questions (about {n + more} in all) to tell {best} from "
             f"{second} at this difference."
         )
-    return LabelledChoice(best, second, n, means, test.diff, interval, test.p_value, False, more, f"{head} {tail}")
+    return LabelledChoice(
+        best, second, n, means, test.diff, interval, test.p_value, False, more, f"{head} {tail}", extra
+    )
+
+
+def _against_prior(
+    scores_by_arm: Mapping[str, np.ndarray],
+    best: str,
+    prior: str,
+    n: int,
+    means: dict[str, float],
+    metric: str,
+    alpha: float,
+    margin: float,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> LabelledChoice:
+    """The labels' best arm against the no-label choice `prior`: it replaces the prior only when ahead of it
+    beyond chance."""
+    a, b = np.asarray(scores_by_arm[best], float), np.asarray(scores_by_arm[prior], float)
+    test = paired_bootstrap(a, b, resamples, confidence, seed)
+    head = (
+        f"On {n} labelled questions {best} has the best {metric} ({means[best]:.3f}); {prior}, the choice without "
+        f"labels, has {means[prior]:.3f} (difference {test.diff:+.3f}, {confidence:.0%} interval {test.low:+.3f} "
+        f"to {test.high:+.3f}, paired p={test.p_value:.2g})."
+    )
+    if test.p_value < alpha and test.diff > 0:
+        return LabelledChoice(
+            best,
+            prior,
+            n,
+            means,
+            test.diff,
+            (test.low, test.high),
+            test.p_value,
+            True,
+            None,
+            f"{head} Settled: {best} is ahead of {prior} beyond chance, so the labels overturn the choice made "
+            "without them.",
+            {"prior": prior, "overturned": True},
+        )
+    extra = {"prior": prior, "overturned": False}
+    interval = (-test.high, -test.low)
+    if -margin <= test.low and test.high <= margin:
+        return LabelledChoice(
+            prior,
+            best,
+            n,
+            means,
+            -test.diff,
+            interval,
+            test.p_value,
+            True,
+            None,
+            f"{head} Settled: the two are practically equal (within {margin} either way); {prior} stays.",
+            extra,
+        )
+    needed = questions_to_detect(a - b, alpha)
+    more = None if needed is None else max(needed - n, 1)
+    tail = f"Not settled: {best} is not ahead of {prior} beyond chance, so {prior} stays" + (
+        f"; label about {more} more questions (about {n + more} in all) to tell them apart." if more else "."
+    )
+    return LabelledChoice(
+        prior, best, n, means, -test.diff, interval, test.p_value, False, more, f"{head} {tail}", extra
+    )
