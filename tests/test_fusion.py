@@ -233,7 +233,7 @@ def test_eval_reports_both_hybrid_arms_the_comparisons_and_a_recommendation(pipe
     assert rec["test"]["ci"]["mrr@20"] == test["arms"][rec["arm"]]["ci"]["mrr@20"]
     test_mrr = {a: v["mrr@20"] for a, v in test["arms"].items()}
     assert test_mrr[rec["test_best_arm"]] == max(test_mrr.values())
-    assert rec["note"].startswith(f"{rec['arm']} (BM25 fused with cosine): no labelled questions")
+    assert rec["note"].startswith(f"{rec['arm']} (BM25 fused with cosine), a prior: no labelled questions")
 
     out = tmp_path / "data/eval"
     write_eval_outputs(result, FAST, out)
@@ -325,7 +325,7 @@ def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, 
     from ragtune.embedding.embedder import resolve_model
 
     code = _readme_example()
-    assert "reciprocal_rank_fusion([dense, lexical], k=60" in code
+    assert "weighted_score_fusion(" in code
     base = SentenceTransformer(resolve_model("packaged:all-MiniLM-L6-v2"), device="cpu")
     adapter = build_adapter(AdapterConfig(dim=base.get_embedding_dimension(), hidden_dim=32), seed=0)
     export_sentence_transformer(adapter, tmp_path / "models/adapter/sentence_transformer", base)
@@ -336,3 +336,5 @@ def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, 
     assert printed.startswith("[['The controller shall notify a personal data breach")
     result = namespace["hybrid_search"](["subliminal techniques", "zzzz"], k=3)
     assert result[0][0].startswith("AI systems that deploy subliminal") and len(result[1]) == 3
+    # the example fuses as eval does: the project's dense share
+    assert [namespace["DENSE_SHARE"]] == load_section("eval", EvalParams, REPO / "params.yaml").hybrid.weights

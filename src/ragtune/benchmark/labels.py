@@ -190,8 +190,9 @@ def bench_corpus(
                 f"{len(pool)} questions; they must leave both a pool and a test set"
             )
     test_rr = rr if pool is None else rr[~pool]
-    test_mrr = {a: round(float(test_rr[:, i].mean()), 4) for i, a in enumerate(table.arms)}
-    best = max(table.arms, key=lambda a: test_mrr[a])
+    exact = {a: float(test_rr[:, i].mean()) for i, a in enumerate(table.arms)}
+    test_mrr = {a: round(v, 4) for a, v in exact.items()}
+    best = max(table.arms, key=lambda a: exact[a])
     out: dict[str, Any] = {
         "name": name,
         "design": "pool" if pool is not None else "remainder",
@@ -205,7 +206,7 @@ def bench_corpus(
     }
     if no_label_arm in test_mrr:
         out["no_label_arm"] = no_label_arm
-        out["no_label_share"] = round(test_mrr[no_label_arm] / test_mrr[best], 4) if test_mrr[best] else 1.0
+        out["no_label_share"] = round(exact[no_label_arm] / exact[best], 4) if exact[best] else 1.0
     for n in sizes:
         result = simulate_size(rr, table.arms, n, draws, seed, pool, prior)
         if result is not None:
