@@ -80,24 +80,22 @@ class Mismatch:
         return set(self.stem(words))
 
     def rewrite(self, question: str, relevant_texts: list[str], mode: str, share: float, rng) -> str:
-        """`question` with each word it shares with `relevant_texts` rewritten with probability `share`."""
+        """`question` with each word it shares with `relevant_texts` rewritten with probability `share` (the
+        rest of the text, punctuation and spacing included, as it was)."""
         shared = set().union(*(self.terms(t) for t in relevant_texts)) if relevant_texts else set()
-        out = []
-        for token in re.findall(r"\w+|[^\w\s]", question):
-            low = token.lower()
-            if not re.fullmatch(r"\w\w+", low) or low in self.stopwords or self.stem([low])[0] not in shared:
-                out.append(token)
-                continue
-            if rng.random() >= share:
-                out.append(token)
-                continue
+
+        def replace(match: re.Match) -> str:
+            word = match.group(0)
+            low = word.lower()
+            if len(low) < 2 or low in self.stopwords or self.stem([low])[0] not in shared or rng.random() >= share:
+                return word
             if mode == "synonym":
-                pick = next(
-                    (s for s in self.synonyms.get(low, []) if not (self.terms(s) & shared) and self.terms(s)), None
+                return next(
+                    (s for s in self.synonyms.get(low, []) if not (self.terms(s) & shared) and self.terms(s)), ""
                 )
-                if pick is not None:
-                    out.append(pick)
-        return re.sub(r"\s+([^\w\s])", r"\1", " ".join(out)).strip()
+            return ""
+
+        return re.sub(r"\s+", " ", re.sub(r"\w+", replace, question)).strip()
 
 
 def fused_rows(contrib_rows: list[np.ndarray], contributions: list[np.ndarray], depth: int) -> np.ndarray:

@@ -291,8 +291,14 @@ def write_label_results(out: Path, results: Mapping[str, Any]) -> list[Path]:
     for c in results["corpora"]:
         xs = [s["n"] for s in c["sizes"]]
         title = f"{c['name']} ({c['test_questions']} test questions)"
-        panels[title] = {"chosen on n labels": (xs, [s["mean_share"] for s in c["sizes"]])}
-        bands[title] = {"chosen on n labels": (xs, [s["worst5_share"] for s in c["sizes"]], [1.0] * len(xs))}
+        panels[title] = {
+            "eval's choice on n labels": (xs, [s["mean_share"] for s in c["sizes"]]),
+            "the labels' best alone": (xs, [s["argmax_mean_share"] for s in c["sizes"]]),
+        }
+        bands[title] = {
+            "eval's choice on n labels": (xs, [s["worst5_share"] for s in c["sizes"]], [1.0] * len(xs)),
+            "the labels' best alone": (xs, [s["argmax_worst5_share"] for s in c["sizes"]], [1.0] * len(xs)),
+        }
         if "no_label_arm" in c and xs:
             panels[title][f"no labels ({c['no_label_arm']})"] = ([xs[0], xs[-1]], [c["no_label_share"]] * 2)
     xy_panels(
@@ -301,7 +307,8 @@ def write_label_results(out: Path, results: Mapping[str, Any]) -> list[Path]:
         bands,
         xlabel="labelled questions n",
         ylabel=f"share of the best arm's test {results['metric'].upper()}",
-        title="Choosing the arm on n labelled questions (band: from the worst 5% of draws up)",
+        title="Choosing the arm on n labelled questions (mean; band: from the worst 5% of draws up)",
+        ylim=(0.5, 1.0),
     )
     return paths
 

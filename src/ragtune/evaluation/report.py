@@ -128,8 +128,9 @@ def evaluate(
     per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare.
 
     With the `select_on` set (the validation questions) present: `hybrid` is also compared with
-    the best single arm there (`hybrid_vs_<arm>`), and `recommendation` names the arm to deploy (best MRR on
-    `select_on`) with its numbers on `report_on`. `fusion` (how the hybrid arms fused) is stored as given,
+    the best single arm there (`hybrid_vs_<arm>`), and `recommendation` names the arm to deploy
+    (`ragtune.evaluation.recommend`: chosen on `select_on` when its questions are labelled, else the no-label
+    policy) with its numbers on `report_on`. `fusion` (how the hybrid arms fused) is stored as given,
     plus `best_single_on_val`. With `documents` (the document of each corpus row, when long texts were cut
     into passages), every set is also reported per document (`<set>_documents`: documents ranked by their
     best passage, from DOCUMENT_DEPTH_FACTOR x depth passages)."""
