@@ -86,7 +86,9 @@ def test_labelled_questions_decide_and_say_whether_that_is_settled():
     rec = _recommend({a: float(v.mean()) for a, v in close.items()}, BM25_WINS, origin="human", scores=close)
     # the labels' best (adapter) is not ahead of the no-label choice beyond chance: that choice stays, unsettled
     assert rec["arm"] == "hybrid" and not rec["settled"] and rec["labelled"]["more_questions"] > 0
-    assert "adapter is not ahead of hybrid beyond chance, so hybrid stays" in rec["statement"]
+    assert (
+        "adapter is not ahead of hybrid beyond chance, so hybrid, the choice without labels, stays" in rec["statement"]
+    )
     assert f"label about {rec['labelled']['more_questions']} more questions" in rec["statement"]
     assert rec["statement"].endswith("Label them with `ragtune label`, then `dvc repro`.")
 

@@ -41,8 +41,8 @@ class RecommendParams(Section):
     # without labelled real questions: hybrid (BM25 fused with the dense arm synthetic validation prefers) |
     # dense (that dense arm alone) | validation (the best arm on synthetic validation: biased to BM25)
     without_labels: Literal["hybrid", "dense", "validation"] = "hybrid"
-    # with labels: a mean MRR difference whose interval lies within +-margin counts as none (settled either way)
-    margin: float = Field(0.01, ge=0.0, le=1.0)
+    # with labels: settled when the runner-up cannot be ahead of the choice by more than this (MRR, 95% interval)
+    margin: float = Field(0.02, ge=0.0, le=1.0)
 
 
 def _order(name: str) -> tuple[int, str]:
