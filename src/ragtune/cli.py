@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .benchmark.labels import add_arguments as add_label_bench_arguments
 from .errors import RagtuneError
 
 CORPUS = Path("data/fetch/corpus.jsonl")
@@ -375,36 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log to MLflow (off by default; a relative sqlite store means the project's)",
     )
-    lb = sub.add_parser(
-        "bench-labels",
-        help="how well choosing the arm on n labelled questions does, from `ragtune bench` workspaces",
-        description="For each corpus workspace <work>/<NAME> of `ragtune bench`, draw n labelled questions "
-        "(seeded draws) and choose the arm on them as eval does with labelled questions; report the share "
-        "of the best arm's test MRR the choice reaches (mean, worst 5%) in <out>/labels.json, labels.md "
-        "and labels.png. Reads data/eval/per_question.csv; runs no pipeline.",
-    )
-    lb.add_argument(
-        "--corpus",
-        dest="corpora",
-        action="append",
-        required=True,
-        metavar="NAME[=PREFIX,...]",
-        help="a workspace; with prefixes, questions whose id starts with one are the labelled pool and the "
-        "rest the test set, else each draw's n come from all and the rest are its test set; repeatable",
-    )
-    lb.add_argument(
-        "--work", type=Path, default=Path("data/transfer/work"), help="workspaces (default: make transfer's)"
-    )
-    lb.add_argument("--out", type=Path, default=Path("data/transfer/labels"), help="output folder")
-    lb.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30, 50, 100], help="labelled questions n")
-    lb.add_argument("--draws", type=int, default=300, help="seeded draws per n (default 300)")
-    lb.add_argument("--seed", type=int, default=42)
-    lb.add_argument(
-        "--prior",
-        default="policy",
-        help="the arm the labels must beat: policy (eval's no-label choice, default), none (the labels' best "
-        "alone), or an arm name (e.g. to see how fast labels correct a wrong prior)",
-    )
+    add_label_bench_arguments(sub)
     w = sub.add_parser(
         "tune-worker",
         help="run trials of a tune study that a tune stage started, from any machine",
@@ -463,11 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))
         elif args.command == "bench-labels":
-            from .benchmark.labels import run_label_bench, write_label_results
+            from .benchmark.labels import run_from_args
 
-            results = run_label_bench(args.work, args.corpora, args.sizes, args.draws, args.seed, prior=args.prior)
-            results["command"] = shlex.join(["ragtune", *argv])
-            print("\n".join(str(p) for p in write_label_results(args.out, results)))
+            print("\n".join(str(p) for p in run_from_args(args, shlex.join(["ragtune", *argv]))))
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

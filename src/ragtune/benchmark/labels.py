@@ -335,3 +335,44 @@ def render_label_block(results: Mapping[str, Any], image_dir: str = "data/transf
             "`python -m ragtune.readme` refreshes this section.",
         ]
     )
+
+
+def add_arguments(subparsers) -> None:
+    """The `ragtune bench-labels` subcommand and its options (`ragtune.cli`)."""
+    lb = subparsers.add_parser(
+        "bench-labels",
+        help="how well choosing the arm on n labelled questions does, from `ragtune bench` workspaces",
+        description="For each corpus workspace <work>/<NAME> of `ragtune bench`, draw n labelled questions "
+        "(seeded draws) and choose the arm on them as eval does with labelled questions; report the share "
+        "of the best arm's test MRR the choice reaches (mean, worst 5%) in <out>/labels.json, labels.md "
+        "and labels.png. Reads data/eval/per_question.csv; runs no pipeline.",
+    )
+    lb.add_argument(
+        "--corpus",
+        dest="corpora",
+        action="append",
+        required=True,
+        metavar="NAME[=PREFIX,...]",
+        help="a workspace; with prefixes, questions whose id starts with one are the labelled pool and the "
+        "rest the test set, else each draw's n come from all and the rest are its test set; repeatable",
+    )
+    lb.add_argument(
+        "--work", type=Path, default=Path("data/transfer/work"), help="workspaces (default: make transfer's)"
+    )
+    lb.add_argument("--out", type=Path, default=Path("data/transfer/labels"), help="output folder")
+    lb.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 30, 50, 100], help="labelled questions n")
+    lb.add_argument("--draws", type=int, default=300, help="seeded draws per n (default 300)")
+    lb.add_argument("--seed", type=int, default=42)
+    lb.add_argument(
+        "--prior",
+        default="policy",
+        help="the arm the labels must beat: policy (eval's no-label choice, default), none (the labels' best "
+        "alone), or an arm name (e.g. to see how fast labels correct a wrong prior)",
+    )
+
+
+def run_from_args(args, command: str) -> list[Path]:
+    """Run the benchmark as `ragtune bench-labels` asks and write its files; returns the paths written."""
+    results = run_label_bench(args.work, args.corpora, args.sizes, args.draws, args.seed, prior=args.prior)
+    results["command"] = command
+    return write_label_results(args.out, results)
