@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format bench bench-scale bench-scale-e2e transfer querylogs querylogs-kfold ui venv browser clean-venv
+.PHONY: run test lint format bench bench-scale bench-scale-e2e transfer labels querylogs querylogs-kfold ui venv browser clean-venv
 
 venv: $(STAMP)
 
@@ -69,6 +69,13 @@ transfer: $(STAMP)
 # No tuning timeout: a larger corpus would otherwise finish as many trials as the machine allows in the time,
 # and the table would not reproduce.
 	$(BIN)/ragtune bench --default ../shared/devsets/acord ../shared/devsets/or_sharc -S tune.timeout_s=null
+	$(BIN)/python -m ragtune.readme
+
+# The label benchmark on `make transfer`'s workspaces (no pipeline runs): the arm chosen on n labelled questions
+# (seeded draws) against the best arm on the test questions. Pools: ACORD's train/valid queries and OR-ShARC's
+# dev queries, tested on their test queries; the default draws from its test questions and tests on the rest.
+labels: $(STAMP)
+	$(BIN)/ragtune bench-labels --corpus acord=train-,valid- --corpus or_sharc=dev- --corpus default
 	$(BIN)/python -m ragtune.readme
 
 # The same benchmark with each development set's own training queries as real training questions

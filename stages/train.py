@@ -18,6 +18,7 @@ from ragtune.adapter.export import (
     load_query_encoder,
     needs_remote_code,
 )
+from ragtune.adapter.held_out import HELD_OUT_FILE, held_out_vectors, save_held_out
 from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.model import adapt_queries, save_query_adapter
 from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
@@ -217,6 +218,8 @@ def main() -> None:
             # k-fold: the shipped adapter trains on every test question, so it validates on synthetic questions
             # (eval's recommendation then selects on those, never on test questions)
             bagged = train_bagged(p, data, "synthetic" if folds is not None else "auto")
+            if kind == params.kind:
+                shipped = bagged  # the adapter eval's arms use (the linear comparison is not selected from)
             result = bagged.members[0]
             model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
             dirs_written.append(model_dir)
@@ -283,12 +286,15 @@ def main() -> None:
         metrics["folds"] = folds
     if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
         shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
-    split = bagged.splits[0]
+    split = shipped.splits[0]
     val_ids = (
         [data.real.ids[i] for i in split.val_real]
         if split.val_real is not None
         else [data.question_ids[i] for i in split.val]
     )
+    # Real validation: the adapted vectors of every real question some member held out, from the members that
+    # never trained on it (before any refit); eval selects on these questions with them (held_out.npz).
+    save_held_out(HELD_OUT_FILE, held_out_vectors(shipped, data))
     metrics.update(
         validation=validation,
         n_train_questions=len(dict.fromkeys(data.question_ids[i] for i in split.train)),
@@ -299,10 +305,10 @@ def main() -> None:
         tuned_trial=best.get("trial"),
     )
     warn_if_degenerate(data.stats)
-    # Eval's validation set is member 0's; with bagging the other members trained on some of it, and with
-    # `refit` (real validation) every member trained on all of it after selection.
-    # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl), else synthetic.
-    refit = any(m.refit for m in bagged.members)
+    # Eval's synthetic validation set is member 0's; with bagging the other members trained on some of it.
+    # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl); eval validates on
+    # every real question in held_out.npz instead, scoring the adapter with the members that held it out.
+    refit = any(m.refit for m in shipped.members)
     write_json(
         OUT / "split.json",
         {
@@ -310,8 +316,8 @@ def main() -> None:
             "refit": refit,
             "train": list(dict.fromkeys(data.question_ids[i] for i in split.train)),
             "val": val_ids,
-            "bagging": len(bagged.members),
-            "seeds": bagged.seeds,
+            "bagging": len(shipped.members),
+            "seeds": shipped.seeds,
         },
     )
     write_json(OUT / "report.json", metrics)

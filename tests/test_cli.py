@@ -172,7 +172,9 @@ def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monke
         top = out["hybrid"][0]
         assert top["id"] == "gdpr-art33-p1" and top["score"] == pytest.approx(1.0)  # best in both parts
         # params asking for RRF ignore a weight in report.json
-        assert main(question) == 0
+        rrf = tmp_path / "rrf.yaml"
+        rrf.write_text("embedding: {}\neval:\n  hybrid:\n    method: rrf\n", encoding="utf-8")
+        assert main([*question, "--params", str(rrf)]) == 0
         assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
     finally:
         metrics.unlink()
@@ -276,3 +278,15 @@ def test_search_input_errors(pipeline, monkeypatch, capsys, tmp_path):
     for args, message in cases:
         assert main(args) == 2
         assert message in capsys.readouterr().err
+
+
+def test_search_fuses_with_the_one_dense_share_params_give_without_an_eval_report(tmp_path):
+    from ragtune.deploy.commands import hybrid_setup
+
+    texts = ["breach notification to the authority", "ICT incident reporting", "prohibited AI practices"]
+    params = tmp_path / "params.yaml"
+    params.write_text("eval:\n  hybrid:\n    method: weighted\n    weights: [0.6]\n", encoding="utf-8")
+    setup = hybrid_setup(texts, params, tmp_path / "missing_report.json")
+    assert (setup.method, setup.weight) == ("weighted", 0.6)
+    params.write_text("eval:\n  hybrid:\n    method: rrf\n", encoding="utf-8")
+    assert hybrid_setup(texts, params, tmp_path / "missing_report.json").method == "rrf"

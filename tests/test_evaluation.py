@@ -457,8 +457,8 @@ def test_readme_says_whether_real_validation_questions_were_held_out():
         "synthetic": 0,
         "arms": {"cosine": {"hit@5": 0.5, "mrr@20": 0.4}, "adapter": {"hit@5": 0.6, "mrr@20": 0.5}},
     }
-    held_out = render_results({"setup": {"validation": "real"}, "val": block})
-    refit = render_results({"setup": {"validation": "real", "refit": True}, "val": block})
-    assert "**Real validation questions** — 12 questions" in held_out
-    assert "held out from the first bagged adapter's training" in held_out and "not a held-out measure" not in held_out
-    assert "trained on them too (train.refit): not a held-out measure" in refit and "held out from" not in refit
+    for setup in ({"validation": "real"}, {"validation": "real", "refit": True}):
+        text = render_results({"setup": setup, "val": block})
+        assert "**Real validation questions** — 12 questions" in text
+        # refit or not, eval scores the adapter there with the members that never trained on each question
+        assert "by the members that never trained on it, before any refit" in text

@@ -8,6 +8,7 @@
     ragtune estimate [--json]          tokens and USD of synthesize and judge before any call
     ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
     ragtune ui [--port 5000]           MLflow's UI, opened on the runs of the pipeline's experiment
+    ragtune bench-labels --corpus NAME  choosing the arm on n labelled questions, from bench's workspaces
 
 Quiet by default (warnings only); `ragtune -v COMMAND` says more (-vv: debug), in the stages it runs too.
 Stages run by `dvc repro` log progress (INFO); `RAGTUNE_LOG=DEBUG dvc repro` for detail, WARNING for less.
@@ -26,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .benchmark.labels import add_arguments as add_label_bench_arguments
 from .commands import COMMANDS, add_parsers
 from .commands import run as run_command
 
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log to MLflow (off by default; a relative sqlite store means the project's)",
     )
+    add_label_bench_arguments(sub)
     w = sub.add_parser(
         "tune-worker",
         help="run trials of a tune study that a tune stage started, from any machine",
@@ -160,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))
+        elif args.command == "bench-labels":
+            from .benchmark.labels import run_from_args
+
+            print("\n".join(str(p) for p in run_from_args(args, shlex.join(["ragtune", *argv]))))
     except RagtuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

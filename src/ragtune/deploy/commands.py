@@ -45,8 +45,9 @@ def hybrid_setup(
 ) -> HybridSetup | None:
     """The hybrid column as eval's `hybrid` arm fuses: BM25 with eval's settings over `texts` (or over
     `texts(bm25_params)`, the corpus texts as eval's BM25 indexes them), fused by the weight eval chose on
-    validation when params ask for the weighted fusion and report.json has that weight, else by RRF
-    (`eval.hybrid.rrf_k`). None when `eval.hybrid.enabled` or `eval.bm25.enabled` is false."""
+    validation when params ask for the weighted fusion (the one weight params give, or the one report.json says
+    eval chose among several), else by RRF (`eval.hybrid.rrf_k`). None when `eval.hybrid.enabled` or
+    `eval.bm25.enabled` is false."""
     from ..evaluation.metrics import EvalParams
     from ..params import load_section
     from ..search.lexical import Bm25Index
@@ -54,8 +55,11 @@ def hybrid_setup(
     params = load_section("eval", EvalParams, params_file)
     if not (params.hybrid.enabled and params.bm25.enabled):
         return None
-    weight = None
-    if params.hybrid.method == "weighted" and metrics_path.is_file():
+    # One dense share in params is the weight itself (nothing to choose); several are chosen by eval on validation.
+    weight = (
+        params.hybrid.weights[0] if params.hybrid.method == "weighted" and len(params.hybrid.weights) == 1 else None
+    )
+    if params.hybrid.method == "weighted" and weight is None and metrics_path.is_file():
         try:
             entry = json.loads(metrics_path.read_text(encoding="utf-8")).get("fusion", {}).get("hybrid", {})
         except (OSError, ValueError, AttributeError):

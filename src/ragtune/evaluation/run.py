@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..errors import RagtuneError
 from ..labels import round_metric
 from ..paths import PipelinePaths
 from .arms import (
@@ -68,6 +71,28 @@ class EvalInputs:
     source: str | None
 
 
+def real_held_out(paths: PipelinePaths) -> dict[str, np.ndarray] | None:
+    """With real validation questions: question id -> the adapted vector of the members that never trained
+    on it (`ragtune.adapter.held_out`), every real question some member held out, in the real file's order.
+    None with synthetic validation. Selection must not read the shipped adapter's scores on real questions
+    it trained on (train.refit), so a real split without held-out vectors is an error."""
+    from ..adapter.held_out import load_held_out
+    from ..records import load_test
+
+    split = _optional_json(paths.split)
+    if split.get("validation") != "real":
+        return None
+    held = load_held_out(paths.held_out)
+    if held is None or not held.ids:
+        raise RagtuneError(
+            f"{paths.held_out}: no held-out adapter vectors for the real validation questions; rerun the train "
+            "stage (dvc repro train)"
+        )
+    merged = held.merged()
+    order = [q.id for q in load_test(paths.real_questions) if q.id in merged]
+    return {q: merged[q] for q in order}
+
+
 def prepare_eval(
     paths: PipelinePaths,
     params: EvalParams,
@@ -77,13 +102,21 @@ def prepare_eval(
     """Load a pipeline's corpus, embeddings, questions and adapter(s); build the arms and fit the fusion."""
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
     test = load_test_set(paths.test, paths.embed_dir / "test.npz", corpus.ids)
+    held_out = real_held_out(paths)
     val = load_validation_set(
-        paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions, real_path=paths.real_questions
+        paths.split,
+        paths.embed_dir / "questions.npz",
+        corpus.ids,
+        paths.questions,
+        real_path=paths.real_questions,
+        real_ids=list(held_out) if held_out else None,
     )
     from ..corpus.fetching import report_source
 
     source = report_source(fetch_report)
-    arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
+    arms, fusion = fit_hybrid_weights(
+        build_arms(corpus, paths, params, load_adapter, source, held_out=held_out), val, params
+    )
     return EvalInputs(corpus, test, val, arms, fusion, source)
 
 

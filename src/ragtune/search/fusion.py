@@ -8,7 +8,11 @@ as `retrieval.exact_top_k` and `lexical.Bm25Index.top_k` return them):
   is the usual constant.
 - `weighted_score_fusion`: each arm's scores min-max normalised per query over the rows it retrieved (its
   best row 1, its worst 0; a row it did not retrieve gets 0 from it), then w * dense + (1 - w) * lexical.
-  `choose_weight` picks w from a grid by MRR on the synthetic validation questions (never on test).
+  The default (eval, `ragtune search`): a fixed w = 0.6. RRF rewards any row both rankings hold, whatever its
+  place in the dense one, so a BM25 that matches the wrong chunks (users who name things in other words than
+  the documents) pulls the fused ranking below the dense one; a dense share above one half keeps the dense
+  ranking's order unless BM25 is sure. `choose_weight` picks w from a grid by MRR on the validation questions
+  (never on test) when `eval.hybrid.weights` holds several.
 
 A row only one arm returns still gets that arm's share. BM25's "no term in common" slots (-1) are not
 candidates. Ties in the fused score go to the lower corpus row, so results are deterministic. Fuse at a
@@ -53,9 +57,10 @@ class HybridParams(Section):
     `ragtune search`. They need the BM25 arm (`eval.bm25.enabled`)."""
 
     enabled: bool = True
-    method: Literal["rrf", "weighted"] = "rrf"
+    method: Literal["rrf", "weighted"] = "weighted"
     rrf_k: float = Field(60.0, ge=0.0, le=100_000.0)
-    weights: list[Weight] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    # the dense share of the weighted fusion: one value is fixed, several are chosen from on validation
+    weights: list[Weight] = [0.6]
     candidates: int = Field(100, ge=1, le=100_000)
 
     @model_validator(mode="after")
