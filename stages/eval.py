@@ -1,12 +1,15 @@
 """eval: raw cosine, the trained adapter(s) and BM25 on the same test and validation questions, with
 bootstrap intervals and paired tests; report.json (all of it), metrics.json (the headline numbers DVC compares),
-hit_rate_at_k.csv, per_question.csv and PNGs."""
+hit_rate_at_k.csv, per_question.csv and PNGs; and models/hybrid/, the hybrid arm as a deployable artefact."""
 
 from pathlib import Path
 
+from ragtune.deploy.artefact import HYBRID_DIR, write_hybrid_artefact
+from ragtune.evaluation.arms import HybridArm
+from ragtune.evaluation.inputs import _optional_json
 from ragtune.evaluation.metrics import EvalParams
 from ragtune.evaluation.report import flat_metrics, write_eval_outputs
-from ragtune.evaluation.run import run_eval
+from ragtune.evaluation.run import prepare_eval, run_eval
 from ragtune.params import MlflowParams, load_section
 from ragtune.stage import log_under_train_run, parse_paths, run_main
 
@@ -17,8 +20,21 @@ def main() -> None:
     paths = parse_paths(__doc__, ["corpus", "test", "questions", "embed_dir", "split", "adapter", "linear_adapter"])
     params = load_section("eval", EvalParams)
     mlflow_params = load_section("mlflow", MlflowParams)
-    result = run_eval(paths, params)
+    inputs = prepare_eval(paths, params)
+    result = run_eval(paths, params, inputs=inputs)
     written = write_eval_outputs(result, params, OUT)
+    hybrid = next((a for a in inputs.arms if isinstance(a, HybridArm) and a.name == "hybrid"), None)
+    write_hybrid_artefact(
+        HYBRID_DIR,
+        inputs.corpus,
+        hybrid,
+        params.bm25,
+        inputs.source,
+        _optional_json(paths.embed_dir / "info.json"),
+        paths.adapter / "sentence_transformer",
+        params.depth,
+        reason_off="eval.hybrid.enabled or eval.bm25.enabled is false",
+    )
 
     flat = flat_metrics({k: v for k, v in result.metrics.items() if k != "setup"})
     protocol = result.metrics["setup"].get("protocol")

@@ -49,7 +49,8 @@ RUN_FACTS = (
     "generate_seconds",
     "seconds_per_chunk",
 )
-HEADLINE = ("questions_kept", "share_chunks_with_question", "degenerate_share", "failures", "dataset_cost_usd")
+# Each a column of `dvc exp show`; the shares are in report.json.
+HEADLINE = ("questions_kept", "failures", "dataset_cost_usd")
 
 
 def _numeric(report: dict) -> dict[str, float]:
@@ -91,7 +92,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stop)
 
     with ContentCache(CACHE) as cache:
-        with tqdm(desc=f"synthesize ({backend.name})", unit="chunk", total=None, dynamic_ncols=True) as bar:
+        # disable None: a progress bar on a terminal only, none in logs
+        bar_args = {"unit": "chunk", "total": None, "dynamic_ncols": True, "disable": None}
+        with tqdm(desc=f"synthesize ({backend.name})", **bar_args) as bar:
             outcome = synthesize(chunks, tests, backend, cache, params, stop=stop, progress=bar)
     backend.close()
     outcome.report["journal_hits"] = cache.journal_hits  # answers an earlier, unfinished run paid for

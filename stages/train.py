@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
+from ragtune.adapter.export import (
+    export_sentence_transformer,
+    load_exported,
+    load_query_encoder,
+    needs_remote_code,
+)
+from ragtune.adapter.held_out import HELD_OUT_FILE, held_out_vectors, save_held_out
 from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.model import adapt_queries, save_query_adapter
 from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
@@ -78,8 +84,9 @@ def write_history(path: Path, history: list[dict]) -> None:
 def export_and_check(
     adapter, out_dir: Path, base_model, emb: EmbeddingParams, probe_texts: list[str], info: dict
 ) -> float:
-    """Export, reload, and compare with the library on a few texts: the export must reproduce the
-    adapter (embed-stage normalisation and prompts included) to EXPORT_TOLERANCE."""
+    """Export, reload, and compare with the library on a few texts: the export's query route and its query
+    encoder alone (query/) must reproduce the adapter (embed-stage normalisation and prompts included) to
+    EXPORT_TOLERANCE."""
     export_sentence_transformer(
         adapter,
         out_dir,
@@ -96,7 +103,13 @@ def export_and_check(
             probe_texts, prompt=emb.query_prompt or None, normalize_embeddings=emb.normalize, convert_to_numpy=True
         ),
     )
-    diff = float(np.abs(exported.encode_query(probe_texts, convert_to_numpy=True) - library).max())
+    diff = max(
+        float(np.abs(model_vectors - library).max())
+        for model_vectors in (
+            exported.encode_query(probe_texts, convert_to_numpy=True),
+            load_query_encoder(out_dir).encode(probe_texts, convert_to_numpy=True),
+        )
+    )
     if not diff <= EXPORT_TOLERANCE:
         raise RagtuneError(
             f"{out_dir}: the export differs from the adapter by {diff:.2e} (> {EXPORT_TOLERANCE}); "
@@ -180,7 +193,9 @@ def main() -> None:
     if params.folds:
         folds, data = train_test_folds(params, data)
     probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
-    base_model = load_model(emb)
+    # The shipped sentence-transformers export runs on PyTorch fp32 whatever backend embedded the corpus: the
+    # portable artefact (an int8 ONNX backend's vectors are within its guard of these; README, "Embedding backends").
+    base_model = load_model(emb.model_copy(update={"backend": "torch", "precision": "fp32"}))
 
     validation = "real" if data.has_real and folds is None else "synthetic"
     with stage_run(
@@ -197,11 +212,14 @@ def main() -> None:
         metrics: dict = {}
         seconds: dict[str, float] = {}  # per kind, for run.json (a wall time is no output of the inputs)
         dirs_written: list[Path] = []
+        model_id = None  # the logged model's: its validation metrics are the model's metrics too
         for kind in kinds:
             p = params if kind == params.kind else params.model_copy(update={"kind": kind})
             # k-fold: the shipped adapter trains on every test question, so it validates on synthetic questions
             # (eval's recommendation then selects on those, never on test questions)
             bagged = train_bagged(p, data, "synthetic" if folds is not None else "auto")
+            if kind == params.kind:
+                shipped = bagged  # the adapter eval's arms use (the linear comparison is not selected from)
             result = bagged.members[0]
             model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
             dirs_written.append(model_dir)
@@ -224,6 +242,7 @@ def main() -> None:
                     mlflow_params.register_model_name,
                     pipeline_tags("train"),
                 )
+                model_id = model.model_id
                 log.info(
                     "train: logged the adapter as MLflow model %s%s",
                     model.model_uri,
@@ -245,7 +264,9 @@ def main() -> None:
                     f"{prefix}{k}": v
                     for k, v in summary.items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
-                }
+                },
+                model_id=model_id if kind == params.kind else None,
+                dataset=PipelinePaths().questions,
             )
             seconds[kind] = summary.pop("seconds")
             if kind == params.kind:
@@ -265,12 +286,15 @@ def main() -> None:
         metrics["folds"] = folds
     if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
         shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
-    split = bagged.splits[0]
+    split = shipped.splits[0]
     val_ids = (
         [data.real.ids[i] for i in split.val_real]
         if split.val_real is not None
         else [data.question_ids[i] for i in split.val]
     )
+    # Real validation: the adapted vectors of every real question some member held out, from the members that
+    # never trained on it (before any refit); eval selects on these questions with them (held_out.npz).
+    save_held_out(HELD_OUT_FILE, held_out_vectors(shipped, data))
     metrics.update(
         validation=validation,
         n_train_questions=len(dict.fromkeys(data.question_ids[i] for i in split.train)),
@@ -281,10 +305,10 @@ def main() -> None:
         tuned_trial=best.get("trial"),
     )
     warn_if_degenerate(data.stats)
-    # Eval's validation set is member 0's; with bagging the other members trained on some of it, and with
-    # `refit` (real validation) every member trained on all of it after selection.
-    # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl), else synthetic.
-    refit = any(m.refit for m in bagged.members)
+    # Eval's synthetic validation set is member 0's; with bagging the other members trained on some of it.
+    # `validation: real`: the val ids are real questions (data/fetch/train_questions.jsonl); eval validates on
+    # every real question in held_out.npz instead, scoring the adapter with the members that held it out.
+    refit = any(m.refit for m in shipped.members)
     write_json(
         OUT / "split.json",
         {
@@ -292,8 +316,8 @@ def main() -> None:
             "refit": refit,
             "train": list(dict.fromkeys(data.question_ids[i] for i in split.train)),
             "val": val_ids,
-            "bagging": len(bagged.members),
-            "seeds": bagged.seeds,
+            "bagging": len(shipped.members),
+            "seeds": shipped.seeds,
         },
     )
     write_json(OUT / "report.json", metrics)

@@ -56,12 +56,57 @@ def questions_for(user: str) -> list[str]:
     return [f"What does rule {tag} say about {w}?" for w in words or ["things"]]
 
 
+# A stand-in for Claude's tokenizer (not public): GPT-2-style pieces, a word of up to 5 letters (with its
+# leading space), up to 3 digits, one other character, or a run of whitespace. About 4 characters a token on
+# English prose and fewer on JSON, the density Anthropic states for Claude (about 3.5 characters a token).
+_PIECE = re.compile(r" ?[A-Za-z]{1,5}| ?\d{1,3}|\s+(?=\s)|\s+|[^\sA-Za-z\d]")
+# Tokens of the tool-use system prompt the API adds when tools are given (Claude 4.x models: 313 with
+# tool_choice any/tool, 346 with auto/none); count_tokens and usage both include them.
+TOOL_PROMPT_TOKENS = {"tool": 313, "any": 313, "auto": 346, "none": 346}
+# Shortest prefix the API caches (a shorter one is sent uncached, silently); per model family.
+MIN_CACHEABLE = {"claude-haiku-4-5": 4096, "claude-opus-4-5": 4096, "claude-sonnet-4-5": 1024}
+
+
+def fake_tokens(text: str) -> int:
+    return len(_PIECE.findall(text))
+
+
+def _texts(blocks: Any) -> str:
+    if isinstance(blocks, str):
+        return blocks
+    return "".join(b.get("text", "") for b in blocks or [])
+
+
+def prefix_tokens(body: dict[str, Any]) -> int:
+    """Tools, then the system prompt: the part of a request a system `cache_control` marks for caching."""
+    tools = body.get("tools") or []
+    n = sum(fake_tokens(t["name"] + (t.get("description") or "") + json.dumps(t["input_schema"])) for t in tools)
+    if tools:
+        n += TOOL_PROMPT_TOKENS[(body.get("tool_choice") or {"type": "auto"})["type"]]
+    return n + fake_tokens(_texts(body.get("system")))
+
+
+def input_tokens(body: dict[str, Any]) -> int:
+    """All input tokens of a request, as count_tokens reports them: the prefix, then each message with 4
+    tokens of framing."""
+    return prefix_tokens(body) + sum(4 + fake_tokens(_texts(m["content"])) for m in body["messages"])
+
+
+def cache_marked(body: dict[str, Any]) -> bool:
+    system = body.get("system")
+    return isinstance(system, list) and any("cache_control" in b for b in system)
+
+
 @dataclass
 class FakeAnthropic:
     delay: float = 0.0  # seconds before each /v1/messages answer
     # While set, a request whose user message contains this text gets a 500, whatever its scenario: an outage
     # for part of a run, switched off between runs.
     failing: str | None = None
+    # Usage as the API reports it (input counted with fake_tokens, prompt caching of the tools + system prefix,
+    # output = the tool input's tokens); off: the fixed 120 in / 30 out that older tests assert on.
+    count_usage: bool = False
+    cached_prefixes: set[str] = field(default_factory=set)
     batch_polls: int = 1  # retrieve calls that still say in_progress
     requests: list[dict[str, Any]] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -118,6 +163,8 @@ class FakeAnthropic:
             )
         if method == "POST" and path == "/v1/messages":
             status, payload, headers = self._message(body)
+        elif method == "POST" and path == "/v1/messages/count_tokens":
+            status, payload, headers = 200, {"input_tokens": input_tokens(body)}, {}
         elif method == "POST" and path == "/v1/messages/batches":
             status, payload, headers = self._batch_create(body)
         elif method == "GET" and re.fullmatch(r"/v1/messages/batches/[\w-]+", path):
@@ -171,7 +218,33 @@ class FakeAnthropic:
     def _message(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.delay:
             time.sleep(self.delay)
-        return self.answer(body)
+        return self._with_usage(body, *self.answer(body))
+
+    def _with_usage(
+        self, body: dict[str, Any], status: int, payload: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The reply with the usage the real API would report for `body` (when count_usage is on): the first
+        request with a cache-marked prefix of at least the model's minimum writes it, later ones read it."""
+        if not self.count_usage or status != 200 or "usage" not in payload:
+            return status, payload, headers
+        total, prefix = input_tokens(body), prefix_tokens(body)
+        write = read = 0
+        if cache_marked(body) and prefix >= MIN_CACHEABLE.get(body["model"], 1024):
+            key = hashlib.sha256(json.dumps([body["model"], body.get("tools"), body["system"]]).encode()).hexdigest()
+            with self.lock:
+                if key in self.cached_prefixes:
+                    read = prefix
+                else:
+                    write = prefix
+                    self.cached_prefixes.add(key)
+        out = sum(fake_tokens(json.dumps(b.get("input"))) + 10 for b in payload["content"] if b["type"] == "tool_use")
+        payload["usage"] = {
+            "input_tokens": total - write - read,
+            "output_tokens": min(out, body["max_tokens"]),
+            "cache_creation_input_tokens": write,
+            "cache_read_input_tokens": read,
+        }
+        return status, payload, headers
 
     def _batch_create(self, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self.lock:
@@ -191,7 +264,7 @@ class FakeAnthropic:
     def _batch_results(self, h: BaseHTTPRequestHandler, bid: str) -> None:
         lines = []
         for r in self.batches[bid]["requests"]:
-            status, payload, _ = self.answer(r["params"])
+            status, payload, _ = self._with_usage(r["params"], *self.answer(r["params"]))
             if status == 200:
                 result = {"type": "succeeded", "message": payload}
             else:

@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,23 +47,41 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def run_stages(workdir: Path, params: dict, *stages: str, timeout: int = 300) -> None:
+@dataclass(frozen=True)
+class StageProcess:
+    started: float  # epoch seconds, measured from outside: just before the process was started
+    ended: float  # and just after it exited
+    stderr: str
+
+
+def run_stages(
+    workdir: Path, params: dict, *stages: str, timeout: int = 300, log_level: str = "WARNING"
+) -> dict[str, StageProcess]:
     """Write `params` as workdir/params.yaml, then run stages/<stage>.py of this repository in `workdir`
-    one after another (no DVC), failing with a stage's stderr when it exits non-zero."""
+    one after another with dvc.yaml's arguments (no DVC), failing with a stage's stderr when it exits
+    non-zero; when each stage's process ran and its stderr (logged at `log_level`)."""
+    import shlex
+
     import yaml
 
+    commands = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": log_level}
+    done = {}
     for stage in stages:
+        started = time.time()
         proc = subprocess.run(
-            [sys.executable, str(REPO / "stages" / f"{stage}.py")],
+            [sys.executable, str(REPO / "stages" / f"{stage}.py"), *shlex.split(commands[stage]["cmd"])[2:]],
             cwd=workdir,
             env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
+        done[stage] = StageProcess(started, time.time(), proc.stderr)
         assert proc.returncode == 0, f"{stage}: {proc.stderr[-3000:]}"
+    return done
 
 
 def dvc(dest: Path, *args: str, timeout: int = 900, journal: Path | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -152,3 +153,38 @@ def mlflow_server(timeout_s: float = 180.0, store: Path | None = None) -> Iterat
         log.close()
         if store is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def scoring_server(command: str, port: int, env: dict[str, str], cwd: Path, timeout_s: float = 240.0) -> Iterator[str]:
+    """Run the shell `command` (an `mlflow models serve ... --port PORT`) and yield `http://127.0.0.1:PORT`
+    once its /ping answers. It runs in its own process group (mlflow execs uvicorn in a child), which is
+    stopped afterwards."""
+    log_path = cwd / "scoring-server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        ["bash", "-c", command], stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the scoring server did not start: {log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

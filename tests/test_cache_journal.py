@@ -216,3 +216,18 @@ def test_check_lists_tracked_caches_and_journals(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "ok       data/cache/llm.sqlite (1 rows)" in out and f"ok       {journal_path('llm.sqlite')}" in out
     assert json.loads(sqlite3.connect("data/cache/llm.sqlite").execute("SELECT value FROM items").fetchone()[0])
+
+
+def test_a_read_only_cache_reads_both_files_and_writes_neither(tmp_path):
+    tracked = tmp_path / "data/cache/llm.sqlite"
+    with ContentCache(tmp_path / "elsewhere/llm.sqlite") as cache:  # a row only the journal has
+        cache.put("j", b"from the journal")
+    with ContentCache(tracked, read_only=True) as cache:
+        assert cache.get("j") == b"from the journal"
+        with pytest.raises(RuntimeError, match="read-only"):
+            cache.put("x", b"y")
+    assert not tracked.exists()  # no tracked file made, nothing merged
+    journal_before = journal_path(tracked).read_bytes()
+    with ContentCache(tracked, read_only=True) as cache:
+        cache.get("j")
+    assert journal_path(tracked).read_bytes() == journal_before

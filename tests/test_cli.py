@@ -172,7 +172,9 @@ def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monke
         top = out["hybrid"][0]
         assert top["id"] == "gdpr-art33-p1" and top["score"] == pytest.approx(1.0)  # best in both parts
         # params asking for RRF ignore a weight in report.json
-        assert main(question) == 0
+        rrf = tmp_path / "rrf.yaml"
+        rrf.write_text("embedding: {}\neval:\n  hybrid:\n    method: rrf\n", encoding="utf-8")
+        assert main([*question, "--params", str(rrf)]) == 0
         assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
     finally:
         metrics.unlink()
@@ -210,3 +212,81 @@ def test_hybrid_column_marks_chunks_neither_dense_side_found():
     text = format_comparison(cmp, 90)
     assert " 1.*c5" in text and "* hybrid: 1 of its top 2 found by neither dense side" in text
     assert max(len(line) for line in text.splitlines()) <= 90
+
+
+def test_verbose_says_more_here_and_in_the_stages_a_command_starts(tmp_path, monkeypatch, capsys):
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("RAGTUNE_LOG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("mlflow: {}\n", encoding="utf-8")  # the default store, not made yet
+    root = logging.getLogger()
+    level = root.level
+    try:
+        assert main(["ui"]) == 2 and root.level == logging.WARNING and "RAGTUNE_LOG" not in os.environ
+        assert main(["-vv", "ui"]) == 2 and root.level == logging.DEBUG
+    finally:
+        root.setLevel(level)
+    assert "sqlite:///mlflow.db does not exist yet" in capsys.readouterr().err
+    # A stage started from here (`ragtune bench` runs them under dvc) logs at that level too.
+    code = "import logging; from ragtune.stage import quiet_logging; quiet_logging(); print(logging.getLogger().level)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(logging.DEBUG)
+
+
+# --- many questions, loaded once ----------------------------------------------------------------------
+
+
+def test_search_answers_every_question_of_a_file_or_stdin_with_one_model_load(pipeline, monkeypatch, capsys):
+    import io
+
+    import ragtune.embedding.embedder as embedder_module
+
+    monkeypatch.chdir(pipeline)
+    questions = ["prohibited AI practices", "notify the supervisory authority of a breach", "ICT incidents"]
+    singles = []
+    for q in questions:
+        assert main(["search", q, "-k", "3", "--json"]) == 0
+        singles.append(json.loads(capsys.readouterr().out))
+    loads = []
+    real_load = embedder_module.load_model
+    monkeypatch.setattr(embedder_module, "load_model", lambda params: loads.append(1) or real_load(params))
+    (pipeline / "questions.txt").write_text("\n".join(questions) + "\n\n", encoding="utf-8")
+    assert main(["search", "-f", "questions.txt", "-k", "3", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == singles and len(loads) == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(questions[:2])))
+    assert main(["search", "-f", "-", "-k", "3", "--width", "100"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("question: ") == 2 and "question: prohibited AI practices" in text and "│ adapter" in text
+
+
+def test_search_input_errors(pipeline, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(pipeline)
+    (tmp_path / "empty.txt").write_text("\n  \n", encoding="utf-8")
+    cases = [
+        (["search", "q", "-f", "x.txt"], "give one question, or --file"),
+        (["search"], "give one question, or --file"),
+        (["search", "-f", str(tmp_path / "empty.txt")], "no questions (one question a line)"),
+        (["search", "-f", str(tmp_path / "missing.txt")], f"--file {tmp_path / 'missing.txt'}: cannot read it"),
+        (["search", "q", "--approx"], "--approx searches a store's HNSW index: give --store too"),
+        (["search", "   "], "the question is empty"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_search_fuses_with_the_one_dense_share_params_give_without_an_eval_report(tmp_path):
+    from ragtune.deploy.commands import hybrid_setup
+
+    texts = ["breach notification to the authority", "ICT incident reporting", "prohibited AI practices"]
+    params = tmp_path / "params.yaml"
+    params.write_text("eval:\n  hybrid:\n    method: weighted\n    weights: [0.6]\n", encoding="utf-8")
+    setup = hybrid_setup(texts, params, tmp_path / "missing_report.json")
+    assert (setup.method, setup.weight) == ("weighted", 0.6)
+    params.write_text("eval:\n  hybrid:\n    method: rrf\n", encoding="utf-8")
+    assert hybrid_setup(texts, params, tmp_path / "missing_report.json").method == "rrf"

@@ -178,6 +178,40 @@ def test_the_adapters_share_of_the_hybrid_is_reported_beside_the_hybrid_arm():
     assert "what the adapter adds" not in render_markdown(_results())
 
 
+def test_the_recommended_arm_is_tabulated_against_the_best_raw_cosine_and_the_old_rule():
+    def with_recommendation(arm: str, old: str) -> dict:
+        metrics = _metrics()
+        metrics["recommendation"] = {
+            "arm": arm,
+            "basis": "prior",
+            "settled": False,
+            "validation_best": old,
+            "test": {"mrr@20": metrics["test"]["arms"][arm]["mrr@20"], "hit@5": 0.0},
+        }
+        return metrics
+
+    row = corpus_row("acord", with_recommendation("hybrid", "bm25"))
+    assert row["recommendation"] == {
+        "metric": "mrr@20",
+        "arm": "hybrid",
+        "basis": "prior",
+        "settled": False,
+        "mrr": 0.56,
+        "best_arm": "hybrid",
+        "best_mrr": 0.56,
+        "cosine_mrr": 0.5,
+        "old_arm": "bm25",
+        "old_mrr": 0.55,
+    }
+    trap = corpus_row("policy", {**with_recommendation("bm25", "bm25")})
+    trap["recommendation"]["mrr"] = 0.4  # below raw cosine's 0.5
+    md = render_markdown(build_results([row, trap], command="c", overrides=[], params_hash="h"))
+    assert "**Which arm eval recommends** (test MRR@20; share: of the best arm's)" in md
+    assert "| acord | hybrid | prior | 0.560 | 1.000 | at or above | hybrid 0.560 | bm25 | 0.982 |" in md
+    assert "| policy | bm25 | prior | 0.400 | 0.714 | **below** (0.500) |" in md
+    assert "recommends" not in render_markdown(_results())  # no recommendation in the reports: no table
+
+
 def test_cut_offs_come_from_the_metrics_not_constants():
     assert metric_keys(_metrics(main_k=1)) == ["hit@1", "mrr@20", "ndcg@10"]
     row = corpus_row("x", _metrics(main_k=1, seeds=True))

@@ -1,7 +1,11 @@
 """The sentence-transformers export reproduces the library: encode_query is the adapted vector,
-encode_document the plain one (within 1e-5), with the embed stage's prompts and normalisation."""
+encode_document the plain one (within 1e-5), with the embed stage's prompts and normalisation; query/ alone
+gives the adapted vector from a plain encode(); file modes follow the umask; an old export still loads."""
 
 import json
+import logging
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -11,13 +15,17 @@ from sentence_transformers import SentenceTransformer
 from ragtune.adapter.export import (
     EXPORT_INFO,
     MODULE_FILE,
+    QUERY_DIR,
+    adapter_modules,
     export_sentence_transformer,
     load_exported,
+    load_query_encoder,
     needs_remote_code,
 )
 from ragtune.adapter.model import AdapterConfig, QueryAdapter, adapt_queries, load_query_adapter, save_query_adapter
 from ragtune.cache import ContentCache
 from ragtune.embedding.embedder import CachedEmbedder, resolve_model
+from ragtune.errors import RagtuneError
 from ragtune.params import EmbeddingParams
 
 QUERIES = [
@@ -79,6 +87,10 @@ def test_export_gives_the_library_vectors(name, base_model, tmp_path):
     np.testing.assert_allclose(got_d, want_d, rtol=0, atol=1e-5)
     plain = base_model.encode(QUERIES, normalize_embeddings=True)
     assert np.abs(got_q - plain).max() > 1e-2  # the query route really applies the adapter
+    alone = SentenceTransformer(str(out / QUERY_DIR), device="cpu", trust_remote_code=remote)
+    np.testing.assert_allclose(alone.encode(QUERIES), want_q, rtol=0, atol=1e-5)  # no task needed
+    with pytest.raises(ValueError, match="task='query' and task='document'"):
+        model.encode(QUERIES)  # the root has no default route
 
 
 def test_affine_adapters_load_without_remote_code_and_mlps_need_it(base_model, tmp_path):
@@ -100,6 +112,10 @@ def test_prompts_follow_the_embed_stage(base_model, tmp_path):
     want_q, want_d = library_vectors(base_model, adapter, tmp_path, params)
     np.testing.assert_allclose(model.encode_query(QUERIES), want_q, rtol=0, atol=1e-5)
     np.testing.assert_allclose(model.encode_document(DOCUMENTS), want_d, rtol=0, atol=1e-5)
+    # query/ alone applies the query prompt by default, and takes a caller's prompt name as encode_query does.
+    alone = load_query_encoder(out)
+    np.testing.assert_allclose(alone.encode(QUERIES), want_q, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(alone.encode(QUERIES, prompt_name="query"), want_q, rtol=0, atol=1e-5)
 
 
 def test_export_of_a_saved_adapter_and_replacement_in_place(base_model, tmp_path):
@@ -116,6 +132,49 @@ def test_export_of_a_saved_adapter_and_replacement_in_place(base_model, tmp_path
         rtol=0,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_file_modes_follow_the_umask(umask, base_model, tmp_path):
+    """mkdtemp makes the export folder 0700 and safetensors writes 0600; after the export, every folder is
+    0777 and every file 0666 less the umask (0755 / 0644 under 022), so a copy is readable by others."""
+    previous = os.umask(umask)
+    try:
+        out = export_sentence_transformer(trained_like(CONFIGS["mlp-2-layers"]), tmp_path / "export", base_model)
+    finally:
+        os.umask(previous)
+    paths = [out, *out.rglob("*")]
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in paths}
+    assert {m for p, m in modes.items() if (out / p).is_dir()} == {0o777 & ~umask}
+    assert {m for p, m in modes.items() if (out / p).is_file()} == {0o666 & ~umask}
+    assert f"{QUERY_DIR}/model.safetensors" in modes and len(modes) > 15
+
+
+def format_1_export(adapter, base_model, out):
+    """An export as ragtune wrote it before format 2: a Router defaulting to the document route, flat."""
+    from sentence_transformers.sentence_transformer.modules import Router
+
+    base = list(base_model.children())
+    router = Router.for_query_document(base + adapter_modules(adapter), base, default_route="document")
+    SentenceTransformer(modules=[router], device="cpu").save(str(out), create_model_card=False)
+    (out / EXPORT_INFO).write_text(json.dumps({"adapter": adapter.config.to_dict(), "trust_remote_code": False}))
+    return out
+
+
+def test_an_export_of_format_1_still_loads_with_a_warning(base_model, tmp_path, caplog):
+    adapter = trained_like(CONFIGS["linear"])
+    out = format_1_export(adapter, base_model, tmp_path / "old")
+    with caplog.at_level(logging.WARNING, logger="ragtune.adapter.export"):
+        model = load_exported(out)
+    assert "format 1: its plain encode() returns the unadapted document vector" in caplog.text
+    want_q, _ = library_vectors(base_model, adapter, tmp_path, EmbeddingParams())
+    np.testing.assert_allclose(model.encode_query(QUERIES), want_q, rtol=0, atol=1e-5)
+    with pytest.raises(RagtuneError, match="no query encoder of its own"):
+        load_query_encoder(out)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ragtune.adapter.export"):
+        load_exported(export_sentence_transformer(adapter, tmp_path / "new", base_model))
+    assert "format 1" not in caplog.text
 
 
 def test_dimension_mismatch_is_refused(base_model, tmp_path):

@@ -4,6 +4,7 @@ arms and the recommendation in a whole evaluation, bad params, and the README's 
 import json
 import logging
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ragtune.errors import ParamsError
 from ragtune.evaluation.arms import EmbeddingArm, HybridArm, LexicalArm, identity
 from ragtune.evaluation.inputs import QuerySet
 from ragtune.evaluation.metrics import EvalParams
-from ragtune.evaluation.report import recommend, write_eval_outputs
+from ragtune.evaluation.report import write_eval_outputs
 from ragtune.evaluation.run import run_eval
 from ragtune.params import load_section
 from ragtune.readme import render_results
@@ -157,7 +158,7 @@ def test_bad_hybrid_params_name_the_key(tmp_path, body, message):
 
 def test_the_project_params_hold_the_hybrid_defaults():
     params = load_section("eval", EvalParams, REPO / "params.yaml")
-    assert params.hybrid == HybridParams() and params.hybrid.method == "rrf" and params.hybrid.rrf_k == 60
+    assert params.hybrid == HybridParams() and params.hybrid.method == "weighted" and params.hybrid.weights == [0.6]
 
 
 # --- hybrid arms in a whole evaluation ----------------------------------------------------------
@@ -205,8 +206,15 @@ def test_eval_reports_both_hybrid_arms_the_comparisons_and_a_recommendation(pipe
     # The identity adapter makes hybrid and hybrid_cosine the same ranking.
     assert test["arms"]["hybrid"] == test["arms"]["hybrid_cosine"]
     assert test["hybrid_vs_hybrid_cosine"]["mrr@20"]["diff"] == 0.0
-    assert m["fusion"]["method"] == "rrf" and m["fusion"]["rrf_k"] == 60 and m["fusion"]["candidates"] == 100
-    assert m["fusion"]["hybrid"] == {"dense": "adapter", "lexical": "bm25", "method": "rrf"}
+    # the default: min-max normalised scores with a fixed dense share, nothing chosen on validation
+    assert m["fusion"]["method"] == "weighted" and m["fusion"]["candidates"] == 100
+    assert m["fusion"]["hybrid"] == {
+        "dense": "adapter",
+        "lexical": "bm25",
+        "weight": 0.6,
+        "chosen_on": None,
+        "method": "weighted",
+    }
     assert m["fusion"]["hybrid_cosine"]["dense"] == "cosine"
 
     # Questions with no term in common: BM25 retrieves nothing, the hybrid is the dense ranking.
@@ -217,14 +225,16 @@ def test_eval_reports_both_hybrid_arms_the_comparisons_and_a_recommendation(pipe
 
     rec = m["recommendation"]
     val_mrr = {a: v["mrr@20"] for a, v in m["val"]["arms"].items()}
-    assert rec["by"] == "val mrr@20" and rec["val"] == val_mrr
-    assert val_mrr[rec["arm"]] == max(val_mrr.values())
+    assert rec["val"] == val_mrr and rec["basis"] == "prior" and not rec["settled"]
+    assert val_mrr[rec["validation_best"]] == max(val_mrr.values())
+    # no labels: the fusion of BM25 with the dense arm validation prefers (identity adapter: a tie, cosine)
+    assert rec["dense_choice"] == "cosine" and rec["arm"] == "hybrid_cosine"
     assert rec["test"]["hit@5"] == test["arms"][rec["arm"]]["hit@5"] and rec["test"]["questions"] == 30
     assert rec["test"]["mrr@20"] == test["arms"][rec["arm"]]["mrr@20"]
     assert rec["test"]["ci"]["mrr@20"] == test["arms"][rec["arm"]]["ci"]["mrr@20"]
     test_mrr = {a: v["mrr@20"] for a, v in test["arms"].items()}
     assert test_mrr[rec["test_best_arm"]] == max(test_mrr.values())
-    assert rec["note"].startswith(f"{rec['arm']} has the best MRR@20 on the 20 synthetic val questions")
+    assert rec["note"].startswith(f"{rec['arm']} (BM25 fused with cosine), a prior: no labelled questions")
 
     out = tmp_path / "data/eval"
     write_eval_outputs(result, FAST, out)
@@ -232,8 +242,8 @@ def test_eval_reports_both_hybrid_arms_the_comparisons_and_a_recommendation(pipe
     assert json.loads((out / "report.json").read_text())["recommendation"] == rec
     block = render_results(m)
     line = next(x for x in block.splitlines() if x.startswith("**Recommendation"))
-    assert f"**Recommendation: `{rec['arm']}`** (chosen by val MRR@20" in line and rec["note"] in line
-    assert "by reciprocal rank (k=60)" in line
+    assert f"**Recommendation: `{rec['arm']}`** (no labelled questions: a prior" in line and rec["note"] in line
+    assert "by min-max normalised scores with a fixed dense share of 0.6" in line
     assert "- hybrid vs hybrid_cosine on 30 mixed" in block and "- hybrid_cosine vs cosine on 30 mixed" in block
 
 
@@ -268,10 +278,12 @@ def test_hybrid_arms_are_skipped_without_bm25_or_question_texts(pipeline, tmp_pa
     ).metrics
     assert list(off["test"]["arms"]) == ["cosine", "adapter", "bm25"] and "hybrid_vs_bm25" not in off["test"]
 
-    # Validation questions without texts: no BM25 there, so no hybrid either, and the weight cannot be chosen.
+    # Validation questions without texts: no BM25 there, so no hybrid either, and a weight cannot be chosen.
     pipeline.questions.unlink()
+    fixed = run_eval(pipeline, FAST, lambda _: identity, report).metrics
+    assert fixed["fusion"]["hybrid"]["method"] == "weighted"  # a fixed share needs no validation
     caplog.clear()
-    weighted = FAST.model_copy(update={"hybrid": HybridParams(method="weighted")})
+    weighted = FAST.model_copy(update={"hybrid": HybridParams(method="weighted", weights=[0.2, 0.5, 0.8])})
     with caplog.at_level(logging.WARNING, logger="ragtune.evaluation"):
         m = run_eval(pipeline, weighted, lambda _: identity, report).metrics
     assert "hybrid" in m["test"]["arms"] and "hybrid" not in m["val"]["arms"]
@@ -296,49 +308,6 @@ def test_hybrid_arm_fuses_deeper_than_it_reports():
     assert shallow.retrieve(qs, 2).tolist() == [[0, 5]]  # candidates below depth: depth is used
 
 
-def test_recommendation_says_when_the_test_disagrees():
-    params = EvalParams()
-    arms = {"cosine": 0.50, "adapter": 0.55, "bm25": 0.45}
-    block = {
-        "questions": 78,
-        "origin": "human",
-        "arms": {
-            a: {"hit@5": v + 0.1, "mrr@20": v, "ci": {"hit@5": [0, 1], "mrr@20": [0, 1]}} for a, v in arms.items()
-        },
-    }
-    metrics = {"test": block, "val": {"questions": 350, "origin": "synthetic", "arms": {}}}
-    rec = recommend(metrics, {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9}, arms, params, "val", "test")
-    assert rec["arm"] == "bm25" and rec["test_best_arm"] == "adapter" and rec["test"]["hit@5"] == pytest.approx(0.55)
-    assert re.search(
-        r"on the 78 human test questions it reaches Hit@5 55\.0% and MRR@20 0\.450, where adapter "
-        r"would have been best \(MRR@20 0\.550\)",
-        rec["note"],
-    )
-    assert "favours the BM25-based arms" in rec["note"]
-    same = recommend(metrics, {"cosine": 0.6, "adapter": 0.9, "bm25": 0.9}, arms, params, "val", "test")
-    assert same["arm"] == "adapter" and same["note"].endswith("the best of all arms there too.")  # tie: simpler arm
-    real = recommend(
-        {**metrics, "val": {**metrics["val"], "origin": "human"}},
-        {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9},
-        arms,
-        params,
-        "val",
-        "test",
-    )
-    assert "the choice made on real validation questions" in real["note"] and "favours" not in real["note"]
-    refit = recommend(
-        {**metrics, "setup": {"refit": True}, "val": {**metrics["val"], "origin": "human"}},
-        {"cosine": 0.6, "adapter": 0.7, "bm25": 0.9},
-        arms,
-        params,
-        "val",
-        "test",
-    )
-    assert "the adapter trained on them after selection" in refit["note"]
-    alone = recommend({"val": metrics["val"]}, {"cosine": 0.6}, None, params, "val", "test")
-    assert "test" not in alone and "no test questions" in alone["note"]
-
-
 # --- the README's example ---------------------------------------------------------------------------
 
 
@@ -357,14 +326,21 @@ def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, 
     from ragtune.embedding.embedder import resolve_model
 
     code = _readme_example()
-    assert "reciprocal_rank_fusion([dense, lexical], k=60" in code
+    assert "weighted_score_fusion(" in code
     base = SentenceTransformer(resolve_model("packaged:all-MiniLM-L6-v2"), device="cpu")
     adapter = build_adapter(AdapterConfig(dim=base.get_embedding_dimension(), hidden_dim=32), seed=0)
     export_sentence_transformer(adapter, tmp_path / "models/adapter/sentence_transformer", base)
+    # the loader module as the eval stage ships it in models/hybrid/
+    (tmp_path / "models/hybrid").mkdir(parents=True)
+    shutil.copyfile(REPO / "src/ragtune/deploy/hybrid.py", tmp_path / "models/hybrid/ragtune_hybrid.py")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "ragtune_hybrid", raising=False)
     namespace: dict = {}
     exec(compile(code, "README.md (Hybrid retrieval)", "exec"), namespace)
     printed = capsys.readouterr().out
     assert printed.startswith("[['The controller shall notify a personal data breach")
     result = namespace["hybrid_search"](["subliminal techniques", "zzzz"], k=3)
     assert result[0][0].startswith("AI systems that deploy subliminal") and len(result[1]) == 3
+    # the example fuses as eval does: the project's dense share
+    assert [namespace["DENSE_SHARE"]] == load_section("eval", EvalParams, REPO / "params.yaml").hybrid.weights

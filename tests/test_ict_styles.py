@@ -393,3 +393,73 @@ def test_bad_ict_params_name_the_key(ict, expected):
     with pytest.raises(ParamsError) as err:
         parse_section({"backend": "ict", "ict": ict}, "llm", LlmParams)
     assert expected in str(err.value)
+
+
+# --- llm.ict.processes ------------------------------------------------------------------------------
+
+
+def test_parallel_synthesis_equals_the_serial_one_byte_for_byte(tmp_path, monkeypatch):
+    from ragtune.llm import ict
+    from ragtune.records import write_jsonl
+
+    started: list[int] = []
+    real_pool = ict._pool
+    monkeypatch.setattr(ict, "_pool", lambda n, params: started.append(n) or real_pool(n, params))
+    # 160 EU-like chunks (a pool needs 64 a process), every style and a seeded share of frames at once.
+    chunks = chunks_of([f"{t} Paragraph {i} applies from {2000 + i}." for i in range(40) for t in EU_CHUNKS])
+    files = {}
+    for processes in (1, 2, 3):
+        ict_params = {"style": "both", "templates": ["What about {q}?"], "template_share": 0.5, "processes": processes}
+        backend = make_backend(LlmParams(backend="ict", ict=ict_params))
+        with ContentCache(tmp_path / f"{processes}.sqlite") as cache:
+            out = synthesize(chunks, [], backend, cache, SynthesizeParams(questions_per_chunk=3))
+        write_jsonl(tmp_path / f"{processes}.jsonl", out.questions)
+        files[processes] = (tmp_path / f"{processes}.jsonl").read_bytes()
+        assert out.report["questions_kept"] > 400
+    assert started == [2, 2]  # processes 3 uses 2: 160 chunks are too few for a third
+    assert files[2] == files[1] and files[3] == files[1]
+
+
+def test_the_process_count_is_not_in_the_identity():
+    one = make_backend(LlmParams(backend="ict", ict={"processes": 1})).identity()
+    assert make_backend(LlmParams(backend="ict", ict={"processes": 4})).identity() == one
+    assert "processes" not in one
+
+
+def test_a_parallel_synthesis_stage_stops_on_sigterm_and_leaves_no_worker(tmp_path):
+    """The stage's SIGTERM handler (finish, then stop) must not reach the pool's workers: they would outlive it."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import signal, threading, sys\n"
+        "from ragtune.cache import ContentCache\n"
+        "from ragtune.llm import LlmParams, make_backend\n"
+        "from ragtune.records import Chunk\n"
+        "from ragtune.synthesis.run import SynthesizeParams, synthesize\n"
+        "stop = threading.Event()\n"
+        "signal.signal(signal.SIGTERM, lambda *a: stop.set())\n"
+        "text = " + repr(TEXT) + "\n"
+        "chunks = [Chunk(id=f'c{i}', text=f'{text} Paragraph {i}.', source='t') for i in range(20000)]\n"
+        "backend = make_backend(LlmParams(backend='ict', ict={'style': 'both', 'processes': 2}))\n"
+        "print('started', flush=True)\n"
+        "with ContentCache(':memory:') as cache:\n"
+        "    out = synthesize(chunks, [], backend, cache, SynthesizeParams(), stop=stop)\n"
+        "print('interrupted', out.report['interrupted'], flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 120
+    while len(psutil.Process(proc.pid).children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = psutil.Process(proc.pid).children()
+    assert len(workers) == 2
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "interrupted True" in out
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]

@@ -559,6 +559,13 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     assert val.texts[0] == f"real question {split['val'][0]}"
     i = real.ids.index(split["val"][0])
     assert np.allclose(val.query_emb[0], real.emb[i]) and val.relevant[0].tolist() == real.relevant[i].tolist()
+    # the held-out vectors eval selects on: each bagged member's own validation slice, from before its refit
+    from ragtune.adapter.held_out import load_held_out
+
+    held = load_held_out(tmp_path / "data/train/held_out.npz")
+    assert sorted(set(held.members)) == split["seeds"] and set(split["val"]) <= set(held.question_ids())
+    assert [q for q, m in zip(held.ids, held.members) if m == split["seeds"][0]] == split["val"]
+    assert held.emb.shape == (2 * 12, 384) and set(held.ids) <= set(real.ids)
 
     curve = read_json(tmp_path / "data/curve/metrics.json")
     assert [p["n_real"] for p in curve["points"]] == [0, 10, 20, 40] and curve["real_questions"] == 40

@@ -4,6 +4,7 @@ import mlflow
 import pytest
 
 from ragtune.params import EmbeddingParams, MlflowParams
+from ragtune.stage import of_logged_model
 from ragtune.tracking import flatten, stage_run
 
 
@@ -61,3 +62,29 @@ def test_an_unreachable_tracking_server_is_refused_naming_the_param_without_the_
     message = str(err.value)
     assert message.startswith("mlflow.tracking_uri: cannot reach the tracking server http://tracker:***@127.0.0.1")
     assert "s3cret" not in message and "mlflow.enabled: false" in message
+
+
+def test_the_logged_models_metrics_are_those_of_the_arms_that_run_it():
+    mine = [
+        "test.questions",
+        "test.adapter.hit_at_5",
+        "test.hybrid.mrr_at_20_ci_low",
+        "test.adapter_vs_cosine.significant",
+    ]
+    mine += ["test.hybrid_vs_hybrid_cosine.hit_at_5.p"]
+    others = ["test.cosine.hit_at_5", "test.bm25.mrr_at_20", "test.hybrid_cosine.hit_at_1", "test.linear.hit_at_5"]
+    others += ["test.bm25_vs_cosine.hit_at_5.p", "val.adapter.hit_at_5", "judge.adapter.overall", "stage_seconds"]
+    assert [k for k in mine + others if of_logged_model(k)] == mine
+
+
+def test_a_stage_process_started_before_it_imports_anything_heavy():
+    """The process start, which a stage's MLflow run starts at, is when the process began (to a clock tick),
+    not when this module was imported."""
+    import subprocess
+    import sys
+    import time
+
+    before = time.time()
+    code = "import time; time.sleep(0.5); from ragtune.tracking import process_started; print(process_started())"
+    started = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert before - 0.02 <= started <= before + 0.4

@@ -14,7 +14,8 @@ failed`, as the LLM runner stores failures) never hides one that is not, and oth
 At close, the rows this run made or took from the journal are merged into the tracked file, which DVC
 versions and `dvc push` / `dvc pull` share with the team. The tracked file is never written in place: it is
 copied, merged and renamed over (a read-only or DVC-linked file, a full disk or a kill leave the last version
-whole). `ContentCache(":memory:")` keeps rows in memory only.
+whole). `ContentCache(":memory:")` keeps rows in memory only; `read_only=True` looks up both files and
+writes neither (a command that only reports, such as `ragtune estimate`).
 """
 
 from __future__ import annotations
@@ -111,9 +112,12 @@ def _errors(path: Path, tracked: bool) -> Iterator[None]:
         raise RagtuneError(describe_sqlite_error(path, exc, tracked)) from None
 
 
-def open_items(path: Path | str, read_only: bool = False) -> sqlite3.Connection:
-    """A connection to a cache file's `items` table. Read-only opens never lock or write the file (it is
-    only ever replaced whole, so an open file does not change under the reader)."""
+def open_items(path: Path | str, read_only: bool | str = False) -> sqlite3.Connection:
+    """A connection to a cache file's `items` table. `read_only=True` (a tracked file) never locks or writes
+    it: it is only ever replaced whole, so an open file does not change under the reader. "shared" (a journal
+    another process may be writing) reads under SQLite's usual locks."""
+    if read_only == "shared":
+        return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False, timeout=60)
     if read_only:
         return sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, check_same_thread=False)
     conn = sqlite3.connect(path, check_same_thread=False, timeout=60)
@@ -144,12 +148,13 @@ class ContentCache:
     between threads. `journal_hits` counts keys answered from the journal (made by an earlier run that did not
     reach the tracked file: interrupted, failed, or run in another copy of the repository)."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], read_only: bool = False):
         self._lock = threading.Lock()
         self.hits = self.misses = self.journal_hits = 0
         self._pending: set[str] = set()  # keys to merge into the tracked file at close
         self._tracked: sqlite3.Connection | None = None
         self._closed = False
+        self.read_only = read_only
         if str(path) == ":memory:":
             self.path = self.journal = None
             self._journal = open_items(":memory:")
@@ -157,8 +162,12 @@ class ContentCache:
         self.path = Path(path)
         self.journal = journal_path(self.path)
         with _errors(self.journal, tracked=False):
-            self.journal.parent.mkdir(parents=True, exist_ok=True)
-            self._journal = open_items(self.journal)
+            if read_only:  # the journal as it is, or none; never created or written
+                exists = self.journal.is_file()
+                self._journal = open_items(self.journal, read_only="shared") if exists else open_items(":memory:")
+            else:
+                self.journal.parent.mkdir(parents=True, exist_ok=True)
+                self._journal = open_items(self.journal)
         if self.path.exists():
             with _errors(self.path, tracked=True):
                 self._fold_legacy_wal()
@@ -235,6 +244,8 @@ class ContentCache:
         rows = [(k, sqlite3.Binary(v), json.dumps(m) if m is not None else None, now) for k, v, m in items]
         if not rows:
             return
+        if self.read_only:
+            raise RuntimeError(f"{self.path}: opened read-only, nothing may be stored")
         with self._lock, _errors(self.journal or Path(":memory:"), tracked=False):
             with self._journal:
                 self._journal.executemany(
@@ -255,7 +266,7 @@ class ContentCache:
                 return
             self._closed = True
             try:
-                if self.path is not None and (self._pending or not self.path.exists()):
+                if self.path is not None and not self.read_only and (self._pending or not self.path.exists()):
                     self._merge()
             finally:
                 for conn in (self._tracked, self._journal):

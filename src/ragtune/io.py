@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,25 @@ def write_error(path: str | os.PathLike[str], exc: OSError) -> RagtuneError | No
     )
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is set straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def apply_umask_modes(root: str | os.PathLike[str]) -> None:
+    """Give `root` and everything under it the modes a plain mkdir/open would (0755 / 0644 under umask 022;
+    executables 0755): tempfile.mkdtemp, and some writers (safetensors), make them private, and a copy of a
+    private folder is unreadable to everyone else."""
+    umask = current_umask()
+    for path in [Path(root), *Path(root).rglob("*")]:
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & stat.S_IXUSR
+        os.chmod(path, (0o777 if executable else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
@@ -50,9 +70,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp makes the file private (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield tmp
         os.replace(tmp, final)

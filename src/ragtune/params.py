@@ -51,9 +51,22 @@ class EmbeddingParams(Section):
     processes: int = Field(1, ge=1, le=256)
     devices: list[Annotated[str, Field(pattern=r"^(cpu|mps|cuda(:\d+)?)$")]] | None = Field(None, min_length=1)
     normalize: bool = True
+    # The runtime that encodes (ragtune.embedding.backends): torch (fp32 or bf16) or onnx (ONNX Runtime on the CPU,
+    # fp32 or dynamic int8, exported once from the model's folder; the `onnx` extra). Different vectors: each
+    # backend and precision has its own embedding cache rows.
+    backend: Literal["torch", "onnx"] = "torch"
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
     # embed "title + text" for chunks with a title; auto: yes, unless the source's titles are its test
     # questions (eu-law: article headings)
     include_title: bool | Literal["auto"] = "auto"
+
+    @field_validator("precision")
+    @classmethod
+    def _precision_of_backend(cls, precision: str, info: ValidationInfo) -> str:
+        allowed = {"torch": ("fp32", "bf16"), "onnx": ("fp32", "int8")}.get(info.data.get("backend", "torch"), ())
+        if precision not in allowed:
+            raise ValueError(f"backend {info.data.get('backend')} runs in {' or '.join(allowed)}, not {precision}")
+        return precision
 
 
 class MlflowParams(Section):

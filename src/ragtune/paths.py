@@ -15,6 +15,7 @@ class PipelinePaths:
     questions: Path = Path("data/synthesize/questions.jsonl")
     embed_dir: Path = Path("data/embed")
     split: Path = Path("data/train/split.json")
+    held_out: Path = Path("data/train/held_out.npz")  # the real validation questions' held-out adapter vectors
     real_questions: Path = Path("data/fetch/train_questions.jsonl")  # when split.json says validation: real
     adapter: Path = Path("models/adapter")
     linear_adapter: Path = Path("models/linear_adapter")

@@ -114,8 +114,8 @@ def lines_against_k(
     _finish_panels(fig, axes, path, ylabel, title)
 
 
-def _label_panel(ax, xlabel: str, panel: str) -> None:
-    ax.set_ylim(0.0, 1.0)
+def _label_panel(ax, xlabel: str, panel: str, ylim: tuple[float, float] = (0.0, 1.0)) -> None:
+    ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_title(panel)
     ax.grid(alpha=0.3)
@@ -140,10 +140,11 @@ def xy_panels(
     xlabel: str,
     ylabel: str,
     title: str = "",
+    ylim: tuple[float, float] = (0.0, 1.0),
 ) -> None:
     """One panel per entry of `panels`, one line per series with its own x values ((xs, ys)), and an
-    optional shaded band per series ((xs, low, high)); y from 0 to 1. Series named `cosine`/`bm25` are
-    drawn dashed (flat reference lines)."""
+    optional shaded band per series ((xs, low, high)); y over `ylim` (0 to 1). Series named `cosine`/`bm25`
+    are drawn dashed (flat reference lines)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     colour_of = _colours({name for s in panels.values() for name in s})
     for ax, (panel, series) in zip(axes[0], panels.items()):
@@ -153,7 +154,7 @@ def xy_panels(
             if bands and panel in bands and name in bands[panel]:
                 bx, lo, hi = bands[panel][name]
                 ax.fill_between(bx, lo, hi, alpha=0.15, color=colour_of[name], linewidth=0)
-        _label_panel(ax, xlabel, panel)
+        _label_panel(ax, xlabel, panel, ylim)
     _finish_panels(fig, axes, path, ylabel, title)
 
 

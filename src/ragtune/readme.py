@@ -5,7 +5,8 @@ in README.md from data/eval/report.json, and, when data/transfer/results.json ex
 `ragtune bench`), the text between `<!-- transfer:start -->` and `<!-- transfer:end -->` ("Results on other
 legal corpora"), and likewise `<!-- querylogs:start/end -->` from data/transfer/real/results.json (`make
 querylogs`: the benchmark with real training questions) and `<!-- querylogs-kfold:start/end -->` from
-data/transfer/kfold_real/results.json (`make querylogs-kfold`: every labelled query scored out of fold); without
+data/transfer/kfold_real/results.json (`make querylogs-kfold`: every labelled query scored out of fold), and
+`<!-- labels:start/end -->` from data/transfer/labels/labels.json (`make labels`: the label benchmark); without
 such a file its section is left as it is. `--check` only reports whether they are up to date (exit 1 when not).
 """
 
@@ -34,6 +35,9 @@ LOGS = Path("data/transfer/real/results.json")
 KFOLD_START = "<!-- querylogs-kfold:start -->"
 KFOLD_END = "<!-- querylogs-kfold:end -->"
 KFOLD = Path("data/transfer/kfold_real/results.json")
+LABELS_START = "<!-- labels:start -->"
+LABELS_END = "<!-- labels:end -->"
+LABELS = Path("data/transfer/labels/labels.json")
 
 # Where the benchmark corpora come from, by workspace name (the folder name under ../shared/devsets/).
 CORPUS_ATTRIBUTIONS = {
@@ -77,18 +81,16 @@ def _cell(name: str, value: float, ci: list[float] | None) -> str:
     return text + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
 
 
-def _set_section(name: str, block: Mapping[str, Any], confidence: float, refit: bool = False) -> list[str]:
+def _set_section(name: str, block: Mapping[str, Any], confidence: float) -> list[str]:
     arms = block["arms"]
     metrics = sorted({m for a in arms.values() for m in a if m != "ci"}, key=_metric_order)
     real_val = name == "val" and not block.get("synthetic")  # the user's labelled questions validated
     title = "Real validation questions" if real_val else _SET_TITLES.get(name, name)
     if real_val:
         note = (
-            "what model selection and tuning chose on, and after selection the shipped adapter trained on "
-            "them too (train.refit): not a held-out measure"
-            if refit
-            else "held out from the first bagged adapter's training (the others trained on some), and what model "
-            "selection and tuning chose on: optimistic"
+            "every real training question some bagged member held out; the adapter (and the hybrid) scored on each "
+            "by the members that never trained on it, before any refit; the recommendation is chosen on these, "
+            "and tuning on a slice of them (mildly optimistic for the adapter)"
         )
     else:
         note = _SET_NOTES.get(name)
@@ -140,19 +142,28 @@ def _fusion_phrase(fusion: Mapping[str, Any]) -> str:
     hybrid, 0.6 for hybrid_cosine, chosen on validation)"."""
     arms = {name: e for name, e in fusion.items() if isinstance(e, Mapping) and "dense" in e}
     weighted = {name: e["weight"] for name, e in arms.items() if e.get("method") == "weighted" and "weight" in e}
+    if weighted and all(arms[name].get("chosen_on") is None for name in weighted):
+        shares = sorted(set(weighted.values()))
+        return f"min-max normalised scores with a fixed dense share of {', '.join(f'{w:g}' for w in shares)}"
     if weighted:
         shares = ", ".join(f"{w:g} for {name}" for name, w in sorted(weighted.items()))
         return f"min-max normalised scores weighted by a dense share chosen on validation ({shares})"
     return f"reciprocal rank (k={float(fusion.get('rrf_k', 60)):g})"
 
 
+_BASES = {
+    "labels": "chosen on labelled real questions",
+    "prior": "no labelled questions: a prior, see Which retriever to deploy",
+    "synthetic validation": "the best on synthetic validation, which favours BM25",
+}
+
+
 def _recommendation_line(metrics: Mapping[str, Any]) -> str:
-    """One line: the arm to deploy (best on the validation questions) and how it fared on test."""
+    """One line: the arm to deploy, what the choice rests on, and how it fared on test."""
     rec = metrics.get("recommendation")
     if not isinstance(rec, Mapping) or not rec.get("arm"):
         return ""
-    by = str(rec.get("by", "")).replace("mrr@", "MRR@")
-    how = f"chosen by {by}, the only selection possible without labelled questions"
+    how = _BASES.get(str(rec.get("basis")), str(rec.get("by", "")).replace("mrr@", "MRR@"))
     fusion = metrics.get("fusion")
     if isinstance(fusion, Mapping):
         how += f"; the hybrid arms fuse BM25 with a dense ranking by {_fusion_phrase(fusion)}"
@@ -205,7 +216,7 @@ def render_results(metrics: Mapping[str, Any]) -> str:
     for name, block in metrics.items():
         if name == "setup" or not isinstance(block, Mapping) or "arms" not in block:
             continue
-        lines += _set_section(name, block, confidence, bool(setup.get("refit"))) + [""]
+        lines += _set_section(name, block, confidence) + [""]
     lines += [
         "![Hit rate by arm](data/eval/hit_rate_by_arm.png)",
         "![Hit rate against k](data/eval/hit_rate_at_k.png)",
@@ -307,11 +318,18 @@ def render_query_logs_kfold(results: Mapping[str, Any], image_dir: str = "data/t
     )
 
 
+def render_labels(results: Mapping[str, Any], image_dir: str = "data/transfer/labels") -> str:
+    from .benchmark.labels import render_label_block
+
+    return render_label_block(results, image_dir)
+
+
 # The generated sections other than the pipeline's own results: (name, markers, results file, renderer).
 BENCH_SECTIONS = (
     ("transfer", TRANSFER_START, TRANSFER_END, TRANSFER, render_transfer),
     ("query logs", LOGS_START, LOGS_END, LOGS, render_query_logs),
     ("query logs k-fold", KFOLD_START, KFOLD_END, KFOLD, render_query_logs_kfold),
+    ("label benchmark", LABELS_START, LABELS_END, LABELS, render_labels),
 )
 
 
@@ -402,9 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--query-logs-kfold", type=Path, default=KFOLD, help="the k-fold benchmark's results.json (skipped when absent)"
     )
+    ap.add_argument("--labels", type=Path, default=LABELS, help="the label benchmark's labels.json (if present)")
     ap.add_argument("--check", action="store_true", help="exit 1 if the README's results are out of date")
     args = ap.parse_args(argv)
-    paths = (args.transfer, args.query_logs, args.query_logs_kfold)
+    paths = (args.transfer, args.query_logs, args.query_logs_kfold, args.labels)
     try:
         if args.check:
             text = args.readme.read_text(encoding="utf-8")

@@ -146,13 +146,17 @@ def read_jsonl(path: str | os.PathLike[str], model: type[R]) -> list[R]:
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[BaseModel]) -> int:
-    """Write records atomically, one compact JSON object per line. Returns the row count."""
+    """Write records atomically, one compact JSON object per line. Returns the row count. No records: one
+    blank line (zero rows to every reader, which skip blank lines), because DVC warns about an empty file
+    each time it looks at one, a dozen times in one `dvc repro` for fetch's train_questions.jsonl."""
     n = 0
     with atomic_open(path) as fh:
         for rec in records:
             fh.write(rec.model_dump_json(exclude_none=False))
             fh.write("\n")
             n += 1
+        if not n:
+            fh.write("\n")
     return n
 
 

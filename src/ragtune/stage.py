@@ -67,20 +67,55 @@ class RedactingStream:
         return getattr(self._stream, name)
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a RagtuneError, or an OSError that is the place's fault (full disk, no
-    permission), prints its message (no traceback) and exits 2. Everything the stage prints (logs, errors, the
-    traceback of anything unexpected) passes through `credentials.redact`."""
-    from .credentials import redact
-    from .io import write_error
+class OncePerRun(logging.Filter):
+    """Lets each distinct warning (logger, level, message) through once: a warning a loop logs per item is
+    said once per stage run. Info and debug records pass (RAGTUNE_LOG=DEBUG is for detail)."""
 
-    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def quiet_logging(level: str | int = "INFO") -> None:
+    """Stage logging: `level` for ragtune (RAGTUNE_LOG overrides), each warning once, Python warnings once
+    each, and third-party chatter (HTTP clients, migrations) at WARNING."""
+    import warnings
+
     logging.basicConfig(
-        level=os.environ.get("RAGTUNE_LOG", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=os.environ.get("RAGTUNE_LOG", level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Keep third-party chatter (HTTP clients, alembic migrations) out of stage logs.
+    once = OncePerRun()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(once)
+    logging.captureWarnings(True)  # warnings.warn goes through logging, so through the filter above
+    warnings.simplefilter("once")
     for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "alembic", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a stage's main() and log its wall time (from the process start, imports included: the span of its
+    MLflow run). A RagtuneError, or an OSError that is the place's fault (full disk, no permission), prints its
+    message (no traceback) and exits 2. Everything the stage prints (logs, errors, the traceback of anything
+    unexpected) passes through `credentials.redact`."""
+    import time
+
+    from .credentials import redact
+    from .io import write_error
+    from .tracking import mark_stage_start, stage_started
+
+    mark_stage_start()  # the stage's MLflow run starts with the process, however late it is opened
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    quiet_logging()
     try:
         main()
     except RagtuneError as exc:
@@ -96,6 +131,7 @@ def run_main(main: Callable[[], None]) -> None:
     except Exception:  # noqa: BLE001 - a bug: its traceback, with any secret hidden
         _print_traceback(redact)
         sys.exit(1)
+    log.info("%s: finished in %.2f s", Path(sys.argv[0]).stem, time.time() - stage_started())
 
 
 def _print_traceback(redact: Callable[[str], str]) -> None:
@@ -123,6 +159,20 @@ def train_run_id(paths: PipelinePaths) -> str | None:
     return read_run_record(paths.train_run).get("mlflow_run_id")
 
 
+# The eval arms that run the logged model (the adapter, alone and fused with BM25): their test numbers are the
+# model's; cosine's, bm25's, hybrid_cosine's and the linear comparison adapter's are not.
+MODEL_ARMS = ("adapter", "hybrid")
+
+
+def of_logged_model(key: str) -> bool:
+    """Whether a flat metric is one of the logged model's: the test set's size (`test.questions`) or a test
+    number of an arm that runs it, or of its comparison (`test.adapter.hit_at_5`, `test.hybrid_vs_cosine...`)."""
+    parts = key.split(".")
+    if parts[0] != "test" or len(parts) < 2:
+        return False
+    return parts[1] == "questions" or parts[1].split("_vs_")[0] in MODEL_ARMS
+
+
 def log_under_train_run(
     stage: str,
     mlflow_params: Any,
@@ -134,24 +184,29 @@ def log_under_train_run(
     version_tags: Mapping[str, float] | None = None,
     datasets: Sequence[str] = (),
 ) -> None:
-    """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, shown nested under
-    the train run that made the adapter, with the same numbers on that run too, so runs compare by their
-    test scores; `version_tags` go on the registered model versions made from that run; `datasets` names
-    the `paths` inputs logged as the run's dataset inputs. A train run from another tracking store only costs
-    a warning."""
-    from .tracking import StageRun, stage_run
+    """An evaluating stage's MLflow run (eval, judge): its params, flat metrics and files, nested under the
+    train run that made the adapter and linked both ways (tags `ragtune.train_run_id` here and
+    `ragtune.<stage>_run_id` there); the metrics live on this run only. Those of the arms that run the adapter
+    on the test set (`of_logged_model`) are also the metrics of the train run's logged model, computed on the
+    test set. `version_tags` go on the
+    registered model versions made from that run; `datasets` names the `paths` inputs logged as the run's
+    dataset inputs. A train run from another tracking store only costs a warning."""
+    from .tracking import logged_model_id, stage_run
 
     parent = train_run_id(paths)
     tags = {**tags, **({"ragtune.train_run_id": parent, "mlflow.parentRunId": parent} if parent else {})}
     with stage_run(
         stage, mlflow_params, params=params, tags=tags, datasets=paths.datasets(*datasets) if datasets else ()
     ) as run:
-        run.log_metrics(flat)
+        model_id = logged_model_id(run.client, parent) if run.active and parent else None
+        of_model = {k: v for k, v in flat.items() if of_logged_model(k)}
+        run.log_metrics({k: v for k, v in flat.items() if k not in of_model})
+        run.log_metrics(of_model, model_id=model_id, dataset=paths.test)
         for path in written:
             run.log_artifact(path)
         if run.active and parent:
             try:
-                StageRun(parent, run.client).log_metrics(flat)
+                run.client.set_tag(parent, f"ragtune.{stage}_run_id", run.run_id)
                 if version_tags:
                     from .adapter.mlflow_model import tag_model_versions
 

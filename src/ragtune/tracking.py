@@ -23,6 +23,34 @@ log = logging.getLogger(__name__)
 # `token` alone (hf_token, access_token), not `tokens` (llm.max_tokens is a param worth seeing).
 _SECRET = re.compile(r"(api[_-]?key|token(?!s)|secret|password|authorization)", re.IGNORECASE)
 _MAX_BATCH = 1000  # MLflow's per-request limit on metrics in log_batch
+# A model-training experiment, not a GenAI one. MLflow UIs before the GenAI / Model training switch open such
+# an experiment on its runs; 3.17's UI ignores the tag and takes the view from the URL (`workflowType`) or the
+# browser's last choice, so `ragtune ui` prints the URL of the runs view (ragtune.mlflow_ui).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+_STAGE_START: list[float] = []  # when the stage process began its work (mark_stage_start)
+
+
+def process_started() -> float:
+    """When this process started (epoch seconds, to the clock tick), so that a stage's wall time includes its
+    imports as `dvc repro` shows it: /proc/self/stat's start time (ticks after boot) on Linux, else now."""
+    try:
+        with open("/proc/self/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()  # after the command name, from field 3 (state) on
+        ticks = int(fields[19])  # field 22: starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # no /proc (macOS, Windows)
+        return time.time()
+    return time.time() - age
+
+
+def mark_stage_start(at: float | None = None) -> None:
+    """Record when the stage began (stage.run_main calls it first: the process start): its MLflow run starts
+    then, not when it is opened after the work."""
+    _STAGE_START[:] = [process_started() if at is None else at]
+
+
+def stage_started() -> float:
+    return _STAGE_START[0] if _STAGE_START else time.time()
 
 
 def git_commit(cwd: str | os.PathLike[str] = ".") -> str:
@@ -75,9 +103,18 @@ class StageRun:
     def active(self) -> bool:
         return self.run_id is not None
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """All metrics of one step in a single batch call."""
-        self.log_points([(k, float(v), step or 0) for k, v in metrics.items() if v is not None])
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        model_id: str | None = None,
+        dataset: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """All metrics of one step in a single batch call; with `model_id` they are also the metrics of that
+        logged model (its page lists them), computed on `dataset` (a JSONL file: its name and digest)."""
+        points = [(k, float(v), step or 0) for k, v in metrics.items() if v is not None]
+        if self.active and points:
+            log_points(self.client, self.run_id, points, model_id=model_id, dataset=dataset_ref(dataset))
 
     def log_series(self, name: str, values: Sequence[float], start_step: int = 0) -> None:
         """A whole curve in batches of 1,000 points, not one call per point."""
@@ -147,6 +184,25 @@ def dataset_input(path: str | os.PathLike[str], context: str) -> Any:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
 
 
+def dataset_ref(path: str | os.PathLike[str] | None) -> tuple[str, str] | None:
+    """(name, digest) of a JSONL file as `dataset_input` logs it, for metrics computed on it; None without."""
+    entry = dataset_input(path, "") if path is not None else None
+    return (entry.dataset.name, entry.dataset.digest) if entry is not None else None
+
+
+def logged_model_id(client: Any, run_id: str) -> str | None:
+    """The MLflow 3 LoggedModel a run logged (train: the adapter), or None."""
+    try:
+        run = client.get_run(run_id)
+        models = client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'", max_results=1
+        )
+    except Exception as exc:  # another store, an older server: the link is a nicety, the metrics are logged
+        log.warning("could not find the logged model of run %s: %s", run_id, exc)
+        return None
+    return models[0].model_id if models else None
+
+
 # The one redaction helper (ragtune.credentials.redact), under the name its callers know.
 redact_url = redact
 
@@ -188,14 +244,24 @@ def clean_key(key: str) -> str:
 
 
 def log_points(
-    client: Any, run_id: str, points: Sequence[tuple[str, float, int]], tags: Mapping[str, str] | None = None
+    client: Any,
+    run_id: str,
+    points: Sequence[tuple[str, float, int]],
+    tags: Mapping[str, str] | None = None,
+    model_id: str | None = None,
+    dataset: tuple[str, str] | None = None,
 ) -> None:
     """Metric points (name, value, step) in batches of 1,000, the one batching path of every run (stage runs
-    and tuning trials); `tags` ride with the first batch, so a short run costs one round trip."""
+    and tuning trials); `tags` ride with the first batch, so a short run costs one round trip. `model_id` and
+    `dataset` (name, digest) link the points to a logged model and the data they were computed on."""
     from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
-    metrics = [Metric(clean_key(k), float(v), now, int(s)) for k, v, s in points]
+    name, digest = dataset or (None, None)
+    metrics = [
+        Metric(clean_key(k), float(v), now, int(s), model_id=model_id, dataset_name=name, dataset_digest=digest)
+        for k, v, s in points
+    ]
     first_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     for i in range(0, max(len(metrics), 1 if first_tags else 0), _MAX_BATCH):
         client.log_batch(run_id, metrics=metrics[i : i + _MAX_BATCH], tags=first_tags if i == 0 else [])
@@ -217,7 +283,9 @@ def stage_run(
     datasets: Sequence[tuple[str | os.PathLike[str], str]] = (),
 ) -> Iterator[StageRun]:
     """Open an MLflow run for a stage, with its params and the (JSONL file, context) `datasets` it reads as
-    dataset inputs; the run ends FINISHED, or FAILED if the block raises."""
+    dataset inputs; the run ends FINISHED, or FAILED if the block raises. It spans the stage's work: it starts
+    when the stage did (mark_stage_start; else now) and ends when the block does, and its `stage_seconds`
+    metric is that span."""
     if not mlflow_params.enabled:
         yield StageRun(None)
         return
@@ -226,11 +294,18 @@ def stage_run(
     uri = mlflow_params.uri()  # from the environment when mlflow.tracking_uri_env names a variable
     check_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(mlflow_params.experiment)
-    all_tags = {**pipeline_tags(stage), **(tags or {})}
-    with mlflow.start_run(run_name=run_name or stage, nested=nested, tags=all_tags) as run:
-        handle = StageRun(run.info.run_id, mlflow.MlflowClient())
+    experiment = mlflow.set_experiment(mlflow_params.experiment)
+    client = mlflow.MlflowClient()
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    all_tags = {**pipeline_tags(stage), **(tags or {}), "mlflow.runName": run_name or stage}
+    start = stage_started()
+    created = client.create_run(experiment.experiment_id, start_time=int(start * 1000), tags=all_tags)
+    with mlflow.start_run(run_id=created.info.run_id, nested=nested) as run:
+        handle = StageRun(run.info.run_id, client)
         if params:
             handle.log_params(params)
         handle.log_datasets(datasets)
         yield handle
+        handle.log_metrics({"stage_seconds": round(time.time() - start, 3)})

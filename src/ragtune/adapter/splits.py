@@ -45,10 +45,19 @@ class Split:
         return "real" if self.val_real is not None else "synthetic"
 
 
-def split_by_chunk(data: TrainingData, val_fraction: float, seed: int, always_train: np.ndarray | None = None) -> Split:
+def split_by_chunk(
+    data: TrainingData,
+    val_fraction: float,
+    seed: int,
+    always_train: np.ndarray | None = None,
+    max_val_chunks: int | None = None,
+) -> Split:
     """Seeded split of the questions by the text group of their chunk, so near-identical
     validation questions never share a chunk with training ones. Rows marked in `always_train` (n,) bool
-    (real questions, when validation must stay synthetic) never validate."""
+    (real questions, when validation must stay synthetic) never validate. At most `max_val_chunks` chunks
+    validate: each epoch scores every validation question against the whole corpus, so a share of a large
+    corpus would make that pass grow as N^2 (the first `max_val_chunks` of the same permutation: below the
+    cap the split is the uncapped one)."""
     rows = np.arange(len(data.question_ids)) if always_train is None else np.flatnonzero(~always_train)
     groups = data.text_group[data.gold_rows].cpu().numpy()[rows]
     unique = np.unique(groups)
@@ -61,7 +70,7 @@ def split_by_chunk(data: TrainingData, val_fraction: float, seed: int, always_tr
             "(synthesize.max_chunks), or give chunks with different texts"
         )
     rng = np.random.default_rng(seed)
-    n_val = min(len(unique) - 1, max(1, math.ceil(val_fraction * len(unique))))
+    n_val = min(len(unique) - 1, max(1, math.ceil(val_fraction * len(unique))), max_val_chunks or len(unique))
     val_groups = rng.permutation(unique)[:n_val]
     val = rows[np.isin(groups, val_groups)]
     return Split(train=np.setdiff1d(np.arange(len(data.question_ids)), val), val=val)
@@ -125,7 +134,8 @@ def make_split(data: TrainingData, params: TrainParams, seed: int, validation: s
     questions are the test set: eval must not select on them)."""
     if data.has_real and validation == "auto":
         return split_real(data, params.real_val_fraction, seed)
-    return split_by_chunk(data, params.val_fraction, seed, None if data.row_real is None else data.row_real >= 0)
+    always_train = None if data.row_real is None else data.row_real >= 0
+    return split_by_chunk(data, params.val_fraction, seed, always_train, params.val_max_chunks)
 
 
 def _validation_top(adapter: QueryAdapter | None, data: TrainingData, query_emb: torch.Tensor) -> np.ndarray:

@@ -46,6 +46,9 @@ class TrainParams(Section):
 
     seed: int = 42
     val_fraction: float = Field(0.15, gt=0.0, le=0.5)
+    # cap on validating chunks: every epoch scores each validation question against the whole corpus, so an
+    # uncapped share of N chunks costs N^2 a pass (null: no cap; the default corpus' 15% is ~180 chunks)
+    val_max_chunks: int | None = Field(2000, ge=1)
     use_tuned: bool = True
     # model
     kind: AdapterKind = "mlp"
@@ -228,6 +231,13 @@ class TrainResult:
     seconds: float
     # `refit_adapter`: the adapter was retrained on its validation questions too, so `best` is from before
     refit: bool = False
+    # `refit_adapter`: the adapter as selected, before it trained on its validation questions (None: not refit)
+    selected_adapter: QueryAdapter | None = None
+
+    @property
+    def held_out_adapter(self) -> QueryAdapter:
+        """The adapter that never trained on this run's validation questions (before any refit)."""
+        return self.adapter if self.selected_adapter is None else self.selected_adapter
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {f"val_{k}": v for k, v in self.best.items()}
@@ -298,10 +308,16 @@ def refit_adapter(params: TrainParams, data: TrainingData, selected: TrainResult
     `data`, its validation questions included, for the `selected.best_epoch` epochs that selection chose.
     The selection's history and validation metrics are kept (the refit adapter has no held-out questions)."""
     if selected.best_epoch == 0:  # selection kept raw cosine: so does the refit
-        return dataclasses.replace(selected, refit=True)
+        return dataclasses.replace(selected, refit=True, selected_adapter=selected.adapter)
     every = Split(train=np.arange(len(data.question_ids)), val=np.zeros(0, dtype=np.int64))
     fitted = train_adapter(params, data, every, epochs=selected.best_epoch)
-    return dataclasses.replace(selected, adapter=fitted.adapter, seconds=selected.seconds + fitted.seconds, refit=True)
+    return dataclasses.replace(
+        selected,
+        adapter=fitted.adapter,
+        seconds=selected.seconds + fitted.seconds,
+        refit=True,
+        selected_adapter=selected.adapter,
+    )
 
 
 def _train(
@@ -455,7 +471,16 @@ def train_bagged(params: TrainParams, data: TrainingData, validation: str = "aut
         members.append(member)
         splits.append(split)
     alpha = params.interpolation_for(splits[0].validation)
-    members = [dataclasses.replace(m, adapter=interpolate_toward_identity(m.adapter, alpha)) for m in members]
+    members = [
+        dataclasses.replace(
+            m,
+            adapter=interpolate_toward_identity(m.adapter, alpha),
+            selected_adapter=None
+            if m.selected_adapter is None
+            else interpolate_toward_identity(m.selected_adapter, alpha),
+        )
+        for m in members
+    ]
     return BaggedResult(ensemble_adapters([m.adapter for m in members]), members, seeds, splits, alpha)
 
 

@@ -1,7 +1,8 @@
 """Frozen sentence-transformers embedder with a per-text content-addressed cache.
 
-Cache key = model fingerprint + prompt + normalisation + max length + sha256(text): a rerun after one
-chunk changed encodes exactly that chunk; a different model or prompt never reads stale vectors.
+Cache key = model fingerprint + prompt + normalisation + max length + sha256(text) (+ backend and precision
+when not torch fp32, whose keys predate them): a rerun after one chunk changed encodes exactly that chunk; a
+different model, prompt, runtime or precision never reads stale vectors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from ..cache import ContentCache, content_key
 from ..errors import DataError, RagtuneError, UnreadableFileError
 from ..params import EmbeddingParams
+from .backends import load_onnx, onnx_model
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +84,24 @@ def fingerprint_model_dir(path: str | os.PathLike[str]) -> str:
 
 
 def load_model(params: EmbeddingParams):
-    """Load the SentenceTransformer named in params. Hub names need the network or the local HF cache."""
+    """Load the SentenceTransformer named in params on `params.backend` at `params.precision`. Hub names need the
+    network or the local HF cache."""
     from sentence_transformers import SentenceTransformer
 
     name = resolve_model(params.model)
-    device = pick_device(params.device)
     try:
-        model = SentenceTransformer(name, device=device, revision=params.revision)
+        if params.backend == "onnx":
+            if params.device not in ("auto", "cpu"):
+                raise RagtuneError(
+                    f"embedding.backend: onnx runs on the CPU; for embedding.device {params.device} use backend torch"
+                )
+            model, _ = load_onnx(model_dir(params), source_fingerprint(params), params.precision)
+        else:
+            model = SentenceTransformer(name, device=pick_device(params.device), revision=params.revision)
+            if params.precision == "bf16":
+                import torch
+
+                model.to(torch.bfloat16)
     except OSError as exc:
         raise RagtuneError(
             f"embedding.model: could not load '{params.model}' ({exc}). A Hub model needs the network "
@@ -111,7 +124,29 @@ def token_counter(params: EmbeddingParams) -> tuple[Callable[[str], int], int]:
     return count, int(model.max_seq_length)
 
 
+def model_dir(params: EmbeddingParams) -> str:
+    """The model's local folder: the packaged or given directory, or a Hub model's snapshot in the HF cache."""
+    name = resolve_model(params.model)
+    if Path(name).is_dir():
+        return name
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(name, revision=params.revision)
+
+
 def model_fingerprint(params: EmbeddingParams) -> str:
+    """Identify the exact weights and how they run: the source's fingerprint (`source_fingerprint`), then for any
+    backend or precision but torch fp32 those two, and for onnx the exported file's name and sha256."""
+    base = source_fingerprint(params)
+    if params.backend == "torch" and params.precision == "fp32":
+        return base
+    if params.backend == "torch":
+        return f"{base}|torch:{params.precision}"
+    exported = onnx_model(model_dir(params), base, params.precision)
+    return f"{base}|onnx:{params.precision}:{exported.fingerprint}"
+
+
+def source_fingerprint(params: EmbeddingParams) -> str:
     """Identify the exact weights: file hashes for a local directory, the resolved commit for a Hub model."""
     name = resolve_model(params.model)
     if Path(name).is_dir():
@@ -184,9 +219,10 @@ class CachedEmbedder:
 
     def _key(self, text: str, prompt: str) -> str:
         text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return content_key(
-            _CACHE_VERSION, self.fingerprint, prompt, self.params.normalize, self.model.max_seq_length, text_hash
-        )
+        parts: tuple = (self.params.normalize, self.model.max_seq_length, text_hash)
+        if (self.params.backend, self.params.precision) != ("torch", "fp32"):  # torch fp32 keys predate the two
+            parts = (*parts, self.params.backend, self.params.precision)
+        return content_key(_CACHE_VERSION, self.fingerprint, prompt, *parts)
 
     def encode(self, texts: Sequence[str], prompt: str = "", desc: str = "texts") -> np.ndarray:
         keys = [self._key(t, prompt) for t in texts]
@@ -198,8 +234,9 @@ class CachedEmbedder:
             self._pool = self._start_pool(devices)
         # With a pool, each committed group gives every process a share.
         group = _COMMIT_EVERY * max(1, len(devices) if self._pool is not None else 1)
-        if todo:
-            with tqdm(total=len(todo), desc=f"embed {desc}", unit="text", disable=len(todo) < 64) as bar:
+        if todo:  # disable None: a bar on a terminal only, none in logs
+            bar_off = True if len(todo) < 64 else None
+            with tqdm(total=len(todo), desc=f"embed {desc}", unit="text", disable=bar_off) as bar:
                 for i in range(0, len(todo), group):
                     batch = todo[i : i + group]
                     vecs = self._encode_raw([t for _, t in batch], prompt)
@@ -222,7 +259,10 @@ class CachedEmbedder:
             show_progress_bar=False,
             pool=self._pool,
         )
-        return np.asarray(vecs, dtype=np.float32)
+        vecs = np.asarray(vecs, dtype=np.float32)
+        if self.params.normalize and self.params.precision == "bf16":  # unit length in bf16 is 1 +- 0.004
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        return vecs
 
     def token_lengths(self, texts: Sequence[str], prompt: str = "", batch: int = 2048) -> np.ndarray:
         """Word pieces per text as the model reads it (prompt and special tokens included, nothing cut):
@@ -239,6 +279,8 @@ class CachedEmbedder:
     def describe(self) -> dict:
         return {
             "model": self.params.model,
+            "backend": self.params.backend,
+            "precision": self.params.precision,
             "fingerprint": self.fingerprint,
             "dim": self.dim,
             "query_prompt": self.params.query_prompt,

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import RagtuneError
 from ..paths import PipelinePaths
 from ..search.dense import exact_top_k
-from ..search.fusion import HybridParams, Scored, choose_weight, fuse_hybrid
+from ..search.fusion import HybridParams, Scored, choose_weight, fuse, fusion_params
 from ..search.lexical import Bm25Index
 from .inputs import Corpus, QuerySet, _optional_json, require_file
 from .metrics import EvalParams, round_metric
@@ -88,6 +88,24 @@ class OutOfFoldArm(EmbeddingArm):
         return out
 
 
+@dataclass(frozen=True)
+class HeldOutArm(EmbeddingArm):
+    """The shipped adapter, except on the real validation questions in `held_out` (id -> adapted vector (d,)),
+    which are searched with the vectors of the bagged members that never trained on them
+    (`ragtune.adapter.held_out`): selection on them reads no question the adapter trained on. Test questions
+    are never in `held_out` (a train question that is also a test question is refused)."""
+
+    held_out: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def adapt(self, queries: QuerySet) -> np.ndarray:
+        out = np.asarray(self.transform(queries.query_emb), dtype=np.float32)
+        rows = [i for i, q in enumerate(queries.ids) if q in self.held_out]
+        if rows:
+            out = out.copy()
+            out[rows] = np.stack([self.held_out[queries.ids[i]] for i in rows])
+        return out
+
+
 def fold_info(adapter: Path) -> dict[str, Any] | None:
     """models/adapter/folds/folds.json when the train stage ran k-fold, else None."""
     path = adapter / "folds" / "folds.json"
@@ -95,12 +113,19 @@ def fold_info(adapter: Path) -> dict[str, Any] | None:
 
 
 def adapter_arm(
-    name: str, corpus_emb: np.ndarray, adapter: Path, load_adapter: AdapterLoader | None = None
+    name: str,
+    corpus_emb: np.ndarray,
+    adapter: Path,
+    load_adapter: AdapterLoader | None = None,
+    held_out: Mapping[str, np.ndarray] | None = None,
 ) -> EmbeddingArm:
     """The trained adapter as an arm: out-of-fold under k-fold (each test question scored by the adapter
-    of the folds it was not in), else the shipped adapter."""
+    of the folds it was not in), else the shipped adapter, with the held-out vectors of the real validation
+    questions (`held_out`, id -> (d,)) in its place on those questions."""
     load = load_adapter or load_adapter_transform
     folds = fold_info(adapter)
+    if folds is None and held_out:
+        return HeldOutArm(name, corpus_emb, load(adapter), held_out)
     if folds is None:
         return EmbeddingArm(name, corpus_emb, load(adapter))
     transforms = [load(adapter / "folds" / f"fold-{f}") for f in range(int(folds["k"]))]
@@ -142,6 +167,11 @@ class HybridArm:
     def method(self) -> str:
         return "weighted" if self.params.method == "weighted" and self.weight is not None else "rrf"
 
+    def fusion(self) -> tuple[str, dict[str, float | None]]:
+        """(method, params) as `ragtune.deploy.hybrid.fuse` takes them: what this arm fuses by, and what the
+        hybrid artefact records."""
+        return self.method, fusion_params(self.method, self.params.rrf_k, self.weight)
+
     def parts(self, queries: QuerySet, depth: int) -> tuple[Scored, Scored] | None:
         """The two candidate lists the fusion reads, or None without question texts (BM25 needs them)."""
         lexical = self.lexical.search(queries, max(self.params.candidates, depth))
@@ -153,7 +183,7 @@ class HybridArm:
         parts = self.parts(queries, depth)
         if parts is None:
             return None
-        _, idx = fuse_hybrid(*parts, depth=depth, method=self.method, rrf_k=self.params.rrf_k, weight=self.weight)
+        _, idx = fuse(*self.fusion(), *parts, depth=depth)
         return idx
 
 
@@ -190,13 +220,15 @@ def build_arms(
     params: EvalParams,
     load_adapter: AdapterLoader = load_adapter_transform,
     source: str | None = None,
+    held_out: Mapping[str, np.ndarray] | None = None,
 ) -> list[Arm]:
     """cosine, adapter, linear (when trained and enabled), bm25 (when enabled), then the hybrid arms
     hybrid_cosine and hybrid (when enabled; they need bm25), in that order. A weighted fusion's weight is
-    not chosen here (`fit_hybrid_weights`): until then the hybrid arms fuse by RRF."""
+    not chosen here (`fit_hybrid_weights`): until then the hybrid arms fuse by RRF. `held_out`: the real
+    validation questions' held-out adapter vectors (`adapter_arm`), which the hybrid arm fuses too."""
     require_file(paths.adapter, "train the adapter first (dvc repro train, or make run)")
     cosine = EmbeddingArm("cosine", corpus.emb, identity)
-    adapter = adapter_arm("adapter", corpus.emb, paths.adapter, load_adapter)
+    adapter = adapter_arm("adapter", corpus.emb, paths.adapter, load_adapter, held_out)
     arms: list[Arm] = [cosine, adapter]
     if isinstance(adapter, OutOfFoldArm) and params.linear_adapter and paths.linear_adapter.exists():
         log.warning("eval: k-fold: the linear comparison adapter trained on every test question; not evaluated")
@@ -219,10 +251,11 @@ def build_arms(
 
 
 def fit_hybrid_weights(arms: Sequence[Arm], val: QuerySet, params: EvalParams) -> tuple[list[Arm], dict[str, Any]]:
-    """For `eval.hybrid.method: weighted`, each hybrid arm's dense share, chosen from `eval.hybrid.weights`
-    by MRR@mrr_k on the validation questions `val` (never on test). Without validation texts (BM25 needs
-    them) the arm falls back to RRF, with a warning. Returns the arms (hybrid ones with their weight) and
-    the `fusion` block of report.json."""
+    """For `eval.hybrid.method: weighted`, each hybrid arm's dense share: the one value of `eval.hybrid.weights`
+    (fixed), or chosen from several by MRR@mrr_k on the validation questions `val` (never on test; synthetic
+    validation favours low dense shares, as it favours BM25). Without validation texts (BM25 needs them) a
+    chosen share falls back to RRF, with a warning. Returns the arms (hybrid ones with their weight) and the
+    `fusion` block of report.json."""
     hp = params.hybrid
     info: dict[str, Any] = {"method": hp.method, "rrf_k": hp.rrf_k, "candidates": max(hp.candidates, params.depth)}
     out: list[Arm] = []
@@ -231,7 +264,10 @@ def fit_hybrid_weights(arms: Sequence[Arm], val: QuerySet, params: EvalParams) -
             out.append(arm)
             continue
         entry: dict[str, Any] = {"dense": arm.dense.name, "lexical": arm.lexical.name}
-        if hp.method == "weighted":
+        if hp.method == "weighted" and len(hp.weights) == 1:  # a fixed dense share: nothing to choose
+            arm = replace(arm, weight=float(hp.weights[0]))
+            entry.update({"weight": arm.weight, "chosen_on": None})
+        elif hp.method == "weighted":
             parts = arm.parts(val, params.depth) if val.ids else None
             if parts is None:
                 log.warning(

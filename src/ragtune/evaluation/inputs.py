@@ -115,10 +115,12 @@ def load_validation_set(
     questions_path: Path | None = None,
     name: str = "val",
     real_path: Path | None = None,
+    real_ids: Sequence[str] | None = None,
 ) -> QuerySet:
     """The questions the train stage held out for validation (ids in split.json["val"]): synthetic ones,
     or with `"validation": "real"` the user's labelled real questions (`real_path`, embedded in real.npz
-    beside `questions_npz`)."""
+    beside `questions_npz`), `real_ids` in place of split.json's when given (every real question some
+    bagged member held out)."""
 
     from ..embedding.embedder import load_embeddings_with_columns
     from ..records import SyntheticQuestion, read_jsonl
@@ -132,6 +134,7 @@ def load_validation_set(
         )
     val_ids = [str(x) for x in split["val"]]
     if split.get("validation") == "real":
+        val_ids = list(real_ids) if real_ids is not None else val_ids
         if real_path is None:
             raise RagtuneError(f"{split_path}: validation on real questions, but no train_questions file given")
         full = load_test_set(real_path, questions_npz.parent / "real.npz", corpus_ids, name=name)

@@ -18,6 +18,7 @@ from ..params import Section
 from ..search.dense import first_relevant_rank, per_query_ndcg, per_query_recall, relevance_matrix
 from ..search.fusion import HybridParams
 from ..search.lexical import Bm25Params
+from .recommend import RecommendParams
 from .statistics import bootstrap_ci, holm_adjust, mcnemar_exact, paired_bootstrap, sign_test
 
 K = Annotated[int, Field(ge=1, le=1000)]
@@ -39,6 +40,7 @@ class EvalParams(Section):
     linear_adapter: bool = True
     bm25: Bm25Params = Bm25Params()
     hybrid: HybridParams = HybridParams()
+    recommend: RecommendParams = RecommendParams()
 
     @model_validator(mode="after")
     def _check_ks(self) -> EvalParams:

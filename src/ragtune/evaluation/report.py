@@ -3,7 +3,7 @@
 `evaluate` takes query sets and arms and returns an `EvalResult`: the nested metrics dict
 (data/eval/report.json; its headline numbers go to metrics.json), one row per question with each arm's first
 relevant rank, and hit rate against k per arm. The metrics name the arm a user should deploy
-(`recommendation`): the best on the validation questions, with how that choice fared on the test questions.
+(`recommendation`, `ragtune.evaluation.recommend`), with how that choice fared on the test questions.
 `write_eval_outputs` writes them.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import metric_label, origin_label
+from ..labels import origin_label
 from ..search.dense import first_relevant_rank
 from .arms import Arm, HybridArm
 from .inputs import QuerySet
@@ -85,7 +85,6 @@ def _hit_rate_curve(hits_by_arm: Mapping[str, np.ndarray], params: EvalParams) -
 
 
 SINGLE_ARMS = ("cosine", "adapter", "bm25")  # the candidates for "best single arm" (hybrid's paired baseline)
-LEXICAL_BASED = ("bm25", "hybrid", "hybrid_cosine")
 DEFAULT_COMPARISONS = (
     ("adapter", "cosine"),
     ("linear", "cosine"),
@@ -96,73 +95,18 @@ DEFAULT_COMPARISONS = (
 )
 
 
-def _mean_mrr(hits_by_arm: Mapping[str, np.ndarray], n_relevant: np.ndarray, params: EvalParams) -> dict[str, float]:
+def _per_question_mrr(
+    hits_by_arm: Mapping[str, np.ndarray], n_relevant: np.ndarray, params: EvalParams
+) -> dict[str, np.ndarray]:
+    """arm -> (n,) reciprocal rank within mrr_k of each question."""
     key = f"mrr@{params.mrr_k}"
-    return {a: float(per_question_metrics(h, n_relevant, params)[key].mean()) for a, h in hits_by_arm.items()}
+    return {a: per_question_metrics(h, n_relevant, params)[key] for a, h in hits_by_arm.items()}
 
 
 def best_arm(scores: Mapping[str, float], among: Sequence[str] | None = None) -> str | None:
     """The arm with the highest score (of `among`, if given); ties go to the simpler arm (`_arm_order`)."""
     names = [a for a in sorted(scores, key=_arm_order) if among is None or a in among]
     return max(names, key=lambda a: (scores[a], -names.index(a))) if names else None
-
-
-def recommend(
-    metrics: Mapping[str, Any],
-    val_mrr: Mapping[str, float],
-    test_mrr: Mapping[str, float] | None,
-    params: EvalParams,
-    select_on: str,
-    report_on: str,
-) -> dict[str, Any]:
-    """The arm to deploy: best MRR@mrr_k on the validation questions (synthetic ones: a user without labelled
-    queries can select on nothing else; or the user's real ones), with its test numbers and the arm that
-    would have been best on test."""
-    mrr_key, hit_key = f"mrr@{params.mrr_k}", f"hit@{params.main_k}"
-    arm = best_arm(val_mrr)
-    val_block = metrics[select_on]
-    out: dict[str, Any] = {
-        "arm": arm,
-        "by": f"{select_on} {mrr_key}",
-        "val": {a: round_metric(v) for a, v in sorted(val_mrr.items(), key=lambda kv: _arm_order(kv[0]))},
-    }
-    label = f"the {val_block['questions']} {val_block['origin']} {select_on} questions"
-    note = f"{arm} has the best {metric_label(mrr_key)} on {label} ({val_mrr[arm]:.3f})"
-    if metrics.get("setup", {}).get("refit"):
-        note += " (the adapter trained on them after selection, train.refit, which favours the adapter's arms)"
-    test_block = metrics.get(report_on)
-    if test_mrr and isinstance(test_block, Mapping) and arm in test_block["arms"]:
-        values = test_block["arms"][arm]
-        out["test"] = {
-            "questions": test_block["questions"],
-            hit_key: values[hit_key],
-            mrr_key: values[mrr_key],
-            "ci": {k: values["ci"][k] for k in (hit_key, mrr_key)},
-        }
-        test_best = best_arm(test_mrr)
-        out["test_best_arm"] = test_best
-        note += (
-            f"; on the {test_block['questions']} {test_block['origin']} {report_on} questions it reaches "
-            f"{metric_label(hit_key)} {values[hit_key] * 100:.1f}% and {metric_label(mrr_key)} {values[mrr_key]:.3f}"
-        )
-        if test_best == arm:
-            note += ", the best of all arms there too."
-        else:
-            synthetic = "synthetic" in str(val_block.get("origin", "synthetic"))
-            why = (
-                " (synthetic questions often copy their chunk's words, which favours the BM25-based arms)"
-                if arm in LEXICAL_BASED and synthetic
-                else ""
-            )
-            kind = "synthetic" if synthetic else "real"
-            note += (
-                f", where {test_best} would have been best ({metric_label(mrr_key)} {test_mrr[test_best]:.3f}): "
-                f"the choice made on {kind} validation questions differs from the test's best{why}."
-            )
-    else:
-        note += "; there are no test questions to check the choice on."
-    out["note"] = note
-    return out
 
 
 # Passages retrieved per document-level rank: several passages of one document collapse into one rank.
@@ -184,8 +128,9 @@ def evaluate(
     per origin (`<set>_human`, `<set>_synthetic`), so synthetic questions cannot hide how real ones fare.
 
     With the `select_on` set (the validation questions) present: `hybrid` is also compared with
-    the best single arm there (`hybrid_vs_<arm>`), and `recommendation` names the arm to deploy (best MRR on
-    `select_on`) with its numbers on `report_on`. `fusion` (how the hybrid arms fused) is stored as given,
+    the best single arm there (`hybrid_vs_<arm>`), and `recommendation` names the arm to deploy
+    (`ragtune.evaluation.recommend`: chosen on `select_on` when its questions are labelled, else the no-label
+    policy) with its numbers on `report_on`. `fusion` (how the hybrid arms fused) is stored as given,
     plus `best_single_on_val`. With `documents` (the document of each corpus row, when long texts were cut
     into passages), every set is also reported per document (`<set>_documents`: documents ranked by their
     best passage, from DOCUMENT_DEPTH_FACTOR x depth passages)."""
@@ -225,7 +170,8 @@ def evaluate(
         if doc_hits:
             by_document.append((qs, doc_hits, n_docs))
 
-    mrr_by_set = {qs.name: _mean_mrr(h, qs.n_relevant, params) for qs, h in retrieved}
+    per_question = {qs.name: _per_question_mrr(h, qs.n_relevant, params) for qs, h in retrieved}
+    mrr_by_set = {name: {a: float(v.mean()) for a, v in arms.items()} for name, arms in per_question.items()}
     comparisons = list(comparisons)
     best_single = best_arm(mrr_by_set.get(select_on, {}), SINGLE_ARMS)
     if best_single is not None and ("hybrid", best_single) not in comparisons:
@@ -261,9 +207,11 @@ def evaluate(
         )
     if fusion is not None and any(isinstance(a, HybridArm) for a in arms):
         metrics["fusion"] = {**fusion, "best_single_on_val": best_single}
-    if mrr_by_set.get(select_on):
+    if per_question.get(select_on):
+        from .recommend import recommend
+
         metrics["recommendation"] = recommend(
-            metrics, mrr_by_set[select_on], mrr_by_set.get(report_on), params, select_on, report_on
+            metrics, per_question[select_on], mrr_by_set.get(report_on), params, select_on, report_on
         )
     return result
 
@@ -292,24 +240,25 @@ def flat_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, floa
 
 
 def headline_metrics(metrics: Mapping[str, Any], params: EvalParams) -> dict[str, Any]:
-    """The few numbers `dvc metrics` and `dvc exp show` compare (metrics.json), from the full report: per
-    question set, each arm's Hit@main_k and MRR@mrr_k, and on the test sets the Holm-adjusted p of each paired
-    comparison; the arm validation recommends. Intervals, other cut-offs and verdicts stay in report.json."""
+    """The few numbers `dvc metrics` and `dvc exp show` compare (metrics.json), from the full report: per test
+    set, each arm's Hit@main_k and MRR@mrr_k and the Holm-adjusted p of adapter vs cosine; the arm validation
+    recommends. Each leaf is a column of `dvc exp show`: validation's numbers, the other paired comparisons,
+    intervals, other cut-offs and verdicts stay in report.json."""
     hit, mrr = f"hit@{params.main_k}", f"mrr@{params.mrr_k}"
     out: dict[str, Any] = {}
     for set_name, block in metrics.items():
-        if not isinstance(block, Mapping) or not isinstance(block.get("arms"), Mapping):
+        is_test_set = set_name.startswith("test") and isinstance(block, Mapping)
+        if not is_test_set or not isinstance(block.get("arms"), Mapping):
             continue
         entry: dict[str, Any] = {"questions": block["questions"]}
         entry.update({arm: {k: m[k] for k in (hit, mrr) if k in m} for arm, m in block["arms"].items()})
-        if set_name != "val":  # validation's thousands of questions make every p tiny: not a headline there
-            for name, comparison in block.items():
-                if "_vs_" in name and isinstance(comparison, Mapping):
-                    entry[name] = {
-                        f"p_holm_{k}": comparison[k]["p_holm"]
-                        for k in (hit, mrr)
-                        if isinstance(comparison.get(k), Mapping) and "p_holm" in comparison[k]
-                    }
+        comparison = block.get("adapter_vs_cosine")
+        if isinstance(comparison, Mapping):
+            entry["adapter_vs_cosine"] = {
+                f"p_holm_{k}": comparison[k]["p_holm"]
+                for k in (hit, mrr)
+                if isinstance(comparison.get(k), Mapping) and "p_holm" in comparison[k]
+            }
         out[set_name] = entry
     if isinstance(metrics.get("recommendation"), Mapping):
         out["recommended_arm"] = metrics["recommendation"]["arm"]

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import RagtuneError
 from ..labels import round_metric
 from ..paths import PipelinePaths
 from .arms import (
     AdapterLoader,
+    Arm,
     EmbeddingArm,
     build_arms,
     fit_hybrid_weights,
@@ -54,30 +58,93 @@ def seed_spread(
     return out
 
 
+@dataclass(frozen=True)
+class EvalInputs:
+    """What eval evaluates: the corpus, the test and validation questions, the arms (hybrid ones with their
+    fusion fitted on validation) and the `fusion` block of report.json; also what the hybrid artefact needs."""
+
+    corpus: Corpus
+    test: QuerySet
+    val: QuerySet
+    arms: list[Arm]
+    fusion: dict[str, Any]
+    source: str | None
+
+
+def real_held_out(paths: PipelinePaths) -> dict[str, np.ndarray] | None:
+    """With real validation questions: question id -> the adapted vector of the members that never trained
+    on it (`ragtune.adapter.held_out`), every real question some member held out, in the real file's order.
+    None with synthetic validation. Selection must not read the shipped adapter's scores on real questions
+    it trained on (train.refit), so a real split without held-out vectors is an error."""
+    from ..adapter.held_out import load_held_out
+    from ..records import load_test
+
+    split = _optional_json(paths.split)
+    if split.get("validation") != "real":
+        return None
+    held = load_held_out(paths.held_out)
+    if held is None or not held.ids:
+        raise RagtuneError(
+            f"{paths.held_out}: no held-out adapter vectors for the real validation questions; rerun the train "
+            "stage (dvc repro train)"
+        )
+    merged = held.merged()
+    order = [q.id for q in load_test(paths.real_questions) if q.id in merged]
+    return {q: merged[q] for q in order}
+
+
+def prepare_eval(
+    paths: PipelinePaths,
+    params: EvalParams,
+    load_adapter: AdapterLoader = load_adapter_transform,
+    fetch_report: Path = Path("data/fetch/report.json"),
+) -> EvalInputs:
+    """Load a pipeline's corpus, embeddings, questions and adapter(s); build the arms and fit the fusion."""
+    corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
+    test = load_test_set(paths.test, paths.embed_dir / "test.npz", corpus.ids)
+    if not test.ids:  # an eval without test numbers is no eval: say why instead of exiting 0 with none
+        raise RagtuneError(
+            f"{paths.test}: no test questions, so there is nothing to evaluate; give a test file with questions "
+            "(fetch.jsonl.test), or leave it null so that fetch.jsonl.test_fraction of the chunks is held out "
+            "for synthetic test questions (see data/synthesize/report.json for why none were written)"
+        )
+    held_out = real_held_out(paths)
+    val = load_validation_set(
+        paths.split,
+        paths.embed_dir / "questions.npz",
+        corpus.ids,
+        paths.questions,
+        real_path=paths.real_questions,
+        real_ids=list(held_out) if held_out else None,
+    )
+    from ..corpus.fetching import report_source
+
+    source = report_source(fetch_report)
+    arms, fusion = fit_hybrid_weights(
+        build_arms(corpus, paths, params, load_adapter, source, held_out=held_out), val, params
+    )
+    return EvalInputs(corpus, test, val, arms, fusion, source)
+
+
 def run_eval(
     paths: PipelinePaths,
     params: EvalParams,
     load_adapter: AdapterLoader = load_adapter_transform,
     fetch_report: Path = Path("data/fetch/report.json"),
     synthesize_report: Path = Path("data/synthesize/report.json"),
+    inputs: EvalInputs | None = None,
 ) -> EvalResult:
-    """Load a pipeline's corpus, embeddings, questions and adapter(s); evaluate every arm."""
-    corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
-    test_path = paths.test
-    test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
-    if not test.ids:  # an eval without test numbers is no eval: say why instead of exiting 0 with none
-        raise RagtuneError(
-            f"{test_path}: no test questions, so there is nothing to evaluate; give a test file with questions "
-            "(fetch.jsonl.test), or leave it null so that fetch.jsonl.test_fraction of the chunks is held out "
-            "for synthetic test questions (see data/synthesize/report.json for why none were written)"
-        )
-    val = load_validation_set(
-        paths.split, paths.embed_dir / "questions.npz", corpus.ids, paths.questions, real_path=paths.real_questions
+    """Evaluate every arm on a pipeline's files (`inputs`, when already prepared by `prepare_eval`)."""
+    inputs = inputs or prepare_eval(paths, params, load_adapter, fetch_report)
+    corpus, test, val, arms, fusion, source = (
+        inputs.corpus,
+        inputs.test,
+        inputs.val,
+        inputs.arms,
+        inputs.fusion,
+        inputs.source,
     )
-    from ..corpus.fetching import report_source
-
-    source = report_source(fetch_report)
-    arms, fusion = fit_hybrid_weights(build_arms(corpus, paths, params, load_adapter, source), val, params)
+    test_path = paths.test
     info = _optional_json(paths.embed_dir / "info.json")
     setup = {
         "source": source or "unknown",

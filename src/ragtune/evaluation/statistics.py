@@ -14,16 +14,22 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom
 
-# Resamples drawn per block: bounds memory to block x n counts whatever the number of resamples.
+# Resamples drawn per block: at most this many, and at most _BLOCK_CELLS draws a block, so memory stays bounded
+# (~40 bytes a cell in flight: ~160 MB) whatever the number of resamples and of items (1M questions at 2,000 a
+# block held 16 GB a copy). Below 2,000 items blocks are as before.
 _RESAMPLE_BLOCK = 2000
+_BLOCK_CELLS = 4_000_000
 
 
-def bootstrap_counts(n: int, n_resamples: int, seed: int, block: int = _RESAMPLE_BLOCK) -> Iterator[np.ndarray]:
+def bootstrap_counts(n: int, n_resamples: int, seed: int, block: int | None = None) -> Iterator[np.ndarray]:
     """Yield float32 count matrices (b, n): how often each of n items is drawn in each resample.
 
-    The stream depends only on (n, n_resamples, seed): the same seed gives the same resamples for every
-    metric and every arm, so intervals of different arms are computed on the same resampled question sets.
+    The stream depends only on (n, n_resamples, seed), not on the block size: the same seed gives the same
+    resamples for every metric and every arm, so intervals of different arms are computed on the same resampled
+    question sets.
     """
+    if block is None:
+        block = max(1, min(_RESAMPLE_BLOCK, _BLOCK_CELLS // max(n, 1)))
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_resamples:

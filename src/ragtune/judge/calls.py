@@ -124,28 +124,35 @@ def llm_cache_key(identity: Mapping[str, Any], call: LlmCall) -> str:
     )
 
 
+def gen_requests(backend: Any, calls: Sequence[LlmCall]) -> list[Any]:
+    """The structured GenRequests (with their cache keys) that `backend` is sent for `calls`: what the judge
+    sends and `ragtune estimate` prices, built in one place."""
+    from ..llm import GenRequest, ToolSpec
+
+    identity = backend.identity()
+    if not backend.takes_repeat_penalty:  # answered as if there were none: same key, nothing sent
+        calls = [replace(c, repeat_penalty=1.0) for c in calls]
+    return [
+        GenRequest(
+            key=llm_cache_key(identity, c),
+            system=c.system,
+            user=c.user,
+            tool=ToolSpec(c.tool, _TOOL_DESCRIPTIONS.get(c.tool, c.tool), c.schema),
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            repeat_penalty=None if c.repeat_penalty == 1.0 else c.repeat_penalty,
+        )
+        for c in calls
+    ]
+
+
 def make_complete(backend: Any, cache: Any, stats: Any) -> Complete:
     """A `Complete` over the shared LLM layer: each call becomes a structured GenRequest, answered from
     the cache or by `backend` through `ragtune.llm.run_cached` (each reply committed as it arrives)."""
-    from ..llm import GenRequest, ToolSpec, run_cached
-
-    identity = backend.identity()
+    from ..llm import run_cached
 
     def complete(calls: Sequence[LlmCall]) -> list[LlmReply]:
-        if not backend.takes_repeat_penalty:  # answered as if there were none: same key, nothing sent
-            calls = [replace(c, repeat_penalty=1.0) for c in calls]
-        requests = [
-            GenRequest(
-                key=llm_cache_key(identity, c),
-                system=c.system,
-                user=c.user,
-                tool=ToolSpec(c.tool, _TOOL_DESCRIPTIONS.get(c.tool, c.tool), c.schema),
-                max_tokens=c.max_tokens,
-                temperature=c.temperature,
-                repeat_penalty=None if c.repeat_penalty == 1.0 else c.repeat_penalty,
-            )
-            for c in calls
-        ]
+        requests = gen_requests(backend, calls)
         results = run_cached(backend, cache, requests, stats, meta={"stage": "judge"})
         replies = []
         for req in requests:

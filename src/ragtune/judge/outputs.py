@@ -161,13 +161,10 @@ def split_usage(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 
 
 def headline_judge_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The few numbers `dvc metrics` compares (metrics.json): per arm the overall score and the LLM-free
-    scores, the adapter-vs-cosine overall difference and sign test, order agreement, failures, cost."""
+    """The few numbers `dvc metrics` compares (metrics.json), each a column of `dvc exp show`: per arm the
+    overall score, failures, cost. The LLM-free scores, the paired test and order agreement are in report.json."""
     out: dict[str, Any] = {"questions_judged": metrics["setup"]["judged"]}
-    out.update({arm: {m: block.get(m) for m in ("overall", *TEXT_METRICS)} for arm, block in metrics["arms"].items()})
-    overall = metrics["adapter_vs_cosine"].get("overall", {})
-    out["adapter_vs_cosine"] = {"overall_diff": overall.get("diff"), "overall_sign_test_p": overall.get("sign_test_p")}
-    out["order_agreement"] = metrics["order_agreement"].get("overall_winner_rate")
+    out.update({arm: {"overall": block.get("overall")} for arm, block in metrics["arms"].items()})
     out["failures"] = metrics["failures"]["total"]
     out["cost_usd"] = (metrics.get("usage") or {}).get("results_cost_usd")
     return out

@@ -81,6 +81,9 @@ class IctParams(Section):
     # share of the queries framed (a seeded draw per query); auto: AUTO_TEMPLATE_SHARE, or 0 when there are
     # labelled real training questions (`for_real_questions`)
     template_share: float | Literal["auto"] = 1.0
+    # Worker processes that write the pseudo-queries (YAKE is pure Python: one core each); the questions are the
+    # same for any number (each chunk's are seeded by its text). 1: in this process.
+    processes: int = Field(2, ge=1, le=256)
 
     @model_validator(mode="after")
     def _order(self) -> IctParams:

@@ -14,13 +14,18 @@ synthesize caps each style at `questions_per_chunk` and counts kept questions by
 (`llm.ict.template_share`) of the pseudo-queries into a frame: many users type questions, and a query adapter
 learns a map of the query space only where its training queries lie (README, "Question-shaped
 pseudo-queries").
+
+`llm.ict.processes` > 1 writes them in that many worker processes (YAKE is pure Python, one core each); each
+chunk's queries depend only on its text and the params, so the result is the same for any number of processes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import random
 import re
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -166,8 +171,8 @@ class IctBackend:
         self._extractor = make_extractor(params.ict) if params.ict.style != "sentence" else None
 
     def identity(self) -> dict[str, Any]:
-        # Every ict param (style and keyphrase settings included) decides the output.
-        return {"backend": self.name, "seed": self.params.seed, **self.params.ict.model_dump()}
+        # Every ict param (style and keyphrase settings included) decides the output; the process count does not.
+        return {"backend": self.name, "seed": self.params.seed, **self.params.ict.model_dump(exclude={"processes"})}
 
     def generate(
         self,
@@ -176,15 +181,65 @@ class IctBackend:
         stop: threading.Event,
         state: StateStore | None = None,
     ) -> None:
-        p = self.params.ict
+        todo = []
         for req in requests:
-            if stop.is_set():
-                return
             if req.tool is not None:  # answers and judgements need a language model
                 on_result(GenResult.failure(req.key, "unsupported", "the ict backend only writes pseudo-queries"))
-                continue
-            questions, styles = styled_queries(req.passage, req.max_items, self.params.seed, p, self._extractor)
+            else:
+                todo.append(req)
+        jobs = [(req.passage, req.max_items) for req in todo]
+        processes = min(self.params.ict.processes, len(jobs) // _MIN_JOBS_PER_PROCESS)
+        if processes > 1:
+            with _pool(processes, self.params) as pool:
+                # Leaving the block terminates the pool: on a stop, the jobs not yet done are dropped.
+                self._deliver(todo, pool.imap(_work, jobs, chunksize=_CHUNKSIZE), on_result, stop)
+        else:
+            _init_worker(self.params, self._extractor)
+            self._deliver(todo, map(_work, jobs), on_result, stop)
+
+    @staticmethod
+    def _deliver(todo: Sequence[GenRequest], outputs: Any, on_result: OnResult, stop: threading.Event) -> None:
+        """Hand each request's (questions, styles) to on_result in request order, until `stop` is set."""
+        for req, (questions, styles) in zip(todo, outputs):
+            if stop.is_set():
+                return
             on_result(GenResult(key=req.key, ok=True, cost_usd=0.0, questions=questions, output={"styles": styles}))
 
     def close(self) -> None:
         pass
+
+
+# A process is worth starting for this many chunks or more (a start costs about a second of imports on spawn).
+_MIN_JOBS_PER_PROCESS = 64
+_CHUNKSIZE = 16  # chunks a worker takes at a time: few round trips, little left over at a stop
+_WORKER: dict[str, Any] = {}
+
+
+def _pool(processes: int, params: LlmParams) -> Any:
+    """A pool of `processes` workers, each with its own YAKE extractor. fork where the platform has it (no imports to
+    repeat); spawn elsewhere."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method).Pool(processes, initializer=_init_pool_worker, initargs=(params,))
+
+
+def _init_pool_worker(params: LlmParams) -> None:
+    # A forked worker inherits the stage's handlers (SIGTERM/SIGINT: finish, then stop), which would keep it alive
+    # through the pool's terminate. The parent stops the pool; Ctrl-C, sent to the whole process group, is its.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(params, None)
+
+
+def _init_worker(params: LlmParams, extractor: Any) -> None:
+    p = params.ict
+    _WORKER.update(
+        seed=params.seed,
+        ict=p,
+        extractor=extractor if extractor is not None or p.style == "sentence" else make_extractor(p),
+    )
+
+
+def _work(job: tuple[str, int]) -> tuple[list[str], list[str]]:
+    """(questions, styles) for one (chunk text, max items), with this process's params and extractor."""
+    text, n = job
+    return styled_queries(text, n, _WORKER["seed"], _WORKER["ict"], _WORKER["extractor"])

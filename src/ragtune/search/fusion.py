@@ -8,7 +8,11 @@ as `retrieval.exact_top_k` and `lexical.Bm25Index.top_k` return them):
   is the usual constant.
 - `weighted_score_fusion`: each arm's scores min-max normalised per query over the rows it retrieved (its
   best row 1, its worst 0; a row it did not retrieve gets 0 from it), then w * dense + (1 - w) * lexical.
-  `choose_weight` picks w from a grid by MRR on the synthetic validation questions (never on test).
+  The default (eval, `ragtune search`): a fixed w = 0.6. RRF rewards any row both rankings hold, whatever its
+  place in the dense one, so a BM25 that matches the wrong chunks (users who name things in other words than
+  the documents) pulls the fused ranking below the dense one; a dense share above one half keeps the dense
+  ranking's order unless BM25 is sure. `choose_weight` picks w from a grid by MRR on the validation questions
+  (never on test) when `eval.hybrid.weights` holds several.
 
 A row only one arm returns still gets that arm's share. BM25's "no term in common" slots (-1) are not
 candidates. Ties in the fused score go to the lower corpus row, so results are deterministic. Fuse at a
@@ -22,6 +26,9 @@ compilation, paid again in every process (each eval stage, each `ragtune search`
 numpy; and it takes runs as dicts of string ids per query. The two fusions are a few dozen lines of numpy
 here, follow ranx's definitions (its `rrf` and `wsum` with `min-max` norm give the same numbers on the
 tests' hand-computed examples) and are tested against hand-computed rankings (tests/test_fusion.py).
+
+The fusion functions live in `ragtune.deploy.hybrid` (numpy only), which the eval stage also copies into its
+hybrid artefact: the standalone loader and eval fuse with the same code. They are re-exported here.
 """
 
 from __future__ import annotations
@@ -32,9 +39,15 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from ..deploy.hybrid import (  # noqa: F401 (re-exported: the one implementation of the fusion math)
+    FUSIONS,
+    Scored,
+    fuse,
+    min_max_normalise,
+    reciprocal_rank_fusion,
+    weighted_score_fusion,
+)
 from ..params import Section
-
-Scored = tuple[np.ndarray, np.ndarray]  # (scores, rows), each (n_queries, depth); rows -1 where empty
 
 Weight = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -44,9 +57,10 @@ class HybridParams(Section):
     `ragtune search`. They need the BM25 arm (`eval.bm25.enabled`)."""
 
     enabled: bool = True
-    method: Literal["rrf", "weighted"] = "rrf"
+    method: Literal["rrf", "weighted"] = "weighted"
     rrf_k: float = Field(60.0, ge=0.0, le=100_000.0)
-    weights: list[Weight] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    # the dense share of the weighted fusion: one value is fixed, several are chosen from on validation
+    weights: list[Weight] = [0.6]
     candidates: int = Field(100, ge=1, le=100_000)
 
     @model_validator(mode="after")
@@ -54,102 +68,6 @@ class HybridParams(Section):
         if not self.weights or len(set(self.weights)) != len(self.weights):
             raise ValueError(f"weights must be a non-empty list of distinct dense shares in [0, 1], got {self.weights}")
         return self
-
-
-def _as_2d(a: np.ndarray | Sequence) -> np.ndarray:
-    a = np.asarray(a)
-    return a.reshape(1, -1) if a.ndim == 1 else a
-
-
-def _accumulate(rows: Sequence[np.ndarray], contributions: Sequence[np.ndarray], depth: int | None) -> Scored:
-    """Sum each (query, row)'s contributions over arms; per query, best `depth` rows by fused score, ties to
-    the lower row. Returns (scores float64, rows int64), -1 / 0.0 where a query has fewer candidates."""
-    all_rows = np.concatenate([r.astype(np.int64, copy=False) for r in rows], axis=1)
-    all_contrib = np.concatenate([np.asarray(c, np.float64) for c in contributions], axis=1)
-    n_q = all_rows.shape[0]
-    valid = all_rows >= 0
-    query = np.broadcast_to(np.arange(n_q, dtype=np.int64)[:, None], all_rows.shape)[valid]
-    row = all_rows[valid]
-    stride = int(row.max()) + 1 if row.size else 1
-    keys, inverse = np.unique(query * stride + row, return_inverse=True)
-    if depth is None:  # every candidate: as many columns as the query with the most distinct rows
-        depth = int(np.bincount(keys // stride, minlength=1).max()) if keys.size else 0
-    out_rows = np.full((n_q, depth), -1, dtype=np.int64)
-    out_scores = np.zeros((n_q, depth), dtype=np.float64)
-    if keys.size == 0 or depth == 0:
-        return out_scores, out_rows
-    fused = np.bincount(inverse.ravel(), weights=all_contrib[valid], minlength=len(keys))
-    q, r = keys // stride, keys % stride
-    order = np.lexsort((r, -fused, q))  # by query, then score down, then row up
-    q, r, fused = q[order], r[order], fused[order]
-    position = np.arange(len(q)) - np.searchsorted(q, q, side="left")
-    keep = position < depth
-    out_rows[q[keep], position[keep]] = r[keep]
-    out_scores[q[keep], position[keep]] = fused[keep]
-    return out_scores, out_rows
-
-
-def _arm_weights(weights: Sequence[float] | None, n_arms: int) -> list[float]:
-    if weights is None:
-        return [1.0] * n_arms
-    if len(weights) != n_arms:
-        raise ValueError(f"{len(weights)} weights for {n_arms} rankings")
-    return [float(w) for w in weights]
-
-
-def reciprocal_rank_fusion(
-    rankings: Sequence[np.ndarray], k: float = 60.0, depth: int | None = None, weights: Sequence[float] | None = None
-) -> Scored:
-    """Reciprocal-rank fusion of several rankings of the same queries.
-
-    `rankings`: one array per arm, (n_queries, depth_a) corpus rows best first (or (depth_a,) for one
-    query), -1 for empty slots (BM25's "no term in common"). A row scores sum_a w_a / (k + rank_a) over the
-    arms that retrieved it (rank 1-based; w_a = 1 unless `weights`). Returns `(scores, rows)`, each
-    (n_queries, depth) (1-D for 1-D input), best first, ties to the lower row, -1 / 0.0 past the candidates.
-    `depth` None: every candidate (as many columns as the query with the most distinct rows).
-    """
-    if not rankings:
-        raise ValueError("no rankings to fuse")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    squeeze = np.asarray(rankings[0]).ndim == 1
-    arrays = [_as_2d(r) for r in rankings]
-    if len({a.shape[0] for a in arrays}) != 1:
-        raise ValueError(f"rankings disagree on the number of queries: {[a.shape[0] for a in arrays]}")
-    contributions = [
-        w / (k + np.arange(1, a.shape[1] + 1, dtype=np.float64))[None, :].repeat(a.shape[0], 0)
-        for a, w in zip(arrays, _arm_weights(weights, len(arrays)))
-    ]
-    scores, rows = _accumulate(arrays, contributions, depth)
-    return (scores[0], rows[0]) if squeeze else (scores, rows)
-
-
-def min_max_normalise(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Per query, scores mapped to [0, 1] over the slots with a row (rows >= 0): the best 1, the worst 0;
-    all equal (or a single row): 1. Empty slots: 0."""
-    scores, rows = _as_2d(scores).astype(np.float64), _as_2d(rows)
-    valid = rows >= 0
-    lo = np.where(valid, scores, np.inf).min(axis=1, keepdims=True)
-    hi = np.where(valid, scores, -np.inf).max(axis=1, keepdims=True)
-    span = hi - lo
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(span > 0, (scores - lo) / np.where(span > 0, span, 1.0), 1.0)
-    return np.where(valid, norm, 0.0)
-
-
-def weighted_score_fusion(scored: Sequence[Scored], weights: Sequence[float], depth: int | None = None) -> Scored:
-    """Weighted sum of min-max normalised scores: `scored` is one (scores, rows) pair per arm, each
-    (n_queries, depth_a) (or 1-D for one query); `weights` one per arm (dense share w, lexical 1 - w for a
-    hybrid). A row an arm did not retrieve gets 0 from it. Same output as `reciprocal_rank_fusion`."""
-    if not scored:
-        raise ValueError("no scored rankings to fuse")
-    squeeze = np.asarray(scored[0][1]).ndim == 1
-    rows = [_as_2d(r) for _, r in scored]
-    contributions = [
-        w * min_max_normalise(s, r) for (s, _), r, w in zip(scored, rows, _arm_weights(weights, len(scored)))
-    ]
-    out_scores, out_rows = _accumulate(rows, contributions, depth)
-    return (out_scores[0], out_rows[0]) if squeeze else (out_scores, out_rows)
 
 
 def fuse_hybrid(
@@ -162,11 +80,12 @@ def fuse_hybrid(
 ) -> Scored:
     """The hybrid of eval and `ragtune search`: RRF of the two rankings, or the weighted fusion with dense
     share `weight` (lexical 1 - weight)."""
-    if method == "rrf":
-        return reciprocal_rank_fusion([dense[1], lexical[1]], k=rrf_k, depth=depth)
-    if weight is None or not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weighted fusion needs a dense share in [0, 1], got {weight}")
-    return weighted_score_fusion([dense, lexical], [weight, 1.0 - weight], depth)
+    return fuse(method, fusion_params(method, rrf_k, weight), dense, lexical, depth)
+
+
+def fusion_params(method: str, rrf_k: float = 60.0, weight: float | None = None) -> dict[str, float | None]:
+    """The params `ragtune.deploy.hybrid.fuse` takes for `method`, from eval's settings."""
+    return {"rrf_k": rrf_k} if method == "rrf" else {"weight": weight}
 
 
 def mean_reciprocal_rank(rows: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> float:

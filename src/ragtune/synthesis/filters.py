@@ -38,8 +38,11 @@ def clean(q: str) -> str:
 
 def normalise(q: str) -> str:
     """Key for duplicate detection: case, accents, punctuation and spacing ignored."""
-    q = unicodedata.normalize("NFKD", q)
-    q = "".join(ch for ch in q if not unicodedata.combining(ch)).casefold()
+    if q.isascii():  # NFKD and the accent filter leave ASCII as it is; the per-character loop is the cost
+        q = q.casefold()
+    else:
+        q = unicodedata.normalize("NFKD", q)
+        q = "".join(ch for ch in q if not unicodedata.combining(ch)).casefold()
     return " ".join(re.sub(r"[^\w]+", " ", q).split())
 
 

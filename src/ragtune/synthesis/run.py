@@ -189,6 +189,16 @@ def build_jobs(
     return jobs
 
 
+def plan_jobs(
+    chunks: Sequence[Chunk], tests: Sequence[TestQuestion], backend: Backend, params: SynthesizeParams
+) -> tuple[Prompt, ChunkSelection, list[Job]]:
+    """The prompt, the chunk selection and one job (its request, with its cache key) per selected chunk: what
+    `synthesize` sends and `ragtune estimate` prices, built in one place."""
+    prompt = load_prompt(params.prompt)
+    selection = select_chunks(chunks, tests, params)
+    return prompt, selection, build_jobs(selection.train, selection.synthetic_test, backend, prompt, params)
+
+
 def synthesize(
     chunks: Sequence[Chunk],
     tests: Sequence[TestQuestion],
@@ -205,10 +215,8 @@ def synthesize(
     """
     t0 = time.perf_counter()
     stop = stop or threading.Event()
-    prompt = load_prompt(params.prompt)
-    selection = select_chunks(chunks, tests, params)
+    prompt, selection, jobs = plan_jobs(chunks, tests, backend, params)
     train, test_chunks, capped = selection.train, selection.synthetic_test, selection.capped
-    jobs = build_jobs(train, test_chunks, backend, prompt, params)
     by_key: dict[str, list[Job]] = {}
     for j in jobs:
         by_key.setdefault(j.request.key, []).append(j)
