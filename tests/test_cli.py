@@ -133,9 +133,12 @@ def test_chunks_found_by_one_side_only_are_marked():
 # --- the hybrid column ------------------------------------------------------------------------------
 
 
-def test_search_shows_the_hybrid_beside_cosine_and_adapter(pipeline, monkeypatch, capsys):
+def test_search_shows_the_hybrid_beside_cosine_and_adapter(pipeline, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(pipeline)
-    assert main(["search", "Which ICT-related incidents must financial entities report?", "-k", "3", "--json"]) == 0
+    rrf = tmp_path / "rrf.yaml"
+    rrf.write_text("embedding: {}\neval:\n  hybrid:\n    method: rrf\n", encoding="utf-8")
+    question = "Which ICT-related incidents must financial entities report?"
+    assert main(["search", question, "-k", "3", "--json", "--params", str(rrf)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["hybrid_fusion"] == {"method": "rrf", "candidates": 100, "rrf_k": 60.0}
     assert len(out["hybrid"]) == 3 and out["hybrid"][0]["id"] == "dora-art19-p1"
@@ -143,10 +146,7 @@ def test_search_shows_the_hybrid_beside_cosine_and_adapter(pipeline, monkeypatch
     assert out["hybrid"][0]["score"] == pytest.approx(2 / 61, abs=1e-6)
     assert [h["rank"] for h in out["hybrid"]] == [1, 2, 3]
 
-    assert (
-        main(["search", "Which ICT-related incidents must financial entities report?", "-k", "2", "--width", "100"])
-        == 0
-    )
+    assert main(["search", question, "-k", "2", "--width", "100", "--params", str(rrf)]) == 0
     text = capsys.readouterr().out
     assert "│ hybrid (BM25+adapter, RRF k=60)" in text and " 1. dora-art19-p1  0.0328" in text
     assert re.search(r"\* hybrid: [0-2] of its top 2 found by neither dense side", text)
@@ -156,9 +156,11 @@ def test_search_shows_the_hybrid_beside_cosine_and_adapter(pipeline, monkeypatch
 def test_search_uses_the_weight_eval_chose_or_no_hybrid_when_off(pipeline, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(pipeline)
     weighted = tmp_path / "weighted.yaml"
-    weighted.write_text("embedding: {}\neval:\n  hybrid:\n    method: weighted\n", encoding="utf-8")
+    weighted.write_text(
+        "embedding: {}\neval:\n  hybrid:\n    method: weighted\n    weights: [0.3, 0.7]\n", encoding="utf-8"
+    )
     question = ["search", "notify the supervisory authority of a breach", "-k", "2", "--json"]
-    # No report.json yet: the weight has not been chosen, so the hybrid fuses by RRF.
+    # No report.json yet: eval has not chosen among the weights, so the hybrid fuses by RRF.
     assert main([*question, "--params", str(weighted)]) == 0
     assert json.loads(capsys.readouterr().out)["hybrid_fusion"]["method"] == "rrf"
     metrics = pipeline / "data/eval/report.json"

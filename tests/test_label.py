@@ -14,7 +14,7 @@ from label_support import TEST_QUESTIONS, build_pipeline, copy_pipeline
 from ragtune.cli import main
 from ragtune.errors import DataError, RagtuneError
 from ragtune.evaluation.metrics import EvalParams
-from ragtune.evaluation.selection import choose_with_labels
+from ragtune.evaluation.recommend import with_labels
 from ragtune.label.command import LabelOptions, load_app, params_advice
 from ragtune.label.pooling import pool
 from ragtune.label.preview import TrainedOn, preview
@@ -247,19 +247,19 @@ def test_the_preview_scores_each_arm_by_reciprocal_rank_and_leaves_out_what_the_
     trained = TrainedOn([TestQuestion(id="old", question="Trained question?", relevant_ids=["c0"])], Path("f.jsonl"))
     out = preview(judgements, rankings, ["cosine", "bm25"], row_of, trained, params)
     assert (out["labelled"], out["scored"], out["left_out"]) == (9, 8, 1)
-    expected = choose_with_labels(
+    # the rule eval applies: the labels' best against the arm the no-label policy would deploy
+    arm, statement, details = with_labels(
         {"cosine": np.array([0, 1 / 3] * 4), "bm25": np.ones(8)},
-        metric="MRR@3",
-        alpha=params.alpha,
-        resamples=params.bootstrap_resamples,
-        confidence=params.confidence,
-        seed=params.seed,
+        "mrr@3",
+        params,
+        params.recommend.without_labels,
+        params.recommend.margin,
     )
-    assert out["arm"] == expected.arm == "bm25" and out["scores"] == {
+    assert out["arm"] == arm == "bm25" and out["scores"] == {
         "cosine": pytest.approx(1 / 6, abs=1e-4),
         "bm25": 1.0,
     }
-    assert out["statement"].startswith(expected.statement)
+    assert out["statement"].startswith(statement) and details["labelled"]["prior"] == "cosine"
     assert "1 labelled question(s) left out: the current adapter trained on them (f.jsonl" in out["statement"]
     empty = preview([], {}, ["cosine", "bm25"], row_of, trained, params)
     assert empty["scored"] == 0 and "No labelled questions yet" in empty["statement"]

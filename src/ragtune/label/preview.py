@@ -1,6 +1,7 @@
 """What the recommendation would be with the labels so far: each arm scored on the labelled questions by the
 reciprocal rank of the first relevant chunk within eval's MRR cut-off, and the arm chosen by
-`ragtune.evaluation.selection.choose_with_labels` (the paired test against the runner-up and its statement).
+`ragtune.evaluation.recommend.with_labels`, the rule eval applies (the labels' best replaces the choice made
+without labels only when ahead of it beyond chance; the statement says whether that is settled).
 
 Questions the shipped adapter trained on would flatter it (and the hybrid built on it): the pipeline's
 data/fetch/train_questions.jsonl holds the labels fetch copied at the last `dvc repro`, and those are left out.
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.metrics import EvalParams, hit_matrix
-from ..evaluation.selection import choose_with_labels
+from ..evaluation.recommend import with_labels
 from ..records import TestQuestion, load_test
 from ..search.dense import per_query_reciprocal_rank
 from .storage import Judgement, question_key
@@ -68,18 +69,13 @@ def preview(
     out: dict[str, Any] = {"labelled": len(labelled), "scored": len(kept), "left_out": len(labelled) - len(kept)}
     if not arms:
         return {**out, "statement": "No arms to compare."}
-    choice = choose_with_labels(
-        scores,
-        metric=f"MRR@{params.mrr_k}",
-        alpha=params.alpha,
-        resamples=params.bootstrap_resamples,
-        confidence=params.confidence,
-        seed=params.seed,
+    # The rule eval applies at the next `dvc repro`: the labels' best replaces the no-label choice only when ahead.
+    arm, statement, details = with_labels(
+        scores, f"mrr@{params.mrr_k}", params, params.recommend.without_labels, params.recommend.margin
     )
-    statement = choice.statement
     if out["left_out"]:
         statement += (
             f" {out['left_out']} labelled question(s) left out: the current adapter trained on them "
             f"({trained.source}, copied by fetch at the last dvc repro)."
         )
-    return {**out, **choice.as_dict(), "statement": statement}
+    return {**out, **details["labelled"], "arm": arm, "statement": statement}
