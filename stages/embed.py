@@ -7,7 +7,7 @@ from pathlib import Path
 from ragtune.cache import ContentCache
 from ragtune.corpus.fetching import report_source
 from ragtune.embedding.embedder import CachedEmbedder
-from ragtune.embedding.sets import EmbedInputs, embed_all
+from ragtune.embedding.sets import EmbedInputs, embed_sets
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.stage import run_main, split_run_facts, write_run_record
@@ -15,7 +15,7 @@ from ragtune.tracking import stage_run
 
 OUT = Path("data/embed")
 CACHE = Path("data/cache/embeddings.sqlite")
-RUN_FACTS = ("cache_hits", "cache_misses", "encoded", "seconds")
+RUN_FACTS = ("cache_hits", "journal_hits", "cache_misses", "encoded", "seconds")
 
 
 def main() -> None:
@@ -34,9 +34,13 @@ def main() -> None:
 
     params = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
+    # The cache closes (merging this run's rows into the tracked file) before any output is replaced: a merge
+    # that fails leaves the last run's outputs as they were.
     with ContentCache(CACHE) as cache, CachedEmbedder(params, cache) as embedder:
         source = report_source(args.corpus.parent / "report.json")
-        info = embed_all(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source), OUT)
+        sets = embed_sets(embedder, EmbedInputs(args.corpus, tests, args.questions, args.real, source))
+    sets.write(OUT)
+    info = {**sets.counts, "journal_hits": cache.journal_hits}  # vectors an earlier, unfinished run computed
     kept, facts = split_run_facts(info, RUN_FACTS)
     write_json(OUT / "info.json", kept)
     write_run_record(OUT, facts)
@@ -46,7 +50,10 @@ def main() -> None:
     with stage_run("embed", mlflow_params, params={"embedding": params}, datasets=datasets) as run:
         run.log_metrics({k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         run.log_metrics({f"window_{k}": v for k, v in info["window"].items() if isinstance(v, (int, float))})
-    print(f"embed: {info['encoded']} texts encoded, {info['cache_hits']} from cache, {info['seconds']} s")
+    print(
+        f"embed: {info['encoded']} texts encoded, {info['cache_hits']} from cache ({info['journal_hits']} from the "
+        f"journal), {info['seconds']} s"
+    )
     warn_window(info["window"])
 
 

@@ -19,7 +19,8 @@ def main() -> None:
         from ragtune.embedding.embedder import token_counter
 
         count, window = token_counter(load_section("embedding", EmbeddingParams))
-        result = apply_passages(result, count, params.passages.size or window, params.passages.overlap)
+        corpus_file = params.jsonl.corpus if params.source == "jsonl" else None
+        result = apply_passages(result, count, params.passages.size or window, params.passages.overlap, corpus_file)
     write_jsonl(OUT / "corpus.jsonl", result.chunks)
     write_jsonl(OUT / "test.jsonl", result.test)
     # Always written (empty without fetch.jsonl.train_questions), so the stages after fetch have one input.

@@ -34,6 +34,7 @@ CACHE = Path("data/cache/llm.sqlite")
 # same questions (dataset_cost_usd, in report.json, is what the whole question set cost).
 RUN_FACTS = (
     "cache_hits",
+    "journal_hits",
     "cache_misses",
     "calls",
     "retries",
@@ -96,6 +97,7 @@ def main() -> None:
         with tqdm(desc=f"synthesize ({backend.name})", **bar_args) as bar:
             outcome = synthesize(chunks, tests, backend, cache, params, stop=stop, progress=bar)
     backend.close()
+    outcome.report["journal_hits"] = cache.journal_hits  # answers an earlier, unfinished run paid for
     outcome.report["real_training_questions"] = n_real
     if llm_params.backend == "ict":  # the share that ran (`auto` resolved)
         outcome.report["ict_template_share"] = llm_params.ict.template_share
@@ -106,8 +108,9 @@ def main() -> None:
     report = outcome.report  # all of it, this run's facts included, for MLflow and the log
     if report["interrupted"]:
         raise RagtuneError(
-            f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk "
-            "is in data/cache/llm.sqlite, so a rerun resumes from here"
+            f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk is kept "
+            f"(data/cache/llm.sqlite and its journal {cache.journal}), so a rerun resumes from here, "
+            "with dvc repro or dvc exp run"
         )
     check_no_leak(outcome.questions, outcome.forbidden_chunk_ids)
     write_jsonl(OUT / "questions.jsonl", outcome.questions)
@@ -129,7 +132,8 @@ def main() -> None:
         f"synthesize: {report['questions_kept']} questions for {report['chunks_with_questions']}/"
         f"{report['chunks_requested']} chunks ({report['questions_dropped']} dropped), "
         f"{report['test_questions_kept']} synthetic test questions; {report['calls']} calls, "
-        f"{report['cache_hits']} cache hits, {report['failures']} failures, cost {cost}, {report['seconds']} s"
+        f"{report['cache_hits']} cache hits ({report['journal_hits']} from the journal), {report['failures']} "
+        f"failures, cost {cost}, {report['seconds']} s"
     )
     warning = degenerate_warning(report["degenerate_questions"], report["degenerate_share"])
     if warning:

@@ -24,7 +24,8 @@ def main() -> None:
     base = load_section("train", TrainParams)
     mlflow_params = load_section("mlflow", MlflowParams)
     data = load_training_data(*INPUTS, round_trip_top_k=base.round_trip_top_k)
-    storage_label = redact_url(tune.storage) if tune.storage else str(STORAGE_DIR / "optuna.journal")
+    url = tune.storage_url()  # from the environment when tune.storage_env names a variable
+    storage_label = redact_url(url) if url else str(STORAGE_DIR / "optuna.journal")
 
     with stage_run(
         "tune", mlflow_params, params={"tune": tune, "train": base}, datasets=PipelinePaths().datasets()
@@ -33,7 +34,7 @@ def main() -> None:
         if run.active:
             experiment_id = run.client.get_run(run.run_id).info.experiment_id
             tags = {k: v for k, v in pipeline_tags("tune").items() if k != "ragtune.stage"}
-            target = MlflowTarget(mlflow_params.tracking_uri, experiment_id, run.run_id, tuple(tags.items()))
+            target = MlflowTarget(mlflow_params.uri(), experiment_id, run.run_id, tuple(tags.items()))
         result = run_study(tune, base, INPUTS, STORAGE_DIR, target, data)
         best = result.best
         run.set_tags(
@@ -62,7 +63,7 @@ def main() -> None:
             ]
         )
 
-    if tune.storage and "://" in tune.storage:
+    if url and "://" in url:
         STORAGE_DIR.mkdir(parents=True, exist_ok=True)
         (STORAGE_DIR / "README.txt").write_text(
             f"study {result.study_name} is stored in {storage_label}\n", encoding="utf-8"

@@ -91,6 +91,22 @@ class CountingBackend:
         pass
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_journal(tmp_path_factory):
+    """Cache journals (ragtune.cache) of module- and session-wide fixtures and their subprocesses in a temporary
+    directory: no test reads or writes the real ~/.cache/ragtune."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAGTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("journal-session")))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _journal(tmp_path_factory, monkeypatch):
+    """Each test its own journal directory: no test sees rows that another made."""
+    monkeypatch.setenv("RAGTUNE_CACHE_DIR", str(tmp_path_factory.mktemp("journal")))
+
+
 @pytest.fixture
 def backend() -> CountingBackend:
     return CountingBackend()

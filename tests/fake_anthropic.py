@@ -100,6 +100,9 @@ def cache_marked(body: dict[str, Any]) -> bool:
 @dataclass
 class FakeAnthropic:
     delay: float = 0.0  # seconds before each /v1/messages answer
+    # While set, a request whose user message contains this text gets a 500, whatever its scenario: an outage
+    # for part of a run, switched off between runs.
+    failing: str | None = None
     # Usage as the API reports it (input counted with fake_tokens, prompt caching of the tools + system prefix,
     # output = the tool input's tokens); off: the fixed 120 in / 30 out that older tests assert on.
     count_usage: bool = False
@@ -190,6 +193,8 @@ class FakeAnthropic:
             self.attempts[user] = self.attempts.get(user, 0) + 1
             attempt = self.attempts[user]
         ok = (200, tool_message({"questions": questions_for(user)}, model=body.get("model", "")), {})
+        if self.failing and self.failing in user:
+            return 500, _error("api_error", "Internal server error"), {}
         if scenario == "ok":
             return ok
         if scenario == "rate_limited_once":

@@ -84,12 +84,16 @@ def run_stages(
     return done
 
 
-def dvc(dest: Path, *args: str, timeout: int = 900) -> str:
-    """Run dvc in `dest`; return its combined output, failing with that output on a non-zero exit."""
+def dvc(dest: Path, *args: str, timeout: int = 900, journal: Path | None = None) -> str:
+    """Run dvc in `dest`; return its combined output, failing with that output on a non-zero exit. `journal`:
+    the cache journal directory (RAGTUNE_CACHE_DIR) of another machine, e.g. a teammate's empty one."""
+    env = pipeline_env()
+    if journal is not None:
+        env["RAGTUNE_CACHE_DIR"] = str(journal)
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "dvc"), *args],
         cwd=dest,
-        env=pipeline_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -102,9 +102,11 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextmanager
-def mlflow_server(timeout_s: float = 180.0) -> Iterator[str]:
-    """Yield `http://127.0.0.1:PORT` of a fresh `mlflow server` once its /health answers."""
-    root = Path(tempfile.mkdtemp(prefix="ragtune-mlflow-"))
+def mlflow_server(timeout_s: float = 180.0, store: Path | None = None) -> Iterator[str]:
+    """Yield `http://127.0.0.1:PORT` of a fresh `mlflow server` once its /health answers. `store`: the folder for
+    its backend store and artifacts, kept afterwards (default: a temporary one, removed)."""
+    root = Path(store) if store is not None else Path(tempfile.mkdtemp(prefix="ragtune-mlflow-"))
+    root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
@@ -149,7 +151,8 @@ def mlflow_server(timeout_s: float = 180.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-        shutil.rmtree(root, ignore_errors=True)
+        if store is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

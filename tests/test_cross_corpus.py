@@ -518,7 +518,7 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
             if arm != "cosine":
                 cmp = row["vs_cosine"][arm]
                 assert 0 <= cmp["hit@5"]["p"] <= 1 and 0 <= cmp["mrr@20"]["p"] <= 1 and "gained" in cmp["hit@5"]
-        assert row["stages_run"] == ["fetch", "synthesize", "embed", "tune", "train", "eval", "curve"]
+        assert row["stages_run"] == ["check", "fetch", "synthesize", "embed", "tune", "train", "eval", "curve"]
         assert row["wall_s"] > 0
         assert "Running stage 'judge'" not in first
         params = yaml.safe_load((out / "work" / row["name"] / "params.yaml").read_text())

@@ -99,7 +99,10 @@ def test_prompt_caching_and_batch_discount(tmp_path, fake, monkeypatch):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["llm"]["anthropic"]["batch"] = False
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    (project / "data/cache/llm.sqlite").unlink()
+    (project / "data/cache/llm.sqlite").unlink()  # as `dvc exp run` resets it: the journal still holds every answer
+    assert run_estimate().stages[0].usd.point == 0
+    # Nothing cached at all: neither the tracked file nor its journal (ragtune.cache).
+    monkeypatch.setenv("RAGTUNE_CACHE_DIR", str(tmp_path / "empty-journal"))
     direct = run_estimate().stages[0]
     assert direct.usd.point == pytest.approx(2 * s.usd.point, rel=1e-3)
 

@@ -51,9 +51,12 @@ def test_nested_keys_are_named_with_their_path(tmp_path):
     assert "fetch.eu_law.chunk_charz: unknown key" in msg and "chunk_chars" in msg
 
 
-def test_unknown_section_is_an_error(tmp_path):
-    with pytest.raises(ParamsError, match=r"unknown section\(s\) \['trian'\]"):
+def test_unknown_section_is_an_error_with_a_suggestion(tmp_path):
+    with pytest.raises(ParamsError, match=r"unknown section 'trian' \(did you mean 'train'\?\)"):
         validate_params_file(write(tmp_path, "trian: {}\n"))
+    # A stage reading only its own section refuses a misspelt one too: it would be silently ignored.
+    with pytest.raises(ParamsError, match=r"unknown section 'embeding' \(did you mean 'embedding'\?\)"):
+        load_section("fetch", FetchParams, write(tmp_path, "fetch: {}\nembeding:\n  batch_size: 0\n"))
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

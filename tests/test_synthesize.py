@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 
 import pytest
@@ -77,7 +78,8 @@ def test_failures_are_recorded_counted_and_retried(tmp_path, backend):
         assert out.failed_share == pytest.approx(0.25)
         assert not any(q.chunk_id == "c1" for q in out.questions)
         assert out.report["chunks_with_questions"] == 3  # the failed chunk is not a "zero questions" success
-        stored = [json.loads(v) for (v,) in cache._conn.execute("SELECT value FROM items")]
+        # Each result is committed to the journal the moment it arrives (ragtune.cache).
+        stored = [json.loads(v) for (v,) in sqlite3.connect(cache.journal).execute("SELECT value FROM items")]
         assert sorted(s["status"] for s in stored) == ["failed", "ok", "ok", "ok"]
         assert [s["reason"] for s in stored if s["status"] == "failed"] == ["invalid_output"]
         backend.fail = False  # the next run retries the failure, and only it

@@ -9,6 +9,7 @@
     ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
     ragtune ui [--port 5000]           MLflow's UI, opened on the runs of the pipeline's experiment
     ragtune bench-labels --corpus NAME  choosing the arm on n labelled questions, from bench's workspaces
+    ragtune cache check | repair PATH  find damaged cache files; rebuild one from the rows it can still read
 
 Quiet by default (warnings only); `ragtune -v COMMAND` says more (-vv: debug), in the stages it runs too.
 Stages run by `dvc repro` log progress (INFO); `RAGTUNE_LOG=DEBUG dvc repro` for detail, WARNING for less.
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_label_parser(sub)
     add_parsers(sub)
+    from .cache_repair import add_cache_parser
+
+    add_cache_parser(sub)
     return parser
 
 
@@ -167,8 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .benchmark.labels import run_from_args
 
             print("\n".join(str(p) for p in run_from_args(args, shlex.join(["ragtune", *argv]))))
+        elif args.command == "cache":
+            from .cache_repair import cache_command
+
+            return cache_command(args.action, args.paths)
     except RagtuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from .credentials import redact
+
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
     return status
 

@@ -9,5 +9,10 @@ class DataError(RagtuneError):
     """A data file breaks its contract. The message starts with `file:line:`."""
 
 
+class UnreadableFileError(DataError, ValueError):
+    """A file that exists but cannot be parsed (damaged JSON, a truncated .npz). Also a ValueError, so that
+    a caller that treats an unreadable optional file as absent still does."""
+
+
 class ParamsError(RagtuneError):
     """params.yaml has an unknown key, a wrong type or an out-of-range value."""

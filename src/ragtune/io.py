@@ -1,8 +1,10 @@
-"""Atomic file output: a stage never leaves a half-written file behind."""
+"""Atomic file output: a stage never leaves a half-written file behind, and a full disk or a folder it may
+not write to is an error naming the file, with the previous version of that file untouched."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -12,6 +14,29 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from .errors import RagtuneError, UnreadableFileError
+
+# Errors of the place written to, not of the data: a full disk or quota, a file too large, no permission.
+_PLACE_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space on its device",
+    errno.EDQUOT: "the disk quota is used up: free space",
+    errno.EFBIG: "the file grew past the size this system allows",
+    errno.EACCES: "no permission: make the folder writable",
+    errno.EPERM: "no permission: make the folder writable",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def write_error(path: str | os.PathLike[str], exc: OSError) -> RagtuneError | None:
+    """A RagtuneError naming `path` for an OSError that is the place's fault (full disk, no permission),
+    saying the previous version is untouched; None for any other error."""
+    advice = _PLACE_ERRORS.get(exc.errno or 0)
+    if advice is None:
+        return None
+    return RagtuneError(
+        f"{path}: could not write it ({exc.strerror}); {advice}, then rerun. Its previous version is untouched"
+    )
 
 
 def current_umask() -> int:
@@ -37,8 +62,11 @@ def apply_umask_modes(root: str | os.PathLike[str]) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:
+        raise (write_error(final, exc) or exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp makes the file private (0600); give it the mode a plain open() would.
@@ -46,6 +74,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        raise (write_error(final, exc) or exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -69,8 +99,15 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """A JSON file; UnreadableFileError naming it (and how to remake it) when it cannot be parsed."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UnreadableFileError(
+            f"{path}: not valid JSON ({exc}); if a stage wrote it, rerun that stage (dvc repro -f STAGE), "
+            "otherwise fix the file"
+        ) from None
 
 
 def write_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:

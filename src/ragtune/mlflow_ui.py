@@ -33,7 +33,7 @@ def experiment_id(mlflow_params: MlflowParams) -> str:
 
     from .tracking import check_tracking_server, redact_url
 
-    uri = mlflow_params.tracking_uri
+    uri = mlflow_params.uri()  # from the environment when mlflow.tracking_uri_env names a variable
     where = redact_url(uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         # MlflowClient would create an empty database there
@@ -50,10 +50,12 @@ def experiment_id(mlflow_params: MlflowParams) -> str:
 def serve_ui(mlflow_params: MlflowParams, host: str, port: int, workers: int) -> int:
     """Print the URL of the experiment's runs; for a local store, then run `mlflow ui` on it until stopped
     (its exit status is returned). A tracking server's UI is already served: only its URL is printed."""
+    from .tracking import redact_url
+
     exp_id = experiment_id(mlflow_params)
-    uri = mlflow_params.tracking_uri
+    uri = mlflow_params.uri()
     if is_server(uri):
-        print(experiment_url(uri, exp_id), flush=True)
+        print(redact_url(experiment_url(uri, exp_id)), flush=True)  # the browser asks for the password
         return 0
     print(f"MLflow UI of {uri}, experiment {mlflow_params.experiment!r}: open", flush=True)
     print(experiment_url(f"http://{host}:{port}", exp_id), flush=True)

@@ -8,6 +8,7 @@ checked at once (tests do).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from .credentials import ENV_NAME, from_env, redact, refuse_secrets
 from .errors import ParamsError
 
 DEFAULT_PARAMS = "params.yaml"
@@ -69,9 +71,18 @@ class EmbeddingParams(Section):
 
 class MlflowParams(Section):
     tracking_uri: str = "sqlite:///mlflow.db"
+    # A server whose URI holds credentials (http://user:PASSWORD@host): the environment variable holding the
+    # URI, which then replaces tracking_uri (or MLflow's own MLFLOW_TRACKING_USERNAME / _PASSWORD variables).
+    tracking_uri_env: str | None = Field(None, pattern=ENV_NAME)
     experiment: str = "ragtune"
     enabled: bool = True
     register_model_name: str | None = None  # register each trained adapter as a version of this model
+
+    def uri(self) -> str:
+        """The tracking URI to use: the one in tracking_uri_env's variable, else tracking_uri."""
+        if self.tracking_uri_env:
+            return from_env(self.tracking_uri_env, "mlflow.tracking_uri_env", "http://user:PASSWORD@host:5000")
+        return self.tracking_uri
 
 
 # --- fetch ------------------------------------------------------------------------------------
@@ -153,15 +164,31 @@ SECTIONS: dict[str, str] = {
 
 
 def read_params_file(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The params file as a mapping of sections; an unknown section (a misspelt name) is an error."""
     p = Path(path)
     if not p.is_file():
         raise ParamsError(f"{p}: params file not found; run from the repository root")
+    raw = p.read_bytes()
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ParamsError(f"{p}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{p}: not valid YAML: {exc}") from None
+        raise ParamsError(redact(f"{p}: not valid YAML: {exc}")) from None
     if not isinstance(data, dict):
         raise ParamsError(f"{p}: the top level must be a mapping of sections")
+    unknown = sorted(str(k) for k in data if k not in SECTIONS)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, SECTIONS, n=1)
+            hints.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise ParamsError(
+            f"{p}: unknown section {', '.join(hints)}: it would be ignored; known sections: {', '.join(SECTIONS)}"
+        )
     return data
 
 
@@ -171,6 +198,7 @@ def parse_section(raw: Any, section: str, model: type[S], source: str = DEFAULT_
         raw = {}
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: '{section}' must be a mapping, got {type(raw).__name__}")
+    refuse_secrets(section, raw, source)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -185,7 +213,7 @@ def parse_section(raw: Any, section: str, model: type[S], source: str = DEFAULT_
             else:
                 got = err.get("input")
                 msgs.append(f"{key}: {err['msg']} (got {got!r})")
-        raise ParamsError(f"{source}: invalid params:\n  " + "\n  ".join(msgs)) from None
+        raise ParamsError(redact(f"{source}: invalid params:\n  " + "\n  ".join(msgs))) from None
 
 
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -210,12 +238,19 @@ def resolve_section_model(section: str) -> type[Section]:
 
 
 def validate_params_file(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Section]:
-    """Validate every section of the file; an unknown top-level section is an error too."""
+    """Validate every section of the file, absent ones as their defaults (read_params_file refuses unknown
+    sections); every problem of every section in one error."""
     data = read_params_file(path)
-    unknown = sorted(set(data) - set(SECTIONS))
-    if unknown:
-        raise ParamsError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
-    return {name: parse_section(raw, name, resolve_section_model(name), str(path)) for name, raw in data.items()}
+    out: dict[str, Section] = {}
+    problems: list[str] = []
+    for name in SECTIONS:
+        try:
+            out[name] = parse_section(data.get(name), name, resolve_section_model(name), str(path))
+        except ParamsError as exc:
+            problems.append(str(exc).removeprefix(f"{path}: invalid params:\n  ").removeprefix(f"{path}: "))
+    if problems:
+        raise ParamsError(f"{path}: invalid params:\n  " + "\n  ".join(problems))
+    return out
 
 
 def params_hash(*sections: Section) -> str:

@@ -95,8 +95,9 @@ def iter_jsonl(path: str | os.PathLike[str], model: type[R]) -> Iterator[tuple[i
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: file not found")
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = decode_line(p, lineno, raw)
             if not line.strip():
                 continue
             try:
@@ -111,6 +112,24 @@ def iter_jsonl(path: str | os.PathLike[str], model: type[R]) -> Iterator[tuple[i
                 yield lineno, model.model_validate(obj)
             except ValidationError as exc:
                 raise DataError(f"{p}:{lineno}: {_describe(exc)}") from None
+
+
+def decode_line(path: Path, lineno: int, raw: bytes) -> str:
+    """One line of a text input as UTF-8 (a leading byte-order mark dropped); DataError `file:line` if not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file "
+            "as UTF-8 (e.g. iconv -f latin1 -t utf-8 in > out)"
+        ) from None
+    return text.removeprefix("\ufeff") if lineno == 1 else text
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """A whole text input (a prompt file) as UTF-8; DataError naming `file:line` where it is not."""
+    p = Path(path)
+    return "".join(decode_line(p, i, raw) for i, raw in enumerate(p.read_bytes().splitlines(keepends=True), 1))
 
 
 def _describe(exc: ValidationError) -> str:

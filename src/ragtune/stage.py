@@ -50,6 +50,23 @@ def read_run_record(out_dir: str | Path) -> dict:
         return {}
 
 
+class RedactingStream:
+    """A stage's sys.stdout or sys.stderr: everything printed, by ragtune, by logging or by a library (MLflow
+    prints its run links, which hold the tracking URI and so its credentials), passes through
+    `credentials.redact` first."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from .credentials import redact
+
+        return self._stream.write(redact(text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding: the stream's own
+        return getattr(self._stream, name)
+
+
 class OncePerRun(logging.Filter):
     """Lets each distinct warning (logger, level, message) through once: a warning a loop logs per item is
     said once per stage run. Info and debug records pass (RAGTUNE_LOG=DEBUG is for detail)."""
@@ -87,19 +104,40 @@ def quiet_logging(level: str | int = "INFO") -> None:
 
 def run_main(main: Callable[[], None]) -> None:
     """Run a stage's main() and log its wall time (from the process start, imports included: the span of its
-    MLflow run); a RagtuneError prints its message (no traceback) and exits 2."""
+    MLflow run). A RagtuneError, or an OSError that is the place's fault (full disk, no permission), prints its
+    message (no traceback) and exits 2. Everything the stage prints (logs, errors, the traceback of anything
+    unexpected) passes through `credentials.redact`."""
     import time
 
+    from .credentials import redact
+    from .io import write_error
     from .tracking import mark_stage_start, stage_started
 
     mark_stage_start()  # the stage's MLflow run starts with the process, however late it is opened
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     quiet_logging()
     try:
         main()
     except RagtuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:
+        error = write_error(exc.filename or "a file", exc)
+        if error is None:
+            _print_traceback(redact)
+            sys.exit(1)
+        print(f"error: {redact(str(error))}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:  # noqa: BLE001 - a bug: its traceback, with any secret hidden
+        _print_traceback(redact)
+        sys.exit(1)
     log.info("%s: finished in %.2f s", Path(sys.argv[0]).stem, time.time() - stage_started())
+
+
+def _print_traceback(redact: Callable[[str], str]) -> None:
+    import traceback
+
+    print(redact(traceback.format_exc()), file=sys.stderr, end="")
 
 
 def parse_paths(description: str | None, names: Sequence[str], argv: Sequence[str] | None = None) -> PipelinePaths:

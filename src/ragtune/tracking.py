@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .credentials import redact
 from .params import MlflowParams, Section
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def file_hash(path: str | os.PathLike[str]) -> str:
 
 
 def flatten(prefix: str, obj: Any) -> dict[str, Any]:
-    """Flatten nested params to dotted keys, dropping anything that looks like a secret."""
+    """Flatten nested params to dotted keys, dropping anything that looks like a secret (by its name) and
+    hiding passwords in values (`credentials.redact`)."""
     if isinstance(obj, Section):
         obj = obj.model_dump(mode="json")
     out: dict[str, Any] = {}
@@ -86,7 +88,7 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
                 continue
             out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
     else:
-        out[prefix] = obj
+        out[prefix] = redact(obj) if isinstance(obj, str) else obj
     return out
 
 
@@ -136,7 +138,7 @@ class StageRun:
         if self.active:
             from mlflow.entities import RunTag
 
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+            self.client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         if self.active:
@@ -201,27 +203,38 @@ def logged_model_id(client: Any, run_id: str) -> str | None:
     return models[0].model_id if models else None
 
 
-def redact_url(url: str) -> str:
-    """Hide the password of a URL (database, tracking server) before it reaches a log, MLflow or an error."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+# The one redaction helper (ragtune.credentials.redact), under the name its callers know.
+redact_url = redact
 
 
 def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     """An http(s) tracking URI must answer /health within seconds: MLflow's client would otherwise retry for
-    minutes before a stage learns that the server is down."""
+    minutes before a stage learns that the server is down. Credentials in the URI (http://user:pw@host) are
+    sent as basic auth, as MLflow sends them, never as part of the host name."""
     if not uri.startswith(("http://", "https://")):
         return
+    import base64
+    import urllib.parse
     import urllib.request
 
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/") + "/health")
+    user = urllib.parse.unquote(parts.username or "") or os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+    password = urllib.parse.unquote(parts.password or "") or os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    if user or password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+        with urllib.request.urlopen(request, timeout=timeout_s):
             pass
     except Exception as exc:  # URLError, HTTPError, timeouts: say which server, without its password
         from .errors import RagtuneError
 
         raise RagtuneError(
-            f"mlflow.tracking_uri: cannot reach the tracking server {redact_url(uri)} "
-            f"({redact_url(str(exc))}); start it, fix the URI, or set mlflow.enabled: false"
+            f"mlflow.tracking_uri: cannot reach the tracking server {redact(uri)} "
+            f"({redact(str(exc))}); start it, fix the URI, or set mlflow.enabled: false"
         ) from None
 
 
@@ -278,8 +291,9 @@ def stage_run(
         return
     import mlflow
 
-    check_tracking_server(mlflow_params.tracking_uri)
-    mlflow.set_tracking_uri(mlflow_params.tracking_uri)
+    uri = mlflow_params.uri()  # from the environment when mlflow.tracking_uri_env names a variable
+    check_tracking_server(uri)
+    mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(mlflow_params.experiment)
     client = mlflow.MlflowClient()
     for key, value in EXPERIMENT_KIND.items():

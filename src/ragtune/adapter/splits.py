@@ -62,9 +62,12 @@ def split_by_chunk(
     groups = data.text_group[data.gold_rows].cpu().numpy()[rows]
     unique = np.unique(groups)
     if len(unique) < 2:
+        n_texts = len(np.unique(data.text_group.cpu().numpy()))
         raise DataError(
-            "training questions cover fewer than 2 distinct chunks; cannot hold out a validation "
-            "set (synthesize questions for more chunks)"
+            f"training questions cover {len(unique)} distinct chunk text(s), fewer than the 2 needed to hold out "
+            f"a validation set (chunks with the same text count as one; the corpus has {n_texts} distinct "
+            f"texts among {len(data.corpus_ids)} chunks): synthesize questions for more chunks "
+            "(synthesize.max_chunks), or give chunks with different texts"
         )
     rng = np.random.default_rng(seed)
     n_val = min(len(unique) - 1, max(1, math.ceil(val_fraction * len(unique))), max_val_chunks or len(unique))

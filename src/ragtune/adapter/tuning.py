@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from ..credentials import ENV_NAME, from_env
 from ..errors import RagtuneError
 from ..params import Section
 from .data import TrainingData
@@ -120,7 +121,11 @@ class TuneParams(Section):
     timeout_s: float | None = Field(270.0, gt=0)
     seed: int = 42
     n_workers: int = Field(1, ge=1, le=256)
+    # null: a journal file in data/tune/storage/; a path; or a database URL without a password. A URL with one
+    # (postgresql://user:PASSWORD@host/db) is refused here: name the environment variable holding it in
+    # storage_env instead, which then replaces storage.
     storage: str | None = None
+    storage_env: str | None = Field(None, pattern=ENV_NAME)
     study_name: str = Field("ragtune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     resume: bool = True
     pruning: bool = True
@@ -139,6 +144,18 @@ class TuneParams(Section):
                 "train.real_val_fraction slice) or 2 and more"
             )
         return v
+
+    def storage_url(self) -> str | None:
+        """The storage to open: the URL in storage_env's variable, else storage (None: the default journal)."""
+        if self.storage_env:
+            return from_env(self.storage_env, "tune.storage_env", "postgresql://user:PASSWORD@host:5432/optuna")
+        return self.storage
+
+    @model_validator(mode="after")
+    def _one_storage(self) -> TuneParams:
+        if self.storage and self.storage_env:
+            raise ValueError("set storage or storage_env, not both (storage_env's variable replaces storage)")
+        return self
 
     @model_validator(mode="after")
     def _space_names_train_keys(self) -> TuneParams:
@@ -428,7 +445,8 @@ def run_study(
     data_hash = data_fingerprint(*inputs)
     fingerprint = study_fingerprint(tune, base, data_hash)
     study_name = f"{tune.study_name}-{fingerprint}"
-    storage = open_storage(tune.storage, storage_dir)
+    url = tune.storage_url()
+    storage = open_storage(url, storage_dir)
     if not tune.resume:
         try:
             optuna.delete_study(study_name=study_name, storage=storage)
@@ -443,7 +461,7 @@ def run_study(
         load_if_exists=True,
     )
     study.set_user_attr(STUDY_ATTR, study_identity(tune, base, tuple(map(str, inputs)), data_hash))
-    if not (tune.storage and "://" in tune.storage):
+    if not (url and "://" in url):
         n_stale = fail_stale_trials(study)
         if n_stale:
             log.warning("marked %d trial(s) left running by an interrupted run as failed", n_stale)
@@ -457,7 +475,7 @@ def run_study(
             tune.model_dump(mode="json"),
             base.model_dump(mode="json"),
             tuple(map(str, inputs)),
-            tune.storage,
+            url,
             str(storage_dir),
             study_name,
             w,

@@ -24,6 +24,14 @@ __all__ = ["PassageParams", "make_splitter", "split_text", "split_corpus", "map_
 TokenCounter = Callable[[str], int]
 
 
+class PassageIdClash(ValueError):
+    """A passage id `<doc>#p<i>` that a chunk of the corpus already has."""
+
+    def __init__(self, passage_id: str, document_id: str):
+        super().__init__(f"passage id {passage_id!r} is also the id of a chunk in the corpus; rename that chunk")
+        self.passage_id, self.document_id = passage_id, document_id
+
+
 def make_splitter(count: TokenCounter, size: int, overlap: int) -> Callable[[str], list[str]]:
     """A function cutting a text into passages of at most `size` tokens (by `count`), consecutive ones sharing
     about `overlap`. Built once per corpus: semchunk memoises its token counts across texts."""
@@ -60,9 +68,9 @@ def split_corpus(
             for pid, text in zip(ids, pieces)
         ]
     seen = {c.id for c in chunks}
-    clash = [c.id for c in out if c.document is not None and c.id in seen]
+    clash = [c for c in out if c.document is not None and c.id in seen]
     if clash:
-        raise ValueError(f"passage id {clash[0]!r} is also the id of a chunk in the corpus; rename that chunk")
+        raise PassageIdClash(clash[0].id, clash[0].document or "")
     counts = [len(v) for v in passages_of.values()]
     stats = {
         "documents_split": len(passages_of),

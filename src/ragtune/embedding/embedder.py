@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import logging
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..cache import ContentCache, content_key
-from ..errors import DataError, RagtuneError
+from ..errors import DataError, RagtuneError, UnreadableFileError
 from ..params import EmbeddingParams
 from .backends import load_onnx, onnx_model
 
@@ -340,6 +341,12 @@ def load_embeddings_with_columns(path: str | os.PathLike[str]) -> tuple[list[str
     p = Path(path)
     if not p.is_file():
         raise RagtuneError(f"{p}: embeddings not found; run the embed stage first (dvc repro embed)")
-    with np.load(p, allow_pickle=False) as z:
-        cols = {k: [str(x) for x in z[k]] for k in z.files if k not in ("emb", "ids")}
-        return [str(x) for x in z["ids"]], np.asarray(z["emb"], dtype=np.float32), cols
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            cols = {k: [str(x) for x in z[k]] for k in z.files if k not in ("emb", "ids")}
+            return [str(x) for x in z["ids"]], np.asarray(z["emb"], dtype=np.float32), cols
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise UnreadableFileError(
+            f"{p}: not a readable embeddings file ({type(exc).__name__}: {exc}); rerun the embed stage "
+            "(dvc repro -f embed): every vector comes from its cache"
+        ) from None

@@ -62,11 +62,9 @@ def offline_backend(llm: LlmParams, client: Any = None) -> Any:
 
 
 def cached_results(cache_path: Path, keys: Sequence[str]) -> dict[str, GenResult]:
-    """Successful results the LLM cache holds for `keys` (read only; no file, none). A cached failure is sent
-    again by the runner (the Anthropic backend samples anew), so it costs like a miss."""
-    if not Path(cache_path).is_file():
-        return {}
-    with ContentCache(cache_path) as cache:
+    """Successful results the LLM cache and its journal hold for `keys` (read only; neither file is written). A
+    cached failure is sent again by the runner (the Anthropic backend samples anew), so it costs like a miss."""
+    with ContentCache(cache_path, read_only=True) as cache:  # its journal's rows count too: no call for them
         raw = cache.get_many(list(keys))
     results = {k: GenResult.from_json(k, json.loads(v)) for k, v in raw.items()}
     return {k: r for k, r in results.items() if r.ok}

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RagtuneError
+from ..io import read_json
 from ..search.dense import ids_to_indices
 from ..search.lexical import Bm25Params
 
@@ -120,14 +121,13 @@ def load_validation_set(
     or with `"validation": "real"` the user's labelled real questions (`real_path`, embedded in real.npz
     beside `questions_npz`), `real_ids` in place of split.json's when given (every real question some
     bagged member held out)."""
-    import json
 
     from ..embedding.embedder import load_embeddings_with_columns
     from ..records import SyntheticQuestion, read_jsonl
 
     require_file(split_path, "run the train stage first (dvc repro train)")
     require_file(questions_npz, "run the embed stage on the synthetic questions first (dvc repro embed)")
-    split = json.loads(split_path.read_text(encoding="utf-8"))
+    split = read_json(split_path)
     if not isinstance(split, dict) or not isinstance(split.get("val"), list):
         raise RagtuneError(
             f'{split_path}: expected {{"train": [...], "val": [...]}} of question ids; rerun the train stage'

@@ -102,6 +102,12 @@ def prepare_eval(
     """Load a pipeline's corpus, embeddings, questions and adapter(s); build the arms and fit the fusion."""
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
     test = load_test_set(paths.test, paths.embed_dir / "test.npz", corpus.ids)
+    if not test.ids:  # an eval without test numbers is no eval: say why instead of exiting 0 with none
+        raise RagtuneError(
+            f"{paths.test}: no test questions, so there is nothing to evaluate; give a test file with questions "
+            "(fetch.jsonl.test), or leave it null so that fetch.jsonl.test_fraction of the chunks is held out "
+            "for synthetic test questions (see data/synthesize/report.json for why none were written)"
+        )
     held_out = real_held_out(paths)
     val = load_validation_set(
         paths.split,

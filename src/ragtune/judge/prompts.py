@@ -68,6 +68,8 @@ def load_prompt(name: str, directory: Path | None = None) -> Prompt:
         text = source.read_text(encoding="utf-8")
     except (FileNotFoundError, OSError):
         raise RagtuneError(f"{where}: prompt file not found; check judge.answer_prompt / judge.judge_prompt") from None
+    except UnicodeDecodeError as exc:
+        raise RagtuneError(f"{where}: not UTF-8 (byte {exc.start}); save the file as UTF-8") from None
     match = re.fullmatch(r"\s*=== system ===\n(.*?)\n=== user ===\n(.*?)\s*", text, flags=re.S)
     if not match:
         raise RagtuneError(f"{where}: expected a '=== system ===' section followed by a '=== user ===' section")

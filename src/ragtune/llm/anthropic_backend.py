@@ -19,9 +19,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from ..credentials import remember
 from ..errors import RagtuneError
 from .base import GenRequest, GenResult, OnResult, StateStore, Usage, read_reply, request_tool
 from .config import LlmParams, Price
+from .reachability import ReachabilityGuard
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def estimate_cost(usage: Usage, price: Price | None, factor: float = 1.0) -> flo
 
 def api_key_from_env(var: str) -> str:
     key = os.environ.get(var, "").strip()
+    remember(key)  # hidden in every log and error (credentials.redact)
     if not key:
         raise RagtuneError(
             f"llm.backend is 'anthropic' but the environment variable {var} is not set. Export your "
@@ -97,11 +100,18 @@ class AnthropicBackend:
             import anthropic
 
             key = api_key_from_env(self.p.api_key_env)  # before any work
-            client = anthropic.Anthropic(
-                api_key=key, base_url=self.p.base_url, max_retries=0, timeout=self.p.timeout_seconds
-            )
+            # A host that drops packets is known unreachable after seconds, not after the whole call timeout.
+            timeout = anthropic.Timeout(self.p.timeout_seconds, connect=min(10.0, self.p.timeout_seconds))
+            client = anthropic.Anthropic(api_key=key, base_url=self.p.base_url, max_retries=0, timeout=timeout)
         self.client = client
         self.retries = 0  # retried attempts over the whole run (429/5xx/connection)
+        self.reachability = ReachabilityGuard(
+            self.p.fail_fast_calls,
+            str(getattr(client, "base_url", None) or self.p.base_url or "the Anthropic API"),
+            "llm.anthropic.base_url",
+            "llm.anthropic.base_url, or ANTHROPIC_BASE_URL when it is null; llm.anthropic.fail_fast_calls: 0 "
+            "retries every call instead",
+        )
 
     # --- identity and request building -------------------------------------------------------
 
@@ -186,7 +196,7 @@ class AnthropicBackend:
             kw["extra_body"] = extra
         for attempt in range(self.p.max_retries + 1):
             try:
-                msg = self.client.messages.create(**kw)
+                msg = self._create(lambda: self.client.messages.create(**kw))
                 return self.result_from_message(req.key, msg, time.perf_counter() - t0, attempt + 1, req=req)
             except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
                 raise RagtuneError(
@@ -229,6 +239,23 @@ class AnthropicBackend:
                     attempts=attempt + 1,
                 )
         raise AssertionError("unreachable")
+
+    def _create(self, send: Any) -> Any:
+        """One request (`send()`), telling the reachability guard whether the server answered (any HTTP
+        status) or could not be reached; the guard stops the run when the first calls all fail to connect."""
+        import anthropic
+
+        try:
+            out = send()
+        except anthropic.APIStatusError:
+            self.reachability.answer()
+            raise
+        except anthropic.APIConnectionError as exc:
+            if _unreachable(exc):
+                self.reachability.connection_failed(_short(exc))
+            raise
+        self.reachability.answer()
+        return out
 
     def generate(
         self,
@@ -334,7 +361,7 @@ class AnthropicBackend:
 
         for attempt in range(self.p.max_retries + 1):
             try:
-                return fn()
+                return self._create(fn)
             except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
                 raise RagtuneError(
                     f"the Anthropic API refused the key in {self.p.api_key_env} (HTTP {exc.status_code})"
@@ -357,3 +384,12 @@ class AnthropicBackend:
 
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A connection that never carried an answer: refused, reset, DNS, or a connect (not a read) timeout."""
+    import anthropic
+
+    if isinstance(exc, anthropic.APITimeoutError):  # the SDK's HTTP client's own ConnectTimeout, by name
+        return type(exc.__cause__).__name__ == "ConnectTimeout"
+    return isinstance(exc, anthropic.APIConnectionError)

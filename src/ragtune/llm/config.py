@@ -34,6 +34,9 @@ class AnthropicParams(Section):
     # Send llm.temperature (and top_p): Haiku 4.5 takes them; models after Opus 4.6 reject them.
     send_sampling_params: bool = True
     max_retries: int = Field(6, ge=0, le=20)
+    # Stop the stage when this many calls in a row failed to connect before the server ever answered (a wrong
+    # base_url, a server that is down): seconds, not every call's retries with backoff. 0: retry as usual.
+    fail_fast_calls: int = Field(3, ge=0, le=1000)
     retry_base_seconds: float = Field(1.0, gt=0, le=60)
     retry_max_seconds: float = Field(60.0, gt=0, le=600)
     timeout_seconds: float = Field(120.0, gt=0, le=1800)

@@ -35,7 +35,7 @@ from ..errors import RagtuneError
 from ..llm.base import Backend, GenRequest, GenResult
 from ..llm.runner import RunStats, run_cached
 from ..params import Section
-from ..records import Chunk, SyntheticQuestion, TestQuestion
+from ..records import Chunk, SyntheticQuestion, TestQuestion, read_text
 from .filters import FilterParams, check_question, clean, degenerate_warning, is_near_copy, normalise
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def load_prompt(name: str) -> Prompt:
     """A prompt file: `=== system ===` then `=== user ===` with {n}, {title} and {passage}."""
     path = Path(name)
     if name.endswith(".txt") and path.is_file():
-        text, pname = path.read_text(encoding="utf-8"), path.stem
+        text, pname = read_text(path), path.stem
     else:
         res = importlib.resources.files("ragtune") / "prompts" / f"{name}.txt"
         if not res.is_file():

@@ -10,7 +10,7 @@ import logging
 import random
 from pathlib import Path
 
-from ...errors import RagtuneError
+from ...errors import DataError, RagtuneError
 from ...params import JsonlSourceParams
 from ...records import load_corpus, load_test, load_train_questions, mark_test_chunks
 from . import SourceResult
@@ -29,6 +29,12 @@ def fetch(params: JsonlSourceParams, seed: int) -> SourceResult:
     chunks = load_corpus(Path(params.corpus))
     ids = [c.id for c in chunks]
     test = load_test(Path(params.test), corpus_ids=ids) if params.test else []
+    if params.test and not test:
+        raise DataError(
+            f'{params.test}: no test questions (the file is empty); add questions ({{"id", "question", '
+            '"relevant_ids"}, one JSON object a line), or set fetch.jsonl.test: null to hold out '
+            "fetch.jsonl.test_fraction of the chunks for synthetic test questions"
+        )
     train: list = []
     if params.train_questions:
         train = load_train_questions(

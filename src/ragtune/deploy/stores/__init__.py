@@ -113,8 +113,11 @@ class VectorStore(Protocol):
 
 
 def hide_password(url: str) -> str:
-    """`url` with the password of `scheme://user:password@host` replaced by ***."""
-    return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
+    """`url` with the password of `scheme://user:password@host` (and any secret query value) replaced by ***:
+    ragtune.credentials.redact, the one redaction helper."""
+    from ...credentials import redact
+
+    return redact(url)
 
 
 def open_store(url: str, table: str = "ragtune_chunks", connect_timeout: float = 5.0) -> VectorStore:
