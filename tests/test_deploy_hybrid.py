@@ -140,6 +140,8 @@ def readme_deploy_blocks(kind: str) -> list[str]:
 def test_the_readme_hybrid_loader_block_runs_on_an_eval_artefact(base, tmp_path, monkeypatch, capsys):
     root = tmp_path / "p"
     shutil.copytree(base, root)
+    # RRF, for the property checked below (the default fusion, weighted, has its own test above)
+    set_eval_params(root, hybrid={"method": "rrf"})
     run_eval_stage(root)
     (block,) = readme_deploy_blocks("hybrid")
     monkeypatch.chdir(root)
