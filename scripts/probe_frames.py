@@ -117,20 +117,15 @@ def main() -> None:
     subprocess.run(
         [
             py,
-            "stages/embed.py",
-            "--test",
-            "data/synthesize/test.jsonl",
-            "--questions",
-            "data/synthesize/questions.jsonl",
-            "--real",
-            "data/fetch/train_questions.jsonl",
+            "-m",
+            "ragtune.stages.embed",
         ],
         cwd=out,
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    subprocess.run([py, "stages/tune.py"], cwd=out, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([py, "-m", "ragtune.stages.tune"], cwd=out, env=env, check=True, stdout=subprocess.DEVNULL)
     os.chdir(out)
     from probe_eval import AgainstCosine, load_test_inputs, train_tuned
 

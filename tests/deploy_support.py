@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from pipeline_support import REPO, tiny_corpus
+from pipeline_support import tiny_corpus
 
 from ragtune.adapter.export import export_sentence_transformer
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
@@ -103,7 +103,7 @@ def set_eval_params(root: Path, **eval_params) -> None:
 def run_eval_stage(root: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_LOG": "WARNING"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages/eval.py")], cwd=root, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "ragtune.stages.eval"], cwd=root, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -27,6 +27,7 @@ def pipeline_env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     env["HF_HUB_OFFLINE"] = "1"
+    env["RAGTUNE_PYTHON"] = sys.executable  # the interpreter dvc.yaml's stage launcher runs the stages with
     env.pop("ANTHROPIC_API_KEY", None)
     return env
 
@@ -57,7 +58,7 @@ class StageProcess:
 def run_stages(
     workdir: Path, params: dict, *stages: str, timeout: int = 300, log_level: str = "WARNING"
 ) -> dict[str, StageProcess]:
-    """Write `params` as workdir/params.yaml, then run stages/<stage>.py of this repository in `workdir`
+    """Write `params` as workdir/params.yaml, then run each stage's module (ragtune.stages.<stage>) in `workdir`
     one after another with dvc.yaml's arguments (no DVC), failing with a stage's stderr when it exits
     non-zero; when each stage's process ran and its stderr (logged at `log_level`)."""
     import shlex
@@ -72,7 +73,7 @@ def run_stages(
     for stage in stages:
         started = time.time()
         proc = subprocess.run(
-            [sys.executable, str(REPO / "stages" / f"{stage}.py"), *shlex.split(commands[stage]["cmd"])[2:]],
+            [sys.executable, "-m", f"ragtune.stages.{stage}", *shlex.split(commands[stage]["cmd"])[3:]],
             cwd=workdir,
             env=env,
             capture_output=True,

@@ -248,7 +248,8 @@ def test_results_files_are_written(tmp_path):
 
 def test_dvc_output_parsing():
     out = (
-        "Stage 'fetch' didn't change, skipping\nRunning stage 'tune':\n> python stages/tune.py\nRunning stage 'eval':\n"
+        "Stage 'fetch' didn't change, skipping\nRunning stage 'tune':\n> sh .ragtune/stage tune --tune-dir data/tune\n"
+        "Running stage 'eval':\n"
     )
     assert stages_run(out) == ["tune", "eval"] and stages_run("Data and pipelines are up to date.") == []
 
@@ -278,12 +279,12 @@ def test_overrides_parse_yaml_and_name_the_key_at_fault():
 
 @pytest.fixture
 def project(tmp_path):
-    """A stand-in project root: the real dvc.yaml and params.yaml, empty stages/ and src/."""
+    """A stand-in project root: the real dvc.yaml and params.yaml, an empty src/ and .ragtune/."""
     root = tmp_path / "project"
     root.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, root / name)
-    for name in ("stages", "src", "corpus"):
+    for name in ("src", ".ragtune", "corpus"):
         (root / name).mkdir()
     return root
 
@@ -532,7 +533,7 @@ def test_bench_end_to_end_on_two_tiny_corpora(tmp_path, monkeypatch, capsys):
     assert "**Learning curve, alpha**" in md and "Learning curve, beta" not in md
     assert (out / "results_curve.png").stat().st_size > 0
     assert (out / "results.png").stat().st_size > 0 and (out / "results_mrr.png").stat().st_size > 0
-    assert (out / "work/alpha/stages").is_symlink() and (out / "work/alpha/.dvc/config").read_text() == (
+    assert (out / "work/alpha/.ragtune").is_symlink() and (out / "work/alpha/.dvc/config").read_text() == (
         "[core]\n    no_scm = True\n    analytics = false\n"
     )
     copied = out / "work/alpha/corpus/corpus.jsonl"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, make_chunks, write_project
+from conftest import make_chunks, write_project
 from fake_anthropic import FakeAnthropic
 
 from ragtune.estimate import format_estimate, run_estimate
@@ -34,7 +34,7 @@ def llm(fake, **kw):
 def run_synthesize(project: Path) -> dict:
     env = {**os.environ, "ANTHROPIC_API_KEY": KEY, "RAGTUNE_LOG": "WARNING"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages/synthesize.py")], cwd=project, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "ragtune.stages.synthesize"], cwd=project, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((project / "data/synthesize/run.json").read_text())

@@ -390,7 +390,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, store, re
     version = client.create_model_version("rq", f"runs:/{train_id}/query_encoder", run_id=train_id)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages/eval.py")],
+        [sys.executable, "-m", "ragtune.stages.eval"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -348,7 +348,7 @@ def test_stage_writes_outputs_and_logs_next_to_the_train_run(tmp_path, server):
     write_json(tmp_path / "data/train/run.json", {"mlflow_run_id": train_id})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages/judge.py")],
+        [sys.executable, "-m", "ragtune.stages.judge"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -182,14 +182,8 @@ def test_long_documents_end_to_end(tmp_path):
 
 
 def test_embed_stage_warns_about_texts_past_the_window(capsys):
-    import importlib.util
-    from pathlib import Path
+    from ragtune.stages import embed as module
 
-    spec = importlib.util.spec_from_file_location(
-        "embed_stage", Path(__file__).resolve().parents[1] / "stages/embed.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     module.warn_window({"over_window": 0, "texts": 10, "max_seq_length": 256})
     assert capsys.readouterr().out == ""
     module.warn_window(

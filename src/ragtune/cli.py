@@ -4,6 +4,7 @@
     ragtune search -f questions.txt --json   the same for many questions, loaded once, one JSON line each
     ragtune index --store URL          the pipeline's vectors and texts into pgvector or LanceDB (then search --store)
     ragtune bench DIR [DIR ...]        the pipeline (fetch → eval) on other corpora, one results table
+    ragtune init DIR --corpus FILE     your own project (git + DVC) running the installed ragtune on a corpus
     ragtune label [--out PATH]         a local web page to label real questions (ragtune.label)
     ragtune estimate [--json]          tokens and USD of synthesize and judge before any call
     ragtune exps [--json]              the experiments' headline table (from `dvc exp show --json`)
@@ -120,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for the study to appear (start workers before the stage)",
     )
     from .label.command import add_parser as add_label_parser
+    from .project.init import add_parser as add_init_parser
 
     add_label_parser(sub)
+    add_init_parser(sub)
     add_parsers(sub)
     from .cache_repair import add_cache_parser
 
@@ -162,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .label.command import LabelOptions, run
 
             return run(LabelOptions.from_args(args))
+        elif args.command == "init":
+            from .project.init import run_from_args
+
+            return run_from_args(args)
         elif args.command in COMMANDS:
             status = run_command(args)
         elif args.command == "bench":

@@ -6,22 +6,21 @@ leaf and dependency; this is the few a person compares."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import RagtuneError
+from .paths import PipelinePaths
 
-EVAL_METRICS = "data/eval/metrics.json"
+EVAL_METRICS = str(PipelinePaths().eval_dir / "metrics.json")
 
 
 def read_exp_show(all_commits: bool = False) -> list[dict[str, Any]]:
     """`dvc exp show --json` of the repository in the current directory."""
-    dvc = shutil.which("dvc")
-    if dvc is None:
-        raise RagtuneError("dvc not found on PATH: install ragtune's dependencies (pip install ragtune) first")
-    cmd = [dvc, "exp", "show", "--json", *(["-A"] if all_commits else [])]
+    # dvc is a dependency of ragtune: the interpreter running this has it, whatever PATH holds
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["-A"] if all_commits else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RagtuneError(f"`dvc exp show --json` failed: {proc.stderr.strip()[-500:]}")

@@ -117,6 +117,9 @@ def run_main(main: Callable[[], None]) -> None:
     sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
     quiet_logging()
     try:
+        from .project.init import check_project_version
+
+        check_project_version()
         main()
     except RagtuneError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
@@ -151,6 +154,14 @@ def parse_paths(description: str | None, names: Sequence[str], argv: Sequence[st
         ap.add_argument("--" + name.replace("_", "-"), type=Path, default=getattr(defaults, name))
     args = ap.parse_args(argv)
     return replace(defaults, **{name: getattr(args, name) for name in names})
+
+
+def stage_paths(name: str, description: str | None = None, argv: Sequence[str] | None = None) -> PipelinePaths:
+    """A stage's layout: the defaults, overridden by the path options of its command in dvc.yaml (every path
+    the stage reads or writes, `ragtune.project.pipeline`)."""
+    from .project.pipeline import stage
+
+    return parse_paths(description, stage(name).path_args, argv)
 
 
 def train_run_id(paths: PipelinePaths) -> str | None:

@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 from fault_support import Project, corpus_rows
 
 from ragtune.checks import SECTION_MODELS, check_params_file
@@ -42,7 +41,7 @@ def test_non_utf8_corpus_names_file_line_and_byte(tmp_path):
         load_corpus(path)
     (tmp_path / "params.yaml").write_text("fetch:\n  source: jsonl\n  jsonl:\n    corpus: corpus.jsonl\n")
     proc = subprocess.run(  # the fetch stage, as a user runs it
-        [sys.executable, str(REPO / "stages/fetch.py")],
+        [sys.executable, "-m", "ragtune.stages.fetch"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

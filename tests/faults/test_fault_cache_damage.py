@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_chunks, write_project
+from conftest import make_chunks, write_project
 
 from ragtune.records import write_jsonl
 
@@ -34,7 +34,7 @@ def embed(project: Path, journal: Path, file_size_limit: int | None = None) -> s
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
     return subprocess.run(
-        [sys.executable, str(REPO / "stages/embed.py")],
+        [sys.executable, "-m", "ragtune.stages.embed"],
         cwd=project,
         env={**os.environ, "RAGTUNE_CACHE_DIR": str(journal), "RAGTUNE_LOG": "WARNING", "HF_HUB_OFFLINE": "1"},
         capture_output=True,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..paths import PipelinePaths
 from ..search.dense import exact_top_k
 from .hard_negatives import Candidates, MiningRule, mine_hard_negatives, rank_candidates
 from .losses import text_groups
@@ -189,14 +190,7 @@ def build_training_data(
 
 
 # The pipeline outputs the tune, train and curve stages read, in `load_training_data`'s argument order.
-TRAINING_INPUTS = (
-    "data/embed/questions.npz",
-    "data/embed/corpus.npz",
-    "data/fetch/corpus.jsonl",
-    "data/synthesize/test.jsonl",
-    "data/fetch/train_questions.jsonl",
-    "data/embed/real.npz",
-)
+TRAINING_INPUTS = tuple(str(p) for p in PipelinePaths().training_inputs())
 
 
 def load_training_data(

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import RagtuneError
+from ..paths import PipelinePaths
 
 if TYPE_CHECKING:
     from .data import TrainingData
     from .training import BaggedResult
 
-HELD_OUT_FILE = Path("data/train/held_out.npz")
+HELD_OUT_FILE = PipelinePaths().held_out
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ Each DIR holds `corpus.jsonl` and `test.jsonl` (the documented contracts), and o
 `train_questions.jsonl` (labelled real training questions, `fetch.jsonl.train_questions`). Every corpus gets its
 own scratch workspace `<out>/work/<name>/`: a copy of dvc.yaml, a params.yaml made from the project's (with
 `fetch.source=jsonl` on the copied files and the -S overrides), `corpus/` with the copied files, and symlinks
-to the project's `stages/` and `src/` so that dvc.yaml's dependencies resolve. `dvc repro eval` runs there,
-so the corpus is measured exactly as a user running the pipeline would measure it; workspaces are kept, so a
+to the project's `src/` and `.ragtune/` (the stage launcher) so that dvc.yaml's dependencies resolve. `dvc repro
+eval` runs there, so the corpus is measured exactly as a user running the pipeline would measure it; workspaces are kept, so a
 rerun reuses DVC's results and the persistent LLM/embedding caches. `--default` adds a workspace `default`
 with the project's params as they are (its default source).
 

@@ -31,7 +31,7 @@ DEFAULT_NAME = "default"
 TARGET_STAGES = ("eval", "curve")  # the judge stage is not part of the benchmark
 RUN_RECORD = "bench_run.json"  # in each workspace: the wall time of the last run that ran any stage
 TRAIN_QUESTIONS = "train_questions.jsonl"  # optional in a DIR: labelled real questions to train on
-LINKED = ("stages", "src")  # project folders the workspace links to (dvc.yaml's code deps)
+LINKED = ("src", ".ragtune")  # what dvc.yaml runs: the source (its code deps) and the stage launcher
 DVC_CONFIG = "[core]\n    no_scm = True\n    analytics = false\n"
 TAIL_LINES = 40
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -306,6 +306,7 @@ def dvc_env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     env["HF_HUB_OFFLINE"] = "1"
+    env["RAGTUNE_PYTHON"] = sys.executable  # the stage launcher runs the stages with this interpreter
     return env
 
 

@@ -26,11 +26,12 @@ import numpy as np
 from ..evaluation.arms import HybridArm, OutOfFoldArm
 from ..evaluation.inputs import Corpus
 from ..io import write_json
+from ..paths import PipelinePaths
 from ..records import include_title
 from ..search.lexical import Bm25Params
 from . import hybrid
 
-HYBRID_DIR = Path("models/hybrid")
+HYBRID_DIR = PipelinePaths().hybrid
 
 
 def corpus_fingerprint(corpus: Corpus) -> str:

@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import RagtuneError
+from ..paths import PipelinePaths
 from ..search.side_by_side import Comparison, CorpusView, HybridSetup, compare_many
 
-CORPUS = Path("data/fetch/corpus.jsonl")
-EMBED_DIR = Path("data/embed")
-ADAPTER = Path("models/adapter")
-EVAL_METRICS = Path("data/eval/report.json")
+_LAYOUT = PipelinePaths()
+CORPUS, EMBED_DIR, ADAPTER, EVAL_METRICS = _LAYOUT.corpus, _LAYOUT.embed_dir, _LAYOUT.adapter, _LAYOUT.eval_report
 TEXT_SEARCH = {"porter": "english"}  # eval.bm25.stemmer -> the stores' full-text language (else the same name)
 
 

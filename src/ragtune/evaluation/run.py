@@ -97,7 +97,7 @@ def prepare_eval(
     paths: PipelinePaths,
     params: EvalParams,
     load_adapter: AdapterLoader = load_adapter_transform,
-    fetch_report: Path = Path("data/fetch/report.json"),
+    fetch_report: Path | None = None,
 ) -> EvalInputs:
     """Load a pipeline's corpus, embeddings, questions and adapter(s); build the arms and fit the fusion."""
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
@@ -119,7 +119,7 @@ def prepare_eval(
     )
     from ..corpus.fetching import report_source
 
-    source = report_source(fetch_report)
+    source = report_source(fetch_report or paths.fetch_report)
     arms, fusion = fit_hybrid_weights(
         build_arms(corpus, paths, params, load_adapter, source, held_out=held_out), val, params
     )
@@ -130,8 +130,8 @@ def run_eval(
     paths: PipelinePaths,
     params: EvalParams,
     load_adapter: AdapterLoader = load_adapter_transform,
-    fetch_report: Path = Path("data/fetch/report.json"),
-    synthesize_report: Path = Path("data/synthesize/report.json"),
+    fetch_report: Path | None = None,
+    synthesize_report: Path | None = None,
     inputs: EvalInputs | None = None,
 ) -> EvalResult:
     """Evaluate every arm on a pipeline's files (`inputs`, when already prepared by `prepare_eval`)."""
@@ -153,7 +153,7 @@ def run_eval(
         "test_file": str(test_path),
         "arms": ", ".join(a.name for a in arms),
     }
-    synth = _optional_json(synthesize_report)
+    synth = _optional_json(synthesize_report or paths.synthesize_dir / "report.json")
     if "protocol" in synth:
         setup["protocol"] = synth["protocol"]
     split = _optional_json(paths.split)

@@ -1,24 +1,20 @@
-"""The ragtune modules a stage script runs, found by following its imports: dvc.yaml's code dependencies.
+"""The ragtune modules a stage runs, found by following its imports: dvc.yaml's code dependencies in a source
+checkout (`ragtune.project.pipeline` renders them; `python -m ragtune.project --write` rewrites dvc.yaml).
 
 `dvc repro` reruns a stage when one of its listed dependencies changes, so a module a stage imports but does
-not list can change its results without a rerun. This module derives the list instead of keeping it by hand:
-
-    python -m ragtune.project.code_deps --check   # exit 1, naming each missing or extra entry
-    python -m ragtune.project.code_deps --write   # rewrite the code entries of dvc.yaml's deps
+not list could change its results without a rerun: the list is derived, never kept by hand.
 
 A stage's code is its script plus every `ragtune` module reachable from it through `import` statements
 (at module level or inside functions, absolute or relative), with the `__init__.py` of each package on the
 way (importing `a.b.c` runs `a/__init__.py` and `a/b/__init__.py`). Imports under `if TYPE_CHECKING:` are
 not followed: they never run. Each module is listed as a file, not as its folder, so a change reruns exactly
-the stages that import it. Non-Python files a stage reads (prompts) are data dependencies and stay as written.
+the stages that import it. Non-Python files a stage reads (prompts) are listed by the stage definitions.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +99,15 @@ def _with_parents(module: str) -> list[str]:
 
 
 def code_files(script: Path, tree: SourceTree) -> list[Path]:
-    """`script` and every ragtune source file its imports reach, transitively (sorted, script first)."""
+    """`script` and every ragtune source file its imports reach, transitively (sorted, script first); a script
+    inside the package also runs its own packages' `__init__.py` (`python -m ragtune.stages.x`)."""
     seen: set[Path] = set()
     todo = [script]
+    if tree.root in script.resolve().parents:
+        for name in _with_parents(tree.module_name(script.resolve()))[:-1]:
+            file = tree.module_file(name)
+            if file is not None:
+                todo.append(file)
     while todo:
         path = todo.pop()
         if path in seen:
@@ -117,120 +119,3 @@ def code_files(script: Path, tree: SourceTree) -> list[Path]:
                 if file is not None and file not in seen:
                     todo.append(file)
     return [script, *sorted(p for p in seen if p != script)]
-
-
-# --- dvc.yaml ------------------------------------------------------------------------------------
-
-
-def is_code_entry(dep: str, code_roots: Iterable[str]) -> bool:
-    """Whether a dvc.yaml dep is code (a .py file, or a folder of the package's Python source)."""
-    roots = tuple(r.rstrip("/") for r in code_roots)
-    if dep.endswith(".py"):
-        return True
-    return any(dep == r or dep.startswith(r + "/") for r in roots) and not Path(dep).suffix and _holds_python(dep)
-
-
-def _holds_python(dep: str) -> bool:
-    folder = Path(dep)
-    return folder.is_dir() and any(folder.rglob("*.py"))
-
-
-def script_of(cmd: str) -> str | None:
-    """The stage script a `python stages/x.py ...` command runs, or None."""
-    words = cmd.split()
-    for i, word in enumerate(words[:-1]):
-        if Path(word).name.startswith("python") and words[i + 1].endswith(".py"):
-            return words[i + 1]
-    return None
-
-
-def expected_code_deps(dvc_yaml: Mapping, project: Path, src: str = "src") -> dict[str, list[str]]:
-    """Per stage whose cmd runs a Python script: the code deps it should list (paths relative to `project`)."""
-    tree = SourceTree((project / src).resolve())
-    out: dict[str, list[str]] = {}
-    for name, stage in dvc_yaml.get("stages", {}).items():
-        script = script_of(" ".join(str(stage.get("cmd", "")).split()))
-        if script is None:
-            continue
-        files = code_files((project / script).resolve(), tree)
-        out[name] = [str(f.relative_to(project.resolve())) for f in files]
-    return out
-
-
-def compare(dvc_yaml: Mapping, project: Path, src: str = "src") -> dict[str, dict[str, list[str]]]:
-    """Per stage, the code deps `missing` from dvc.yaml and those listed but `extra` (not imported)."""
-    problems: dict[str, dict[str, list[str]]] = {}
-    roots = [src + "/" + PACKAGE, "stages"]
-    for name, expected in expected_code_deps(dvc_yaml, project, src).items():
-        listed = [str(d) for d in dvc_yaml["stages"][name].get("deps", [])]
-        code = [d for d in listed if is_code_entry(d, roots)]
-        missing = sorted(set(expected) - set(code))
-        extra = sorted(set(code) - set(expected))
-        if missing or extra:
-            problems[name] = {"missing": missing, "extra": extra}
-    return problems
-
-
-def rewrite(path: Path, project: Path, src: str = "src") -> list[str]:
-    """Replace the code entries of each stage's deps in dvc.yaml with the derived ones, first in the list; the
-    data deps keep their lines (and comments) and order. Returns the stages that changed."""
-    import yaml
-
-    text = path.read_text(encoding="utf-8")
-    expected = expected_code_deps(yaml.safe_load(text), project, src)
-    roots = [src + "/" + PACKAGE, "stages"]
-    lines = text.splitlines(keepends=True)
-    out: list[str] = []
-    stage: str | None = None
-    changed: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
-            stage = line.strip()[:-1]
-        out.append(line)
-        i += 1
-        if stage not in expected or line.strip() != "deps:":
-            continue
-        indent = " " * (len(line) - len(line.lstrip()) + 2)
-        block: list[str] = []
-        while i < len(lines) and lines[i].startswith(indent + "- "):
-            block.append(lines[i])
-            i += 1
-        entries = [b.strip()[2:].split(" #")[0].strip() for b in block]
-        data = [b for b, e in zip(block, entries) if not is_code_entry(e, roots)]
-        code = [e for e in entries if is_code_entry(e, roots)]
-        if code != expected[stage]:
-            changed.append(stage)
-        out += [f"{indent}- {dep}\n" for dep in expected[stage]] + data
-    if changed:
-        path.write_text("".join(out), encoding="utf-8")
-    return changed
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
-    mode = ap.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true", help="exit 1 when a stage's code deps are not the derived ones")
-    mode.add_argument("--write", action="store_true", help="rewrite the code deps in dvc.yaml")
-    args = ap.parse_args(argv)
-    project = args.dvc_yaml.resolve().parent
-    if args.write:
-        changed = rewrite(args.dvc_yaml, project)
-        print(f"{args.dvc_yaml}: code deps rewritten for {', '.join(changed)}" if changed else "up to date")
-        return 0
-    import yaml
-
-    problems = compare(yaml.safe_load(args.dvc_yaml.read_text(encoding="utf-8")), project)
-    for stage, p in problems.items():
-        for kind in ("missing", "extra"):
-            for dep in p[kind]:
-                print(f"{args.dvc_yaml}: stage {stage}: {kind} code dep {dep}")
-    if problems:
-        print("fix: python -m ragtune.project.code_deps --write", file=sys.stderr)
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

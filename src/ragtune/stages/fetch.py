@@ -1,17 +1,14 @@
 """fetch: corpus.jsonl, test.jsonl, train_questions.jsonl and report.json from the source named in params.fetch."""
 
-from pathlib import Path
-
 from ragtune.corpus.fetching import fetch_source, report
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams, FetchParams, load_section
 from ragtune.records import write_jsonl
-from ragtune.stage import run_main
-
-OUT = Path("data/fetch")
+from ragtune.stage import run_main, stage_paths
 
 
 def main() -> None:
+    paths = stage_paths("fetch", __doc__)
     params = load_section("fetch", FetchParams)
     result = fetch_source(params)
     if params.passages.enabled:
@@ -21,12 +18,12 @@ def main() -> None:
         count, window = token_counter(load_section("embedding", EmbeddingParams))
         corpus_file = params.jsonl.corpus if params.source == "jsonl" else None
         result = apply_passages(result, count, params.passages.size or window, params.passages.overlap, corpus_file)
-    write_jsonl(OUT / "corpus.jsonl", result.chunks)
-    write_jsonl(OUT / "test.jsonl", result.test)
+    write_jsonl(paths.corpus, result.chunks)
+    write_jsonl(paths.fetch_test, result.test)
     # Always written (empty without fetch.jsonl.train_questions), so the stages after fetch have one input.
-    write_jsonl(OUT / "train_questions.jsonl", result.train_questions)
+    write_jsonl(paths.real_questions, result.train_questions)
     summary = report(params, result)
-    write_json(OUT / "report.json", summary)
+    write_json(paths.fetch_report, summary)
     if params.passages.enabled:
         print(
             f"fetch: {summary['documents_split']} long text(s) cut into {summary['passages']} passages of at most "

@@ -3,29 +3,23 @@ LLM judge in both display orders, plus token F1 and embedding similarity; report
 headline numbers), answers.jsonl, scores.csv, PNGs, MLflow, and run.json (calls, cache hits, cost and seconds
 of this run; not committed). Every LLM reply goes through data/cache/judge_llm.sqlite: a rerun costs no calls."""
 
-from pathlib import Path
-
 from ragtune.judge.outputs import flat_judge_metrics, split_usage, write_judge_outputs
 from ragtune.judge.run import JudgeParams, run_judge
 from ragtune.llm import LlmParams
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
-from ragtune.stage import log_under_train_run, parse_paths, run_main, write_run_record
-
-OUT = Path("data/judge")
-LLM_CACHE = Path("data/cache/judge_llm.sqlite")
-EMBEDDING_CACHE = Path("data/cache/judge_embeddings.sqlite")
+from ragtune.stage import log_under_train_run, run_main, stage_paths, write_run_record
 
 
 def main() -> None:
-    paths = parse_paths(__doc__, ["corpus", "test", "embed_dir", "adapter"])
+    paths = stage_paths("judge", __doc__)
     params = load_section("judge", JudgeParams)
     llm_params = load_section("llm", LlmParams)
     embedding_params = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
-    result = run_judge(paths, params, llm_params, embedding_params, LLM_CACHE, EMBEDDING_CACHE)
-    written = write_judge_outputs(result, OUT)
+    result = run_judge(paths, params, llm_params, embedding_params, paths.judge_llm_cache, paths.judge_embedding_cache)
+    written = write_judge_outputs(result, paths.judge_dir)
     m = result.metrics
-    write_run_record(OUT, split_usage(m)[1])
+    write_run_record(paths.judge_dir, split_usage(m)[1])
     log_under_train_run(
         "judge",
         mlflow_params,

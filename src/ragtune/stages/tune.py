@@ -2,40 +2,35 @@
 run.json (the study name, seconds and MLflow run id; not committed)."""
 
 import math
-from pathlib import Path
 
-from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+from ragtune.adapter.data import load_training_data
 from ragtune.adapter.study import write_trials_csv
 from ragtune.adapter.training import TrainParams
 from ragtune.adapter.tuning import MlflowTarget, TuneParams, real_fold_count, run_study
 from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
-from ragtune.paths import PipelinePaths
-from ragtune.stage import run_main, write_run_record
+from ragtune.stage import run_main, stage_paths, write_run_record
 from ragtune.tracking import pipeline_tags, redact_url, stage_run
-
-OUT = Path("data/tune")
-STORAGE_DIR = OUT / "storage"
-INPUTS = TRAINING_INPUTS
 
 
 def main() -> None:
+    paths = stage_paths("tune", __doc__)
+    inputs, out = paths.training_inputs(), paths.tune_dir
+    storage_dir = out / "storage"
     tune = load_section("tune", TuneParams)
     base = load_section("train", TrainParams)
     mlflow_params = load_section("mlflow", MlflowParams)
-    data = load_training_data(*INPUTS, round_trip_top_k=base.round_trip_top_k)
+    data = load_training_data(*inputs, round_trip_top_k=base.round_trip_top_k)
     url = tune.storage_url()  # from the environment when tune.storage_env names a variable
-    storage_label = redact_url(url) if url else str(STORAGE_DIR / "optuna.journal")
+    storage_label = redact_url(url) if url else str(storage_dir / "optuna.journal")
 
-    with stage_run(
-        "tune", mlflow_params, params={"tune": tune, "train": base}, datasets=PipelinePaths().datasets()
-    ) as run:
+    with stage_run("tune", mlflow_params, params={"tune": tune, "train": base}, datasets=paths.datasets()) as run:
         target = None
         if run.active:
             experiment_id = run.client.get_run(run.run_id).info.experiment_id
             tags = {k: v for k, v in pipeline_tags("tune").items() if k != "ragtune.stage"}
             target = MlflowTarget(mlflow_params.uri(), experiment_id, run.run_id, tuple(tags.items()))
-        result = run_study(tune, base, INPUTS, STORAGE_DIR, target, data)
+        result = run_study(tune, base, inputs, storage_dir, target, data)
         best = result.best
         run.set_tags(
             {
@@ -64,13 +59,13 @@ def main() -> None:
         )
 
     if url and "://" in url:
-        STORAGE_DIR.mkdir(parents=True, exist_ok=True)
-        (STORAGE_DIR / "README.txt").write_text(
+        storage_dir.mkdir(parents=True, exist_ok=True)
+        (storage_dir / "README.txt").write_text(
             f"study {result.study_name} is stored in {storage_label}\n", encoding="utf-8"
         )
-    write_trials_csv(OUT / "trials.csv", result.trials)
+    write_trials_csv(out / "trials.csv", result.trials)
     write_json(
-        OUT / "best.json",
+        out / "best.json",
         {
             **best,
             "storage": storage_label,
@@ -82,7 +77,7 @@ def main() -> None:
     )
     # `ragtune tune-worker --study` takes the study name from here.
     write_run_record(
-        OUT, {"study": result.study_name, "seconds": round(result.seconds, 2), "mlflow_run_id": run.run_id}
+        out, {"study": result.study_name, "seconds": round(result.seconds, 2), "mlflow_run_id": run.run_id}
     )
     print(
         f"tune: {result.counts['complete']} complete, {result.counts['pruned']} pruned in "

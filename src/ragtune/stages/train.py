@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
+from ragtune.adapter.data import load_training_data
 from ragtune.adapter.export import (
     export_sentence_transformer,
     load_exported,
     load_query_encoder,
     needs_remote_code,
 )
-from ragtune.adapter.held_out import HELD_OUT_FILE, held_out_vectors, save_held_out
+from ragtune.adapter.held_out import held_out_vectors, save_held_out
 from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.model import adapt_queries, save_query_adapter
 from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
@@ -28,32 +28,24 @@ from ragtune.io import atomic_open, read_json, write_json
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.paths import PipelinePaths
 from ragtune.records import load_corpus
-from ragtune.stage import read_run_record, run_main, write_run_record
+from ragtune.stage import read_run_record, run_main, stage_paths, write_run_record
 from ragtune.tracking import pipeline_tags, stage_run
 
-OUT = Path("data/train")
 log = logging.getLogger("train")
-MODEL_DIR = Path("models/adapter")
-# The `linear` variant, only when train.compare_linear asks for it (not a DVC output: it may be absent).
-LINEAR_DIR = Path("models/linear_adapter")
-BEST = Path("data/tune/best.json")
-INFO = Path("data/embed/info.json")
-INPUTS = TRAINING_INPUTS
 # With train.bagging > 1, each single-seed member is kept here too (eval reports their spread).
 MEMBERS_DIR = "members"
 EXPORT_DIR = "sentence_transformer"
 FOLDS_DIR = "folds"  # k-fold (train.folds): models/adapter/folds/fold-N and folds.json
-TEST_FILE, TEST_NPZ = "data/synthesize/test.jsonl", "data/embed/test.npz"
 EXPORT_TOLERANCE = 1e-5
 # metrics.json (what `dvc metrics` and `dvc exp show` compare): validation of the adapter against raw cosine.
 HEADLINE = ("val_hit@5", "val_mrr@10", "baseline_val_hit@5", "baseline_val_mrr@10")
 
 
-def check_embedder(emb: EmbeddingParams) -> dict:
-    info = read_json(INFO)
+def check_embedder(emb: EmbeddingParams, info_path: Path) -> dict:
+    info = read_json(info_path)
     if info.get("model") != emb.model:
         raise RagtuneError(
-            f"{INFO} was made with embedding.model {info.get('model')!r} but params.yaml says "
+            f"{info_path} was made with embedding.model {info.get('model')!r} but params.yaml says "
             f"{emb.model!r}; rerun the embed stage (dvc repro embed)"
         )
     return info
@@ -146,22 +138,22 @@ def warn_if_degenerate(stats: dict) -> None:
         )
 
 
-def train_test_folds(params: TrainParams, data):
+def train_test_folds(params: TrainParams, data, paths: PipelinePaths):
     """k-fold (train.folds): one adapter per fold of the human test questions, saved under
     models/adapter/folds/ with folds.json (question -> fold), which eval reads to score each test question
     with its own fold's adapter. Returns (a summary, the data the shipped adapter trains on: all of them)."""
     from ragtune.adapter.folds import assign_folds, train_folds, with_all_test_questions
     from ragtune.adapter.real_questions import load_real_questions
 
-    test_real = load_real_questions(TEST_FILE, TEST_NPZ, data.corpus_ids, human_only=True)
+    test_real = load_real_questions(paths.test, paths.embed_dir / "test.npz", data.corpus_ids, human_only=True)
     if test_real.n_distinct < params.folds:
         raise RagtuneError(
-            f"train.folds is {params.folds} but {TEST_FILE} has {test_real.n_distinct} distinct human "
+            f"train.folds is {params.folds} but {paths.test} has {test_real.n_distinct} distinct human "
             "test question(s); lower train.folds or set it to 0"
         )
     fold_of = assign_folds(test_real, params.folds, params.seed)
     results = train_folds(params, data, test_real, fold_of)
-    root = MODEL_DIR / FOLDS_DIR
+    root = paths.adapter / FOLDS_DIR
     if root.exists():
         shutil.rmtree(root)
     for fr in results:
@@ -184,15 +176,16 @@ def train_test_folds(params: TrainParams, data):
 
 
 def main() -> None:
-    params, best = load_tuned(load_section("train", TrainParams), BEST)
+    paths = stage_paths("train", __doc__)
+    params, best = load_tuned(load_section("train", TrainParams), paths.best)
     emb = load_section("embedding", EmbeddingParams)
     mlflow_params = load_section("mlflow", MlflowParams)
-    info = check_embedder(emb)
-    data = load_training_data(*INPUTS, round_trip_top_k=params.round_trip_top_k)
+    info = check_embedder(emb, paths.embed_dir / "info.json")
+    data = load_training_data(*paths.training_inputs(), round_trip_top_k=params.round_trip_top_k)
     folds = None  # the k-fold summary for report.json, when train.folds asks for k-fold
     if params.folds:
-        folds, data = train_test_folds(params, data)
-    probe = [c.text[:300] for c in load_corpus(INPUTS[2])[:8]]
+        folds, data = train_test_folds(params, data, paths)
+    probe = [c.text[:300] for c in load_corpus(paths.corpus)[:8]]
     # The shipped sentence-transformers export runs on PyTorch fp32 whatever backend embedded the corpus: the
     # portable artefact (an int8 ONNX backend's vectors are within its guard of these; README, "Embedding backends").
     base_model = load_model(emb.model_copy(update={"backend": "torch", "precision": "fp32"}))
@@ -202,9 +195,11 @@ def main() -> None:
         "train",
         mlflow_params,
         params={"train": params},
-        datasets=PipelinePaths().datasets(),
+        datasets=paths.datasets(),
         tags={
-            "ragtune.tuned_from": (read_run_record(BEST.parent).get("study", str(BEST)) if best else "params.yaml"),
+            "ragtune.tuned_from": (
+                read_run_record(paths.tune_dir).get("study", str(paths.best)) if best else "params.yaml"
+            ),
             "ragtune.validation": validation,
         },
     ) as run:
@@ -221,7 +216,7 @@ def main() -> None:
             if kind == params.kind:
                 shipped = bagged  # the adapter eval's arms use (the linear comparison is not selected from)
             result = bagged.members[0]
-            model_dir = MODEL_DIR if kind == params.kind else LINEAR_DIR
+            model_dir = paths.adapter if kind == params.kind else paths.linear_adapter
             dirs_written.append(model_dir)
             # `interpolation`: the alpha applied (train.interpolation may say auto)
             save_query_adapter(
@@ -266,26 +261,26 @@ def main() -> None:
                     if isinstance(v, (int, float)) and not isinstance(v, bool)
                 },
                 model_id=model_id if kind == params.kind else None,
-                dataset=PipelinePaths().questions,
+                dataset=paths.questions,
             )
             seconds[kind] = summary.pop("seconds")
             if kind == params.kind:
                 metrics.update(summary)
-                write_history(OUT / "history.csv", result.history)
+                write_history(paths.train_dir / "history.csv", result.history)
             else:
                 metrics["linear"] = summary
-                write_history(LINEAR_DIR / "history.csv", result.history)
+                write_history(paths.linear_adapter / "history.csv", result.history)
             for key in ("train_loss", "val_hit@5", "val_mrr@10", "seconds"):
                 values = [row[key] for row in result.history[1:]]
                 run.log_points([(f"{prefix}epoch_{key}", v, i + 1) for i, v in enumerate(values) if math.isfinite(v)])
             run.log_artifact(model_dir / "adapter.pt", f"{prefix}adapter")
             run.log_artifact(model_dir / "config.json", f"{prefix}adapter")
-        run.log_artifact(OUT / "history.csv")
+        run.log_artifact(paths.train_dir / "history.csv")
 
     if folds is not None:
         metrics["folds"] = folds
-    if LINEAR_DIR not in dirs_written and LINEAR_DIR.exists():
-        shutil.rmtree(LINEAR_DIR)  # a comparison from earlier params: eval would report it as current
+    if paths.linear_adapter not in dirs_written and paths.linear_adapter.exists():
+        shutil.rmtree(paths.linear_adapter)  # a comparison from earlier params: eval would report it as current
     split = shipped.splits[0]
     val_ids = (
         [data.real.ids[i] for i in split.val_real]
@@ -294,7 +289,7 @@ def main() -> None:
     )
     # Real validation: the adapted vectors of every real question some member held out, from the members that
     # never trained on it (before any refit); eval selects on these questions with them (held_out.npz).
-    save_held_out(HELD_OUT_FILE, held_out_vectors(shipped, data))
+    save_held_out(paths.held_out, held_out_vectors(shipped, data))
     metrics.update(
         validation=validation,
         n_train_questions=len(dict.fromkeys(data.question_ids[i] for i in split.train)),
@@ -310,7 +305,7 @@ def main() -> None:
     # every real question in held_out.npz instead, scoring the adapter with the members that held it out.
     refit = any(m.refit for m in shipped.members)
     write_json(
-        OUT / "split.json",
+        paths.split,
         {
             "validation": validation,
             "refit": refit,
@@ -320,9 +315,11 @@ def main() -> None:
             "seeds": shipped.seeds,
         },
     )
-    write_json(OUT / "report.json", metrics)
-    write_json(OUT / "metrics.json", {k: metrics[k] for k in HEADLINE})
-    write_run_record(OUT, {"seconds": seconds[params.kind], "seconds_by_kind": seconds, "mlflow_run_id": run.run_id})
+    write_json(paths.train_dir / "report.json", metrics)
+    write_json(paths.train_dir / "metrics.json", {k: metrics[k] for k in HEADLINE})
+    write_run_record(
+        paths.train_dir, {"seconds": seconds[params.kind], "seconds_by_kind": seconds, "mlflow_run_id": run.run_id}
+    )
     print(
         f"train: {params.kind} adapter, epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
         f"val Hit@5 {metrics['val_hit@5']:.4f} (raw cosine {metrics['baseline_val_hit@5']:.4f}), "

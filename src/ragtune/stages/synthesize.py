@@ -11,7 +11,6 @@ exits non-zero: a rerun resumes where this one stopped and pays for no chunk twi
 
 import signal
 import threading
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
@@ -22,14 +21,11 @@ from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.runner import CONTENT_FAILURES
 from ragtune.params import MlflowParams, load_section
 from ragtune.records import load_corpus, load_test, load_train_questions, write_jsonl
-from ragtune.stage import run_main, split_run_facts, write_run_record
+from ragtune.stage import run_main, split_run_facts, stage_paths, write_run_record
 from ragtune.synthesis.filters import degenerate_warning
 from ragtune.synthesis.run import SynthesizeParams, check_no_leak, synthesize
 from ragtune.tracking import stage_run
 
-FETCH = Path("data/fetch")
-OUT = Path("data/synthesize")
-CACHE = Path("data/cache/llm.sqlite")
 # What this run did rather than what it made: a rerun on a warm cache makes no calls and pays nothing, for the
 # same questions (dataset_cost_usd, in report.json, is what the whole question set cost).
 RUN_FACTS = (
@@ -64,13 +60,14 @@ def _numeric(report: dict) -> dict[str, float]:
 
 
 def main() -> None:
+    paths = stage_paths("synthesize", __doc__)
     llm_params = load_section("llm", LlmParams)
     params = load_section("synthesize", SynthesizeParams)
     mlflow_params = load_section("mlflow", MlflowParams)
-    chunks = load_corpus(FETCH / "corpus.jsonl")
+    chunks = load_corpus(paths.corpus)
     chunk_ids = [c.id for c in chunks]
-    tests = load_test(FETCH / "test.jsonl", corpus_ids=chunk_ids)
-    real_path = FETCH / "train_questions.jsonl"  # fetch always writes it; absent (an older fetch): none
+    tests = load_test(paths.fetch_test, corpus_ids=chunk_ids)
+    real_path = paths.real_questions  # fetch always writes it; absent (an older fetch): none
     n_real = len(load_train_questions(real_path, tests, corpus_ids=chunk_ids)) if real_path.is_file() else 0
     # `llm.ict.template_share: auto` frames none of the pseudo-queries when real questions show the query form.
     llm_params = llm_params.model_copy(update={"ict": llm_params.ict.for_real_questions(n_real)})
@@ -91,7 +88,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
-    with ContentCache(CACHE) as cache:
+    with ContentCache(paths.llm_cache) as cache:
         # disable None: a progress bar on a terminal only, none in logs
         bar_args = {"unit": "chunk", "total": None, "dynamic_ncols": True, "disable": None}
         with tqdm(desc=f"synthesize ({backend.name})", **bar_args) as bar:
@@ -102,30 +99,30 @@ def main() -> None:
     if llm_params.backend == "ict":  # the share that ran (`auto` resolved)
         outcome.report["ict_template_share"] = llm_params.ict.template_share
     committed, facts = split_run_facts(outcome.report, RUN_FACTS)
-    write_json(OUT / "report.json", committed)
-    write_json(OUT / "metrics.json", {k: committed[k] for k in HEADLINE})
-    write_run_record(OUT, facts)
+    write_json(paths.synthesize_dir / "report.json", committed)
+    write_json(paths.synthesize_dir / "metrics.json", {k: committed[k] for k in HEADLINE})
+    write_run_record(paths.synthesize_dir, facts)
     report = outcome.report  # all of it, this run's facts included, for MLflow and the log
     if report["interrupted"]:
         raise RagtuneError(
             f"synthesize: stopped with {report['not_done']} chunks not done; every finished chunk is kept "
-            f"(data/cache/llm.sqlite and its journal {cache.journal}), so a rerun resumes from here, "
+            f"({paths.llm_cache} and its journal {cache.journal}), so a rerun resumes from here, "
             "with dvc repro or dvc exp run"
         )
     check_no_leak(outcome.questions, outcome.forbidden_chunk_ids)
-    write_jsonl(OUT / "questions.jsonl", outcome.questions)
+    write_jsonl(paths.questions, outcome.questions)
     # The pipeline's whole test set: fetch's questions, then synthetic ones for held-out chunks no question covers.
-    write_jsonl(OUT / "test.jsonl", [*tests, *outcome.test_questions])
+    write_jsonl(paths.test, [*tests, *outcome.test_questions])
 
     with stage_run(
         "synthesize",
         mlflow_params,
         params={"llm": llm_params, "synthesize": params},
         tags={"ragtune.llm_backend": backend.name, "ragtune.protocol": params.test_chunks},
-        datasets=[(FETCH / "corpus.jsonl", "corpus"), (FETCH / "test.jsonl", "test")],
+        datasets=[(paths.corpus, "corpus"), (paths.fetch_test, "test")],
     ) as run:
         run.log_metrics(_numeric(report))
-        run.log_artifact(OUT / "report.json")
+        run.log_artifact(paths.synthesize_dir / "report.json")
 
     cost = "unknown" if report["cost_usd"] is None else f"${report['cost_usd']:.4f}"
     print(
@@ -146,7 +143,7 @@ def main() -> None:
     if outcome.failed_share > params.max_failed_share:
         raise RagtuneError(
             f"synthesize: {outcome.failed_share:.0%} of calls failed (more than "
-            f"synthesize.max_failed_share={params.max_failed_share}); see data/synthesize/report.json. "
+            f"synthesize.max_failed_share={params.max_failed_share}); see {paths.synthesize_dir / 'report.json'}. "
             "Outputs are written; rerun to retry the failed chunks"
         )
 

@@ -2,30 +2,26 @@
 bootstrap intervals and paired tests; report.json (all of it), metrics.json (the headline numbers DVC compares),
 hit_rate_at_k.csv, per_question.csv and PNGs; and models/hybrid/, the hybrid arm as a deployable artefact."""
 
-from pathlib import Path
-
-from ragtune.deploy.artefact import HYBRID_DIR, write_hybrid_artefact
+from ragtune.deploy.artefact import write_hybrid_artefact
 from ragtune.evaluation.arms import HybridArm
 from ragtune.evaluation.inputs import _optional_json
 from ragtune.evaluation.metrics import EvalParams
 from ragtune.evaluation.report import flat_metrics, write_eval_outputs
 from ragtune.evaluation.run import prepare_eval, run_eval
 from ragtune.params import MlflowParams, load_section
-from ragtune.stage import log_under_train_run, parse_paths, run_main
-
-OUT = Path("data/eval")
+from ragtune.stage import log_under_train_run, run_main, stage_paths
 
 
 def main() -> None:
-    paths = parse_paths(__doc__, ["corpus", "test", "questions", "embed_dir", "split", "adapter", "linear_adapter"])
+    paths = stage_paths("eval", __doc__)
     params = load_section("eval", EvalParams)
     mlflow_params = load_section("mlflow", MlflowParams)
     inputs = prepare_eval(paths, params)
     result = run_eval(paths, params, inputs=inputs)
-    written = write_eval_outputs(result, params, OUT)
+    written = write_eval_outputs(result, params, paths.eval_dir)
     hybrid = next((a for a in inputs.arms if isinstance(a, HybridArm) and a.name == "hybrid"), None)
     write_hybrid_artefact(
-        HYBRID_DIR,
+        paths.hybrid,
         inputs.corpus,
         hybrid,
         params.bm25,

@@ -1,0 +1,5 @@
+import sys
+
+from .sync import main
+
+sys.exit(main())
