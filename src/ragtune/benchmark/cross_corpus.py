@@ -8,8 +8,8 @@ own scratch workspace `<out>/work/<name>/`: a copy of dvc.yaml, a params.yaml ma
 `fetch.source=jsonl` on the copied files and the -S overrides), `corpus/` with the copied files, and symlinks
 to the project's `src/` and `.ragtune/` (the stage launcher) so that dvc.yaml's dependencies resolve. `dvc repro
 eval` runs there, so the corpus is measured exactly as a user running the pipeline would measure it; workspaces
-are kept, so a rerun reuses DVC's results and the persistent LLM/embedding caches. `--default` adds a workspace `default`
-with the project's params as they are (its default source).
+are kept, so a rerun reuses DVC's results and the persistent LLM/embedding caches. `--default` adds a workspace
+`default` with the project's params as they are (its default source).
 
 Then one table of the test-set results per corpus and arm (Hit@main_k, MRR, nDCG with their intervals, the
 paired tests against raw cosine, the wall time) goes to `<out>/results.json`, `results.md` and
