@@ -1,7 +1,6 @@
 """k-fold over the test questions: fold assignment, fold isolation (a fold's questions never reach its
 adapter's training or selection, nor tuning), the out-of-fold arm, and the train stage writing the folds."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -112,11 +111,15 @@ def test_a_folds_questions_never_reach_its_adapters_training_or_selection():
 def test_tuning_reads_no_test_questions():
     """The tune stage's inputs are the synthetic and real training questions only: under k-fold no test
     question can reach any fold's hyperparameters."""
-    spec = importlib.util.spec_from_file_location("tune_stage", REPO / "stages" / "tune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert "data/embed/test.npz" not in module.INPUTS
-    assert module.INPUTS[4:] == ("data/fetch/train_questions.jsonl", "data/embed/real.npz")
+    from ragtune.paths import PipelinePaths
+    from ragtune.project.pipeline import stage
+
+    layout = PipelinePaths()
+    inputs = [str(p) for p in layout.training_inputs()]
+    assert "data/embed/test.npz" not in inputs
+    assert inputs[4:] == ["data/fetch/train_questions.jsonl", "data/embed/real.npz"]
+    tune_deps = [d.path(layout) for d in stage("tune").deps]
+    assert "data/embed/test.npz" not in tune_deps and set(inputs) <= set(tune_deps)
 
 
 def test_the_out_of_fold_arm_adapts_each_question_with_its_own_folds_adapter():

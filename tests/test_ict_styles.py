@@ -275,7 +275,7 @@ def test_stage_resolves_template_share_auto_from_the_real_training_questions(tmp
     for name, train_questions in (("synthetic only", ()), ("with real", real)):
         project = write_project(tmp_path / name, chunks, llm=llm, train_questions=train_questions)
         proc = subprocess.run(
-            [sys.executable, str(REPO / "stages" / "synthesize.py")],
+            [sys.executable, "-m", "ragtune.stages.synthesize"],
             cwd=project,
             capture_output=True,
             text=True,
@@ -347,7 +347,7 @@ def test_both_brings_the_degenerate_share_down_on_sentence_chunks(tmp_path, capl
 def test_stage_prints_the_degenerate_warning(tmp_path):
     project = write_project(tmp_path / "p", chunks_of(SENTENCES), llm={"backend": "ict"})
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "synthesize.py")],
+        [sys.executable, "-m", "ragtune.stages.synthesize"],
         cwd=project,
         capture_output=True,
         text=True,

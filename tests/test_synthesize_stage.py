@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_chunks, write_project
+from conftest import make_chunks, write_project
 from fake_anthropic import FakeAnthropic
 
 KEY = "sk-ant-test-LEAKCHECK-7f3a9c"
-STAGE = str(REPO / "stages" / "synthesize.py")
+STAGE = ["-m", "ragtune.stages.synthesize"]
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def env(**extra: str) -> dict[str, str]:
 
 def start(project: Path, **extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, STAGE],
+        [sys.executable, *STAGE],
         cwd=project,
         env=env(**extra),
         stdout=subprocess.PIPE,
@@ -108,7 +108,7 @@ def test_api_key_appears_in_no_output_log_file_or_mlflow_param(tmp_path, fake):
         synthesize={"max_failed_share": 0.5},
         mlflow={"enabled": True, "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "leakcheck"},
     )
-    proc = subprocess.run([sys.executable, STAGE], cwd=project, env=env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, *STAGE], cwd=project, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = {
         **json.loads((project / "data/synthesize/report.json").read_text()),
@@ -140,7 +140,7 @@ def test_missing_key_stops_before_any_work(tmp_path, fake):
     project = write_project(tmp_path / "p", make_chunks(3), llm=anthropic_llm(fake))
     e = env()
     del e["ANTHROPIC_API_KEY"]
-    proc = subprocess.run([sys.executable, STAGE], cwd=project, env=e, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, *STAGE], cwd=project, env=e, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "ANTHROPIC_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
     assert fake.requests == [] and not (project / "data/cache/llm.sqlite").exists()
@@ -152,7 +152,7 @@ def test_test_set_is_fetchs_questions_then_synthetic_ones_for_uncovered_held_out
 
     human = TestQuestion(id="h1", question="Who monitors data subject access rights?", relevant_ids=["c1"])
     project = write_project(tmp_path / "p", make_chunks(6, test_ids=[1, 4]), [human], llm={"backend": "ict"})
-    proc = subprocess.run([sys.executable, STAGE], cwd=project, env=env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, *STAGE], cwd=project, env=env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     tests = [json.loads(x) for x in (project / "data/synthesize/test.jsonl").read_text().splitlines()]
     assert [(t["id"], t["relevant_ids"], t["origin"]) for t in tests] == [

@@ -2,7 +2,7 @@
 2-minute goal, at `train.threads` 1 (the default) and at all cores, and whether the two thread counts give
 the same trials.
 
-Each row runs `python stages/tune.py` in its own scratch workspace: this checkout's params.yaml (with
+Each row runs `python -m ragtune.stages.tune` in its own scratch workspace: this checkout's params.yaml (with
 `train.threads` set and the MLflow store a fresh SQLite file there, as a newcomer's first run has it) and
 copies of data/fetch, data/synthesize and data/embed, which `make run` writes. The stage's own
 Optuna-measured seconds (data/tune/run.json) and the process's wall time, imports included, are both
@@ -39,7 +39,7 @@ def run_tune_stage(threads: int, scratch: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAGTUNE_LOG": "WARNING"}
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "tune.py")],
+        [sys.executable, "-m", "ragtune.stages.tune"],
         check=False,
         cwd=scratch,
         env=env,

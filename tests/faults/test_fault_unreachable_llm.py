@@ -11,13 +11,13 @@ import sys
 import threading
 
 import pytest
-from conftest import REPO, make_chunks, write_project
+from conftest import make_chunks, write_project
 from fake_anthropic import FakeAnthropic
 
 from ragtune.errors import RagtuneError
 from ragtune.llm.reachability import ReachabilityGuard
 
-STAGE = str(REPO / "stages" / "synthesize.py")
+STAGE = ["-m", "ragtune.stages.synthesize"]
 
 
 class HangUp:
@@ -47,7 +47,7 @@ class HangUp:
 
 def synthesize(project, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, STAGE],
+        [sys.executable, *STAGE],
         cwd=project,
         env={**os.environ, "ANTHROPIC_API_KEY": "sk-test", "RAGTUNE_LOG": "WARNING", **env},
         capture_output=True,
