@@ -16,7 +16,8 @@ from ragtune.corpus.fetching import fetch_source, report
 from ragtune.errors import DataError, ParamsError
 from ragtune.evaluation.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
 from ragtune.params import FetchParams, JsonlSourceParams, load_section
-from ragtune.records import TestQuestion, load_train_questions, normalise_question
+from ragtune.records import TestQuestion, load_train_questions
+from ragtune.textnorm import normalise_text
 
 
 def write(path, rows):
@@ -44,8 +45,8 @@ def test_file(tmp_path):
 
 
 def test_normalised_questions_ignore_case_punctuation_and_spacing():
-    assert normalise_question("What is the  Notice period?") == normalise_question("what is the notice period")
-    assert normalise_question("notice period") != normalise_question("notice periods")
+    assert normalise_text("What is the  Notice period?") == normalise_text("what is the notice period")
+    assert normalise_text("notice period") != normalise_text("notice periods")
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,9 @@ from ragtune.errors import RagtuneError
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.ict import IctBackend, ict_queries
 from ragtune.records import TestQuestion
-from ragtune.synthesis.filters import FilterParams, check_question, clean, normalise
+from ragtune.synthesis.filters import FilterParams, check_question, clean
 from ragtune.synthesis.run import SynthesizeParams, load_prompt, synthesize
+from ragtune.textnorm import normalise_text
 
 
 def run(chunks, backend, cache, tests=(), **params):
@@ -224,7 +225,7 @@ def test_prompt_file_renders_and_its_hash_is_in_the_key(tmp_path, backend):
 def test_clean_and_normalise():
     assert clean("  Question 1:  What   is it? ") == "What is it?"
     assert clean("2) Who pays?") == "Who pays?"
-    assert normalise("What is the DEADLINE?") == normalise("what is the deadline")
+    assert normalise_text("What is the DEADLINE?") == normalise_text("what is the deadline")
     f = FilterParams()
     assert check_question("Rules apply.", f, want_question_mark=False) is None
     assert check_question("Rules apply.", f, want_question_mark=True) == "not_a_question"

@@ -29,7 +29,7 @@ class RealQuestions:
     ids: list[str]
     emb: np.ndarray
     relevant: list[np.ndarray]
-    # Each question's text after `normalise_question` (None: every question counts as distinct). A query log
+    # Each question's text after `textnorm.normalise_text` (None: every question counts as distinct). A query log
     # repeats its popular questions under new ids; every held-out split keeps the copies on one side.
     keys: list[str] | None = None
 
@@ -131,7 +131,8 @@ def load_real_questions(
     """The fetch stage's train_questions.jsonl with the embed stage's real.npz, rows in the file's order
     (or, for k-fold, a test.jsonl with test.npz and `human_only`: synthetic test questions never train)."""
     from ..embedding.embedder import embeddings_for
-    from ..records import load_test, normalise_question
+    from ..records import load_test
+    from ..textnorm import normalise_text
 
     questions = load_test(questions_jsonl, corpus_ids=corpus_ids)
     if human_only:
@@ -141,5 +142,5 @@ def load_real_questions(
         ids=[q.id for q in questions],
         emb=embeddings_for([q.id for q in questions], questions_npz, f"questions of {questions_jsonl}"),
         relevant=[np.array([corpus_row[r] for r in q.relevant_ids], dtype=np.int64) for q in questions],
-        keys=[normalise_question(q.question) for q in questions],
+        keys=[normalise_text(q.question) for q in questions],
     )

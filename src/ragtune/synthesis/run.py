@@ -36,7 +36,8 @@ from ..llm.base import Backend, GenRequest, GenResult
 from ..llm.runner import RunStats, run_cached
 from ..params import Section
 from ..records import Chunk, SyntheticQuestion, TestQuestion, read_text
-from .filters import FilterParams, check_question, clean, degenerate_warning, is_near_copy, normalise
+from ..textnorm import normalise_text
+from .filters import FilterParams, check_question, clean, degenerate_warning, is_near_copy
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def synthesize(
     want_qmark = backend.uses_prompt
     by_style: Counter[str] = Counter()
     degenerate = 0
-    test_norms = {normalise(q.question) for q in tests}
+    test_norms = {normalise_text(q.question) for q in tests}
     seen: set[str] = set()
     seen_test: set[str] = set()
     dropped: Counter[str] = Counter()
@@ -287,7 +288,7 @@ def synthesize(
                 continue
             q = clean(q)
             reason = check_question(q, params.filters, want_qmark)
-            norm = normalise(q)
+            norm = normalise_text(q)
             if reason is None:
                 if norm in test_norms:
                     reason = "same_as_test_question"
