@@ -28,7 +28,8 @@ class AgainstCosine:
     def scores(self, transform) -> dict:
         """Per-question metrics of `transform` (query_emb (n, d) -> (n, d))."""
         from ragtune.evaluation.arms import EmbeddingArm
-        from ragtune.evaluation.metrics import hit_matrix, per_question_metrics
+        from ragtune.evaluation.metrics import per_question_metrics
+        from ragtune.evaluation.ranking import hit_matrix
 
         hits = hit_matrix(
             EmbeddingArm("x", self.corpus.emb, transform).retrieve(self.test, self.params.depth), self.test.relevant

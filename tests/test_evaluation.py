@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.evaluation.arms import EmbeddingArm, LexicalArm, identity
 from ragtune.evaluation.inputs import QuerySet
-from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics, per_question_recall
+from ragtune.evaluation.metrics import EvalParams, per_question_metrics, per_question_recall
+from ragtune.evaluation.ranking import first_relevant_rank, hit_matrix
 from ragtune.evaluation.report import flat_metrics, write_eval_outputs
 from ragtune.evaluation.run import run_eval
 from ragtune.io import write_json
@@ -26,7 +27,7 @@ from ragtune.params import load_section, validate_params_file
 from ragtune.paths import PipelinePaths
 from ragtune.readme import END, START, current_block, render_results, replace_block, update_readme
 from ragtune.records import Chunk, SyntheticQuestion, TestQuestion, write_jsonl
-from ragtune.search.dense import exact_top_k, first_relevant_rank
+from ragtune.search.dense import exact_top_k
 from ragtune.search.lexical import Bm25Index, Bm25Params
 
 REPO = Path(__file__).resolve().parents[1]

@@ -139,7 +139,7 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     import yaml
     from pipeline_support import run_stages
 
-    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.embeddings_npz import save_embeddings
     from ragtune.io import read_json
     from ragtune.records import Chunk, TestQuestion, write_jsonl
 

@@ -283,7 +283,7 @@ def test_copies_of_a_real_question_are_held_out_together():
 
 def test_loaded_real_questions_know_their_copies_by_normalised_text(tmp_path):
     from ragtune.adapter.real_questions import load_real_questions
-    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.embeddings_npz import save_embeddings
     from ragtune.records import write_jsonl
 
     rows = [
@@ -493,7 +493,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     import yaml
     from pipeline_support import run_stages
 
-    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.embeddings_npz import save_embeddings
     from ragtune.evaluation.inputs import load_validation_set
     from ragtune.io import read_json
     from ragtune.records import Chunk, write_jsonl

@@ -11,7 +11,7 @@ from ragtune.adapter.splits import split_by_chunk
 from ragtune.adapter.study import best_configuration, trial_rows, write_trials_csv
 from ragtune.adapter.training import TrainParams
 from ragtune.adapter.tuning import STATE_TAG, MlflowTarget, Objective, SearchDim, TuneParams, run_study
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, write_jsonl

@@ -28,7 +28,7 @@ from ragtune.adapter.model import AdapterConfig, QueryAdapter
 from ragtune.adapter.splits import Split, split_by_chunk, validation_metrics
 from ragtune.adapter.training import TrainParams, train_adapter
 from ragtune.adapter.tuning import Objective, TuneParams, make_pruner, make_sampler
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.records import Chunk, write_jsonl
 
 from .common import best_of, save

@@ -218,7 +218,7 @@ def load_training_data(
     *synthetic* test questions (made for held-out chunks: training on them would measure what was
     trained); the synthesize stage already applied `synthesize.test_chunks` to human test chunks.
     Without it, every chunk marked `split: test` (the strict protocol)."""
-    from ..embedding.embedder import load_embeddings_with_columns
+    from ..embeddings_npz import load_embeddings_with_columns
     from ..records import load_corpus, load_test
 
     q_ids, q_emb, cols = load_embeddings_with_columns(questions_npz)

@@ -130,7 +130,7 @@ def load_real_questions(
 ) -> RealQuestions:
     """The fetch stage's train_questions.jsonl with the embed stage's real.npz, rows in the file's order
     (or, for k-fold, a test.jsonl with test.npz and `human_only`: synthetic test questions never train)."""
-    from ..embedding.embedder import embeddings_for
+    from ..embeddings_npz import embeddings_for
     from ..records import load_test
     from ..textnorm import normalise_text
 

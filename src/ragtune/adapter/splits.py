@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..search.dense import exact_top_k, hit_rate_at_k, mrr_at_k
+from ..evaluation.ranking import hit_rate_at_k, mrr_at_k
+from ..search.dense import exact_top_k
 from .data import TrainingData
 from .model import QueryAdapter
 

@@ -27,7 +27,8 @@ from ..adapter.training import TrainParams, train_bagged
 from ..params import Section
 from .arms import EmbeddingArm
 from .inputs import QuerySet
-from .metrics import EvalParams, hit_matrix, per_question_metrics
+from .metrics import EvalParams, per_question_metrics
+from .ranking import hit_matrix
 from .statistics import bootstrap_ci, paired_bootstrap
 
 log = logging.getLogger(__name__)

@@ -331,7 +331,7 @@ def build_items(
     uses, render each arm's context and the reference. Returns the items and setup facts for the report."""
     from ..evaluation.arms import EmbeddingArm, adapter_arm, identity
     from ..evaluation.inputs import QuerySet, load_corpus_with_embeddings, load_test_set, require_file
-    from ..evaluation.metrics import hit_matrix
+    from ..evaluation.ranking import hit_matrix
     from ..records import load_test
 
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
