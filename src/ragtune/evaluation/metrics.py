@@ -173,11 +173,3 @@ def _verdict(
         f"Significant at alpha={params.alpha:g} (Holm over {len(tests)} tests) on "
         f"{', '.join(significant_keys)}: {name_new} is {direction}."
     )
-
-
-def origin_label(origins: Sequence[str]) -> str:
-    kinds = sorted(set(origins))
-    if len(kinds) == 1:
-        return kinds[0]
-    counts = ", ".join(f"{origins.count(o)} {o}" for o in kinds)
-    return f"mixed ({counts})"
