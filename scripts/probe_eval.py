@@ -54,8 +54,9 @@ class AgainstCosine:
 def train_tuned(overrides: dict | None = None):
     """(params, best.json, bagged result): the train stage's adapter from data/tune/best.json, with `overrides`
     (train keys) on top."""
+    from ragtune.adapter.bagging import train_bagged
+    from ragtune.adapter.config import TrainParams, apply_overrides, load_tuned
     from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-    from ragtune.adapter.training import TrainParams, apply_overrides, load_tuned, train_bagged
     from ragtune.params import load_section
 
     params, best = load_tuned(load_section("train", TrainParams), "data/tune/best.json")

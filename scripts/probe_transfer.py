@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.adapter.config import TrainParams
 from ragtune.adapter.data import build_training_data
 from ragtune.adapter.model import adapt_queries, ensemble_adapters
 from ragtune.adapter.splits import split_by_chunk
-from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.adapter.training import train_adapter
 from ragtune.cache import ContentCache
 from ragtune.embedding.embedder import CachedEmbedder
 from ragtune.evaluation.metrics import EvalParams, per_question_metrics

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from ragtune.adapter.bagging import train_bagged
+from ragtune.adapter.config import TrainParams
 from ragtune.adapter.held_out import HeldOut, held_out_vectors, load_held_out, save_held_out
 from ragtune.adapter.model import adapt_queries
 from ragtune.adapter.splits import real_validation_metrics
-from ragtune.adapter.training import TrainParams, train_bagged
 from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.evaluation.arms import identity

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter.data import build_training_data
+from ragtune.adapter.bagging import train_bagged
+from ragtune.adapter.config import TrainParams
+from ragtune.adapter.data import build_training_data, with_real_questions, with_real_subset
 from ragtune.adapter.losses import FullCorpusSoftmaxLoss, InBatchRankingLoss
-from ragtune.adapter.real_questions import RealQuestions, with_real_questions, with_real_subset
+from ragtune.adapter.real_questions import RealQuestions
 from ragtune.adapter.splits import make_split, split_real
-from ragtune.adapter.training import TrainParams, train_adapter, train_bagged
+from ragtune.adapter.training import train_adapter
 from ragtune.corpus.fetching import fetch_source, report
 from ragtune.errors import DataError, ParamsError
 from ragtune.evaluation.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
@@ -299,8 +301,9 @@ def test_loaded_real_questions_know_their_copies_by_normalised_text(tmp_path):
 
 
 def test_tuning_folds_hold_every_real_question_out_exactly_once():
+    from ragtune.adapter.config import TuneParams
     from ragtune.adapter.splits import real_fold_splits
-    from ragtune.adapter.tuning import TuneParams, tuning_splits
+    from ragtune.adapter.tuning import tuning_splits
 
     data = distorted_world(n_real=61)
     splits = real_fold_splits(data, 3, 7)
@@ -326,8 +329,9 @@ def test_tuning_folds_hold_every_real_question_out_exactly_once():
 def test_a_cross_validated_trial_scores_every_real_question_once():
     import optuna
 
+    from ragtune.adapter.config import SearchDim
     from ragtune.adapter.splits import real_fold_splits
-    from ragtune.adapter.tuning import Objective, SearchDim
+    from ragtune.adapter.trials import Objective
 
     data = distorted_world(n_real=61)
     params = TrainParams(**FAST, real_weight=3.0)

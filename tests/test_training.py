@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from ragtune.adapter.config import TrainParams, apply_overrides
 from ragtune.adapter.data import build_training_data, load_training_data
 from ragtune.adapter.model import QueryAdapter
 from ragtune.adapter.splits import split_by_chunk, validation_metrics
-from ragtune.adapter.training import EarlyStopping, TrainParams, apply_overrides, train_adapter
+from ragtune.adapter.training import EarlyStopping, train_adapter
 from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import DataError, ParamsError, RagtuneError
 from ragtune.params import load_section

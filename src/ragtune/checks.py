@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .adapter.training import TrainParams
-from .adapter.tuning import TuneParams
+from .adapter.config import TrainParams, TuneParams
 from .errors import ParamsError, RagtuneError
 from .evaluation.learning_curve import CurveParams
 from .evaluation.run import EvalParams

@@ -25,8 +25,8 @@ import numpy as np
 from ..errors import RagtuneError
 
 if TYPE_CHECKING:
+    from .bagging import BaggedResult
     from .data import TrainingData
-    from .training import BaggedResult
 
 HELD_OUT_FILE = Path("data/train/held_out.npz")
 
