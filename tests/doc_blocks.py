@@ -11,6 +11,7 @@ Fenced blocks of a language that runs (python, bash, sh, shell, console) must ca
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,3 +73,10 @@ def all_blocks(root: Path = REPO) -> list[Block]:
 def blocks_tagged(kind: str, root: Path = REPO) -> list[Block]:
     """The blocks tagged `<!-- test: KIND -->` in README.md and docs/ (a test that runs them asks by this name)."""
     return [b for b in all_blocks(root) if b.tag == "test" and b.kind == kind]
+
+
+def command_lines(block: Block) -> list[list[str]]:
+    """A shell block's commands as argv lists: continuation lines joined, comments and blank lines dropped (for a
+    test that runs them one by one, e.g. in a scratch directory)."""
+    joined = block.code.replace("\\\n", " ")
+    return [argv for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]

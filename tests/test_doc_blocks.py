@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from doc_blocks import REPO, RUNNABLE, Block, all_blocks, blocks_tagged, fenced_blocks
+from doc_blocks import REPO, RUNNABLE, Block, all_blocks, blocks_tagged, command_lines, fenced_blocks
 
 BLOCKS = all_blocks()
 TEST_KINDS = sorted({b.kind for b in BLOCKS if b.tag == "test"})
@@ -52,12 +52,6 @@ def test_the_block_parser_sees_tags_indentation_and_untagged_fences(tmp_path):
 
 
 # --- the `commands` blocks ------------------------------------------------------------------------------------
-
-
-def command_lines(block: Block) -> list[list[str]]:
-    """The block's commands as argv lists: continuation lines joined, comments and blank lines dropped."""
-    joined = block.code.replace("\\\n", " ")
-    return [argv for line in joined.splitlines() if (argv := shlex.split(line, comments=True))]
 
 
 def make_targets() -> set[str]:
