@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint format bench bench-scale bench-scale-e2e transfer labels querylogs querylogs-kfold ui venv browser clean-venv
+.PHONY: run test lint format docs bench bench-scale bench-scale-e2e transfer labels querylogs querylogs-kfold ui venv browser clean-venv
 
 venv: $(STAMP) .ragtune/python
 
@@ -52,6 +52,17 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
+
+# The documentation site (mkdocs + Material, the `docs` extra, installed on first use) into site/: --strict makes a
+# broken link, anchor or snippet fail. The generated blocks must be current first (python -m ragtune.readme).
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/python -m ragtune.readme --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks

@@ -20,7 +20,8 @@ import numpy as np
 
 from ragtune.cache import ContentCache
 from ragtune.corpus.fetching import report_source
-from ragtune.embedding.embedder import CachedEmbedder, save_embeddings
+from ragtune.embedding.embedder import CachedEmbedder
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.evaluation.arms import build_arms
 from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set
 from ragtune.evaluation.metrics import EvalParams

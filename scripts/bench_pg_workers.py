@@ -22,9 +22,9 @@ def main() -> None:
     sys.path.insert(0, str(Path("tests").resolve()))
     from server_support import postgres_server
 
+    from ragtune.adapter.config import TrainParams, TuneParams
     from ragtune.adapter.data import TRAINING_INPUTS
-    from ragtune.adapter.training import TrainParams
-    from ragtune.adapter.tuning import TuneParams, run_study
+    from ragtune.adapter.tuning import run_study
     from ragtune.params import load_section
 
     base = load_section("train", TrainParams)

@@ -43,7 +43,8 @@ def embed_rates(texts: list[str], questions: list[str]) -> dict:
 def train_epochs(n: int) -> dict:
     import torch
 
-    from ragtune.adapter.training import TrainParams, train_adapter
+    from ragtune.adapter.config import TrainParams
+    from ragtune.adapter.training import train_adapter
     from ragtune.benchmark.scale import _training_data
 
     data, split = _training_data(n, np.random.default_rng(0))

@@ -24,10 +24,10 @@ def main() -> None:
     ap.add_argument("--penalties", type=float, nargs="+", default=[1.0, 1.1])
     args = ap.parse_args()
     sys.path.insert(0, str(Path("src").resolve()))
-    from ragtune.judge.prompts import load_prompt
     from ragtune.judge.run import JudgeParams, answer_calls, build_items
     from ragtune.llm import LlmParams, make_backend
     from ragtune.llm.base import GenRequest, ToolSpec
+    from ragtune.llm.prompts import load_prompt
     from ragtune.params import load_section
     from ragtune.stage import parse_paths
 

@@ -28,7 +28,8 @@ class AgainstCosine:
     def scores(self, transform) -> dict:
         """Per-question metrics of `transform` (query_emb (n, d) -> (n, d))."""
         from ragtune.evaluation.arms import EmbeddingArm
-        from ragtune.evaluation.metrics import hit_matrix, per_question_metrics
+        from ragtune.evaluation.metrics import per_question_metrics
+        from ragtune.evaluation.ranking import hit_matrix
 
         hits = hit_matrix(
             EmbeddingArm("x", self.corpus.emb, transform).retrieve(self.test, self.params.depth), self.test.relevant
@@ -53,8 +54,9 @@ class AgainstCosine:
 def train_tuned(overrides: dict | None = None):
     """(params, best.json, bagged result): the train stage's adapter from data/tune/best.json, with `overrides`
     (train keys) on top."""
+    from ragtune.adapter.bagging import train_bagged
+    from ragtune.adapter.config import TrainParams, apply_overrides, load_tuned
     from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
-    from ragtune.adapter.training import TrainParams, apply_overrides, load_tuned, train_bagged
     from ragtune.params import load_section
 
     params, best = load_tuned(load_section("train", TrainParams), "data/tune/best.json")

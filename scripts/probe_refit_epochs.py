@@ -43,17 +43,11 @@ def main() -> None:
     import numpy as np
     from probe_eval import AgainstCosine, load_test_inputs
 
+    from ragtune.adapter.config import TrainParams, apply_overrides, load_tuned
     from ragtune.adapter.data import TRAINING_INPUTS, load_training_data
     from ragtune.adapter.model import adapt_queries, ensemble_adapters
     from ragtune.adapter.splits import make_split
-    from ragtune.adapter.training import (
-        EarlyStopping,
-        TrainParams,
-        apply_overrides,
-        load_tuned,
-        refit_adapter,
-        train_adapter,
-    )
+    from ragtune.adapter.training import EarlyStopping, refit_adapter, train_adapter
     from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
     from ragtune.params import load_section
 

@@ -145,7 +145,8 @@ def fusion_variants() -> dict[str, FusionFn]:
 
 
 def score(rows: np.ndarray, qs, params) -> dict[str, np.ndarray]:
-    from ragtune.evaluation.metrics import hit_matrix, per_question_metrics
+    from ragtune.evaluation.metrics import per_question_metrics
+    from ragtune.evaluation.ranking import hit_matrix
 
     return per_question_metrics(hit_matrix(rows[:, : params.depth], qs.relevant), qs.n_relevant, params)
 

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.adapter.config import TrainParams
 from ragtune.adapter.data import build_training_data
 from ragtune.adapter.model import adapt_queries, ensemble_adapters
 from ragtune.adapter.splits import split_by_chunk
-from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.adapter.training import train_adapter
 from ragtune.cache import ContentCache
 from ragtune.embedding.embedder import CachedEmbedder
-from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics
+from ragtune.evaluation.metrics import EvalParams, per_question_metrics
+from ragtune.evaluation.ranking import hit_matrix
 from ragtune.evaluation.statistics import mcnemar_exact, paired_bootstrap
 from ragtune.llm.config import IctParams
 from ragtune.llm.ict import make_extractor, styled_queries

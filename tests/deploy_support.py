@@ -16,7 +16,8 @@ from pipeline_support import tiny_corpus
 from ragtune.adapter.export import export_sentence_transformer
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
 from ragtune.cache import ContentCache
-from ragtune.embedding.embedder import CachedEmbedder, load_model, save_embeddings
+from ragtune.embedding.embedder import CachedEmbedder, load_model
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams
 from ragtune.paths import PipelinePaths

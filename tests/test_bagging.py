@@ -8,6 +8,8 @@ from sentence_transformers import SentenceTransformer
 from test_evaluation import DIM, make_pipeline
 from test_export import trained_like
 
+from ragtune.adapter.bagging import train_bagged
+from ragtune.adapter.config import AUTO_INTERPOLATION, TrainParams
 from ragtune.adapter.data import build_training_data
 from ragtune.adapter.export import export_sentence_transformer, load_exported, needs_remote_code
 from ragtune.adapter.model import (
@@ -19,7 +21,7 @@ from ragtune.adapter.model import (
     save_query_adapter,
 )
 from ragtune.adapter.splits import split_by_chunk
-from ragtune.adapter.training import AUTO_INTERPOLATION, TrainParams, train_adapter, train_bagged
+from ragtune.adapter.training import train_adapter
 from ragtune.embedding.embedder import resolve_model
 from ragtune.errors import ParamsError
 from ragtune.evaluation.arms import member_dirs

@@ -7,13 +7,8 @@ import numpy as np
 import pytest
 
 from ragtune.cache import ContentCache, content_key
-from ragtune.embedding.embedder import (
-    CachedEmbedder,
-    load_embeddings,
-    load_embeddings_with_columns,
-    load_model,
-    save_embeddings,
-)
+from ragtune.embedding.embedder import CachedEmbedder, load_model
+from ragtune.embeddings_npz import load_embeddings, load_embeddings_with_columns, save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.params import EmbeddingParams
 

@@ -10,7 +10,8 @@ import pytest
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
 from ragtune.cache import ContentCache
 from ragtune.cli import HybridSetup, compare_retrieval, format_comparison, main
-from ragtune.embedding.embedder import CachedEmbedder, load_model, save_embeddings
+from ragtune.embedding.embedder import CachedEmbedder, load_model
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams
 from ragtune.records import Chunk, write_jsonl

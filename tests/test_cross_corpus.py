@@ -1,5 +1,5 @@
 """`ragtune bench`, the cross-corpus benchmark: the table from a hand-made metrics.json (seed ranges, arm
-order, p-values), -S overrides, bad input stopped before any work, the README's transfer block, and the
+order, p-values), -S overrides, bad input stopped before any work, the transfer block, and the
 command end to end under real DVC on two tiny corpora (a rerun reruns nothing)."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ragtune.readme import (
     TRANSFER_START,
     current_block,
     expected_transfer,
+    page_holding,
     render_query_logs,
     render_query_logs_kfold,
     render_transfer,
@@ -384,7 +385,7 @@ def test_bad_input_stops_before_any_work(case, project, tmp_path, monkeypatch, c
     assert not (tmp_path / "out").exists()
 
 
-# --- the README's transfer block ---------------------------------------------------------------------
+# --- the transfer block (docs/findings/) ---------------------------------------------------------------------
 
 
 def test_transfer_block_regenerates_identically_from_results_json(tmp_path):
@@ -411,28 +412,29 @@ def test_transfer_block_regenerates_identically_from_results_json(tmp_path):
 
 
 def test_readme_transfer_block_matches_the_committed_results(tmp_path):
-    """README.md's transfer block is the rendering of data/transfer/results.json (python -m ragtune.readme);
-    without that file (no `make transfer` yet) the block is the placeholder."""
-    readme, results = REPO / "README.md", REPO / TRANSFER
+    """The transfer block (docs/findings/transfer.md) is the rendering of data/transfer/results.json (python -m
+    ragtune.readme); without that file (no `make transfer` yet) the block is the placeholder."""
+    readme, results = page_holding("transfer", REPO), REPO / TRANSFER
     text = readme.read_text(encoding="utf-8")
     assert TRANSFER_START in text and TRANSFER_END in text
     if not results.is_file():
         assert "make transfer" in current_block(text, TRANSFER_START, TRANSFER_END)
         return
     assert current_block(text, TRANSFER_START, TRANSFER_END) == expected_transfer(readme, results), (
-        "README transfer section is stale: run python -m ragtune.readme"
+        "the transfer block is stale: run python -m ragtune.readme"
     )
 
 
 def test_readme_query_logs_block_matches_the_committed_results(tmp_path):
-    """README.md's query-logs block is the rendering of data/transfer/real/results.json (`make querylogs`);
-    without that file it is the placeholder. The renderer names each corpus's split and its learning curve."""
-    readme, results = REPO / "README.md", REPO / LOGS
+    """The query-logs block (docs/findings/query-logs.md) is the rendering of data/transfer/real/results.json (`make
+    querylogs`); without that file it is the placeholder. The renderer names each corpus's split and its learning
+    curve."""
+    readme, results = page_holding("querylogs", REPO), REPO / LOGS
     text = readme.read_text(encoding="utf-8")
     assert LOGS_START in text and LOGS_END in text
     if results.is_file():
         assert current_block(text, LOGS_START, LOGS_END) == expected_transfer(readme, results, render_query_logs), (
-            "README query-logs section is stale: run python -m ragtune.readme"
+            "the query-logs block is stale: run python -m ragtune.readme"
         )
     else:
         assert "make querylogs" in current_block(text, LOGS_START, LOGS_END)
@@ -466,16 +468,16 @@ def test_readme_query_logs_block_matches_the_committed_results(tmp_path):
 
 
 def test_readme_kfold_block_matches_the_committed_results():
-    """README.md's k-fold block is the rendering of data/transfer/kfold_real/results.json (`make
-    querylogs-kfold`); without that file it is the placeholder. The renderer reads the fold count from the
+    """The k-fold block (docs/findings/query-logs.md) is the rendering of data/transfer/kfold_real/results.json
+    (`make querylogs-kfold`); without that file it is the placeholder. The renderer reads the fold count from the
     overrides."""
-    readme, results = REPO / "README.md", REPO / KFOLD
+    readme, results = page_holding("querylogs-kfold", REPO), REPO / KFOLD
     text = readme.read_text(encoding="utf-8")
     assert KFOLD_START in text and KFOLD_END in text
     if results.is_file():
         assert current_block(text, KFOLD_START, KFOLD_END) == expected_transfer(
             readme, results, render_query_logs_kfold
-        ), "README k-fold section is stale: run python -m ragtune.readme"
+        ), "the k-fold block is stale: run python -m ragtune.readme"
     else:
         assert "make querylogs-kfold" in current_block(text, KFOLD_START, KFOLD_END)
     block = render_query_logs_kfold({**_results(), "overrides": ["train.folds=4", "tune.timeout_s=null"]})

@@ -127,28 +127,20 @@ def test_fusion_registry_is_the_one_eval_uses():
         hybrid.fuse("mystery", {}, dense, lexical, 3)
 
 
-def readme_deploy_blocks(kind: str) -> list[str]:
-    """The blocks of the README's "## Deploy" section tagged `<!-- deploy-test: KIND -->` (tests/test_readme_deploy.py
-    leaves the kinds `hybrid` and `store commands` to this test and tests/test_stores.py)."""
-    import re
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(rf"<!-- deploy-test: {kind} -->\n```\w+\n(.*?)```", section, re.S)
-
-
-def test_the_readme_hybrid_loader_block_runs_on_an_eval_artefact(base, tmp_path, monkeypatch, capsys):
+def test_the_deploy_guides_hybrid_loader_block_runs_on_an_eval_artefact(base, tmp_path, monkeypatch, capsys):
     root = tmp_path / "p"
     shutil.copytree(base, root)
     # RRF, for the property checked below (the default fusion, weighted, has its own test above)
     set_eval_params(root, hybrid={"method": "rrf"})
     run_eval_stage(root)
-    (block,) = readme_deploy_blocks("hybrid")
+    from doc_blocks import blocks_tagged
+
+    (block,) = blocks_tagged("hybrid")  # docs/how-to/deploy.md, "The hybrid (models/hybrid)"
     monkeypatch.chdir(root)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "ragtune_hybrid", raising=False)
     namespace: dict = {}
-    exec(compile(block, "README.md (Deploy: the hybrid)", "exec"), namespace)
+    exec(compile(block.code, block.where, "exec"), namespace)
     ranked = namespace["ranked"]
     assert len(ranked.ids) == 2 and len(ranked.ids[0]) == 20 and ranked.scores.shape == (2, 20)
     # By RRF every chunk sharing a term with the question (12 here: the GDPR ones and "competent persons") scores at

@@ -14,19 +14,29 @@ import pytest
 import torch
 
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.evaluation.arms import EmbeddingArm, LexicalArm, identity
 from ragtune.evaluation.inputs import QuerySet
-from ragtune.evaluation.metrics import EvalParams, hit_matrix, per_question_metrics, per_question_recall
+from ragtune.evaluation.metrics import EvalParams, per_question_metrics, per_question_recall
+from ragtune.evaluation.ranking import first_relevant_rank, hit_matrix
 from ragtune.evaluation.report import flat_metrics, write_eval_outputs
 from ragtune.evaluation.run import run_eval
 from ragtune.io import write_json
 from ragtune.params import load_section, validate_params_file
 from ragtune.paths import PipelinePaths
-from ragtune.readme import END, START, current_block, render_results, replace_block, update_readme
+from ragtune.readme import (
+    END,
+    START,
+    current_block,
+    expected_results,
+    page_holding,
+    render_results,
+    replace_block,
+    update_readme,
+)
 from ragtune.records import Chunk, SyntheticQuestion, TestQuestion, write_jsonl
-from ragtune.search.dense import exact_top_k, first_relevant_rank
+from ragtune.search.dense import exact_top_k
 from ragtune.search.lexical import Bm25Index, Bm25Params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,8 +352,9 @@ def test_outputs_files_and_readme_block(pipeline, tmp_path):
 
 
 def test_readme_results_match_the_committed_metrics(tmp_path):
-    """README.md's results block is the rendering of data/eval/report.json (python -m ragtune.readme)."""
-    readme, metrics = REPO / "README.md", REPO / "data/eval/report.json"
+    """The results block (docs/findings/results.md) is the rendering of data/eval/report.json (python -m
+    ragtune.readme)."""
+    readme, metrics = page_holding("results", REPO), REPO / "data/eval/report.json"
     if not (metrics.is_file() and readme.is_file() and START in readme.read_text(encoding="utf-8")):
         # Before the first pipeline run: check the round trip on a temporary README instead.
         paths = make_pipeline(tmp_path)
@@ -355,9 +366,7 @@ def test_readme_results_match_the_committed_metrics(tmp_path):
         readme.write_text(f"{START}\n{END}\n", encoding="utf-8")
         update_readme(readme, metrics)
     block = current_block(readme.read_text(encoding="utf-8"))
-    assert block == render_results(json.loads(metrics.read_text(encoding="utf-8"))), (
-        "README results are stale: run python -m ragtune.readme"
-    )
+    assert block == expected_results(readme, metrics), "the results block is stale: run python -m ragtune.readme"
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from doc_blocks import blocks_tagged, command_lines
 from pipeline_support import REPO, tiny_corpus, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -65,41 +66,53 @@ def test_init_repro_experiments_and_upgrade_in_a_project_of_ones_own(tmp_path, m
         ("Who must handle vulnerabilities of digital products?", 8),
         ("What must large undertakings report on sustainability?", 10),
     ]
-    write_jsonl(tmp_path / "mine/corpus.jsonl", rows)
+    write_jsonl(tmp_path / "corpus.jsonl", rows)
     write_jsonl(
-        tmp_path / "mine/test.jsonl",
+        tmp_path / "test.jsonl",
         [
             {"id": f"q{i}", "question": q, "relevant_ids": [rows[r]["id"]], "answer": None}
             for i, (q, r) in enumerate(questions)
         ],
     )
     ragtune = [str(BIN / "python"), "-m", "ragtune"]
-    init = [*ragtune, "init", "project", "--corpus", "mine/corpus.jsonl", "--test", "mine/test.jsonl"]
-    out = run([*init, *[a for s in CHEAP for a in ("-S", s)]], tmp_path)
-    project = tmp_path / "project"
-    assert "dvc repro" in out and (project / ".dvc").is_dir() and (project / "corpus.dvc").is_file()
-    assert (project / ".ragtune/python").read_text().strip() == str(BIN / "python")
-    assert run(["git", "status", "--porcelain"], project) == ""  # everything committed by init
-
     dvc = [str(BIN / "dvc")]
-    out = run([*dvc, "repro"], project)
+
+    # The README's quickstart block, command by command, as a user pastes it (cheap params added to init).
+    (quickstart,) = blocks_tagged("quickstart")
+    said: dict[str, str] = {}
+    cwd = tmp_path
+    for argv in command_lines(quickstart):
+        if argv[0] == "cd":
+            cwd = cwd / argv[1]
+            continue
+        assert argv[0] in ("ragtune", "dvc"), argv
+        cmd = [*(ragtune if argv[0] == "ragtune" else dvc), *argv[1:]]
+        if argv[:2] == ["ragtune", "init"]:
+            cmd += [a for s in CHEAP for a in ("-S", s)]
+        said[" ".join(argv[:2])] = run(cmd, cwd)
+    project = tmp_path / "my-project"
+    assert cwd == project
+    assert "dvc repro" in said["ragtune init"] and (project / "corpus.dvc").is_file()
+    assert (project / ".ragtune/python").read_text().strip() == str(BIN / "python")
+    assert "no API cost" in said["ragtune estimate"]  # the offline default pays nothing
+    out = said["dvc repro"]
     assert "Running stage 'judge'" in out and not repeated_warnings(out), repeated_warnings(out)
     report = json.loads((project / "data/eval/report.json").read_text())
     assert report["recommendation"]["arm"] in report["test"]["arms"]
     assert (project / "models/adapter/sentence_transformer").is_dir() and (project / "models/hybrid").is_dir()
+    out = said["dvc exp"]
+    assert "Running stage 'synthesize'" in out and not repeated_warnings(out), repeated_warnings(out)
+    assert "synthesize.questions_per_chunk" in said["ragtune exps"]
+    changed = run(["git", "diff", "--numstat", "params.yaml"], project).split()
+    assert changed[:2] == ["1", "1"], changed  # -S changed one line: init wrote params.yaml as DVC writes it
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first run"], project)
 
-    out = run([*dvc, "exp", "run", "-n", "two-per-chunk", "-S", "synthesize.questions_per_chunk=2"], project)
-    assert "Running stage 'synthesize'" in out and not repeated_warnings(out), repeated_warnings(out)
-    changed = run(["git", "diff", "--numstat", "params.yaml"], project).split()
-    assert changed[:2] == ["1", "1"], changed  # -S changed one line: init wrote params.yaml as DVC writes it
     run([*dvc, "exp", "run", "-n", "rrf", "-S", "eval.hybrid.method=rrf"], project)
 
     table = {r["experiment"]: r for r in json.loads(run([*ragtune, "exps", "--json"], project))}
-    assert table["two-per-chunk"]["changed"] == {"synthesize.questions_per_chunk": 2}
-    # the second experiment starts from the workspace the first left (its params applied), as DVC runs them
-    assert table["rrf"]["changed"] == {"eval.hybrid.method": "rrf", "synthesize.questions_per_chunk": 2}
+    # the second experiment starts from the commit holding the first one's params
+    assert table["rrf"]["changed"] == {"eval.hybrid.method": "rrf"}
     for row in table.values():
         assert set(row["arms"]) >= {"cosine", "adapter", "bm25", "hybrid"} and row["questions"] == len(questions)
         assert row["recommended_arm"] in row["arms"]

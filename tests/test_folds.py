@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragtune.adapter.data import build_training_data
+from ragtune.adapter.bagging import train_bagged
+from ragtune.adapter.config import TrainParams
+from ragtune.adapter.data import build_training_data, with_real_questions
 from ragtune.adapter.folds import assign_folds, train_folds, with_all_test_questions
-from ragtune.adapter.real_questions import RealQuestions, with_real_questions
-from ragtune.adapter.training import TrainParams, train_bagged
+from ragtune.adapter.real_questions import RealQuestions
 from ragtune.evaluation.arms import OutOfFoldArm, adapter_arm, load_adapter_transform
 from ragtune.evaluation.inputs import QuerySet
 
@@ -142,7 +143,7 @@ def test_train_stage_k_fold_writes_fold_adapters_that_eval_uses(tmp_path):
     import yaml
     from pipeline_support import run_stages
 
-    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.embeddings_npz import save_embeddings
     from ragtune.io import read_json
     from ragtune.records import Chunk, TestQuestion, write_jsonl
 

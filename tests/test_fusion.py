@@ -1,9 +1,8 @@
 """Hybrid retrieval: the fusions against hand-computed rankings, the weight chosen on validation, the hybrid
-arms and the recommendation in a whole evaluation, bad params, and the README's runnable example."""
+arms and the recommendation in a whole evaluation, bad params, and the Deploy guide's runnable example."""
 
 import json
 import logging
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -308,24 +307,27 @@ def test_hybrid_arm_fuses_deeper_than_it_reports():
     assert shallow.retrieve(qs, 2).tolist() == [[0, 5]]  # candidates below depth: depth is used
 
 
-# --- the README's example ---------------------------------------------------------------------------
+# --- the Deploy guide's example ----------------------------------------------------------------------
 
 
-def _readme_example() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## Hybrid retrieval", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def _guide_example():
+    """docs/how-to/deploy.md, "The hybrid over your own index"."""
+    from doc_blocks import blocks_tagged
+
+    (block,) = blocks_tagged("hybrid over your index")
+    return block
 
 
 @pytest.mark.slow
-def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, capsys):
+def test_the_deploy_guides_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, capsys):
     from sentence_transformers import SentenceTransformer
 
     from ragtune.adapter.export import export_sentence_transformer
     from ragtune.adapter.model import AdapterConfig, build_adapter
     from ragtune.embedding.embedder import resolve_model
 
-    code = _readme_example()
+    block = _guide_example()
+    code = block.code
     assert "weighted_score_fusion(" in code
     base = SentenceTransformer(resolve_model("packaged:all-MiniLM-L6-v2"), device="cpu")
     adapter = build_adapter(AdapterConfig(dim=base.get_embedding_dimension(), hidden_dim=32), seed=0)
@@ -337,7 +339,7 @@ def test_the_readme_hybrid_example_runs_on_a_real_export(tmp_path, monkeypatch, 
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "ragtune_hybrid", raising=False)
     namespace: dict = {}
-    exec(compile(code, "README.md (Hybrid retrieval)", "exec"), namespace)
+    exec(compile(code, block.where, "exec"), namespace)
     printed = capsys.readouterr().out
     assert printed.startswith("[['The controller shall notify a personal data breach")
     result = namespace["hybrid_search"](["subliminal techniques", "zzzz"], k=3)

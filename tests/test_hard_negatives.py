@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from ragtune.adapter.config import TrainParams
 from ragtune.adapter.data import build_training_data
 from ragtune.adapter.hard_negatives import Candidates, MiningRule, mine_hard_negatives, select_negatives
 from ragtune.adapter.losses import InBatchRankingLoss
 from ragtune.adapter.splits import split_by_chunk
-from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.adapter.training import train_adapter
 from ragtune.errors import ParamsError
 from ragtune.params import parse_section
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from ragtune.adapter.bagging import train_bagged
+from ragtune.adapter.config import TrainParams
 from ragtune.adapter.held_out import HeldOut, held_out_vectors, load_held_out, save_held_out
 from ragtune.adapter.model import adapt_queries
 from ragtune.adapter.splits import real_validation_metrics
-from ragtune.adapter.training import TrainParams, train_bagged
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.evaluation.arms import identity
 from ragtune.evaluation.run import run_eval
@@ -82,7 +83,7 @@ def _with_real_validation(paths, tmp_path, n_real=24):
     real validation split; returns (paths, real ids, their embeddings, their relevant rows)."""
     from dataclasses import replace
 
-    from ragtune.embedding.embedder import load_embeddings
+    from ragtune.embeddings_npz import load_embeddings
 
     ids, corpus_emb = load_embeddings(paths.embed_dir / "corpus.npz")
     rng = np.random.default_rng(3)

@@ -20,8 +20,9 @@ from ragtune.llm.config import AUTO_TEMPLATE_SHARE, IctParams
 from ragtune.llm.ict import framed, ict_queries, keyphrase_queries, make_extractor, styled_queries
 from ragtune.params import parse_section
 from ragtune.records import Chunk, TestQuestion
-from ragtune.synthesis.filters import is_near_copy, normalise
+from ragtune.synthesis.filters import is_near_copy
 from ragtune.synthesis.run import SynthesizeParams, synthesize
+from ragtune.textnorm import normalise_text
 
 TEXT = (
     "Article 5. 1. Member States shall lay down the rules on penalties applicable to infringements of this "
@@ -133,10 +134,10 @@ def test_keyphrase_queries_are_seeded_and_made_of_the_chunks_words():
     assert a == keyphrase_queries(TEXT, 4, 1, make_extractor(p), p)  # deterministic, extractor state aside
     assert len(a) >= 2 and len(set(a)) == len(a)
     assert keyphrase_queries(TEXT, 4, 2, ex, p) != a  # another seed, other queries
-    chunk_words = set(normalise(TEXT).split())
+    chunk_words = set(normalise_text(TEXT).split())
     for seed in range(5):
         for q in keyphrase_queries(TEXT, 4, seed, ex, p):
-            assert set(normalise(q).split()) <= chunk_words, q
+            assert set(normalise_text(q).split()) <= chunk_words, q
             assert not is_near_copy(q, TEXT)
     assert keyphrase_queries("Short.", 3, 1, ex, p) == []  # fewer than two keyphrases: none
 

@@ -25,13 +25,13 @@ from ragtune.judge.prompts import (
     answer_schema,
     build_reference,
     judge_schema,
-    load_prompt,
     parse_answer,
     parse_judgement,
     render_context,
 )
 from ragtune.judge.run import JudgeItem, JudgeParams, judge_items, select_questions
 from ragtune.judge.text_metrics import normalise_tokens, rowwise_cosine, token_f1
+from ragtune.llm.prompts import load_prompt
 from ragtune.params import parse_section
 
 M = len(JUDGE_METRICS)
@@ -99,7 +99,7 @@ def test_prompts_are_versioned_files_with_system_and_user_parts(tmp_path):
     user = answer.render(context="[1] A\ntext {with braces}", question="Q?")
     assert "Question: Q?" in user and "{with braces}" in user and "context_sufficient" in answer.system
     judge = load_prompt("judge_v1")
-    assert all(m in judge.system for m in JUDGE_METRICS) and "{answer_1}" in judge.user_template
+    assert all(m in judge.system for m in JUDGE_METRICS) and "{answer_1}" in judge.user
     (tmp_path / "mine.txt").write_text("=== system ===\nS\n=== user ===\nU {question}\n", encoding="utf-8")
     mine = load_prompt("mine", tmp_path)
     assert (mine.system, mine.render(question="q")) == ("S", "U q") and len(mine.sha256) == 64

@@ -20,7 +20,8 @@ import yaml
 from fake_anthropic import FakeAnthropic, message
 
 from ragtune.adapter.model import AdapterConfig, build_adapter, save_query_adapter
-from ragtune.embedding.embedder import load_model, save_embeddings
+from ragtune.embedding.embedder import load_model
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.io import write_json
 from ragtune.judge.outputs import write_judge_outputs

@@ -133,7 +133,8 @@ def test_a_test_question_is_refused_and_nothing_is_written(tmp_path):
     s = store(tmp_path)
     s.save("A question to train on?", ["c1"])
     before = s.path.read_bytes()
-    with pytest.raises(LeakageRefused, match=r"test question 't-1' of .*test\.jsonl \(after case, punctuation"):
+    refused = r"test question 't-1' of .*test\.jsonl \(after case, accents, punctuation"
+    with pytest.raises(LeakageRefused, match=refused):
         s.save("what must a CONTROLLER report", ["c1"])
     with pytest.raises(LeakageRefused, match="id 't-1' is a test question"):
         s.save("Another wording entirely?", ["c2"], question_id="t-1")  # a queued question with a test id

@@ -141,19 +141,27 @@ def test_bad_corpus_specs_say_what_is_expected(spec):
 
 
 def test_readme_label_block_matches_the_committed_results():
-    """README.md's label block is the rendering of data/transfer/labels/labels.json (`make labels`, then
-    python -m ragtune.readme); without that file it is empty."""
+    """The label block (docs/findings/selection.md) is the rendering of data/transfer/labels/labels.json (`make
+    labels`, then python -m ragtune.readme); without that file it is empty."""
     from pathlib import Path
 
-    from ragtune.readme import LABELS, LABELS_END, LABELS_START, current_block, expected_transfer, render_labels
+    from ragtune.readme import (
+        LABELS,
+        LABELS_END,
+        LABELS_START,
+        current_block,
+        expected_transfer,
+        page_holding,
+        render_labels,
+    )
 
     repo = Path(__file__).resolve().parents[1]
-    readme, results = repo / "README.md", repo / LABELS
+    readme, results = page_holding("labels", repo), repo / LABELS
     block = current_block(readme.read_text(encoding="utf-8"), LABELS_START, LABELS_END)
     assert block is not None
     if not results.is_file():
         assert block == ""
         return
     assert block == expected_transfer(readme, results, render_labels), (
-        "README label section is stale: run python -m ragtune.readme"
+        "the label block is stale: run python -m ragtune.readme"
     )

@@ -85,8 +85,9 @@ def test_a_repeat_penalty_is_sent_only_when_the_request_has_one():
 def test_the_real_model_takes_the_repeat_penalty_and_it_breaks_a_copied_loop():
     """At temperature 0 SmolLM2 copies a repetitive context into its answer; the penalty changes that, which
     also shows that llama.cpp reads the field (an unknown field would be ignored and the reply unchanged)."""
-    from ragtune.judge.prompts import answer_chars, answer_schema, load_prompt
+    from ragtune.judge.prompts import answer_chars, answer_schema
     from ragtune.llm.base import GenRequest, ToolSpec
+    from ragtune.llm.prompts import load_prompt
 
     prompt = load_prompt("answer_v1")
     user = prompt.render(context="[1] Log: 2023-01-22 12:52:52.143" + "-1000" * 7, question="When does it apply?")

@@ -11,7 +11,7 @@ from ragtune.corpus.fetching import apply_passages
 from ragtune.corpus.passages import map_relevance, split_corpus, split_text
 from ragtune.corpus.sources import SourceResult
 from ragtune.errors import ParamsError
-from ragtune.evaluation.metrics import document_hits, hit_matrix
+from ragtune.evaluation.ranking import document_hits, hit_matrix
 from ragtune.params import FetchParams, load_section
 from ragtune.records import Chunk, TestQuestion
 

@@ -7,7 +7,7 @@ from conftest import make_chunks
 
 from ragtune.adapter.data import load_training_data
 from ragtune.cache import ContentCache
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import parse_section
 from ragtune.records import SyntheticQuestion, TestQuestion, write_jsonl

@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from ragtune.adapter.data import build_training_data
+from ragtune.adapter.bagging import train_bagged
+from ragtune.adapter.config import TrainParams
+from ragtune.adapter.data import build_training_data, with_real_questions, with_real_subset
 from ragtune.adapter.losses import FullCorpusSoftmaxLoss, InBatchRankingLoss
-from ragtune.adapter.real_questions import RealQuestions, with_real_questions, with_real_subset
+from ragtune.adapter.real_questions import RealQuestions
 from ragtune.adapter.splits import make_split, split_real
-from ragtune.adapter.training import TrainParams, train_adapter, train_bagged
+from ragtune.adapter.training import train_adapter
 from ragtune.corpus.fetching import fetch_source, report
 from ragtune.errors import DataError, ParamsError
 from ragtune.evaluation.learning_curve import CurveArm, CurveParams, learning_curve, nested_subsets
 from ragtune.params import FetchParams, JsonlSourceParams, load_section
-from ragtune.records import TestQuestion, load_train_questions, normalise_question
+from ragtune.records import TestQuestion, load_train_questions
+from ragtune.textnorm import normalise_text
 
 
 def write(path, rows):
@@ -44,8 +47,8 @@ def test_file(tmp_path):
 
 
 def test_normalised_questions_ignore_case_punctuation_and_spacing():
-    assert normalise_question("What is the  Notice period?") == normalise_question("what is the notice period")
-    assert normalise_question("notice period") != normalise_question("notice periods")
+    assert normalise_text("What is the  Notice period?") == normalise_text("what is the notice period")
+    assert normalise_text("notice period") != normalise_text("notice periods")
 
 
 @pytest.mark.parametrize(
@@ -282,7 +285,7 @@ def test_copies_of_a_real_question_are_held_out_together():
 
 def test_loaded_real_questions_know_their_copies_by_normalised_text(tmp_path):
     from ragtune.adapter.real_questions import load_real_questions
-    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.embeddings_npz import save_embeddings
     from ragtune.records import write_jsonl
 
     rows = [
@@ -298,8 +301,9 @@ def test_loaded_real_questions_know_their_copies_by_normalised_text(tmp_path):
 
 
 def test_tuning_folds_hold_every_real_question_out_exactly_once():
+    from ragtune.adapter.config import TuneParams
     from ragtune.adapter.splits import real_fold_splits
-    from ragtune.adapter.tuning import TuneParams, tuning_splits
+    from ragtune.adapter.tuning import tuning_splits
 
     data = distorted_world(n_real=61)
     splits = real_fold_splits(data, 3, 7)
@@ -325,8 +329,9 @@ def test_tuning_folds_hold_every_real_question_out_exactly_once():
 def test_a_cross_validated_trial_scores_every_real_question_once():
     import optuna
 
+    from ragtune.adapter.config import SearchDim
     from ragtune.adapter.splits import real_fold_splits
-    from ragtune.adapter.tuning import Objective, SearchDim
+    from ragtune.adapter.trials import Objective
 
     data = distorted_world(n_real=61)
     params = TrainParams(**FAST, real_weight=3.0)
@@ -485,14 +490,14 @@ def test_the_curve_evaluates_the_shipped_adapter_at_its_last_point_instead_of_tr
 
 @pytest.mark.slow
 def test_train_and_curve_stages_with_real_questions(tmp_path):
-    """stages/train.py and stages/curve.py in a scratch directory with labelled real questions: real
+    """ragtune.stages.train and ragtune.stages.curve in a scratch directory with labelled real questions: real
     validation is used and stated, eval reads the real validation set, and the curve's points are nested."""
     from pathlib import Path
 
     import yaml
     from pipeline_support import run_stages
 
-    from ragtune.embedding.embedder import save_embeddings
+    from ragtune.embeddings_npz import save_embeddings
     from ragtune.evaluation.inputs import load_validation_set
     from ragtune.io import read_json
     from ragtune.records import Chunk, write_jsonl

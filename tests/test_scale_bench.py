@@ -62,8 +62,8 @@ def test_validation_chunks_are_capped_and_the_cap_only_trims_the_same_permutatio
     import numpy as np
     from test_training import learnable_data
 
+    from ragtune.adapter.config import TrainParams
     from ragtune.adapter.splits import make_split, split_by_chunk
-    from ragtune.adapter.training import TrainParams
 
     data = learnable_data(n_chunks=400)
     groups = data.text_group[data.gold_rows].numpy()

@@ -227,15 +227,15 @@ def test_pgvector_hybrid_in_sql_is_the_rrf_of_its_own_rankings(pg_url, pipeline,
         store.close()
 
 
-def test_the_readme_store_commands_run(pg_url, pipeline, tmp_path, monkeypatch, capsys):
-    """Every `ragtune` line of the README's Deploy shell block, against this test's PostgreSQL and a LanceDB
-    folder (the README's placeholder URLs replaced)."""
+def test_the_deploy_guides_store_commands_run(pg_url, pipeline, tmp_path, monkeypatch, capsys):
+    """Every `ragtune` line of the Deploy guide's store block, against this test's PostgreSQL and a LanceDB
+    folder (the guide's placeholder URLs replaced)."""
     import shlex
 
-    from test_deploy_hybrid import readme_deploy_blocks
+    from doc_blocks import blocks_tagged
 
     lines = [
-        line for b in readme_deploy_blocks("store commands") for line in b.splitlines() if line.startswith("ragtune ")
+        line for b in blocks_tagged("store commands") for line in b.code.splitlines() if line.startswith("ragtune ")
     ]
     assert any("postgresql://" in line for line in lines) and any("lancedb://" in line for line in lines)
     monkeypatch.chdir(pipeline)

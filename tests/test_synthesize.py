@@ -14,8 +14,9 @@ from ragtune.errors import RagtuneError
 from ragtune.llm import LlmParams, make_backend
 from ragtune.llm.ict import IctBackend, ict_queries
 from ragtune.records import TestQuestion
-from ragtune.synthesis.filters import FilterParams, check_question, clean, normalise
-from ragtune.synthesis.run import SynthesizeParams, load_prompt, synthesize
+from ragtune.synthesis.filters import FilterParams, check_question, clean
+from ragtune.synthesis.run import SynthesizeParams, question_prompt, render_question_request, synthesize
+from ragtune.textnorm import normalise_text
 
 
 def run(chunks, backend, cache, tests=(), **params):
@@ -201,15 +202,15 @@ def test_stop_event_interrupts_and_keeps_finished_chunks(tmp_path, backend):
 
 
 def test_prompt_file_renders_and_its_hash_is_in_the_key(tmp_path, backend):
-    p = load_prompt("synthesize_v1")
+    p = question_prompt("synthesize_v1")
     assert "{passage}" not in p.system and p.prompt_id.startswith("synthesize_v1@")
-    user = p.render("Braces {n} and {title} in text stay.", 4, None)
+    user = render_question_request(p, "Braces {n} and {title} in text stay.", 4, None)
     assert (
         "at most 4 questions" in user
         and "Source:" not in user
         and user.endswith("Braces {n} and {title} in text stay.")
     )
-    assert "Source: Art. 1" in p.render("x", 2, "Art. 1")
+    assert "Source: Art. 1" in render_question_request(p, "x", 2, "Art. 1")
     custom = tmp_path / "mine.txt"
     custom.write_text(p.text.replace("real user", "curious user"), encoding="utf-8")
     chunks = make_chunks(2)
@@ -218,13 +219,13 @@ def test_prompt_file_renders_and_its_hash_is_in_the_key(tmp_path, backend):
         out = run(chunks, backend, cache, prompt=str(custom))
     assert len(backend.calls) == 4 and out.report["prompt_id"].startswith("mine@")
     with pytest.raises(RagtuneError, match="no prompt"):
-        load_prompt("nope")
+        question_prompt("nope")
 
 
 def test_clean_and_normalise():
     assert clean("  Question 1:  What   is it? ") == "What is it?"
     assert clean("2) Who pays?") == "Who pays?"
-    assert normalise("What is the DEADLINE?") == normalise("what is the deadline")
+    assert normalise_text("What is the DEADLINE?") == normalise_text("what is the deadline")
     f = FilterParams()
     assert check_question("Rules apply.", f, want_question_mark=False) is None
     assert check_question("Rules apply.", f, want_question_mark=True) == "not_a_question"

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from ragtune.adapter.config import TrainParams, apply_overrides
 from ragtune.adapter.data import build_training_data, load_training_data
 from ragtune.adapter.model import QueryAdapter
 from ragtune.adapter.splits import split_by_chunk, validation_metrics
-from ragtune.adapter.training import EarlyStopping, TrainParams, apply_overrides, train_adapter
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.adapter.training import EarlyStopping, train_adapter
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import DataError, ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, TestQuestion, write_jsonl
@@ -246,7 +247,7 @@ def test_summary_is_json_serialisable(data, split):
 
 @pytest.mark.slow
 def test_tune_and_train_stages_end_to_end(tmp_path):
-    """stages/tune.py then stages/train.py in a scratch directory: every declared output, the MLflow
+    """ragtune.stages.tune then ragtune.stages.train in a scratch directory: every declared output, the MLflow
     runs, the export's self-check, and the tuned trial reproduced exactly by the train stage."""
     from pathlib import Path
 

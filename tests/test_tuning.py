@@ -7,11 +7,12 @@ import optuna
 import pytest
 from test_training import learnable_data
 
+from ragtune.adapter.config import SearchDim, TrainParams, TuneParams
 from ragtune.adapter.splits import split_by_chunk
 from ragtune.adapter.study import best_configuration, trial_rows, write_trials_csv
-from ragtune.adapter.training import TrainParams
-from ragtune.adapter.tuning import STATE_TAG, MlflowTarget, Objective, SearchDim, TuneParams, run_study
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.adapter.trials import STATE_TAG, MlflowTarget, Objective
+from ragtune.adapter.tuning import run_study
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import ParamsError, RagtuneError
 from ragtune.params import load_section
 from ragtune.records import Chunk, write_jsonl
@@ -240,8 +241,8 @@ def test_trials_csv_has_the_plot_columns(inputs, tmp_path):
 
 
 def test_the_study_fingerprint_ignores_how_the_train_stage_ships_but_not_what_a_trial_trains():
+    from ragtune.adapter.config import TuneParams
     from ragtune.adapter.study import study_fingerprint
-    from ragtune.adapter.tuning import TuneParams
 
     tune, base = TuneParams(), TrainParams()
     same = study_fingerprint(tune, base, "data")

@@ -15,7 +15,7 @@ from test_tuning import BASE, tune_params
 from ragtune.adapter.study import STUDY_ATTR, data_fingerprint, open_storage, storage_url, study_fingerprint
 from ragtune.adapter.tuning import run_study
 from ragtune.cli import main
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.records import Chunk, write_jsonl
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .adapter.training import TrainParams
-from .adapter.tuning import TuneParams
+from .adapter.config import TrainParams, TuneParams
 from .errors import ParamsError, RagtuneError
 from .evaluation.learning_curve import CurveParams
 from .evaluation.run import EvalParams
-from .judge.prompts import load_prompt as load_judge_prompt
 from .judge.run import JudgeParams
 from .llm import LlmParams
+from .llm.prompts import load_prompt
 from .params import SECTIONS, EmbeddingParams, FetchParams, MlflowParams, Section, validate_params_file
-from .synthesis.run import SynthesizeParams, load_prompt
+from .synthesis.run import SynthesizeParams, question_prompt
 
 SECTION_MODELS: dict[str, type[Section]] = {
     "fetch": FetchParams,
@@ -60,9 +59,9 @@ def named_input_problems(sections: dict[str, Section]) -> list[str]:
             if value and not Path(value).is_file():
                 problems.append(f"fetch.jsonl.{key}: {value} not found (paths are relative to the project root)")
     for key, load in (
-        ("synthesize.prompt", lambda: load_prompt(synthesize.prompt)),
-        ("judge.answer_prompt", lambda: load_judge_prompt(judge.answer_prompt)),
-        ("judge.judge_prompt", lambda: load_judge_prompt(judge.judge_prompt)),
+        ("synthesize.prompt", lambda: question_prompt(synthesize.prompt)),
+        ("judge.answer_prompt", lambda: load_prompt(judge.answer_prompt, setting="judge.answer_prompt")),
+        ("judge.judge_prompt", lambda: load_prompt(judge.judge_prompt, setting="judge.judge_prompt")),
     ):
         try:
             load()

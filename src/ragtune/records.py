@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from .errors import DataError
 from .io import atomic_open
+from .textnorm import normalise_text
 
 Split = Literal["train", "test"]
 
@@ -214,12 +214,6 @@ def indexed_text(text: str, title: str | None, with_title: bool) -> str:
     return f"{title}\n\n{text}" if with_title and title else text
 
 
-def normalise_question(text: str) -> str:
-    """The form two questions are compared in for leakage: case-folded, punctuation dropped, whitespace
-    collapsed ("What is X?" and "what is  x" are the same question)."""
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
-
-
 def load_train_questions(
     path: str | os.PathLike[str],
     test: Sequence[TestQuestion],
@@ -227,22 +221,22 @@ def load_train_questions(
     test_name: str = "the test set",
 ) -> list[TestQuestion]:
     """Read labelled real training questions (the test contract) and refuse any that is also a test
-    question: the same id, or the same text after `normalise_question`. Such a question would be trained
+    question: the same id, or the same text after `textnorm.normalise_text`. Such a question would be trained
     on and then measured."""
     questions = load_test(path, corpus_ids=corpus_ids)
     test_ids = {q.id for q in test}
-    test_texts = {normalise_question(q.question): q.id for q in test}
+    test_texts = {normalise_text(q.question): q.id for q in test}
     for lineno, q in iter_jsonl(path, TestQuestion):
         if q.id in test_ids:
             raise DataError(
                 f"{path}:{lineno}: id '{q.id}' is also a question of {test_name}; a question is "
                 "either for training or for testing: remove it from one of the files"
             )
-        twin = test_texts.get(normalise_question(q.question))
+        twin = test_texts.get(normalise_text(q.question))
         if twin is not None:
             raise DataError(
                 f"{path}:{lineno}: '{q.id}' has the same text as test question '{twin}' of "
-                f"{test_name} (after case, punctuation and spacing are normalised); remove it "
+                f"{test_name} (after case, accents, punctuation and spacing are normalised); remove it "
                 "from one of the files"
             )
     return [q.model_copy(update={"origin": "human"}) for q in questions]

@@ -9,8 +9,9 @@ validation questions; random data of that shape, as bench_training).
 
 import torch
 
+from ragtune.adapter.config import TrainParams
 from ragtune.adapter.hard_negatives import MiningRule, rank_candidates, select_negatives
-from ragtune.adapter.training import TrainParams, train_adapter
+from ragtune.adapter.training import train_adapter
 
 from .bench_training import DIM, N_CHUNKS, N_TRAIN, N_VAL, reference_scale_data
 from .common import best_of, save

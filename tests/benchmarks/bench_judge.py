@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ragtune.cache import ContentCache
 from ragtune.judge.calls import make_complete
-from ragtune.judge.prompts import build_reference, load_prompt, render_context
+from ragtune.judge.prompts import build_reference, render_context
 from ragtune.judge.run import JudgeItem, JudgeParams, judge_items
 from ragtune.llm import LlmParams, RunStats, make_backend
+from ragtune.llm.prompts import load_prompt
 from ragtune.params import load_section
 from ragtune.records import load_corpus
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.deploy.stores import HnswParams, IndexIdentity, Rows, index_into, open_store
-from ragtune.search.dense import exact_top_k, relevance_matrix
+from ragtune.evaluation.ranking import relevance_matrix
+from ragtune.search.dense import exact_top_k
 
 from ..server_support import postgres_server
 from .common import save
@@ -59,7 +60,7 @@ def _timed(fn, n: int) -> tuple[object, float]:
 
 
 def _quality(ids: list[list[str]], row_of: dict[str, int], relevant) -> dict:
-    from ragtune.search.dense import hit_rate_at_k, mrr_at_k
+    from ragtune.evaluation.ranking import hit_rate_at_k, mrr_at_k
 
     rows = np.full((len(ids), K), -1, np.int64)
     for q, found in enumerate(ids):

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ragtune.adapter.config import TrainParams, TuneParams
 from ragtune.adapter.data import TrainingData
 from ragtune.adapter.model import AdapterConfig, QueryAdapter
 from ragtune.adapter.splits import Split, split_by_chunk, validation_metrics
-from ragtune.adapter.training import TrainParams, train_adapter
-from ragtune.adapter.tuning import Objective, TuneParams, make_pruner, make_sampler
-from ragtune.embedding.embedder import save_embeddings
+from ragtune.adapter.training import train_adapter
+from ragtune.adapter.trials import Objective
+from ragtune.adapter.tuning import make_pruner, make_sampler
+from ragtune.embeddings_npz import save_embeddings
 from ragtune.records import Chunk, write_jsonl
 
 from .common import best_of, save

@@ -137,7 +137,7 @@ def test_a_bad_param_of_a_later_stage_stops_the_pipeline_before_any_stage_works(
 
 
 def test_damaged_json_and_npz_outputs_name_the_file_and_the_stage_that_remakes_them(tmp_path):
-    from ragtune.embedding.embedder import load_embeddings, save_embeddings
+    from ragtune.embeddings_npz import load_embeddings, save_embeddings
     from ragtune.errors import UnreadableFileError
     from ragtune.io import read_json
 

@@ -27,7 +27,7 @@ N = 200  # chunks embedded before each fault
 
 
 def embed(project: Path, journal: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-    """`python stages/embed.py` run directly (corpus and fetch's test questions); `file_size_limit` caps every
+    """`python -m ragtune.stages.embed` run directly (corpus and fetch's test questions); `file_size_limit` caps every
     file the stage writes (RLIMIT_FSIZE): past it, a write fails as on a full disk."""
 
     def limit():

@@ -18,7 +18,7 @@ from fake_anthropic import FakeAnthropic
 from fault_support import Project, corpus_rows
 from server_support import mlflow_server, postgres_server
 
-from ragtune.adapter.tuning import TuneParams
+from ragtune.adapter.config import TuneParams
 from ragtune.checks import check_params_file
 from ragtune.credentials import redact, remember
 from ragtune.errors import ParamsError, RagtuneError

@@ -2,7 +2,9 @@
 
 `load_training_data` reads the embed and fetch outputs: synthetic questions `question_emb` (n, d), the
 corpus `corpus_emb` (m, d), each question's positive chunk row, its text group (same-text chunks are never
-each other's negatives), mined hard negatives, and the user's labelled real questions when given.
+each other's negatives), mined hard negatives, and the user's labelled real questions when given
+(`with_real_questions`: one row per (question, relevant chunk) after the synthetic rows; `synthetic_part` and
+`with_real_subset` take them out again).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,9 +23,7 @@ from ..paths import PipelinePaths
 from ..search.dense import exact_top_k
 from .hard_negatives import Candidates, MiningRule, mine_hard_negatives, rank_candidates
 from .losses import text_groups
-
-if TYPE_CHECKING:
-    from .real_questions import RealQuestions
+from .real_questions import RealQuestions, load_real_questions
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def load_training_data(
     *synthetic* test questions (made for held-out chunks: training on them would measure what was
     trained); the synthesize stage already applied `synthesize.test_chunks` to human test chunks.
     Without it, every chunk marked `split: test` (the strict protocol)."""
-    from ..embedding.embedder import load_embeddings_with_columns
+    from ..embeddings_npz import load_embeddings_with_columns
     from ..records import load_corpus, load_test
 
     q_ids, q_emb, cols = load_embeddings_with_columns(questions_npz)
@@ -246,12 +246,81 @@ def load_training_data(
     )
     # A workspace from before real questions existed has no such file: no real questions.
     if real_jsonl is not None and real_npz is not None and Path(real_jsonl).is_file():
-        from .real_questions import load_real_questions, with_real_questions
-
         real = load_real_questions(real_jsonl, real_npz, c_ids)
         if real.ids:
             data = with_real_questions(data, real)
     return data
+
+
+def with_real_questions(data: TrainingData, real: RealQuestions) -> TrainingData:
+    """`data` with the real questions added: one training row per (question, relevant chunk), after the
+    synthetic rows. Each row carries all of its question's relevant chunks, which the losses and the
+    hard-negative miner never use as its negatives."""
+    if real.emb.shape[0] != len(real.ids) or len(real.relevant) != len(real.ids):
+        raise DataError(
+            f"real questions: {len(real.ids)} ids, {real.emb.shape[0]} embeddings and "
+            f"{len(real.relevant)} relevance lists; rerun the embed stage"
+        )
+    if len(real.ids) and real.emb.shape[1] != data.dim:
+        raise DataError(
+            f"real questions are {real.emb.shape[1]}-d but the corpus is {data.dim}-d; embed both with the same model"
+        )
+    n_syn = len(data.question_ids)
+    counts = np.array([len(r) for r in real.relevant], dtype=np.int64)
+    owner = np.repeat(np.arange(len(real.ids), dtype=np.int64), counts)
+    gold = np.concatenate(real.relevant).astype(np.int64) if len(real.ids) else np.zeros(0, np.int64)
+    width = int(counts.max()) if len(counts) else 1
+    relevant = np.full((n_syn + len(gold), width), -1, dtype=np.int64)
+    relevant[:n_syn, 0] = data.gold_rows.cpu().numpy()
+    padded = np.full((len(real.ids), width), -1, dtype=np.int64)
+    for i, rows in enumerate(real.relevant):  # m small lists: a loop over questions, not over pairs
+        padded[i, : len(rows)] = rows
+    relevant[n_syn:] = padded[owner]
+    emb = torch.cat([data.question_emb.cpu(), torch.as_tensor(np.ascontiguousarray(real.emb[owner], dtype=np.float32))])
+    return TrainingData(
+        corpus_ids=data.corpus_ids,
+        corpus_emb=data.corpus_emb,
+        text_group=data.text_group,
+        question_ids=data.question_ids + [real.ids[i] for i in owner],
+        question_emb=emb,
+        gold_rows=torch.cat([data.gold_rows.cpu(), torch.as_tensor(gold)]),
+        dropped=dict(data.dropped),
+        parent_group=data.parent_group,
+        stats={**data.stats, "real_questions": len(real.ids), "real_rows": int(len(gold))},
+        real=real,
+        row_real=np.concatenate([np.full(n_syn, -1, dtype=np.int64), owner]),
+        relevant=torch.as_tensor(relevant),
+    )
+
+
+def synthetic_part(data: TrainingData) -> TrainingData:
+    """`data` without its real questions (the synthetic rows come first)."""
+    if data.row_real is None:
+        return data
+    n_syn = int((data.row_real < 0).sum())
+    stats = {k: v for k, v in data.stats.items() if not k.startswith("real_")}
+    return TrainingData(
+        data.corpus_ids,
+        data.corpus_emb,
+        data.text_group,
+        data.question_ids[:n_syn],
+        data.question_emb[:n_syn],
+        data.gold_rows[:n_syn],
+        dict(data.dropped),
+        data.parent_group,
+        stats,
+        None
+        if data._candidates is None
+        else Candidates(data._candidates.rows[:n_syn], data._candidates.scores[:n_syn]),
+    )
+
+
+def with_real_subset(data: TrainingData, keep: np.ndarray) -> TrainingData:
+    """`data` with only the real questions `keep` (indices, in file order); none: synthetic only."""
+    base = synthetic_part(data)
+    if data.real is None or len(keep) == 0:
+        return base
+    return with_real_questions(base, data.real.take(np.sort(np.asarray(keep, dtype=np.int64))))
 
 
 def synthetic_test_chunks(tests: Sequence[Any]) -> list[str]:

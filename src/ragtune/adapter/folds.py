@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import TrainingData
-from .real_questions import RealQuestions, synthetic_part, with_real_questions
+from .bagging import BaggedResult, train_bagged
+from .config import TrainParams
+from .data import TrainingData, synthetic_part, with_real_questions
+from .real_questions import RealQuestions
 from .splits import deal_group_folds
-from .training import BaggedResult, TrainParams, train_bagged
 
 
 def assign_folds(questions: RealQuestions, k: int, seed: int) -> dict[str, int]:

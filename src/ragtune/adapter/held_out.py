@@ -10,7 +10,7 @@ cosine as the shipped members are). `merge` gives each such question the normali
 the members that held it out: a sub-ensemble that never saw it. Eval scores the adapter (and the hybrid
 that fuses it) on the real validation questions from these vectors only (`ragtune.evaluation.arms`).
 
-File: data/train/held_out.npz (`ragtune.embedding.embedder.save_embeddings`), one row per (question,
+File: data/train/held_out.npz (`ragtune.embeddings_npz.save_embeddings`), one row per (question,
 member that held it out): `ids` the question ids, `emb` (k, d) the vectors, column `members` the seeds.
 """
 
@@ -26,8 +26,8 @@ from ..errors import RagtuneError
 from ..paths import PipelinePaths
 
 if TYPE_CHECKING:
+    from .bagging import BaggedResult
     from .data import TrainingData
-    from .training import BaggedResult
 
 HELD_OUT_FILE = PipelinePaths().held_out
 
@@ -84,14 +84,14 @@ def held_out_vectors(bagged: BaggedResult, data: TrainingData) -> HeldOut:
 
 
 def save_held_out(path: Path, held: HeldOut) -> None:
-    from ..embedding.embedder import save_embeddings
+    from ..embeddings_npz import save_embeddings
 
     save_embeddings(path, held.ids, held.emb, members=[str(m) for m in held.members])
 
 
 def load_held_out(path: Path) -> HeldOut | None:
     """The file's rows; None when it does not exist (a pipeline trained before it was written)."""
-    from ..embedding.embedder import load_embeddings_with_columns
+    from ..embeddings_npz import load_embeddings_with_columns
 
     if not Path(path).is_file():
         return None

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from ..search.dense import exact_top_k, hit_rate_at_k, mrr_at_k
+from ..evaluation.ranking import hit_rate_at_k, mrr_at_k
+from ..search.dense import exact_top_k
+from .config import TrainParams
 from .data import TrainingData
 from .model import QueryAdapter
-
-if TYPE_CHECKING:
-    from .real_questions import RealQuestions
-    from .training import TrainParams
-
+from .real_questions import RealQuestions
 
 VAL_K = 10  # depth of the validation ranking (Hit@1/5/10 and MRR@10 come from one top-10)
 

@@ -13,14 +13,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import RagtuneError
 from ..tracking import redact_url
-
-if TYPE_CHECKING:
-    from .training import TrainParams
-    from .tuning import TuneParams
+from .config import TrainParams, TuneParams
 
 DEFAULT_JOURNAL = "optuna.journal"
 CONNECT_TIMEOUT_S = 10
@@ -88,13 +85,16 @@ def code_fingerprint() -> str:
     for name in (
         "adapter/model.py",
         "adapter/losses.py",
+        "adapter/config.py",
         "adapter/data.py",
         "adapter/splits.py",
         "adapter/training.py",
+        "adapter/trials.py",
         "adapter/tuning.py",
         "adapter/hard_negatives.py",
         "adapter/real_questions.py",
         "search/dense.py",
+        "evaluation/ranking.py",
     ):
         h.update((package / name).read_bytes())
     return h.hexdigest()[:16]

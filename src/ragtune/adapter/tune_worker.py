@@ -13,13 +13,14 @@ import time
 
 from ..errors import RagtuneError
 from ..tracking import redact_url
+from .config import TuneParams
 from .study import (
     STUDY_ATTR,
     check_identity,
     finished_trials,
     open_storage,
 )
-from .tuning import TuneParams, WorkerJob, run_worker
+from .tuning import WorkerJob, run_worker
 
 log = logging.getLogger(__name__)
 

@@ -21,21 +21,14 @@ with the tag `ragtune.trial_state=pruned`; only a trial that raised ends FAILED.
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing as mp
 import os
-import socket
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-from pydantic import Field, field_validator, model_validator
-
-from ..credentials import ENV_NAME, from_env
 from ..errors import RagtuneError
-from ..params import Section
+from .config import TrainParams, TuneParams
 from .data import TrainingData
 from .splits import Split, make_split, real_fold_splits
 from .study import (
@@ -49,127 +42,9 @@ from .study import (
     study_identity,
     trial_rows,
 )
-from .training import TUNABLE, TrainParams, apply_overrides, train_adapter
+from .trials import MlflowTarget, Objective
 
 log = logging.getLogger(__name__)
-
-
-# Which process ran a trial (a trial user attribute): workers on several machines share one study.
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-
-
-STATE_TAG = "ragtune.trial_state"
-
-
-Scalar = str | int | float | bool
-
-
-class SearchDim(Section):
-    """One hyperparameter's range (`float`/`int`, optionally on a log scale) or its `choices`."""
-
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = Field(None, gt=0)
-    choices: list[Scalar] | None = Field(None, min_length=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SearchDim:
-        if self.type == "categorical":
-            if not self.choices or self.low is not None or self.high is not None:
-                raise ValueError("a categorical dimension takes `choices` only")
-        else:
-            if self.low is None or self.high is None or self.choices is not None:
-                raise ValueError(f"a {self.type} dimension takes `low` and `high` (no `choices`)")
-            if self.low > self.high:
-                raise ValueError(f"low {self.low} is above high {self.high}")
-            if self.log and self.low <= 0:
-                raise ValueError("a log-scale range needs low > 0")
-            if self.log and self.step is not None:
-                raise ValueError("`step` and `log` cannot be combined")
-            if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
-                raise ValueError("an int dimension needs whole-number bounds")
-        return self
-
-    def extremes(self) -> list[Scalar]:
-        """The values that must be valid `train` values for the whole range to be."""
-        if self.type == "categorical":
-            return list(self.choices or [])
-        cast = int if self.type == "int" else float
-        return [cast(self.low), cast(self.high)]
-
-
-DEFAULT_SEARCH_SPACE: dict[str, SearchDim] = {
-    "kind": SearchDim(type="categorical", choices=["mlp", "linear"]),
-    "loss": SearchDim(type="categorical", choices=["in_batch", "full_corpus"]),
-    "hidden_dim": SearchDim(type="categorical", choices=[64, 128, 256]),
-    "n_hidden_layers": SearchDim(type="int", low=0, high=2),
-    "dropout": SearchDim(type="float", low=0.0, high=0.3),
-    "lr": SearchDim(type="float", low=3e-5, high=3e-3, log=True),
-    "weight_decay": SearchDim(type="float", low=1e-4, high=0.3, log=True),
-    "temperature": SearchDim(type="float", low=0.01, high=0.2, log=True),
-    "identity_weight": SearchDim(type="float", low=1e-3, high=3.0, log=True),
-    "batch_size": SearchDim(type="categorical", choices=[64, 128, 256, 512]),
-}
-
-
-class TuneParams(Section):
-    """params.yaml `tune`: how long to search, where the study lives, and the search space."""
-
-    n_trials: int = Field(50, ge=1, le=100_000)
-    timeout_s: float | None = Field(270.0, gt=0)
-    seed: int = 42
-    n_workers: int = Field(1, ge=1, le=256)
-    # null: a journal file in data/tune/storage/; a path; or a database URL without a password. A URL with one
-    # (postgresql://user:PASSWORD@host/db) is refused here: name the environment variable holding it in
-    # storage_env instead, which then replaces storage.
-    storage: str | None = None
-    storage_env: str | None = Field(None, pattern=ENV_NAME)
-    study_name: str = Field("ragtune", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
-    resume: bool = True
-    pruning: bool = True
-    pruner_startup_trials: int = Field(5, ge=0)
-    pruner_warmup_epochs: int = Field(2, ge=0)
-    sampler_startup_trials: int = Field(10, ge=0)
-    real_folds: int = Field(0, ge=0, le=100)
-    search_space: dict[str, SearchDim] = Field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
-
-    @field_validator("real_folds")
-    @classmethod
-    def _real_folds(cls, v: int) -> int:
-        if v == 1:
-            raise ValueError(
-                "1 fold would validate on the questions it trains on; use 0 (one seeded "
-                "train.real_val_fraction slice) or 2 and more"
-            )
-        return v
-
-    def storage_url(self) -> str | None:
-        """The storage to open: the URL in storage_env's variable, else storage (None: the default journal)."""
-        if self.storage_env:
-            return from_env(self.storage_env, "tune.storage_env", "postgresql://user:PASSWORD@host:5432/optuna")
-        return self.storage
-
-    @model_validator(mode="after")
-    def _one_storage(self) -> TuneParams:
-        if self.storage and self.storage_env:
-            raise ValueError("set storage or storage_env, not both (storage_env's variable replaces storage)")
-        return self
-
-    @model_validator(mode="after")
-    def _space_names_train_keys(self) -> TuneParams:
-        unknown = sorted(set(self.search_space) - TUNABLE)
-        if unknown:
-            raise ValueError(f"search_space: {unknown} are not tunable train keys; tunable: {sorted(TUNABLE)}")
-        for name, dim in self.search_space.items():
-            for value in dim.extremes():
-                try:
-                    TrainParams(**{name: value})
-                except ValueError as exc:
-                    first = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-                    raise ValueError(f"search_space.{name}: {value!r} is not a valid train.{name} ({first})") from None
-        return self
 
 
 def make_sampler(tune: TuneParams, worker: int = 0):
@@ -189,142 +64,6 @@ def make_pruner(tune: TuneParams):
     return optuna.pruners.MedianPruner(
         n_startup_trials=tune.pruner_startup_trials, n_warmup_steps=tune.pruner_warmup_epochs
     )
-
-
-def suggest(trial, space: dict[str, SearchDim]) -> dict[str, Any]:
-    """Draw one value per dimension, in the declared order."""
-    out: dict[str, Any] = {}
-    for name, dim in space.items():
-        if dim.type == "categorical":
-            out[name] = trial.suggest_categorical(name, list(dim.choices or []))
-        elif dim.type == "int":
-            out[name] = trial.suggest_int(name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
-        else:
-            out[name] = trial.suggest_float(name, float(dim.low), float(dim.high), step=dim.step, log=dim.log)
-    return out
-
-
-@dataclass(frozen=True)
-class MlflowTarget:
-    """Where nested trial runs go: picklable, so worker processes can open their own client."""
-
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    tags: tuple[tuple[str, str], ...] = ()
-
-
-class TrialRun:
-    """A nested MLflow run for one trial, opened by hand; everything is logged in batches."""
-
-    def __init__(self, target: MlflowTarget | None, trial_number: int, params: dict[str, Any]):
-        self.client = None
-        self.run_id: str | None = None
-        if target is None:
-            return
-        from mlflow import MlflowClient
-        from mlflow.entities import Param
-
-        self.client = MlflowClient(target.tracking_uri)
-        tags = {
-            "mlflow.parentRunId": target.parent_run_id,
-            "ragtune.stage": "tune",
-            "optuna.trial": str(trial_number),
-            **dict(target.tags),
-        }
-        run = self.client.create_run(target.experiment_id, tags=tags, run_name=f"trial-{trial_number:03d}")
-        self.run_id = run.info.run_id
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-
-    def finish(self, history: list[dict[str, float]], state: str, summary: dict[str, float]) -> None:
-        if self.client is None:
-            return
-        from ..tracking import log_points
-
-        points = [
-            (k, float(v), int(row["epoch"]))
-            for row in history
-            for k, v in row.items()
-            if k != "epoch" and v is not None and math.isfinite(float(v))
-        ]
-        points += [(k, float(v), 0) for k, v in summary.items() if math.isfinite(float(v))]
-        log_points(self.client, self.run_id, points, tags={STATE_TAG: state})
-        self.client.set_terminated(self.run_id, "FAILED" if state == "failed" else "FINISHED")
-
-
-def pooled_metrics(per_split: Sequence[dict[str, float]], sizes: Sequence[int]) -> dict[str, float]:
-    """Validation metrics of several splits as one: each a mean over its questions, so weighted by `sizes`."""
-    total = sum(sizes)
-    return {k: sum(m[k] * n for m, n in zip(per_split, sizes)) / total for k in per_split[0]}
-
-
-class Objective:
-    """Optuna objective: train one configuration on each validation split (one, or `tune.real_folds`
-    folds of the real questions), report the first split's per-epoch validation Hit@5 (the pruner compares
-    those), and return the selected Hit@5 pooled over every split's validation questions."""
-
-    def __init__(
-        self,
-        base: TrainParams,
-        space: dict[str, SearchDim],
-        data: TrainingData,
-        splits: Split | Sequence[Split],
-        mlflow_target: MlflowTarget | None = None,
-    ):
-        self.base, self.space, self.data = base, space, data
-        self.splits = (splits,) if isinstance(splits, Split) else tuple(splits)
-        self.mlflow_target = mlflow_target
-
-    def __call__(self, trial) -> float:
-        import optuna
-
-        overrides = suggest(trial, self.space)
-        trial.set_user_attr("worker", WORKER_ID)
-        params = apply_overrides(self.base, overrides, source=f"trial {trial.number}")
-        run = TrialRun(self.mlflow_target, trial.number, overrides)
-        history: list[dict[str, float]] = []
-
-        def on_epoch(epoch: int, row: dict[str, float]) -> None:
-            history.append(row)
-            trial.report(row["val_hit@5"], epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-        t0 = time.perf_counter()
-        try:
-            results = [
-                train_adapter(params, self.data, split, on_epoch=on_epoch if i == 0 else None)
-                for i, split in enumerate(self.splits)
-            ]
-        except optuna.TrialPruned:
-            best_seen = max(r["val_hit@5"] for r in history)
-            trial.set_user_attr("best_val_hit@5", best_seen)
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            run.finish(history, "pruned", {"best_val_hit@5": best_seen})
-            raise
-        except Exception:
-            run.finish(history, "failed", {})
-            raise
-        sizes = [s.n_validation for s in self.splits]
-        best = pooled_metrics([r.best for r in results], sizes)
-        summary = {f"val_{k}": v for k, v in best.items()}
-        epochs = [r.best_epoch for r in results]
-        attrs = {
-            **summary,
-            "best_epoch": int(np.median(epochs)),
-            "seconds": sum(r.seconds for r in results),
-            "baseline_val_hit@5": pooled_metrics([r.baseline for r in results], sizes)["hit@5"],
-        }
-        if len(results) > 1:
-            attrs["fold_best_epochs"] = epochs
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        run.finish(
-            results[0].history[1:],
-            "complete",  # best_*: the selected epoch, apart from the curves
-            {**{f"best_{k}": v for k, v in summary.items()}, "best_epoch": attrs["best_epoch"]},
-        )
-        return best["hit@5"]
 
 
 def real_fold_count(data: TrainingData, tune: TuneParams) -> int:
@@ -524,6 +263,3 @@ def _run_worker_in_process(job: WorkerJob, data: TrainingData) -> None:
         run_worker(job, data)
     finally:
         torch.set_num_threads(threads)
-
-
-__all__ = ["TuneParams", "SearchDim", "run_study", "StudyResult", "MlflowTarget"]

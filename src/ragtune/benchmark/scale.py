@@ -137,7 +137,8 @@ def setup_hard_negatives(n: int, rng: np.random.Generator) -> Callable[[], Any]:
 
 def _setup_train(loss: str) -> Callable[[int, np.random.Generator], Callable[[], Any]]:
     def setup(n: int, rng: np.random.Generator) -> Callable[[], Any]:
-        from ..adapter.training import TrainParams, train_adapter
+        from ..adapter.config import TrainParams
+        from ..adapter.training import train_adapter
 
         data, split = _training_data(n, rng)
         params = TrainParams(loss=loss, max_epochs=1, bagging=1, batch_size=512)

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from ..embeddings_npz import save_embeddings
 from ..errors import DataError
 from ..records import SyntheticQuestion, TestQuestion, include_title, indexed_text, load_corpus, load_test, read_jsonl
-from .embedder import CachedEmbedder, save_embeddings, window_report
+from .embedder import CachedEmbedder, window_report
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,11 @@ def plan_judge(llm: LlmParams, params: Any, paths: Any, cache_path: Path) -> Pla
     is a slot of 0 to answer_max_tokens tokens (point: half) in each judge request that shows it. An
     approximated context (retrieval outputs missing) is a slot from none of it to top_k whole chunks."""
     from ..judge.calls import gen_requests
-    from ..judge.prompts import ARMS, answer_chars, load_prompt, parse_answer
+    from ..judge.prompts import ARMS, answer_chars, load_judge_prompts, parse_answer
     from ..judge.run import answer_calls, judge_calls
 
     backend = offline_backend(llm)
-    answer_prompt, judge_prompt = load_prompt(params.answer_prompt), load_prompt(params.judge_prompt)
+    answer_prompt, judge_prompt = load_judge_prompts(params.answer_prompt, params.judge_prompt)
     items, approximate = judge_items_for_estimate(paths, params)
     planned = Planned("judge", "anthropic", backend.model, retries=params.schema_retries)
     a_calls = answer_calls(items, answer_prompt, params)

@@ -68,7 +68,7 @@ def require_file(path: Path, how: str) -> Path:
 
 def load_corpus_with_embeddings(corpus_path: Path, corpus_npz: Path) -> Corpus:
     """Chunks and their embeddings, rows in the embeddings' order; stale embeddings are an error."""
-    from ..embedding.embedder import load_embeddings
+    from ..embeddings_npz import load_embeddings
     from ..records import load_corpus
 
     require_file(corpus_path, "run the fetch stage first (dvc repro fetch, or make run)")
@@ -91,7 +91,7 @@ def load_corpus_with_embeddings(corpus_path: Path, corpus_npz: Path) -> Corpus:
 
 
 def load_test_set(test_path: Path, test_npz: Path, corpus_ids: Sequence[str], name: str = "test") -> QuerySet:
-    from ..embedding.embedder import embeddings_for
+    from ..embeddings_npz import embeddings_for
     from ..records import load_test
 
     require_file(test_path, "run the fetch (and synthesize) stages first (make run)")
@@ -122,7 +122,7 @@ def load_validation_set(
     beside `questions_npz`), `real_ids` in place of split.json's when given (every real question some
     bagged member held out)."""
 
-    from ..embedding.embedder import load_embeddings_with_columns
+    from ..embeddings_npz import load_embeddings_with_columns
     from ..records import SyntheticQuestion, read_jsonl
 
     require_file(split_path, "run the train stage first (dvc repro train)")

@@ -20,14 +20,15 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from ..adapter.data import TrainingData
+from ..adapter.bagging import train_bagged
+from ..adapter.config import TrainParams
+from ..adapter.data import TrainingData, with_real_subset
 from ..adapter.model import QueryAdapter, adapt_queries
-from ..adapter.real_questions import with_real_subset
-from ..adapter.training import TrainParams, train_bagged
 from ..params import Section
 from .arms import EmbeddingArm
 from .inputs import QuerySet
-from .metrics import EvalParams, hit_matrix, per_question_metrics
+from .metrics import EvalParams, per_question_metrics
+from .ranking import hit_matrix
 from .statistics import bootstrap_ci, paired_bootstrap
 
 log = logging.getLogger(__name__)

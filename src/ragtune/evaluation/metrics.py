@@ -15,9 +15,9 @@ from pydantic import Field, model_validator
 
 from ..labels import metric_label, round_metric, round_p
 from ..params import Section
-from ..search.dense import first_relevant_rank, per_query_ndcg, per_query_recall, relevance_matrix
 from ..search.fusion import HybridParams
 from ..search.lexical import Bm25Params
+from .ranking import first_relevant_rank, per_query_ndcg, per_query_recall
 from .recommend import RecommendParams
 from .statistics import bootstrap_ci, holm_adjust, mcnemar_exact, paired_bootstrap, sign_test
 
@@ -59,33 +59,6 @@ class EvalParams(Section):
     def depth(self) -> int:
         """How many results each arm retrieves: the largest cut-off any metric needs."""
         return max([*self.hit_ks, *self.recall_ks, self.mrr_k, self.ndcg_k])
-
-
-def hit_matrix(topk_idx: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
-    """Boolean (n, depth): is the j-th result relevant? Empty slots (-1) never are."""
-    if len(relevant) == 0:
-        return np.zeros(topk_idx.shape, dtype=bool)
-    return relevance_matrix(topk_idx, relevant) & (topk_idx >= 0)
-
-
-def document_hits(
-    idx: np.ndarray, relevant: Sequence[np.ndarray], documents: np.ndarray, depth: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Documents ranked by their best passage: `idx` (n, D) passage rows, best first (-1 empty) ->
-    (hits (n, depth) over each question's first `depth` distinct documents, n_relevant documents (n,)).
-    A document is relevant when any of its passages is."""
-    doc = np.where(idx >= 0, documents[np.maximum(idx, 0)], -1)
-    first = doc >= 0
-    for j in range(1, doc.shape[1]):  # depth steps, each over all questions at once
-        first[:, j] &= ~(doc[:, j : j + 1] == doc[:, :j]).any(axis=1)
-    order = np.argsort(~first, axis=1, kind="stable")
-    ranked = np.take_along_axis(doc, order, axis=1)
-    ranked[~np.take_along_axis(first, order, axis=1)] = -1
-    ranked = ranked[:, :depth]
-    if ranked.shape[1] < depth:
-        ranked = np.pad(ranked, ((0, 0), (0, depth - ranked.shape[1])), constant_values=-1)
-    rel_docs = [np.unique(documents[np.asarray(r, dtype=np.int64)]) for r in relevant]
-    return hit_matrix(ranked, rel_docs), np.array([len(r) for r in rel_docs], dtype=np.int64)
 
 
 def per_question_metrics(hits: np.ndarray, n_relevant: np.ndarray, params: EvalParams) -> dict[str, np.ndarray]:
@@ -200,11 +173,3 @@ def _verdict(
         f"Significant at alpha={params.alpha:g} (Holm over {len(tests)} tests) on "
         f"{', '.join(significant_keys)}: {name_new} is {direction}."
     )
-
-
-def origin_label(origins: Sequence[str]) -> str:
-    kinds = sorted(set(origins))
-    if len(kinds) == 1:
-        return kinds[0]
-    counts = ", ".join(f"{origins.count(o)} {o}" for o in kinds)
-    return f"mixed ({counts})"

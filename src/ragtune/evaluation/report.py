@@ -18,18 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..labels import origin_label
-from ..search.dense import first_relevant_rank
 from .arms import Arm, HybridArm
 from .inputs import QuerySet
-from .metrics import (
-    EvalParams,
-    compare_arms,
-    document_hits,
-    hit_matrix,
-    per_question_metrics,
-    round_metric,
-    summarise_arm,
-)
+from .metrics import EvalParams, compare_arms, per_question_metrics, round_metric, summarise_arm
+from .ranking import document_hits, first_relevant_rank, hit_matrix
 from .statistics import bootstrap_ci
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from .arms import (
     member_dirs,
 )
 from .inputs import Corpus, QuerySet, _optional_json, load_corpus_with_embeddings, load_test_set, load_validation_set
-from .metrics import EvalParams, hit_matrix, per_question_metrics
+from .metrics import EvalParams, per_question_metrics
+from .ranking import hit_matrix
 from .report import EvalResult, evaluate
 
 log = logging.getLogger(__name__)

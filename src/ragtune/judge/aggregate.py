@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.statistics import bootstrap_ci, paired_bootstrap, sign_test
-from ..labels import round_metric
+from ..labels import round_metric, round_p
 from .prompts import ARMS, JUDGE_METRICS, ORDERS
 
 
@@ -148,7 +148,3 @@ def summarise_arms(
         for arm, block in arms_out.items()
     }
     return ordered, paired
-
-
-def round_p(p: float) -> float:
-    return float(f"{float(p):.4g}")

@@ -1,24 +1,21 @@
-"""What the judge's LLM sees and must return: prompts, the answer and score schemas, contexts, references.
+"""What the judge's LLM sees and must return: the answer and score schemas, contexts, references.
 
-A prompt file (src/ragtune/prompts/<name>.txt) is versioned by its hash. An answer is one string of at
-most `answer_chars(max_tokens)` characters; a judgement is six 1-5 integers for each of two answers.
-Replies that break a schema raise `ValidationError` with the first error named (`_first_error`).
+Its prompt files (src/ragtune/prompts/<name>.txt) are read by `ragtune.llm.prompts.load_prompt`, versioned
+by their hash. An answer is one string of at most `answer_chars(max_tokens)` characters; a judgement is six
+1-5 integers for each of two answers. Replies that break a schema raise `ValidationError` with the first error
+named (`_first_error`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from ..errors import RagtuneError
+from ..llm.prompts import Prompt, load_prompt
 
 ARMS: tuple[str, str] = ("cosine", "adapter")
 JUDGE_METRICS: tuple[str, ...] = (
@@ -37,44 +34,11 @@ ANSWER_TOOL = "submit_answer"
 JUDGE_TOOL = "submit_scores"
 
 
-@dataclass(frozen=True)
-class Prompt:
-    """A versioned prompt file: `=== system ===` and `=== user ===` sections; the user part is a
-    template with `{name}` fields. `sha256` covers the whole file and goes into every cache key."""
-
-    name: str
-    system: str
-    user_template: str
-    sha256: str
-
-    def render(self, **fields: str) -> str:
-        # str.format would choke on the braces of JSON examples; replace only the named fields.
-        return re.sub(
-            r"\{([a-z_0-9]+)\}",
-            lambda m: str(fields[m.group(1)]) if m.group(1) in fields else m.group(0),
-            self.user_template,
-        )
-
-
-def load_prompt(name: str, directory: Path | None = None) -> Prompt:
-    """Read `<name>.txt` from `directory` (default: the prompts shipped in the package)."""
-    if directory is None:
-        source = resources.files("ragtune") / "prompts" / f"{name}.txt"
-        where = f"ragtune/prompts/{name}.txt"
-    else:
-        source = Path(directory) / f"{name}.txt"
-        where = str(source)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError):
-        raise RagtuneError(f"{where}: prompt file not found; check judge.answer_prompt / judge.judge_prompt") from None
-    except UnicodeDecodeError as exc:
-        raise RagtuneError(f"{where}: not UTF-8 (byte {exc.start}); save the file as UTF-8") from None
-    match = re.fullmatch(r"\s*=== system ===\n(.*?)\n=== user ===\n(.*?)\s*", text, flags=re.S)
-    if not match:
-        raise RagtuneError(f"{where}: expected a '=== system ===' section followed by a '=== user ===' section")
-    return Prompt(
-        name, match.group(1).strip(), match.group(2).strip(), hashlib.sha256(text.encode("utf-8")).hexdigest()
+def load_judge_prompts(answer_prompt: str, judge_prompt: str) -> tuple[Prompt, Prompt]:
+    """The prompt files `judge.answer_prompt` and `judge.judge_prompt` name: (answer prompt, judge prompt)."""
+    return (
+        load_prompt(answer_prompt, setting="judge.answer_prompt"),
+        load_prompt(judge_prompt, setting="judge.judge_prompt"),
     )
 
 

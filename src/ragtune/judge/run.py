@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from ..labels import origin_label, round_metric
+from ..llm.prompts import Prompt
 from ..params import Section
 from ..paths import PipelinePaths
 from .aggregate import (
@@ -50,13 +51,12 @@ from .prompts import (
     ORDER_NAMES,
     ORDERS,
     TEXT_METRICS,
-    Prompt,
     Reference,
     answer_chars,
     answer_schema,
     build_reference,
     judge_schema,
-    load_prompt,
+    load_judge_prompts,
     parse_answer,
     parse_judgement,
     render_context,
@@ -331,7 +331,7 @@ def build_items(
     uses, render each arm's context and the reference. Returns the items and setup facts for the report."""
     from ..evaluation.arms import EmbeddingArm, adapter_arm, identity
     from ..evaluation.inputs import QuerySet, load_corpus_with_embeddings, load_test_set, require_file
-    from ..evaluation.metrics import hit_matrix
+    from ..evaluation.ranking import hit_matrix
     from ..records import load_test
 
     corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
@@ -414,7 +414,7 @@ def run_judge(
     from ..llm import RunStats, make_backend
 
     llm_params = judge_llm_params(llm_params, params)
-    answer_prompt, judge_prompt = load_prompt(params.answer_prompt), load_prompt(params.judge_prompt)
+    answer_prompt, judge_prompt = load_judge_prompts(params.answer_prompt, params.judge_prompt)
     backend = backend if backend is not None else make_backend(llm_params)
     items, setup = build_items(paths, params, load_adapter)
     setup = {

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.metrics import EvalParams, hit_matrix
+from ..evaluation.metrics import EvalParams
+from ..evaluation.ranking import hit_matrix, per_query_reciprocal_rank
 from ..evaluation.recommend import with_labels
 from ..records import TestQuestion, load_test
-from ..search.dense import per_query_reciprocal_rank
 from .storage import Judgement, question_key
 
 

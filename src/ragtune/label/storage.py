@@ -8,8 +8,8 @@ not ask it again: in the sidecar `<name>.none.jsonl` beside it, `{"id", "questio
 Every change rewrites the file it touches through a temporary file that is fsynced and renamed over it (and the
 folder fsynced): a kill at any moment leaves the old file or the new one, each line of which parses. A plain
 O_APPEND write is not enough: the kernel may stop a write between two pages on SIGKILL, leaving half a line.
-A question is one question whatever its case, punctuation or spacing (`records.normalise_question`, the
-leakage rule's form), so typing it again edits it. When a question moves between the two files, the labels
+A question is one question whatever its case, accents, punctuation or spacing (`textnorm.normalise_text`,
+the leakage rule's form), so typing it again edits it. When a question moves between the two files, the labels
 file is written first and a question in both counts as labelled: a kill in between leaves a question that
 became labelled labelled, and one that became "none" in neither file (asked again); never a wrong judgement.
 """
@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 
 from ..errors import DataError, RagtuneError
 from ..io import atomic_open
-from ..records import TestQuestion, iter_jsonl, load_test, load_train_questions, normalise_question
+from ..records import TestQuestion, iter_jsonl, load_test, load_train_questions
+from ..textnorm import normalise_text
 
 
 class LeakageRefused(RagtuneError):
@@ -61,7 +62,7 @@ class Judgement:
 
 def question_key(question: str) -> str:
     """The form in which two questions are the same question (the leakage rule's normalisation)."""
-    return normalise_question(question)
+    return normalise_text(question)
 
 
 def label_id(question: str) -> str:
@@ -107,8 +108,8 @@ class LeakageGuard:
         twin = self._texts.get(question_key(question))
         if twin is not None:
             raise LeakageRefused(
-                f"'{question}' is test question '{twin[0]}' of {twin[1]} (after case, punctuation and spacing are "
-                "normalised): a question is either for training or for testing; not saved"
+                f"'{question}' is test question '{twin[0]}' of {twin[1]} (after case, accents, punctuation and "
+                "spacing are normalised): a question is either for training or for testing; not saved"
             )
 
 
@@ -154,7 +155,7 @@ class LabelStore:
                 if key in out:
                     raise DataError(
                         f"{self.path}:{lineno}: '{row['id']}' is the same question as '{out[key]['id']}' on line "
-                        f"{lines[key]} (after case, punctuation and spacing are normalised); keep one of them"
+                        f"{lines[key]} (after case, accents, punctuation and spacing are normalised); keep one of them"
                     )
                 out[key], lines[key] = row, lineno
         return out

@@ -1,4 +1,4 @@
-"""Exact top-k search and ranking metrics, vectorised.
+"""Exact top-k search, vectorised (the ranking metrics are in `ragtune.evaluation.ranking`).
 
 One code path serves training validation, eval and `ragtune search`: queries and corpus are scored
 with matrix products in blocks, so memory stays bounded (a query block times a corpus block of
@@ -77,60 +77,6 @@ def _stable_topk(
         order_t = torch.as_tensor(order, device=s.device)
         s, i = torch.gather(s, 1, order_t), torch.gather(i, 1, order_t)
     return s, i
-
-
-def relevance_matrix(topk_idx: np.ndarray, relevant: Sequence[np.ndarray | Sequence[int]]) -> np.ndarray:
-    """Boolean (n_queries, k): is the j-th retrieved row relevant to query q? One vectorised isin."""
-    n_q, _ = topk_idx.shape
-    if len(relevant) != n_q:
-        raise ValueError(f"{len(relevant)} relevance lists for {n_q} queries")
-    stride = np.int64(
-        max(int(topk_idx.max(initial=0)), max((int(np.max(r)) for r in relevant if len(r)), default=0)) + 1
-    )
-    rows = np.repeat(np.arange(n_q, dtype=np.int64), [len(r) for r in relevant])
-    cols = np.concatenate([np.asarray(r, dtype=np.int64) for r in relevant]) if n_q else np.array([], np.int64)
-    rel_keys = rows * stride + cols
-    got_keys = np.arange(n_q, dtype=np.int64)[:, None] * stride + topk_idx.astype(np.int64)
-    return np.isin(got_keys, rel_keys)
-
-
-def first_relevant_rank(hits: np.ndarray) -> np.ndarray:
-    """1-based rank of the first relevant result per query; 0 when none is in the list."""
-    any_hit = hits.any(axis=1)
-    return np.where(any_hit, hits.argmax(axis=1) + 1, 0)
-
-
-def hit_rate_at_k(hits: np.ndarray, k: int) -> float:
-    """Share of queries with at least one relevant chunk in the top k."""
-    return float(hits[:, :k].any(axis=1).mean()) if len(hits) else float("nan")
-
-
-def per_query_hit(hits: np.ndarray, k: int) -> np.ndarray:
-    return hits[:, :k].any(axis=1)
-
-
-def per_query_reciprocal_rank(hits: np.ndarray, k: int) -> np.ndarray:
-    rank = first_relevant_rank(hits[:, :k])
-    return np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)
-
-
-def mrr_at_k(hits: np.ndarray, k: int) -> float:
-    return float(per_query_reciprocal_rank(hits, k).mean()) if len(hits) else float("nan")
-
-
-def per_query_recall(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Share of each query's relevant chunks found in the top k."""
-    return hits[:, :k].sum(axis=1) / np.maximum(np.asarray(n_relevant), 1)
-
-
-def per_query_ndcg(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    """Binary-relevance nDCG@k."""
-    k = min(k, hits.shape[1])
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (hits[:, :k] * discounts).sum(axis=1)
-    ideal_counts = np.minimum(np.asarray(n_relevant), k)
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[ideal_counts]
-    return np.where(ideal > 0, dcg / np.where(ideal > 0, ideal, 1.0), 0.0)
 
 
 def ids_to_indices(ids: Sequence[str], relevant_ids: Sequence[Sequence[str]]) -> list[np.ndarray]:

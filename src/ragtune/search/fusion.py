@@ -1,7 +1,7 @@
 """Hybrid retrieval: fusing a dense and a lexical (BM25) ranking into one ranking, vectorised.
 
 Two fusions, both over the candidates each arm retrieved (corpus rows, best first, -1 for an empty slot,
-as `retrieval.exact_top_k` and `lexical.Bm25Index.top_k` return them):
+as `dense.exact_top_k` and `lexical.Bm25Index.top_k` return them):
 
 - `reciprocal_rank_fusion` (RRF, Cormack et al. 2009): a row scores sum over arms of w_a / (k + rank_a),
   rank 1-based; an arm that did not retrieve the row adds nothing. No scores needed, nothing to tune; k=60
@@ -47,6 +47,7 @@ from ..deploy.hybrid import (  # noqa: F401 (re-exported: the one implementation
     reciprocal_rank_fusion,
     weighted_score_fusion,
 )
+from ..evaluation.ranking import hit_matrix, per_query_reciprocal_rank
 from ..params import Section
 
 Weight = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -90,13 +91,10 @@ def fusion_params(method: str, rrf_k: float = 60.0, weight: float | None = None)
 
 def mean_reciprocal_rank(rows: np.ndarray, relevant: Sequence[np.ndarray], k: int) -> float:
     """MRR@k of a ranking (n_queries, depth) against each query's relevant rows."""
-    from .dense import per_query_reciprocal_rank, relevance_matrix
-
     rows = rows[:, :k]
     if len(relevant) == 0:
         return float("nan")
-    hits = relevance_matrix(rows, relevant) & (rows >= 0)
-    return float(per_query_reciprocal_rank(hits, k).mean())
+    return float(per_query_reciprocal_rank(hit_matrix(rows, relevant), k).mean())
 
 
 def choose_weight(

@@ -1,7 +1,7 @@
 """BM25 lexical baseline over the same chunks, with the maintained `bm25s` package.
 
 The index is built once per corpus; `top_k` returns corpus row indices in the same layout as
-`retrieval.exact_top_k`, so the same metric code scores every arm. A chunk with BM25 score 0 shares no
+`dense.exact_top_k`, so the same metric code scores every arm. A chunk with BM25 score 0 shares no
 term with the query: it is not "retrieved" and its slot holds -1 rather than an arbitrary chunk.
 """
 

@@ -4,9 +4,9 @@ synthetic-only point: the shipped adapter, evaluated, not retrained."""
 
 from pathlib import Path
 
+from ragtune.adapter.config import TrainParams, load_tuned
 from ragtune.adapter.data import load_training_data
 from ragtune.adapter.model import adapt_queries, load_query_adapter
-from ragtune.adapter.training import TrainParams, load_tuned
 from ragtune.corpus.fetching import report_source
 from ragtune.evaluation.arms import EmbeddingArm, LexicalArm, identity
 from ragtune.evaluation.inputs import load_corpus_with_embeddings, load_test_set

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.adapter.bagging import train_bagged
+from ragtune.adapter.config import TrainParams, load_tuned
 from ragtune.adapter.data import load_training_data
 from ragtune.adapter.export import (
     export_sentence_transformer,
@@ -21,7 +23,6 @@ from ragtune.adapter.export import (
 from ragtune.adapter.held_out import held_out_vectors, save_held_out
 from ragtune.adapter.mlflow_model import log_query_encoder
 from ragtune.adapter.model import adapt_queries, save_query_adapter
-from ragtune.adapter.training import TrainParams, load_tuned, train_bagged
 from ragtune.embedding.embedder import load_model
 from ragtune.errors import RagtuneError
 from ragtune.io import atomic_open, read_json, write_json

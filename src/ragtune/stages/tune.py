@@ -3,10 +3,11 @@ run.json (the study name, seconds and MLflow run id; not committed)."""
 
 import math
 
+from ragtune.adapter.config import TrainParams, TuneParams
 from ragtune.adapter.data import load_training_data
 from ragtune.adapter.study import write_trials_csv
-from ragtune.adapter.training import TrainParams
-from ragtune.adapter.tuning import MlflowTarget, TuneParams, real_fold_count, run_study
+from ragtune.adapter.trials import MlflowTarget
+from ragtune.adapter.tuning import real_fold_count, run_study
 from ragtune.io import write_json
 from ragtune.params import MlflowParams, load_section
 from ragtune.stage import run_main, stage_paths, write_run_record

@@ -5,11 +5,11 @@ the near-copy test behind the degenerate-question report (a question that is its
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from pydantic import Field
 
 from ..params import Section
+from ..textnorm import normalise_text
 
 
 class FilterParams(Section):
@@ -36,16 +36,6 @@ def clean(q: str) -> str:
     return _LABEL.sub("", " ".join(q.split())).strip()
 
 
-def normalise(q: str) -> str:
-    """Key for duplicate detection: case, accents, punctuation and spacing ignored."""
-    if q.isascii():  # NFKD and the accent filter leave ASCII as it is; the per-character loop is the cost
-        q = q.casefold()
-    else:
-        q = unicodedata.normalize("NFKD", q)
-        q = "".join(ch for ch in q if not unicodedata.combining(ch)).casefold()
-    return " ".join(re.sub(r"[^\w]+", " ", q).split())
-
-
 # A question is a (near-)copy of its chunk when its words cover this share of the chunk's distinct words
 # (or it equals the chunk): retrieval then finds the chunk by string overlap, validation reads perfect,
 # and nothing is learnt. Counted and reported (`degenerate_*`), never dropped.
@@ -56,7 +46,7 @@ DEGENERATE_WARN_SHARE = 0.2
 
 def is_near_copy(question: str, chunk_text: str, coverage: float = NEAR_COPY_COVERAGE) -> bool:
     """True when `question` is the chunk, or its words cover >= `coverage` of the chunk's distinct words."""
-    q, c = normalise(question), normalise(chunk_text)
+    q, c = normalise_text(question), normalise_text(chunk_text)
     if q == c:
         return True
     chunk_words = set(c.split())

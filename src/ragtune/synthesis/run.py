@@ -15,17 +15,13 @@ same generator writes test questions for those held-out chunks, kept apart in th
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
 import logging
 import random
-import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -33,10 +29,12 @@ from pydantic import Field
 from ..cache import ContentCache, content_key
 from ..errors import RagtuneError
 from ..llm.base import Backend, GenRequest, GenResult
+from ..llm.prompts import Prompt, load_prompt
 from ..llm.runner import RunStats, run_cached
 from ..params import Section
-from ..records import Chunk, SyntheticQuestion, TestQuestion, read_text
-from .filters import FilterParams, check_question, clean, degenerate_warning, is_near_copy, normalise
+from ..records import Chunk, SyntheticQuestion, TestQuestion
+from ..textnorm import normalise_text
+from .filters import FilterParams, check_question, clean, degenerate_warning, is_near_copy
 
 log = logging.getLogger(__name__)
 
@@ -63,52 +61,18 @@ class SynthesizeParams(Section):
     filters: FilterParams = FilterParams()
 
 
-@dataclass(frozen=True)
-class Prompt:
-    name: str
-    text: str  # the whole file: its hash is part of every cache key
-    system: str
-    user: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
-
-    @property
-    def prompt_id(self) -> str:
-        return f"{self.name}@{self.sha256[:12]}"
-
-    def render(self, passage: str, n: int, title: str | None) -> str:
-        lines = []
-        for line in self.user.split("\n"):
-            if "{title}" in line and not title:
-                continue  # a line about the title is left out when the chunk has none
-            lines.append(line)
-        # Substitute placeholders one at a time so braces inside the passage are left alone.
-        out = "\n".join(lines).replace("{n}", str(n)).replace("{title}", title or "")
-        return out.replace("{passage}", passage)
+def question_prompt(name: str) -> Prompt:
+    """`synthesize.prompt`'s file (`ragtune.llm.prompts.load_prompt`): {n}, {title} and {passage} in its user part."""
+    return load_prompt(name, setting="synthesize.prompt", required=("passage",))
 
 
-def load_prompt(name: str) -> Prompt:
-    """A prompt file: `=== system ===` then `=== user ===` with {n}, {title} and {passage}."""
-    path = Path(name)
-    if name.endswith(".txt") and path.is_file():
-        text, pname = read_text(path), path.stem
-    else:
-        res = importlib.resources.files("ragtune") / "prompts" / f"{name}.txt"
-        if not res.is_file():
-            raise RagtuneError(
-                f"synthesize.prompt: no prompt '{name}' (looked for src/ragtune/prompts/{name}.txt; "
-                "give a prompt name there or the path of a .txt file)"
-            )
-        text, pname = res.read_text(encoding="utf-8"), name
-    m = re.match(r"\s*=== system ===\n(.*?)\n=== user ===\n(.*)\Z", text, re.S)
-    if not m:
-        raise RagtuneError(f"synthesize.prompt '{name}': expected '=== system ===' and '=== user ===' sections")
-    system, user = m.group(1).strip(), m.group(2).strip()
-    if "{passage}" not in user:
-        raise RagtuneError(f"synthesize.prompt '{name}': the user section must contain {{passage}}")
-    return Prompt(pname, text, system, user)
+def render_question_request(prompt: Prompt, passage: str, n: int, title: str | None) -> str:
+    """The user message asking for `n` questions about `passage`; a line about the title is left out when the
+    chunk has none. Placeholders are substituted one at a time, the passage last, so braces inside the passage
+    are left alone (the text is part of the cache key: keep it byte for byte)."""
+    lines = [line for line in prompt.user.split("\n") if not ("{title}" in line and not title)]
+    out = "\n".join(lines).replace("{n}", str(n)).replace("{title}", title or "")
+    return out.replace("{passage}", passage)
 
 
 @dataclass
@@ -175,7 +139,7 @@ def build_jobs(
     jobs = []
     for purpose, group in (("train", train), ("test", test)):
         for c in group:
-            user = prompt.render(c.text, params.questions_per_chunk, c.title)
+            user = render_question_request(prompt, c.text, params.questions_per_chunk, c.title)
             key = cache_key(backend, prompt, prompt.system, user, c.text)
             jobs.append(
                 Job(
@@ -194,7 +158,7 @@ def plan_jobs(
 ) -> tuple[Prompt, ChunkSelection, list[Job]]:
     """The prompt, the chunk selection and one job (its request, with its cache key) per selected chunk: what
     `synthesize` sends and `ragtune estimate` prices, built in one place."""
-    prompt = load_prompt(params.prompt)
+    prompt = question_prompt(params.prompt)
     selection = select_chunks(chunks, tests, params)
     return prompt, selection, build_jobs(selection.train, selection.synthetic_test, backend, prompt, params)
 
@@ -247,7 +211,7 @@ def synthesize(
     want_qmark = backend.uses_prompt
     by_style: Counter[str] = Counter()
     degenerate = 0
-    test_norms = {normalise(q.question) for q in tests}
+    test_norms = {normalise_text(q.question) for q in tests}
     seen: set[str] = set()
     seen_test: set[str] = set()
     dropped: Counter[str] = Counter()
@@ -287,7 +251,7 @@ def synthesize(
                 continue
             q = clean(q)
             reason = check_question(q, params.filters, want_qmark)
-            norm = normalise(q)
+            norm = normalise_text(q)
             if reason is None:
                 if norm in test_norms:
                     reason = "same_as_test_question"
