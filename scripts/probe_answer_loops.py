@@ -24,7 +24,9 @@ def main() -> None:
     ap.add_argument("--penalties", type=float, nargs="+", default=[1.0, 1.1])
     args = ap.parse_args()
     sys.path.insert(0, str(Path("src").resolve()))
-    from ragtune.judge.run import JudgeParams, answer_calls, build_items
+    from ragtune.judge.config import JudgeParams
+    from ragtune.judge.items import build_items
+    from ragtune.judge.run import answer_calls
     from ragtune.llm import LlmParams, make_backend
     from ragtune.llm.base import GenRequest, ToolSpec
     from ragtune.llm.prompts import load_prompt

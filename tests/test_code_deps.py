@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from ragtune.paths import PipelinePaths
-from ragtune.project.code_deps import SourceTree, code_files
-from ragtune.project.pipeline import STAGES, render, source_code_deps, stage_module_file
+from ragtune.project.code_deps import SourceTree, code_files, source_code_deps, stage_module_file
+from ragtune.project.pipeline import STAGES, render
 from ragtune.project.sync import main as sync_main
 from ragtune.project.sync import stale_files
 

@@ -12,10 +12,11 @@ import pytest
 import yaml
 from pipeline_support import REPO, tiny_corpus, write_jsonl
 
-from ragtune.benchmark.tables import arm_order, build_results, corpus_row, metric_keys, render_markdown, write_results
+from ragtune.benchmark.tables import build_results, corpus_row, metric_keys, render_markdown, write_results
 from ragtune.benchmark.workspaces import RunRecord, apply_overrides, plan_bench, stages_run, validate_params
 from ragtune.cli import main
 from ragtune.errors import ParamsError, RagtuneError
+from ragtune.labels import arm_order
 from ragtune.params import SECTIONS
 from ragtune.readme import (
     KFOLD,

@@ -110,7 +110,8 @@ def test_prompt_caching_and_batch_discount(tmp_path, fake, monkeypatch):
 def test_judge_estimate_holds_the_judge_run(tmp_path, monkeypatch):
     from test_judge_llm import JudgeServer, make_pipeline
 
-    from ragtune.judge.run import JudgeParams, run_judge
+    from ragtune.judge.config import JudgeParams
+    from ragtune.judge.run import run_judge
     from ragtune.llm import LlmParams
     from ragtune.params import EmbeddingParams
 

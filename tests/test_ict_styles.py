@@ -20,9 +20,8 @@ from ragtune.llm.config import AUTO_TEMPLATE_SHARE, IctParams
 from ragtune.llm.ict import framed, ict_queries, keyphrase_queries, make_extractor, styled_queries
 from ragtune.params import parse_section
 from ragtune.records import Chunk, TestQuestion
-from ragtune.synthesis.filters import is_near_copy
 from ragtune.synthesis.run import SynthesizeParams, synthesize
-from ragtune.textnorm import normalise_text
+from ragtune.textnorm import is_near_copy, normalise_text
 
 TEXT = (
     "Article 5. 1. Member States shall lay down the rules on penalties applicable to infringements of this "

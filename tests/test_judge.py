@@ -16,6 +16,8 @@ from ragtune.judge.aggregate import (
     to_arm_scores,
 )
 from ragtune.judge.calls import LlmReply, complete_with_retries
+from ragtune.judge.config import JudgeParams
+from ragtune.judge.items import JudgeItem, select_questions
 from ragtune.judge.prompts import (
     ARMS,
     JUDGE_METRICS,
@@ -29,7 +31,7 @@ from ragtune.judge.prompts import (
     parse_judgement,
     render_context,
 )
-from ragtune.judge.run import JudgeItem, JudgeParams, judge_items, select_questions
+from ragtune.judge.run import judge_items
 from ragtune.judge.text_metrics import normalise_tokens, rowwise_cosine, token_f1
 from ragtune.llm.prompts import load_prompt
 from ragtune.params import parse_section

@@ -24,9 +24,10 @@ from ragtune.embedding.embedder import load_model
 from ragtune.embeddings_npz import save_embeddings
 from ragtune.errors import RagtuneError
 from ragtune.io import write_json
+from ragtune.judge.config import JudgeParams
 from ragtune.judge.outputs import write_judge_outputs
 from ragtune.judge.prompts import ANSWER_TOOL, JUDGE_METRICS, JUDGE_TOOL
-from ragtune.judge.run import JudgeParams, run_judge
+from ragtune.judge.run import run_judge
 from ragtune.llm import LlmParams
 from ragtune.params import EmbeddingParams
 from ragtune.paths import PipelinePaths

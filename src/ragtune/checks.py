@@ -15,7 +15,7 @@ from .adapter.config import TrainParams, TuneParams
 from .errors import ParamsError, RagtuneError
 from .evaluation.learning_curve import CurveParams
 from .evaluation.run import EvalParams
-from .judge.run import JudgeParams
+from .judge.config import JudgeParams
 from .llm import LlmParams
 from .llm.prompts import load_prompt
 from .params import SECTIONS, EmbeddingParams, FetchParams, MlflowParams, Section, validate_params_file

@@ -11,6 +11,15 @@ def metric_label(metric: str) -> str:
     return {"hit": "Hit", "recall": "Recall", "mrr": "MRR", "ndcg": "nDCG"}.get(kind, kind) + "@" + k
 
 
+# The order arms are listed in (reports, tables, charts), simplest first; an unknown arm comes after them.
+ARM_ORDER = ("cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid")
+
+
+def arm_order(name: str) -> tuple[int, str]:
+    """Sort key of an arm name: its place in `ARM_ORDER`, then the name (unknown arms last, by name)."""
+    return (ARM_ORDER.index(name) if name in ARM_ORDER else len(ARM_ORDER), name)
+
+
 def round_metric(x: float) -> float:
     """A metric as reports store it: 6 decimals."""
     return round(float(x), 6)

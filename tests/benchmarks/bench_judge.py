@@ -14,8 +14,10 @@ from pathlib import Path
 
 from ragtune.cache import ContentCache
 from ragtune.judge.calls import make_complete
+from ragtune.judge.config import JudgeParams
+from ragtune.judge.items import JudgeItem
 from ragtune.judge.prompts import build_reference, render_context
-from ragtune.judge.run import JudgeItem, JudgeParams, judge_items
+from ragtune.judge.run import judge_items
 from ragtune.llm import LlmParams, RunStats, make_backend
 from ragtune.llm.prompts import load_prompt
 from ragtune.params import load_section

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.deploy.stores import HnswParams, IndexIdentity, Rows, index_into, open_store
+from ragtune.deploy.stores import index_into, open_store
+from ragtune.deploy.stores.base import HnswParams, IndexIdentity, Rows
 from ragtune.evaluation.ranking import relevance_matrix
 from ragtune.search.dense import exact_top_k
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RagtuneError
+from ..labels import arm_order
 
 PER_QUESTION = Path("data/eval/per_question.csv")
 DEFAULT_SIZES = (10, 20, 30, 50, 100)
@@ -162,9 +163,7 @@ def simulate_size(
 
 
 def _simplicity(arm: str) -> int:
-    from ..evaluation.report import _arm_order
-
-    return _arm_order(arm)[0]
+    return arm_order(arm)[0]
 
 
 def bench_corpus(

@@ -9,18 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RagtuneError
-from ..labels import metric_label
+from ..labels import arm_order, metric_label
 from .curves import render_curves, write_curve_chart
 from .recommendations import recommendation_row, render_recommendations
 from .workspaces import TARGET_STAGES, RunRecord
 
 ADAPTER_IN_HYBRID = "hybrid_vs_hybrid_cosine"  # eval's comparison of the two fusions
-
-
-def arm_order(name: str) -> tuple[int, str]:
-    from ..evaluation.report import _arm_order
-
-    return _arm_order(name)
 
 
 def metric_keys(metrics: Mapping[str, Any]) -> list[str]:

@@ -91,7 +91,8 @@ def run_search(args: argparse.Namespace) -> None:
 
 def run_index(args: argparse.Namespace) -> None:
     from .commands import CORPUS, EMBED_DIR, Pipeline
-    from .stores import HnswParams, index_into, open_store
+    from .stores import index_into, open_store
+    from .stores.base import HnswParams
 
     _positive("--batch", args.batch)
     _positive("--m", args.m)

@@ -128,7 +128,7 @@ class Pipeline:
     def identity(self):
         """The IndexIdentity of these vectors (embedder fingerprint, dimension, corpus fingerprint)."""
         from .artefact import corpus_fingerprint
-        from .stores import IndexIdentity
+        from .stores.base import IndexIdentity
 
         stemmer = self.eval_params.bm25.stemmer
         return IndexIdentity(
@@ -141,7 +141,7 @@ class Pipeline:
         )
 
     def rows(self):
-        from .stores import Rows
+        from .stores.base import Rows
 
         c = self.corpus
         return Rows(np.arange(len(c.ids), dtype=np.int64), c.ids, c.titles, c.texts, self.lexical, c.emb)

@@ -58,7 +58,7 @@ def price_planned(planned: Planned, counter: Counter, llm: Any, sample: int | No
 def run_estimate(params_file: Path = Path("params.yaml"), local: bool = False, sample: int | None = 200) -> Estimate:
     """Estimate both LLM stages from the project in the current directory (fetch's outputs must exist)."""
     from ..errors import RagtuneError
-    from ..judge.run import JudgeParams, judge_llm_params
+    from ..judge.config import JudgeParams, judge_llm_params
     from ..llm import LlmParams
     from ..params import load_section
     from ..paths import PipelinePaths

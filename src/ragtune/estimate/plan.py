@@ -148,8 +148,8 @@ def plan_judge(llm: LlmParams, params: Any, paths: Any, cache_path: Path) -> Pla
 def judge_items_for_estimate(paths: Any, params: Any) -> tuple[list[Any], bool]:
     """The judge's items: exactly as the stage builds them when the retrieval outputs exist, else
     approximated (each arm's context: the relevant chunks, then seeded other chunks up to top_k)."""
+    from ..judge.items import JudgeItem, build_items, select_questions
     from ..judge.prompts import ARMS, build_reference, render_context
-    from ..judge.run import JudgeItem, build_items, select_questions
     from ..records import load_corpus, load_test
 
     retrieval = (paths.embed_dir / "corpus.npz", paths.embed_dir / "test.npz", paths.adapter)

@@ -17,12 +17,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import RagtuneError
+from ..labels import round_metric
 from ..paths import PipelinePaths
 from ..search.dense import exact_top_k
 from ..search.fusion import HybridParams, Scored, choose_weight, fuse, fusion_params
 from ..search.lexical import Bm25Index
 from .inputs import Corpus, QuerySet, _optional_json, require_file
-from .metrics import EvalParams, round_metric
+from .metrics import EvalParams
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ in README "Which retriever to deploy" and docs/findings/selection.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from ..labels import metric_label, round_metric
+from ..labels import arm_order, metric_label, round_metric
 from ..params import Section
 
 LABEL_TOOL = "`ragtune label`"
@@ -45,27 +45,21 @@ class RecommendParams(Section):
     margin: float = Field(0.02, ge=0.0, le=1.0)
 
 
-def _order(name: str) -> tuple[int, str]:
-    from .report import _arm_order
-
-    return _arm_order(name)
-
-
-def best_of(scores: Mapping[str, float], among: tuple[str, ...] | None = None) -> str | None:
-    """The arm with the highest score (of `among`, if given); ties go to the simpler arm."""
-    names = [a for a in sorted(scores, key=_order) if among is None or a in among]
+def best_arm(scores: Mapping[str, float], among: Sequence[str] | None = None) -> str | None:
+    """The arm with the highest score (of `among`, if given); ties go to the simpler arm (`labels.arm_order`)."""
+    names = [a for a in sorted(scores, key=arm_order) if among is None or a in among]
     return max(names, key=lambda a: (scores[a], -names.index(a))) if names else None
 
 
 def dense_choice(val_mrr: Mapping[str, float]) -> str | None:
     """The dense arm synthetic validation prefers: the adapter when it scores above raw cosine there."""
-    return best_of(val_mrr, ("cosine", "adapter"))
+    return best_arm(val_mrr, ("cosine", "adapter"))
 
 
 def without_labels(val_mrr: Mapping[str, float], rule: str, key: str, n_val: int) -> tuple[str, str, dict[str, Any]]:
     """(arm, statement, details) of the no-label policy on synthetic validation MRR (`val_mrr`, arm -> mean)."""
     label = metric_label(key)
-    best_val = best_of(val_mrr)
+    best_val = best_arm(val_mrr)
     dense = dense_choice(val_mrr)
     details: dict[str, Any] = {"validation_best": best_val, "dense_choice": dense}
     todo = (
@@ -173,15 +167,15 @@ def recommend(
         "settled": settled,
         "by": by,
         "statement": statement,
-        "val": {a: round_metric(v) for a, v in sorted(val_mrr.items(), key=lambda kv: _order(kv[0]))},
-        "validation_best": best_of(val_mrr),
+        "val": {a: round_metric(v) for a, v in sorted(val_mrr.items(), key=lambda kv: arm_order(kv[0]))},
+        "validation_best": best_arm(val_mrr),
         **details,
     }
     note = statement
     test_block = metrics.get(report_on)
     if test_mrr and isinstance(test_block, Mapping) and arm in test_block["arms"]:
         values = test_block["arms"][arm]
-        best = best_of(test_mrr)
+        best = best_arm(test_mrr)
         share = test_mrr[arm] / test_mrr[best] if test_mrr[best] > 0 else 1.0
         out["test"] = {
             "questions": test_block["questions"],

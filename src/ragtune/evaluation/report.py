@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import origin_label
+from ..labels import arm_order, origin_label, round_metric
 from .arms import Arm, HybridArm
 from .inputs import QuerySet
-from .metrics import EvalParams, compare_arms, per_question_metrics, round_metric, summarise_arm
+from .metrics import EvalParams, compare_arms, per_question_metrics, summarise_arm
 from .ranking import document_hits, first_relevant_rank, hit_matrix
+from .recommend import best_arm, recommend
 from .statistics import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,6 @@ def _per_question_mrr(
     """arm -> (n,) reciprocal rank within mrr_k of each question."""
     key = f"mrr@{params.mrr_k}"
     return {a: per_question_metrics(h, n_relevant, params)[key] for a, h in hits_by_arm.items()}
-
-
-def best_arm(scores: Mapping[str, float], among: Sequence[str] | None = None) -> str | None:
-    """The arm with the highest score (of `among`, if given); ties go to the simpler arm (`_arm_order`)."""
-    names = [a for a in sorted(scores, key=_arm_order) if among is None or a in among]
-    return max(names, key=lambda a: (scores[a], -names.index(a))) if names else None
 
 
 # Passages retrieved per document-level rank: several passages of one document collapse into one rank.
@@ -200,8 +195,6 @@ def evaluate(
     if fusion is not None and any(isinstance(a, HybridArm) for a in arms):
         metrics["fusion"] = {**fusion, "best_single_on_val": best_single}
     if per_question.get(select_on):
-        from .recommend import recommend
-
         metrics["recommendation"] = recommend(
             metrics, per_question[select_on], mrr_by_set.get(report_on), params, select_on, report_on
         )
@@ -278,7 +271,7 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
     write_csv(written[2], ["k", *arm_names], curve)
     rank_cols = sorted(
         {c for r in result.per_question for c in r if c.startswith("rank_")},
-        key=lambda c: _arm_order(c.removeprefix("rank_")),
+        key=lambda c: arm_order(c.removeprefix("rank_")),
     )
     write_csv(written[3], ["set", "id", "origin", "n_relevant", *rank_cols, "question"], result.per_question)
 
@@ -288,7 +281,7 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
         for s, block in result.metrics.items()
         if s != "setup" and isinstance(block, Mapping) and isinstance(block.get("arms"), Mapping)
     ]
-    arms = sorted({a for s in sets for a in result.metrics[s]["arms"]}, key=_arm_order)
+    arms = sorted({a for s in sets for a in result.metrics[s]["arms"]}, key=arm_order)
     nan = float("nan")
     groups = [f"{s}\n{result.metrics[s]['questions']} {result.metrics[s]['origin'].split(' (')[0]}" for s in sets]
     series = {a: [result.metrics[s]["arms"].get(a, {}).get(main_key, nan) for s in sets] for a in arms}
@@ -309,17 +302,12 @@ def write_eval_outputs(result: EvalResult, params: EvalParams, out_dir: Path) ->
     for set_name, rows in result.hit_rate_at_k.items():
         names = [k for k in rows[0] if k != "k" and not k.endswith(("_low", "_high"))]
         label = f"{set_name} ({result.metrics[set_name]['questions']} {result.metrics[set_name]['origin']})"
-        panels[label] = {a: [r[a] for r in rows] for a in sorted(names, key=_arm_order)}
+        panels[label] = {a: [r[a] for r in rows] for a in sorted(names, key=arm_order)}
         bands[label] = {a: ([r[f"{a}_low"] for r in rows], [r[f"{a}_high"] for r in rows]) for a in names}
     curve_png = out_dir / "hit_rate_at_k.png"
     ks = [r["k"] for r in next(iter(result.hit_rate_at_k.values()), [])]
     lines_against_k(curve_png, panels, ks, bands, ylabel="hit rate@k")
     return [*written, bar_png, curve_png]
-
-
-def _arm_order(name: str) -> tuple[int, str]:
-    known = ["cosine", "adapter", "linear", "bm25", "hybrid_cosine", "hybrid"]
-    return (known.index(name) if name in known else len(known), name)
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:

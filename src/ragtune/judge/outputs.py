@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .aggregate import round_metric
+from ..labels import round_metric
+from .items import JudgeItem
 from .prompts import ARMS, JUDGE_METRICS, ORDERS, TEXT_METRICS
 
-if TYPE_CHECKING:
-    from .run import JudgeItem, JudgeResult
+
+@dataclass
+class JudgeResult:
+    metrics: dict[str, Any]
+    answers: list[dict[str, Any]] = field(default_factory=list)  # one row per (question, arm)
+    scores: list[dict[str, Any]] = field(default_factory=list)  # one row per (question, arm)
 
 
 def answer_rows(

@@ -23,14 +23,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from ..labels import origin_label, round_metric
+from ..labels import round_metric
 from ..llm.prompts import Prompt
-from ..params import Section
 from ..paths import PipelinePaths
 from .aggregate import (
     identical_pair_consistency,
@@ -42,7 +40,9 @@ from .aggregate import (
     to_arm_scores,
 )
 from .calls import Complete, LlmCall, complete_with_retries, make_complete
-from .outputs import answer_rows, judge_warning, score_rows
+from .config import JudgeParams, judge_llm_params
+from .items import JudgeItem, build_items
+from .outputs import JudgeResult, answer_rows, judge_warning, score_rows
 from .prompts import (
     ANSWER_TOOL,
     ARMS,
@@ -51,71 +51,15 @@ from .prompts import (
     ORDER_NAMES,
     ORDERS,
     TEXT_METRICS,
-    Reference,
     answer_chars,
     answer_schema,
-    build_reference,
     judge_schema,
     load_judge_prompts,
     parse_answer,
     parse_judgement,
-    render_context,
 )
 
 log = logging.getLogger(__name__)
-
-
-class JudgeParams(Section):
-    """How many questions are judged, how answers are built, and the statistics of the report.
-    The LLM itself (backend, model, prices) comes from the shared `llm` section."""
-
-    # Defaults fit the offline budget (SmolLM2 on 2 cores, ~4 minutes); with Claude, raise them.
-    max_questions: int | None = Field(8, ge=1, le=100_000)  # seeded subset of the test set; null: all
-    # `ict` (the default question generator) is no language model: the judge then uses this backend.
-    fallback_backend: Literal["llamacpp", "anthropic"] = "llamacpp"
-    seed: int = 42
-    top_k: int = Field(3, ge=1, le=50)  # chunks in each answer's context
-    max_chunk_chars: int = Field(600, ge=100, le=100_000)  # each context chunk is cut to this length
-    max_reference_chars: int = Field(1500, ge=100, le=200_000)  # relevant-chunk references are cut here
-    answer_max_tokens: int = Field(150, ge=16, le=8192)  # also bounds the answer: 3 chars a token
-    judge_max_tokens: int = Field(256, ge=32, le=8192)
-    answer_temperature: float = Field(0.0, ge=0.0, le=2.0)  # the judge itself always runs at 0
-    # Local models only (llamacpp; the Anthropic API has no such setting, so it is neither sent nor keyed
-    # there). Above 1 it penalises tokens repeated in the last 64, which stops the loops a small model falls
-    # into at temperature 0. Answers only: on the judge's scores it would push repeated integers apart.
-    answer_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
-    swap_order: bool = True  # judge each pair in both orders (position-bias control)
-    schema_retries: int = Field(1, ge=0, le=5)  # re-asks after a reply that breaks the schema
-    answer_prompt: str = Field("answer_v1", pattern=r"^[A-Za-z0-9_.-]+$")  # src/ragtune/prompts/<name>.txt
-    judge_prompt: str = Field("judge_v1", pattern=r"^[A-Za-z0-9_.-]+$")
-    bootstrap_resamples: int = Field(10_000, ge=100, le=1_000_000)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-
-
-def select_questions(n_total: int, max_questions: int | None, seed: int) -> np.ndarray:
-    """Row indices of the judged questions: all, or a seeded sample of `max_questions`, in file order."""
-    if max_questions is None or max_questions >= n_total:
-        return np.arange(n_total, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n_total, size=max_questions, replace=False)).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class JudgeItem:
-    """One judged question with both arms' retrieved chunks, as the stage hands it to `judge_items`."""
-
-    question_id: str
-    question: str
-    reference: Reference
-    chunk_ids: Mapping[str, list[str]]  # arm -> retrieved chunk ids, best first
-    context: Mapping[str, str]  # arm -> rendered context
-
-
-@dataclass
-class JudgeResult:
-    metrics: dict[str, Any]
-    answers: list[dict[str, Any]] = field(default_factory=list)  # one row per (question, arm)
-    scores: list[dict[str, Any]] = field(default_factory=list)  # one row per (question, arm)
 
 
 def answer_calls(items: Sequence[JudgeItem], prompt: Prompt, params: JudgeParams) -> list[LlmCall]:
@@ -178,6 +122,122 @@ def judge_calls(
 EmbedTexts = Callable[[Sequence[str]], np.ndarray]
 
 
+def _failure(question_id: str, kind: str, item: str, reason: str | None, detail: str | None, attempts: int) -> dict:
+    """One row of the report's `failures.items`: what failed, why, after how many attempts."""
+    return {
+        "question_id": question_id,
+        "kind": kind,
+        "item": item,
+        "reason": reason,
+        "detail": detail,
+        "attempts": attempts,
+    }
+
+
+@dataclass
+class _Answers:
+    """Both arms' answers: (question id, arm) -> text and -> whether the context sufficed; failed calls."""
+
+    text: dict[tuple[str, str], str] = field(default_factory=dict)
+    sufficient: dict[tuple[str, str], bool] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    attempts: int = 0
+
+    def both(self, question_id: str) -> bool:
+        return (question_id, ARMS[0]) in self.text and (question_id, ARMS[1]) in self.text
+
+
+def _answer(items: Sequence[JudgeItem], prompt: Prompt, params: JudgeParams, complete: Complete) -> _Answers:
+    """Step 1: one answer per (question, arm), each from its arm's context only."""
+    calls = answer_calls(items, prompt, params)
+    max_chars = answer_chars(params.answer_max_tokens)
+    outcomes = complete_with_retries(calls, lambda obj: parse_answer(obj, max_chars), complete, params.schema_retries)
+    out = _Answers()
+    for c, (call, result) in enumerate(zip(calls, outcomes)):
+        qid, arm = items[c // len(ARMS)].question_id, ARMS[c % len(ARMS)]
+        out.attempts += result.attempts
+        if result.ok:
+            out.text[(qid, arm)] = result.value.answer
+            out.sufficient[(qid, arm)] = result.value.context_sufficient
+        else:
+            out.failures.append(_failure(qid, "answer", call.item, result.reason, result.detail, result.attempts))
+    return out
+
+
+def _judge(
+    items: Sequence[JudgeItem], answers: _Answers, prompt: Prompt, params: JudgeParams, complete: Complete
+) -> tuple[np.ndarray, list[dict[str, Any]], int]:
+    """Step 2: each pair with both answers judged in each display order. Returns `position_scores`
+    (n, n_orders, 2 positions, M), NaN where not judged, the failures (a question without both answers
+    once, as `no_answer`) and the attempts made."""
+    n_orders = 2 if params.swap_order else 1
+    position_scores = np.full((len(items), n_orders, 2, len(JUDGE_METRICS)), np.nan)
+    calls = judge_calls(items, answers.text, prompt, params)
+    outcomes = complete_with_retries([c for _, _, c in calls], parse_judgement, complete, params.schema_retries)
+    failures: list[dict[str, Any]] = []
+    attempts = 0
+    for (i, o, call), result in zip(calls, outcomes):
+        attempts += result.attempts
+        if result.ok:
+            position_scores[i, o] = result.value
+        else:
+            failures.append(
+                _failure(items[i].question_id, "judge", call.item, result.reason, result.detail, result.attempts)
+            )
+    for it in items:  # a question without both answers is not judged: say why, once per question
+        if not answers.both(it.question_id):
+            failures.append(
+                _failure(
+                    it.question_id,
+                    "judge",
+                    f"{it.question_id}/*",
+                    "no_answer",
+                    "an answer failed, so the pair was not judged",
+                    0,
+                )
+            )
+    return position_scores, failures, attempts
+
+
+def _text_scores(
+    items: Sequence[JudgeItem], answers: Mapping[tuple[str, str], str], embed_texts: EmbedTexts | None
+) -> np.ndarray:
+    """Step 3: scores that need no LLM, where an answer exists: (n, arms, TEXT_METRICS), NaN elsewhere (and
+    embedding similarity NaN without `embed_texts`)."""
+    from .text_metrics import rowwise_cosine, token_f1_many
+
+    text_values = np.full((len(items), len(ARMS), len(TEXT_METRICS)), np.nan)
+    keys = [(i, a) for i, it in enumerate(items) for a, arm in enumerate(ARMS) if (it.question_id, arm) in answers]
+    if keys:
+        preds = [answers[(items[i].question_id, ARMS[a])] for i, a in keys]
+        refs = [items[i].reference.text for i, _ in keys]
+        rows, cols = np.array([k[0] for k in keys]), np.array([k[1] for k in keys])
+        text_values[rows, cols, 0] = token_f1_many(preds, refs)
+        if embed_texts is not None:
+            emb = embed_texts([*preds, *refs])
+            text_values[rows, cols, 1] = rowwise_cosine(emb[: len(preds)], emb[len(preds) :])
+    return text_values
+
+
+def _identical_answers(items: Sequence[JudgeItem], answers: Mapping[tuple[str, str], str]) -> np.ndarray:
+    """(n,) bool: both arms answered, with the same text."""
+    return np.array(
+        [
+            answers.get((it.question_id, ARMS[0])) is not None
+            and answers.get((it.question_id, ARMS[0])) == answers.get((it.question_id, ARMS[1]))
+            for it in items
+        ],
+        dtype=bool,
+    )
+
+
+def _failure_counts(failures: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    by_reason: dict[str, int] = {}
+    for f in failures:
+        by_reason[f"{f['kind']}:{f['reason']}"] = by_reason.get(f"{f['kind']}:{f['reason']}", 0) + 1
+    return dict(sorted(by_reason.items()))
+
+
 def judge_items(
     items: Sequence[JudgeItem],
     params: JudgeParams,
@@ -188,83 +248,15 @@ def judge_items(
     setup: Mapping[str, Any] | None = None,
 ) -> JudgeResult:
     """Answers for both arms, the swapped-order judgements, the LLM-free scores and the summary."""
-    from .text_metrics import rowwise_cosine, token_f1_many
-
     n = len(items)
     n_orders = 2 if params.swap_order else 1
-    failures: list[dict[str, Any]] = []
-
-    # 1. answers
-    a_calls = answer_calls(items, answer_prompt, params)
-    max_chars = answer_chars(params.answer_max_tokens)
-    a_out = complete_with_retries(a_calls, lambda obj: parse_answer(obj, max_chars), complete, params.schema_retries)
-    answers: dict[tuple[str, str], str] = {}
-    sufficient: dict[tuple[str, str], bool] = {}
-    attempts: dict[str, int] = {"answer": 0, "judge": 0}
-    for c, (call, out) in enumerate(zip(a_calls, a_out)):
-        qid, arm = items[c // len(ARMS)].question_id, ARMS[c % len(ARMS)]
-        attempts["answer"] += out.attempts
-        if out.ok:
-            answers[(qid, arm)] = out.value.answer
-            sufficient[(qid, arm)] = out.value.context_sufficient
-        else:
-            failures.append(
-                {
-                    "question_id": qid,
-                    "kind": "answer",
-                    "item": call.item,
-                    "reason": out.reason,
-                    "detail": out.detail,
-                    "attempts": out.attempts,
-                }
-            )
-
-    # 2. judgements in both orders
-    position_scores = np.full((n, n_orders, 2, len(JUDGE_METRICS)), np.nan)
-    j_calls = judge_calls(items, answers, judge_prompt, params)
-    j_out = complete_with_retries([c for _, _, c in j_calls], parse_judgement, complete, params.schema_retries)
-    for (i, o, call), out in zip(j_calls, j_out):
-        attempts["judge"] += out.attempts
-        if out.ok:
-            position_scores[i, o] = out.value
-        else:
-            failures.append(
-                {
-                    "question_id": items[i].question_id,
-                    "kind": "judge",
-                    "item": call.item,
-                    "reason": out.reason,
-                    "detail": out.detail,
-                    "attempts": out.attempts,
-                }
-            )
-    for it in items:  # a question without both answers is not judged: say why, once per question
-        if (it.question_id, ARMS[0]) not in answers or (it.question_id, ARMS[1]) not in answers:
-            failures.append(
-                {
-                    "question_id": it.question_id,
-                    "kind": "judge",
-                    "item": f"{it.question_id}/*",
-                    "reason": "no_answer",
-                    "detail": "an answer failed, so the pair was not judged",
-                    "attempts": 0,
-                }
-            )
+    answers = _answer(items, answer_prompt, params, complete)
+    position_scores, judge_failures, judge_attempts = _judge(items, answers, judge_prompt, params, complete)
+    failures = answers.failures + judge_failures
     arm_scores = to_arm_scores(position_scores, ORDERS[:n_orders])
     judged = judged_mask(arm_scores)
     per_answer = mean_over_orders(arm_scores)  # (n, arms, M), NaN where not judged
-
-    # 3. scores that need no LLM, where an answer exists
-    text_values = np.full((n, len(ARMS), len(TEXT_METRICS)), np.nan)
-    keys = [(i, a) for i, it in enumerate(items) for a, arm in enumerate(ARMS) if (it.question_id, arm) in answers]
-    if keys:
-        preds = [answers[(items[i].question_id, ARMS[a])] for i, a in keys]
-        refs = [items[i].reference.text for i, _ in keys]
-        rows, cols = np.array([k[0] for k in keys]), np.array([k[1] for k in keys])
-        text_values[rows, cols, 0] = token_f1_many(preds, refs)
-        if embed_texts is not None:
-            emb = embed_texts([*preds, *refs])
-            text_values[rows, cols, 1] = rowwise_cosine(emb[: len(preds)], emb[len(preds) :])
+    text_values = _text_scores(items, answers.text, embed_texts)
 
     # 4. summary
     values = np.concatenate([per_answer, text_values], axis=2)
@@ -274,26 +266,15 @@ def judge_items(
         values, valid, names, params.bootstrap_resamples, params.confidence, params.seed
     )
     for arm in ARMS:
-        flags = [sufficient[(it.question_id, arm)] for it in items if (it.question_id, arm) in sufficient]
+        flags = [answers.sufficient[key] for it in items if (key := (it.question_id, arm)) in answers.sufficient]
         arms_summary[arm]["context_insufficient_rate"] = round_metric(1 - np.mean(flags)) if flags else None
-    identical = np.array(
-        [
-            answers.get((it.question_id, ARMS[0])) is not None
-            and answers.get((it.question_id, ARMS[0])) == answers.get((it.question_id, ARMS[1]))
-            for it in items
-        ],
-        dtype=bool,
-    )
-    same_context = sum(it.chunk_ids[ARMS[0]] == it.chunk_ids[ARMS[1]] for it in items)
-    by_reason: dict[str, int] = {}
-    for f in failures:
-        by_reason[f"{f['kind']}:{f['reason']}"] = by_reason.get(f"{f['kind']}:{f['reason']}", 0) + 1
+    identical = _identical_answers(items, answers.text)
     metrics: dict[str, Any] = {
         "setup": {
             **(setup or {}),
             "questions": n,
             "judged": int(judged.sum()),
-            "same_context": int(same_context),
+            "same_context": int(sum(it.chunk_ids[ARMS[0]] == it.chunk_ids[ARMS[1]] for it in items)),
             "identical_answers": int(identical.sum()),
             "references_truncated": sum(it.reference.truncated for it in items),
             "top_k": params.top_k,
@@ -312,86 +293,16 @@ def judge_items(
         "identical_answers": identical_pair_consistency(position_scores, identical),
         "failures": {
             "total": len(failures),
-            "by_reason": dict(sorted(by_reason.items())),
+            "by_reason": _failure_counts(failures),
             "questions_not_judged": int(n - judged.sum()),
-            "attempts": attempts,
+            "attempts": {"answer": answers.attempts, "judge": judge_attempts},
         },
     }
     result = JudgeResult(metrics)
-    result.answers = answer_rows(items, answers, sufficient, failures)
+    result.answers = answer_rows(items, answers.text, answers.sufficient, failures)
     result.scores = score_rows(items, arm_scores, per_answer, text_values, judged)
     result.metrics["failures"]["items"] = failures
     return result
-
-
-def build_items(
-    paths: PipelinePaths, params: JudgeParams, load_adapter: Callable[[Path], Any] | None = None
-) -> tuple[list[JudgeItem], dict[str, Any]]:
-    """Select the judged questions (seeded), retrieve top-k for both arms with the exact search eval
-    uses, render each arm's context and the reference. Returns the items and setup facts for the report."""
-    from ..evaluation.arms import EmbeddingArm, adapter_arm, identity
-    from ..evaluation.inputs import QuerySet, load_corpus_with_embeddings, load_test_set, require_file
-    from ..evaluation.ranking import hit_matrix
-    from ..records import load_test
-
-    corpus = load_corpus_with_embeddings(paths.corpus, paths.embed_dir / "corpus.npz")
-    test_path = paths.test
-    test = load_test_set(test_path, paths.embed_dir / "test.npz", corpus.ids)
-    records = {q.id: q for q in load_test(test_path)}
-    require_file(paths.adapter, "train the adapter first (dvc repro train, or make run)")
-    # under k-fold (train.folds) each question's answer comes from the adapter that never saw it
-    adapter = adapter_arm("adapter", corpus.emb, paths.adapter, load_adapter)
-
-    sel = select_questions(len(test.ids), params.max_questions, params.seed)
-    subset = QuerySet(
-        name="judge",
-        ids=[test.ids[i] for i in sel],
-        query_emb=test.query_emb[sel],
-        relevant=[test.relevant[i] for i in sel],
-        origins=[test.origins[i] for i in sel],
-        texts=[test.texts[i] for i in sel] if test.texts is not None else None,
-    )
-    arms = {"cosine": EmbeddingArm("cosine", corpus.emb, identity), "adapter": adapter}
-    top = {arm: a.retrieve(subset, params.top_k) for arm, a in arms.items()}  # (m, k), -1 = nothing
-    context_hits = {arm: hit_matrix(idx, subset.relevant).any(axis=1) for arm, idx in top.items()}
-
-    row_of = {cid: i for i, cid in enumerate(corpus.ids)}
-    items = []
-    for q, qid in enumerate(subset.ids):
-        rec = records[qid]
-        rel_rows = [row_of[r] for r in rec.relevant_ids]
-        reference = build_reference(
-            rec.answer,
-            [corpus.titles[r] for r in rel_rows],
-            [corpus.texts[r] for r in rel_rows],
-            params.max_reference_chars,
-        )
-        rows = {arm: [int(r) for r in idx[q] if r >= 0] for arm, idx in top.items()}
-        items.append(
-            JudgeItem(
-                question_id=qid,
-                question=rec.question,
-                reference=reference,
-                chunk_ids={arm: [corpus.ids[r] for r in rs] for arm, rs in rows.items()},
-                context={
-                    arm: render_context(
-                        [corpus.titles[r] for r in rs], [corpus.texts[r] for r in rs], params.max_chunk_chars
-                    )
-                    for arm, rs in rows.items()
-                },
-            )
-        )
-    kinds = sorted({it.reference.kind for it in items})
-    setup = {
-        "test_file": str(test_path),
-        "test_questions": len(test.ids),
-        "corpus_chunks": len(corpus.ids),
-        "question_ids": list(subset.ids),
-        "origin": origin_label(subset.origins),
-        "reference": kinds[0] if len(kinds) == 1 else "mixed",
-        "context_hit_rate": {arm: round_metric(h.mean()) if len(h) else None for arm, h in context_hits.items()},
-    }
-    return items, setup
 
 
 def run_judge(
@@ -454,15 +365,3 @@ def run_judge(
     result.metrics["usage"] = stats.as_dict()
     result.metrics["warning"] = judge_warning(result.metrics, backend.name, backend.model)
     return result
-
-
-def judge_llm_params(llm_params: Any, params: JudgeParams) -> Any:
-    """The `llm` section the judge runs with: `ict` draws pseudo-queries and cannot answer or judge,
-    so with `llm.backend: ict` the judge uses `judge.fallback_backend` (same section otherwise)."""
-    if llm_params.backend == "ict":
-        log.info(
-            "judge: llm.backend is ict (no language model); answering and judging with %s (judge.fallback_backend)",
-            params.fallback_backend,
-        )
-        return llm_params.model_copy(update={"backend": params.fallback_backend})
-    return llm_params

@@ -112,8 +112,8 @@ def load_app(options: LabelOptions, paths: PipelinePaths = PipelinePaths()) -> t
     """Everything the session needs, loaded once: the arms and embedder, the store, the queue. Returns the app
     and the lines to print."""
     from ..cache import ContentCache
-    from ..cli import _check_same_embedder, _quiet_model_loading
     from ..corpus.fetching import report_source
+    from ..deploy.commands import check_same_embedder, quiet_model_loading
     from ..embedding.embedder import CachedEmbedder
     from ..evaluation.arms import build_arms
     from ..evaluation.inputs import load_corpus_with_embeddings
@@ -142,9 +142,9 @@ def load_app(options: LabelOptions, paths: PipelinePaths = PipelinePaths()) -> t
         arms, fusion_note = with_eval_weights(
             build_arms(corpus, paths, eval_params, source=report_source(FETCH_REPORT)), EVAL_REPORT
         )
-        _quiet_model_loading()
+        quiet_model_loading()
         embedder = CachedEmbedder(embedding, ContentCache(":memory:"))  # never the pipeline's tracked cache
-        _check_same_embedder(embedder.fingerprint, paths.embed_dir / "info.json", options.params)
+        check_same_embedder(embedder.fingerprint, paths.embed_dir / "info.json", options.params)
         search = ArmSearch(corpus, arms, embedder, max(options.k, eval_params.mrr_k))
         app = LabelApp(
             search,

@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..textnorm import is_near_copy
 from .base import GenRequest, GenResult, OnResult, StateStore
 from .config import IctParams, LlmParams
 
@@ -143,8 +144,6 @@ def _styled(text: str, n: int, seed: int, p: IctParams, extractor: Any = None) -
     keys = keyphrase_queries(text, n, seed, extractor, p)
     if p.style == "keyphrase":
         return keys, ["keyphrase"] * len(keys)
-    from ..synthesis.filters import is_near_copy
-
     sents = ict_queries(text, n, seed, p.min_words, p.max_words, skip=lambda q: is_near_copy(q, text))
     queries: list[str] = []
     styles: list[str] = []

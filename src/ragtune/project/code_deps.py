@@ -14,7 +14,7 @@ the stages that import it. Non-Python files a stage reads (prompts) are listed b
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +119,20 @@ def code_files(script: Path, tree: SourceTree) -> list[Path]:
                 if file is not None and file not in seen:
                     todo.append(file)
     return [script, *sorted(p for p in seen if p != script)]
+
+
+def stage_module_file(name: str, src: Path) -> Path:
+    """The source file of stage `name` in a source tree whose package root is `src`."""
+    return src / "ragtune" / "stages" / f"{name}.py"
+
+
+def source_code_deps(project: Path, src: str = "src") -> Callable[[str], list[str]]:
+    """`code_deps` for `pipeline.render` in a source checkout: each stage's module and the ragtune files it imports."""
+    tree = SourceTree((project / src).resolve())
+    root = project.resolve()
+
+    def deps(name: str) -> list[str]:
+        files = code_files(stage_module_file(name, tree.root), tree)
+        return [str(f.relative_to(root)) for f in files]
+
+    return deps

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..paths import PipelinePaths
 
@@ -390,22 +389,3 @@ def render(
         lines.append(f"  - {target.path(layout)}:")
         lines += [f"      {k}: {_scalar(v)}" for k, v in options.items()]
     return "\n".join(lines) + "\n"
-
-
-def stage_module_file(name: str, src: Path) -> Path:
-    """The source file of stage `name` in a source tree whose package root is `src`."""
-    return src / "ragtune" / "stages" / f"{name}.py"
-
-
-def source_code_deps(project: Path, src: str = "src") -> Callable[[str], list[str]]:
-    """`code_deps` for `render` in a source checkout: each stage's module and the ragtune files it imports."""
-    from .code_deps import SourceTree, code_files
-
-    tree = SourceTree((project / src).resolve())
-    root = project.resolve()
-
-    def deps(name: str) -> list[str]:
-        files = code_files(stage_module_file(name, tree.root), tree)
-        return [str(f.relative_to(root)) for f in files]
-
-    return deps

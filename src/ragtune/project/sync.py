@@ -17,7 +17,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .pipeline import LAUNCHER, render, source_code_deps
+from .code_deps import source_code_deps
+from .pipeline import LAUNCHER, render
 
 DEFAULT_PARAMS = "src/ragtune/project/params.yaml"
 HEADER = (

@@ -3,8 +3,9 @@ LLM judge in both display orders, plus token F1 and embedding similarity; report
 headline numbers), answers.jsonl, scores.csv, PNGs, MLflow, and run.json (calls, cache hits, cost and seconds
 of this run; not committed). Every LLM reply goes through data/cache/judge_llm.sqlite: a rerun costs no calls."""
 
+from ragtune.judge.config import JudgeParams
 from ragtune.judge.outputs import flat_judge_metrics, split_usage, write_judge_outputs
-from ragtune.judge.run import JudgeParams, run_judge
+from ragtune.judge.run import run_judge
 from ragtune.llm import LlmParams
 from ragtune.params import EmbeddingParams, MlflowParams, load_section
 from ragtune.stage import log_under_train_run, run_main, stage_paths, write_run_record

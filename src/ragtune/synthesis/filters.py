@@ -1,5 +1,5 @@
-"""What makes a generated question usable: cleaning, the filters that drop it (each reason counted), and
-the near-copy test behind the degenerate-question report (a question that is its chunk teaches nothing).
+"""What makes a generated question usable: cleaning, the filters that drop it (each reason counted), and the
+degenerate-question warning (near-copies of their chunk, `textnorm.is_near_copy`, teach nothing).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import re
 from pydantic import Field
 
 from ..params import Section
-from ..textnorm import normalise_text
 
 
 class FilterParams(Section):
@@ -36,21 +35,8 @@ def clean(q: str) -> str:
     return _LABEL.sub("", " ".join(q.split())).strip()
 
 
-# A question is a (near-)copy of its chunk when its words cover this share of the chunk's distinct words
-# (or it equals the chunk): retrieval then finds the chunk by string overlap, validation reads perfect,
-# and nothing is learnt. Counted and reported (`degenerate_*`), never dropped.
-NEAR_COPY_COVERAGE = 0.9
 # The share of degenerate training questions from which synthesize warns.
 DEGENERATE_WARN_SHARE = 0.2
-
-
-def is_near_copy(question: str, chunk_text: str, coverage: float = NEAR_COPY_COVERAGE) -> bool:
-    """True when `question` is the chunk, or its words cover >= `coverage` of the chunk's distinct words."""
-    q, c = normalise_text(question), normalise_text(chunk_text)
-    if q == c:
-        return True
-    chunk_words = set(c.split())
-    return bool(chunk_words) and len(chunk_words & set(q.split())) >= coverage * len(chunk_words)
 
 
 def degenerate_warning(count: int, share: float) -> str | None:

@@ -33,8 +33,8 @@ from ..llm.prompts import Prompt, load_prompt
 from ..llm.runner import RunStats, run_cached
 from ..params import Section
 from ..records import Chunk, SyntheticQuestion, TestQuestion
-from ..textnorm import normalise_text
-from .filters import FilterParams, check_question, clean, degenerate_warning, is_near_copy
+from ..textnorm import is_near_copy, normalise_text
+from .filters import FilterParams, check_question, clean, degenerate_warning
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...errors import RagtuneError
 from ..hybrid import reciprocal_rank_fusion
-from . import Hits, HnswParams, IndexIdentity, Rows
+from .base import Hits, HnswParams, IndexIdentity, Rows
 
 LANGUAGES = {"english": "English", "german": "German", "french": "French", "spanish": "Spanish"}
 LANGUAGES |= {"italian": "Italian", "dutch": "Dutch"}

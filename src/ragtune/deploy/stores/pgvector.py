@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import RagtuneError
-from . import Hits, HnswParams, IndexIdentity, Rows, hide_password
+from .base import Hits, HnswParams, IndexIdentity, Rows, hide_password
 
 META = "ragtune_index"
 
