@@ -20,7 +20,6 @@ from ragtune.embedding.embedder import CachedEmbedder, load_model
 from ragtune.embeddings_npz import save_embeddings
 from ragtune.io import write_json
 from ragtune.params import EmbeddingParams
-from ragtune.paths import PipelinePaths
 from ragtune.records import Chunk, SyntheticQuestion, TestQuestion, write_jsonl
 
 QUESTIONS = [
@@ -107,17 +106,3 @@ def run_eval_stage(root: Path) -> None:
         [sys.executable, "-m", "ragtune.stages.eval"], cwd=root, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def paths_of(root: Path) -> PipelinePaths:
-    d = root / "data"
-    return PipelinePaths(
-        corpus=d / "fetch/corpus.jsonl",
-        test=d / "synthesize/test.jsonl",
-        questions=d / "synthesize/questions.jsonl",
-        embed_dir=d / "embed",
-        split=d / "train/split.json",
-        real_questions=d / "fetch/train_questions.jsonl",
-        adapter=root / "models/adapter",
-        linear_adapter=root / "models/linear_adapter",
-    )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deploy_support import QUESTIONS, build_pipeline, paths_of, run_eval_stage, set_eval_params
+from deploy_support import QUESTIONS, build_pipeline, run_eval_stage, set_eval_params
 
 from ragtune.deploy import hybrid
 from ragtune.deploy.artefact import corpus_fingerprint
@@ -19,6 +19,7 @@ from ragtune.evaluation.arms import HybridArm
 from ragtune.evaluation.metrics import EvalParams
 from ragtune.evaluation.run import prepare_eval
 from ragtune.params import load_section
+from ragtune.paths import PipelinePaths
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def base(tmp_path_factory):
 def eval_hybrid(root):
     """Eval's hybrid arm on the test questions (the same code the eval stage ran), and the prepared inputs."""
     params = load_section("eval", EvalParams, root / "params.yaml")
-    inputs = prepare_eval(paths_of(root), params, fetch_report=root / "data/fetch/report.json")
+    inputs = prepare_eval(PipelinePaths().under(root), params, fetch_report=root / "data/fetch/report.json")
     arm = next(a for a in inputs.arms if isinstance(a, HybridArm) and a.name == "hybrid")
     return arm, inputs
 

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_support import launched_chromium
 from label_support import TEST_QUESTIONS, LabelServer, build_pipeline
 
 from ragtune.records import TestQuestion, load_train_questions
 
-CHROMIUM = Path("/usr/bin/chromium")
 QUEUE = [
     "Which entities report incidents to a CSIRT?",
     "When is a national cybersecurity strategy adopted",  # test question t-2, other punctuation
@@ -28,23 +28,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)"
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            # --no-sandbox: Chromium refuses to run as root with its sandbox; the rest keeps it off the network.
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def rows(path: Path) -> list[dict]:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from browser_support import launched_chromium
 from pipeline_support import REPO, run_stages, tiny_corpus, write_jsonl
 from server_support import free_port
 
 pytestmark = pytest.mark.slow
-CHROMIUM = Path("/usr/bin/chromium")
 STAGES = ("fetch", "synthesize", "embed", "tune", "train", "eval")
 TRACKED = STAGES[1:]  # fetch logs no MLflow run
 N_TRIALS = 2
@@ -88,23 +88,8 @@ class RagtuneUI:
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: run `make browser` (Debian's chromium package)"
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            # --no-sandbox: Chromium refuses to run as root with its sandbox; the rest keeps it off the network.
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 def shown_seconds(text: str) -> float:

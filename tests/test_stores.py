@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from deploy_support import QUESTIONS, build_pipeline, paths_of
+from deploy_support import QUESTIONS, build_pipeline
 from server_support import free_port, postgres_server
 
 from ragtune.cli import main
@@ -20,6 +20,7 @@ from ragtune.errors import RagtuneError
 from ragtune.evaluation.metrics import EvalParams
 from ragtune.evaluation.run import prepare_eval
 from ragtune.io import write_json
+from ragtune.paths import PipelinePaths
 
 pytestmark = pytest.mark.slow
 STORES = ["pgvector", "lancedb"]
@@ -39,7 +40,9 @@ def pg_url():
 @pytest.fixture(scope="module")
 def arms(pipeline):
     """Eval's arms and test questions on the pipeline (the code the eval stage runs)."""
-    inputs = prepare_eval(paths_of(pipeline), EvalParams(), fetch_report=pipeline / "data/fetch/report.json")
+    inputs = prepare_eval(
+        PipelinePaths().under(pipeline), EvalParams(), fetch_report=pipeline / "data/fetch/report.json"
+    )
     return {a.name: a for a in inputs.arms}, inputs.test
 
 

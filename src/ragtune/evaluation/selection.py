@@ -196,23 +196,12 @@ def _compare(
     )
     if stays:
         head += f" {other} is not ahead of {chosen} beyond chance, so {chosen}, the choice without labels, stays."
+    settled: bool = True
+    more: int | None = None
     if n < MIN_SETTLED:
-        more = MIN_SETTLED - n
+        settled, more = False, MIN_SETTLED - n
         tail = f"Not settled: too few labels to judge; label at least {more} more questions."
-        return LabelledChoice(
-            chosen,
-            other,
-            n,
-            means,
-            test.diff,
-            (test.low, test.high),
-            test.p_value,
-            False,
-            more,
-            f"{head} {tail}",
-            extra,
-        )
-    if test.p_value < alpha and test.diff > 0:
+    elif test.p_value < alpha and test.diff > 0:
         tail = f"Settled: {chosen} is ahead of {other} beyond chance."
     elif -margin <= test.low and test.high <= margin:
         tail = f"Settled: the two are practically equal (within {margin} either way); either can be deployed."
@@ -223,25 +212,12 @@ def _compare(
         )
     else:
         needed = questions_to_settle(a - b, alpha, margin)
-        more = None if needed is None else max(needed - n, 1)
+        settled, more = False, None if needed is None else max(needed - n, 1)
         tail = (
             "Not settled: the two arms score the same on these questions; label more to tell them apart."
             if more is None
             else f"Not settled: label about {more} more questions (about {n + more} in all) to settle it."
         )
-        return LabelledChoice(
-            chosen,
-            other,
-            n,
-            means,
-            test.diff,
-            (test.low, test.high),
-            test.p_value,
-            False,
-            more,
-            f"{head} {tail}",
-            extra,
-        )
     return LabelledChoice(
-        chosen, other, n, means, test.diff, (test.low, test.high), test.p_value, True, None, f"{head} {tail}", extra
+        chosen, other, n, means, test.diff, (test.low, test.high), test.p_value, settled, more, f"{head} {tail}", extra
     )
