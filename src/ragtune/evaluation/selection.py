@@ -111,7 +111,7 @@ def choose_with_labels(
     best = ranked[0]
     if n == 0:
         return LabelledChoice(
-            prior if prior in scores_by_arm else best,
+            prior if prior is not None and prior in scores_by_arm else best,
             None,
             0,
             means,
@@ -197,7 +197,7 @@ def _compare(
     if stays:
         head += f" {other} is not ahead of {chosen} beyond chance, so {chosen}, the choice without labels, stays."
     if n < MIN_SETTLED:
-        more = MIN_SETTLED - n
+        more: int | None = MIN_SETTLED - n
         tail = f"Not settled: too few labels to judge; label at least {more} more questions."
         return LabelledChoice(
             chosen,

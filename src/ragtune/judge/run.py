@@ -275,7 +275,7 @@ def judge_items(
     )
     for arm in ARMS:
         flags = [sufficient[(it.question_id, arm)] for it in items if (it.question_id, arm) in sufficient]
-        arms_summary[arm]["context_insufficient_rate"] = round_metric(1 - np.mean(flags)) if flags else None
+        arms_summary[arm]["context_insufficient_rate"] = round_metric(float(1 - np.mean(flags))) if flags else None
     identical = np.array(
         [
             answers.get((it.question_id, ARMS[0])) is not None
