@@ -44,10 +44,12 @@ CHROMIUM ?= /usr/bin/chromium
 browser:
 	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 || { echo "make browser: $(CHROMIUM) is missing; install Debian's chromium package (as root: apt-get install -y chromium)" >&2; exit 1; }; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-# ruff: lint (with import order) and formatting, as CI checks them; `make format` rewrites.
+# ruff: lint (with import order) and formatting, as CI checks them; `make format` rewrites. Then mypy
+# type-checks src/ragtune (configured in pyproject.toml's [tool.mypy]); .ci/run runs this before the tests.
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests scripts

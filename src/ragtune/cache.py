@@ -178,6 +178,7 @@ class ContentCache:
 
     def _fold_legacy_wal(self) -> None:
         """A tracked file left in WAL mode with rows in its -wal (older ragtune, a crash): fold them in."""
+        assert self.path is not None  # called only with a tracked file
         wal = Path(f"{self.path}-wal")
         if wal.exists() and wal.stat().st_size and os.access(self.path, os.W_OK):
             conn = sqlite3.connect(self.path, timeout=60)
@@ -202,6 +203,7 @@ class ContentCache:
     def _lookup(self, keys: Sequence[str]) -> dict[str, Row]:
         tracked: dict[str, Row] = {}
         if self._tracked is not None:
+            assert self.path is not None  # a tracked connection has a path
             with _errors(self.path, tracked=True):
                 tracked = select_rows(self._tracked, keys)
         with _errors(self.journal or Path(":memory:"), tracked=False):
@@ -224,6 +226,7 @@ class ContentCache:
         with self._lock:
             n = 0
             if self._tracked is not None:
+                assert self.path is not None  # a tracked connection has a path
                 with _errors(self.path, tracked=True):
                     n = self._tracked.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             if self.path is None:

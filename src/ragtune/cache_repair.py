@@ -132,7 +132,8 @@ def _items_row(payload: bytes) -> tuple[str, bytes, str | None, float] | None:
         types.append(t)
     if len(types) != 4:
         return None
-    values, at = [], header_size
+    values: list[int | float | str | bytes | None] = []
+    at = header_size
     for t in types:
         if t == 0:
             values.append(None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 from .adapter.config import TrainParams, TuneParams
 from .errors import ParamsError, RagtuneError
@@ -47,9 +48,13 @@ def check_params_file(path: str | os.PathLike[str] = "params.yaml") -> dict[str,
 
 def named_input_problems(sections: dict[str, Section]) -> list[str]:
     """What the params name but this machine lacks: input files, prompt files, environment variables."""
-    fetch, llm, tune, mlflow, synthesize, judge = (
-        sections[name] for name in ("fetch", "llm", "tune", "mlflow", "synthesize", "judge")
-    )
+    # validate_params_file gives each section as its SECTION_MODELS model.
+    fetch = cast(FetchParams, sections["fetch"])
+    llm = cast(LlmParams, sections["llm"])
+    tune = cast(TuneParams, sections["tune"])
+    mlflow = cast(MlflowParams, sections["mlflow"])
+    synthesize = cast(SynthesizeParams, sections["synthesize"])
+    judge = cast(JudgeParams, sections["judge"])
     problems: list[str] = []
     if fetch.source == "jsonl":
         if not fetch.jsonl.corpus:

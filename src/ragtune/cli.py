@@ -166,18 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run(LabelOptions.from_args(args))
         elif args.command == "init":
-            from .project.init import run_from_args
+            from .project.init import run_from_args as init_from_args
 
-            return run_from_args(args)
+            return init_from_args(args)
         elif args.command in COMMANDS:
             status = run_command(args)
         elif args.command == "bench":
             written = bench(args, shlex.join(["ragtune", *argv]))
             print("\n".join(str(p) for p in written))
         elif args.command == "bench-labels":
-            from .benchmark.labels import run_from_args
+            from .benchmark.labels import run_from_args as bench_labels_from_args
 
-            print("\n".join(str(p) for p in run_from_args(args, shlex.join(["ragtune", *argv]))))
+            print("\n".join(str(p) for p in bench_labels_from_args(args, shlex.join(["ragtune", *argv]))))
         elif args.command == "cache":
             from .cache_repair import cache_command
 

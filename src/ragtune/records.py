@@ -87,7 +87,7 @@ class SyntheticQuestion(_Record):
     prompt_id: StrictStr
 
 
-R = TypeVar("R", bound=_Record)
+R = TypeVar("R", bound=BaseModel)
 
 
 def iter_jsonl(path: str | os.PathLike[str], model: type[R]) -> Iterator[tuple[int, R]]:

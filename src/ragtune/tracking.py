@@ -113,7 +113,7 @@ class StageRun:
         """All metrics of one step in a single batch call; with `model_id` they are also the metrics of that
         logged model (its page lists them), computed on `dataset` (a JSONL file: its name and digest)."""
         points = [(k, float(v), step or 0) for k, v in metrics.items() if v is not None]
-        if self.active and points:
+        if self.run_id is not None and points:  # self.active
             log_points(self.client, self.run_id, points, model_id=model_id, dataset=dataset_ref(dataset))
 
     def log_series(self, name: str, values: Sequence[float], start_step: int = 0) -> None:
@@ -121,7 +121,7 @@ class StageRun:
         self.log_points([(name, float(v), start_step + i) for i, v in enumerate(values)])
 
     def log_points(self, points: Sequence[tuple[str, float, int]]) -> None:
-        if self.active and points:
+        if self.run_id is not None and points:  # self.active
             log_points(self.client, self.run_id, points)
 
     def log_params(self, params: Mapping[str, Any]) -> None:

@@ -219,12 +219,19 @@ class SearchDim(Section):
                 raise ValueError("an int dimension needs whole-number bounds")
         return self
 
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a float or int dimension (the validator makes both present)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} dimension has no low/high")
+        return self.low, self.high
+
     def extremes(self) -> list[Scalar]:
         """The values that must be valid `train` values for the whole range to be."""
         if self.type == "categorical":
             return list(self.choices or [])
         cast = int if self.type == "int" else float
-        return [cast(self.low), cast(self.high)]
+        low, high = self.bounds()
+        return [cast(low), cast(high)]
 
 
 DEFAULT_SEARCH_SPACE: dict[str, SearchDim] = {

@@ -55,6 +55,13 @@ class TrainingData:
         return self.real is not None and len(self.real.ids) > 0
 
     @property
+    def real_questions(self) -> RealQuestions:
+        """`real`, where code runs only with real questions (the typed view of it: never None)."""
+        if self.real is None:
+            raise ValueError("the training data has no real questions")
+        return self.real
+
+    @property
     def dim(self) -> int:
         return int(self.corpus_emb.shape[1])
 

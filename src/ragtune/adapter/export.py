@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -44,6 +44,9 @@ from torch import nn
 from ..errors import RagtuneError
 from ..io import apply_umask_modes
 from .model import QueryAdapter
+
+if TYPE_CHECKING:
+    from sentence_transformers.base.modules.module import Module
 
 MODULE_FILE = "ragtune_query_adapter.py"
 MODULE_TYPE = "ragtune_query_adapter.QueryAdapterModule"
@@ -73,7 +76,7 @@ def affine_form(adapter: QueryAdapter) -> tuple[torch.Tensor, torch.Tensor]:
     raise ValueError("an MLP with hidden layers has no affine form")
 
 
-def adapter_modules(adapter: QueryAdapter) -> list[nn.Module]:
+def adapter_modules(adapter: QueryAdapter) -> list[Module]:
     """The sentence-transformers modules that apply `adapter` to `sentence_embedding`."""
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
@@ -105,7 +108,7 @@ def adapter_modules(adapter: QueryAdapter) -> list[nn.Module]:
     return [module.eval()]
 
 
-def document_modules(adapter: QueryAdapter, base_model, normalize: bool = True) -> list[nn.Module]:
+def document_modules(adapter: QueryAdapter, base_model, normalize: bool = True) -> list[Module]:
     """`base_model`'s modules, L2-normalised when `normalize` (the embed stage's document vectors)."""
     from sentence_transformers.sentence_transformer.modules import Normalize
 
@@ -123,7 +126,7 @@ def build_query_model(adapter: QueryAdapter, base_model, query_prompt: str = "",
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(
-        modules=document_modules(adapter, base_model, normalize) + adapter_modules(adapter),
+        modules=[*document_modules(adapter, base_model, normalize), *adapter_modules(adapter)],
         device="cpu",
         prompts={"query": query_prompt},
         # A task-less encode() then carries the embed stage's query prompt (when there is one).

@@ -9,6 +9,7 @@ parameter names match, so a QueryAdapter state dict loads into it unchanged.
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,8 @@ from torch import nn
 try:  # sentence-transformers >= 6
     from sentence_transformers.base.modules.module import Module
 except ImportError:  # pragma: no cover - 5.x layout
-    from sentence_transformers.models.Module import Module
+    # The pinned 6.x has no such module, and the name is bound above: mypy checks against 6.x only.
+    from sentence_transformers.models.Module import Module  # type: ignore[import-not-found,no-redef]
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -80,7 +82,7 @@ class QueryAdapterModule(Module):
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
         if self.members_count > 1:
-            y = torch.stack([member.adapt(x) for member in self.members]).mean(dim=0)
+            y = torch.stack([cast(QueryAdapterModule, member).adapt(x) for member in self.members]).mean(dim=0)
         elif self.kind == "linear":
             y = x + x @ self.delta.T + self.bias
         else:
@@ -107,13 +109,14 @@ class QueryAdapterModule(Module):
         cls,
         model_name_or_path: str,
         subfolder: str = "",
-        token=None,
-        cache_folder=None,
-        revision=None,
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
         local_files_only: bool = False,
-        **kwargs,
-    ):
-        hub = {
+        init_defaults: dict[str, Any] | None = None,  # sentence-transformers >= 6.2 passes it; the config has all
+        **kwargs: Any,
+    ) -> QueryAdapterModule:
+        hub: dict[str, Any] = {
             "subfolder": subfolder,
             "token": token,
             "cache_folder": cache_folder,

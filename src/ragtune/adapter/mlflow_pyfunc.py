@@ -11,9 +11,10 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.pyfunc import PythonModel
 
 
-class QueryEncoder(mlflow.pyfunc.PythonModel):
+class QueryEncoder(PythonModel):
     def load_context(self, context):
         from sentence_transformers import SentenceTransformer
 

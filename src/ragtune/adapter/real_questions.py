@@ -29,7 +29,7 @@ class RealQuestions:
     # repeats its popular questions under new ids; every held-out split keeps the copies on one side.
     keys: list[str] | None = None
 
-    def take(self, keep: Sequence[int]) -> RealQuestions:
+    def take(self, keep: Sequence[int] | np.ndarray) -> RealQuestions:
         """The questions at indices `keep`, in that order."""
         keep = list(keep)
         return RealQuestions(

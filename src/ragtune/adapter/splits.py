@@ -77,7 +77,8 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
     """Seeded split of the real questions: `val_fraction` of the distinct questions (at least one) validate,
     with every copy of each (the same text after normalisation, under other ids); every row of the others,
     and every synthetic row, trains. A validating question has no row, and no copy, in training."""
-    m, n_groups = len(data.real.ids), data.real.n_distinct
+    real = data.real_questions
+    m, n_groups = len(real.ids), real.n_distinct
     if n_groups < 2:
         raise DataError(
             f"{m} real training question(s), {n_groups} distinct: at least 2 distinct ones are needed "
@@ -85,11 +86,12 @@ def split_real(data: TrainingData, val_fraction: float, seed: int) -> Split:
         )
     rng = np.random.default_rng(seed)
     n_val = min(n_groups - 1, max(1, math.ceil(val_fraction * n_groups)))
-    return _real_holdout(data, np.flatnonzero(np.isin(data.real.groups(), rng.permutation(n_groups)[:n_val])))
+    return _real_holdout(data, np.flatnonzero(np.isin(real.groups(), rng.permutation(n_groups)[:n_val])))
 
 
 def _real_holdout(data: TrainingData, val_real: np.ndarray) -> Split:
     """Real questions `val_real` validate; every row of the others, and every synthetic row, trains."""
+    assert data.row_real is not None  # set with the real questions
     return Split(
         train=np.flatnonzero(~np.isin(data.row_real, val_real)), val=np.zeros(0, dtype=np.int64), val_real=val_real
     )
@@ -114,13 +116,13 @@ def real_fold_splits(data: TrainingData, k: int, seed: int) -> list[Split]:
     """`k` real validation splits whose validation sides are disjoint and together hold every real question
     once (seeded folds of whole questions); split f trains on every synthetic row and the other folds'
     real rows. Tuning scores a configuration on all of them (cross-validation) instead of on one slice."""
-    m, n_groups = (len(data.real.ids), data.real.n_distinct) if data.has_real else (0, 0)
+    m, n_groups = (len(data.real_questions.ids), data.real_questions.n_distinct) if data.has_real else (0, 0)
     if k > n_groups:
         raise DataError(
             f"tune.real_folds is {k} but there are {m} real training questions ({n_groups} distinct); "
             f"set it to at most {n_groups}, or 0 for one seeded train.real_val_fraction slice"
         )
-    fold = deal_group_folds(data.real, k, seed)
+    fold = deal_group_folds(data.real_questions, k, seed)
     return [_real_holdout(data, np.flatnonzero(fold == f)) for f in range(k)]
 
 
@@ -167,7 +169,7 @@ def validation_metrics(adapter: QueryAdapter | None, data: TrainingData, rows: n
 def real_validation_metrics(adapter: QueryAdapter | None, data: TrainingData, real_idx: np.ndarray) -> dict[str, float]:
     """`validation_metrics` for real questions `real_idx`: a hit is any chunk whose text group is one of
     the question's relevant chunks'."""
-    real = data.real
+    real = data.real_questions
     top = _validation_top(adapter, data, torch.as_tensor(real.emb[real_idx], device=data.question_emb.device))
     groups = data.text_group.cpu().numpy()
     wanted = np.zeros((len(real_idx), int(groups.max()) + 1), dtype=bool)

@@ -35,9 +35,11 @@ def suggest(trial, space: dict[str, SearchDim]) -> dict[str, Any]:
         if dim.type == "categorical":
             out[name] = trial.suggest_categorical(name, list(dim.choices or []))
         elif dim.type == "int":
-            out[name] = trial.suggest_int(name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log)
+            low, high = dim.bounds()
+            out[name] = trial.suggest_int(name, int(low), int(high), step=int(dim.step or 1), log=dim.log)
         else:
-            out[name] = trial.suggest_float(name, float(dim.low), float(dim.high), step=dim.step, log=dim.log)
+            low, high = dim.bounds()
+            out[name] = trial.suggest_float(name, float(low), float(high), step=dim.step, log=dim.log)
     return out
 
 
@@ -74,7 +76,7 @@ class TrialRun:
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def finish(self, history: list[dict[str, float]], state: str, summary: dict[str, float]) -> None:
-        if self.client is None:
+        if self.client is None or self.run_id is None:  # no target: both are None
             return
         from ..tracking import log_points
 
@@ -146,7 +148,7 @@ class Objective:
         best = pooled_metrics([r.best for r in results], sizes)
         summary = {f"val_{k}": v for k, v in best.items()}
         epochs = [r.best_epoch for r in results]
-        attrs = {
+        attrs: dict[str, Any] = {
             **summary,
             "best_epoch": int(np.median(epochs)),
             "seconds": sum(r.seconds for r in results),

@@ -25,6 +25,7 @@ import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import RagtuneError
@@ -166,7 +167,7 @@ class StudyResult:
 def run_study(
     tune: TuneParams,
     base: TrainParams,
-    inputs: tuple[str, ...],
+    inputs: tuple[str | Path, ...],
     storage_dir: str | os.PathLike[str],
     mlflow_target: MlflowTarget | None = None,
     data: TrainingData | None = None,

@@ -139,7 +139,8 @@ def simulate_size(
         return None
     rng = np.random.default_rng([seed, n])
     fixed_test = None if pool is None else rr[~pool].mean(axis=0)
-    shares, settled, chosen = np.empty(draws), np.zeros(draws, dtype=bool), Counter()
+    shares, settled = np.empty(draws), np.zeros(draws, dtype=bool)
+    chosen: Counter[str] = Counter()
     argmax, overturned = np.empty(draws), np.zeros(draws, dtype=bool)
     for d in range(draws):
         picked = rng.choice(candidates, size=n, replace=False)

@@ -14,7 +14,7 @@ document is relevant to each of its passages. Texts that fit are kept whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..params import PassageParams
 from ..records import Chunk, TestQuestion
@@ -40,7 +40,9 @@ def make_splitter(count: TokenCounter, size: int, overlap: int) -> Callable[[str
     if overlap >= size:
         raise ValueError(f"overlap ({overlap}) must be smaller than size ({size})")
     chunker = semchunk.chunkerify(count, size)
-    return lambda text: [p for p in chunker(text, overlap=overlap or None) if p.strip()]
+    # One text in, its passages out: semchunk's return type is the union over its other call forms (a list of
+    # texts, offsets), so it is cast to the one this call gives.
+    return lambda text: [p for p in cast(list[str], chunker(text, overlap=overlap or None)) if p.strip()]
 
 
 def split_text(text: str, count: TokenCounter, size: int, overlap: int) -> list[str]:

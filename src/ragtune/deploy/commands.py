@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def hybrid_setup(
         chosen = entry.get("weight") if isinstance(entry, dict) and entry.get("method") == "weighted" else None
         if isinstance(chosen, (int, float)):
             weight = float(chosen)
-    method = "weighted" if weight is not None else "rrf"
+    method: Literal["rrf", "weighted"] = "weighted" if weight is not None else "rrf"
     indexed = texts(params.bm25) if callable(texts) else texts
     return HybridSetup(
         Bm25Index(indexed, params.bm25),

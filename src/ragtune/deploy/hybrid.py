@@ -165,8 +165,9 @@ def _fuse_weighted(dense: Scored, lexical: Scored, depth: int, weight: float | N
 FUSIONS: dict[str, Callable[..., Scored]] = {"rrf": _fuse_rrf, "weighted": _fuse_weighted}
 
 
-def fuse(method: str, params: Mapping[str, float], dense: Scored, lexical: Scored, depth: int) -> Scored:
-    """Fuse a dense and a lexical candidate list by `method` (a key of FUSIONS) with its `params`."""
+def fuse(method: str, params: Mapping[str, float | None], dense: Scored, lexical: Scored, depth: int) -> Scored:
+    """Fuse a dense and a lexical candidate list by `method` (a key of FUSIONS) with its `params` (a missing
+    weight is None: the weighted fusion says so)."""
     if method not in FUSIONS:
         raise ValueError(f"unknown fusion method {method!r}; known: {sorted(FUSIONS)}")
     return FUSIONS[method](dense, lexical, depth, **params)

@@ -27,9 +27,10 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
-        name = ", ".join(action.option_strings) or (action.metavar or action.dest)
+        metavar = " ".join(action.metavar) if isinstance(action.metavar, tuple) else action.metavar
+        name = ", ".join(action.option_strings) or (metavar or action.dest)
         if action.option_strings and action.nargs != 0:
-            name += f" {action.metavar or action.dest.upper()}"
+            name += f" {metavar or action.dest.upper()}"
         shown = action.default not in (None, False, [], argparse.SUPPRESS) and not action.required
         default = f"`{action.default}`" if shown and action.nargs != 0 else ""
         text = (action.help or "") % {"default": action.default, "prog": parser.prog}

@@ -44,6 +44,7 @@ def _set_section(name: str, block: Mapping[str, Any], confidence: float) -> list
     metrics = sorted({m for a in arms.values() for m in a if m != "ci"}, key=_metric_order)
     real_val = name == "val" and not block.get("synthetic")  # the user's labelled questions validated
     title = "Real validation questions" if real_val else _SET_TITLES.get(name, name)
+    note: str | None
     if real_val:
         note = (
             "every real training question some bagged member held out; the adapter (and the hybrid) scored on each "
@@ -104,8 +105,8 @@ def _fusion_phrase(fusion: Mapping[str, Any]) -> str:
         shares = sorted(set(weighted.values()))
         return f"min-max normalised scores with a fixed dense share of {', '.join(f'{w:g}' for w in shares)}"
     if weighted:
-        shares = ", ".join(f"{w:g} for {name}" for name, w in sorted(weighted.items()))
-        return f"min-max normalised scores weighted by a dense share chosen on validation ({shares})"
+        chosen = ", ".join(f"{w:g} for {name}" for name, w in sorted(weighted.items()))
+        return f"min-max normalised scores weighted by a dense share chosen on validation ({chosen})"
     return f"reciprocal rank (k={float(fusion.get('rrf_k', 60)):g})"
 
 

@@ -100,11 +100,10 @@ def estimate_stage(planned: Planned, counts: Counts, prefixes: dict[str, int], l
     usd_range = None
     if point is not None:
         # low: the fewest input tokens with the most read from the cache; high: the most, with the most writes
-        usd_range = Range(
-            point,
-            usd(input_tokens.low, output.low, write.low, min(read.low, input_tokens.low - write.low)),
-            usd(input_tokens.high, output.high, write.high, read.high),
-        ).rounded(6)
+        low = usd(input_tokens.low, output.low, write.low, min(read.low, input_tokens.low - write.low))
+        high = usd(input_tokens.high, output.high, write.high, read.high)
+        assert low is not None and high is not None  # priced like the point
+        usd_range = Range(point, low, high).rounded(6)
     return StageEstimate(
         stage=planned.stage,
         backend=planned.backend,

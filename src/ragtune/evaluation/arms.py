@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class Arm(Protocol):
-    name: str
+    @property
+    def name(self) -> str:  # read-only: the arms are frozen dataclasses
+        ...
 
     def retrieve(self, queries: QuerySet, depth: int) -> np.ndarray | None:
         """(n_questions, depth) corpus rows, best first, -1 for empty slots; None if the arm cannot run."""

@@ -146,6 +146,7 @@ def load_validation_set(
                 "is stale, rerun dvc repro train"
             )
         pick = [where[q] for q in val_ids]
+        assert full.texts is not None  # load_test_set keeps the question texts
         return QuerySet(
             name=name,
             ids=val_ids,

@@ -29,7 +29,7 @@ from .arms import EmbeddingArm
 from .inputs import QuerySet
 from .metrics import EvalParams, per_question_metrics
 from .ranking import hit_matrix
-from .statistics import bootstrap_ci, paired_bootstrap
+from .statistics import bootstrap_interval, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def summary_row(n: int, arm: CurveArm, baselines: dict[str, CurveArm], params: E
     cosine = baselines["cosine"]
     row: dict[str, Any] = {"n_real": n}
     for key, values in ((hit_key, arm.hit), (mrr_key, arm.rr)):
-        ci = bootstrap_ci(values, params.bootstrap_resamples, params.confidence, params.seed)
+        ci = bootstrap_interval(values, params.bootstrap_resamples, params.confidence, params.seed)
         row[f"adapter_{key}"] = round(float(values.mean()), 4)
         row[f"adapter_{key}_low"], row[f"adapter_{key}_high"] = round(ci.low, 4), round(ci.high, 4)
     row[f"p_{mrr_key}_vs_cosine"] = round(
@@ -114,9 +114,10 @@ def learning_curve(
     bootstrap p against raw cosine, and each baseline's (flat) values. `baselines` must hold `cosine`.
     `shipped`: an adapter already trained by `train` with `train_params` on all of `data` (the train stage's),
     evaluated as the last point instead of being trained again."""
-    n_real = data.real.n_distinct if data.has_real else 0
+    n_real = data.real_questions.n_distinct if data.has_real else 0
+    groups = data.real_questions.groups() if data.has_real else None
     rows = []
-    for n, keep in nested_subsets(n_real, curve.sizes, curve.seed, data.real.groups() if data.has_real else None):
+    for n, keep in nested_subsets(n_real, curve.sizes, curve.seed, groups):
         if n == n_real and n > 0 and shipped is not None:
             log.info("curve: %d real training questions: the shipped adapter", n)
             adapter = shipped

@@ -19,7 +19,7 @@ from ..search.fusion import HybridParams
 from ..search.lexical import Bm25Params
 from .ranking import first_relevant_rank, per_query_ndcg, per_query_recall
 from .recommend import RecommendParams
-from .statistics import bootstrap_ci, holm_adjust, mcnemar_exact, paired_bootstrap, sign_test
+from .statistics import bootstrap_intervals, holm_adjust, mcnemar_exact, paired_bootstrap, sign_test
 
 K = Annotated[int, Field(ge=1, le=1000)]
 
@@ -78,7 +78,7 @@ def _interval_summary(values: Mapping[str, np.ndarray], params: EvalParams) -> d
     """Means with bootstrap intervals; all columns share one resampling (same seed) in one matrix product."""
     names = list(values)
     matrix = np.stack([values[n] for n in names], axis=1)
-    intervals = bootstrap_ci(matrix, params.bootstrap_resamples, params.confidence, params.seed)
+    intervals = bootstrap_intervals(matrix, params.bootstrap_resamples, params.confidence, params.seed)
     return {n: iv for n, iv in zip(names, intervals)}
 
 

@@ -60,6 +60,8 @@ def without_labels(val_mrr: Mapping[str, float], rule: str, key: str, n_val: int
     """(arm, statement, details) of the no-label policy on synthetic validation MRR (`val_mrr`, arm -> mean)."""
     label = metric_label(key)
     best_val = best_arm(val_mrr)
+    if best_val is None:
+        raise ValueError("without_labels: no arm has a validation score")
     dense = dense_choice(val_mrr)
     details: dict[str, Any] = {"validation_best": best_val, "dense_choice": dense}
     todo = (
@@ -176,6 +178,7 @@ def recommend(
     if test_mrr and isinstance(test_block, Mapping) and arm in test_block["arms"]:
         values = test_block["arms"][arm]
         best = best_arm(test_mrr)
+        assert best is not None  # test_mrr has scores
         share = test_mrr[arm] / test_mrr[best] if test_mrr[best] > 0 else 1.0
         out["test"] = {
             "questions": test_block["questions"],

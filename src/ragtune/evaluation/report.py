@@ -23,7 +23,7 @@ from .inputs import QuerySet
 from .metrics import EvalParams, compare_arms, per_question_metrics, summarise_arm
 from .ranking import document_hits, first_relevant_rank, hit_matrix
 from .recommend import best_arm, recommend
-from .statistics import bootstrap_ci
+from .statistics import bootstrap_intervals
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,11 @@ def _summarise_set(
 def _hit_rate_curve(hits_by_arm: Mapping[str, np.ndarray], params: EvalParams) -> list[dict[str, Any]]:
     """Hit rate at every k from 1 to depth, per arm, with its bootstrap interval (one row per k)."""
     depth = params.depth
-    rows = [{"k": k} for k in range(1, depth + 1)]
+    rows: list[dict[str, Any]] = [{"k": k} for k in range(1, depth + 1)]
     for name, hits in hits_by_arm.items():
         rank = first_relevant_rank(hits)
         per_q = ((rank[:, None] > 0) & (rank[:, None] <= np.arange(1, depth + 1)[None, :])).astype(np.float64)
-        intervals = bootstrap_ci(per_q, params.bootstrap_resamples, params.confidence, params.seed)
+        intervals = bootstrap_intervals(per_q, params.bootstrap_resamples, params.confidence, params.seed)
         for row, iv in zip(rows, intervals):
             row[name] = round_metric(iv.value)
             row[f"{name}_low"] = round_metric(iv.low)
@@ -142,7 +142,7 @@ def evaluate(
             continue
         hits_by_arm: dict[str, np.ndarray] = {}
         doc_hits: dict[str, np.ndarray] = {}
-        n_docs = None
+        n_docs: np.ndarray | None = None
         for arm in arms:
             idx = arm.retrieve(qs, depth)
             if idx is None:
@@ -150,11 +150,12 @@ def evaluate(
                 continue
             hits_by_arm[arm.name] = hit_matrix(idx, qs.relevant)
             if documents is not None:
-                doc_hits[arm.name], n_docs = document_hits(
-                    arm.retrieve(qs, depth * DOCUMENT_DEPTH_FACTOR), qs.relevant, documents, depth
-                )
+                deep = arm.retrieve(qs, depth * DOCUMENT_DEPTH_FACTOR)
+                assert deep is not None  # the arm ran at `depth` on the same questions
+                doc_hits[arm.name], n_docs = document_hits(deep, qs.relevant, documents, depth)
         retrieved.append((qs, hits_by_arm))
         if doc_hits:
+            assert n_docs is not None  # set with each arm's document hits
             by_document.append((qs, doc_hits, n_docs))
 
     per_question = {qs.name: _per_question_mrr(h, qs.n_relevant, params) for qs, h in retrieved}

@@ -111,7 +111,7 @@ def choose_with_labels(
     best = ranked[0]
     if n == 0:
         return LabelledChoice(
-            prior if prior in scores_by_arm else best,
+            prior if prior is not None and prior in scores_by_arm else best,
             None,
             0,
             means,

@@ -84,6 +84,26 @@ def bootstrap_ci(
     return [Interval(float(p), float(a), float(b)) for p, a, b in zip(point, lo, hi)]
 
 
+def bootstrap_interval(
+    values: np.ndarray, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> Interval:
+    """`bootstrap_ci` of a 1-D sample: its one Interval."""
+    iv = bootstrap_ci(values, n_resamples, confidence, seed)
+    if not isinstance(iv, Interval):
+        raise ValueError(f"bootstrap_interval: expected a 1-D sample, got shape {np.shape(values)}")
+    return iv
+
+
+def bootstrap_intervals(
+    matrix: np.ndarray, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
+) -> list[Interval]:
+    """`bootstrap_ci` of each column of an (n, m) matrix, all on the same resamples."""
+    ivs = bootstrap_ci(matrix, n_resamples, confidence, seed)
+    if not isinstance(ivs, list):
+        raise ValueError(f"bootstrap_intervals: expected an (n, m) matrix, got shape {np.shape(matrix)}")
+    return ivs
+
+
 @dataclass(frozen=True)
 class PairedBootstrap:
     """Mean of `a - b` over questions, its bootstrap interval and a two-sided p-value for 'no difference'."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.statistics import bootstrap_ci, paired_bootstrap, sign_test
+from ..evaluation.statistics import bootstrap_interval, paired_bootstrap, sign_test
 from ..labels import round_metric, round_p
 from .prompts import ARMS, JUDGE_METRICS, ORDERS
 
@@ -112,7 +112,7 @@ def summarise_arms(
             if n == 0:
                 block[metric], block["ci"][metric] = None, None
             else:
-                iv = bootstrap_ci(values[rows, a, j], resamples, confidence, seed)
+                iv = bootstrap_interval(values[rows, a, j], resamples, confidence, seed)
                 block[metric], block["ci"][metric] = (
                     round_metric(iv.value),
                     [round_metric(iv.low), round_metric(iv.high)],

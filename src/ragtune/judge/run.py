@@ -267,7 +267,7 @@ def judge_items(
     )
     for arm in ARMS:
         flags = [answers.sufficient[key] for it in items if (key := (it.question_id, arm)) in answers.sufficient]
-        arms_summary[arm]["context_insufficient_rate"] = round_metric(1 - np.mean(flags)) if flags else None
+        arms_summary[arm]["context_insufficient_rate"] = round_metric(float(1 - np.mean(flags))) if flags else None
     identical = _identical_answers(items, answers.text)
     metrics: dict[str, Any] = {
         "setup": {

@@ -123,7 +123,7 @@ class LabelStore:
         self.corpus_ids = set(corpus_ids)
         self.guard = guard
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_folder(self.path)
+        self._lock_fd: int | None = _lock_folder(self.path)
         self._remove_stale_temp_files()
         self.labelled: dict[str, dict] = self._read_labelled()
         self.nones: dict[str, NoneJudgement] = self._read_nones()
@@ -184,8 +184,8 @@ class LabelStore:
             row = self.labelled[key]
             return Judgement(row["id"], row["question"], tuple(row["relevant_ids"]))
         if key in self.nones:
-            row = self.nones[key]
-            return Judgement(row.id, row.question, ())
+            none = self.nones[key]
+            return Judgement(none.id, none.question, ())
         return None
 
     def judgements(self) -> list[Judgement]:

@@ -161,7 +161,7 @@ class AnthropicBackend:
             cache_write=cache_write,
         )
         cost = estimate_cost(usage, self.price, self.params.batch_discount if batch else 1.0)
-        common = {"usage": usage, "cost_usd": cost, "seconds": seconds, "attempts": attempts}
+        common: dict[str, Any] = {"usage": usage, "cost_usd": cost, "seconds": seconds, "attempts": attempts}
         stop = getattr(msg, "stop_reason", None)
         if stop == "refusal":
             return GenResult.failure(key, "refusal", "the model declined to answer", **common)

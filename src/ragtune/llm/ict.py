@@ -133,7 +133,9 @@ def styled_queries(text: str, n: int, seed: int, p: IctParams, extractor: Any = 
     when there are any; `both` interleaves sentence and keyphrase ones (s1, k1, s2, k2, …; up to n of each)
     and leaves out a sentence that is a near-copy of the chunk."""
     queries, styles = _styled(text, n, seed, p, extractor)
-    return framed(queries, text, seed, p.templates, p.for_real_questions(0).template_share), styles
+    share = p.for_real_questions(0).template_share
+    assert share != "auto"  # for_real_questions makes it a number
+    return framed(queries, text, seed, p.templates, share), styles
 
 
 def _styled(text: str, n: int, seed: int, p: IctParams, extractor: Any = None) -> tuple[list[str], list[str]]:

@@ -68,7 +68,7 @@ def resolve_gguf(model: str, expected_sha256: str | None = None) -> tuple[Path, 
         if spec is None or not spec.submodule_search_locations:
             raise RagtuneError(f"llm.llamacpp.model: '{model}' needs the package that ships it: {pm.install}")
         path = Path(list(spec.submodule_search_locations)[0]) / pm.filename
-        expected = pm.sha256
+        expected: str | None = pm.sha256
     elif model.startswith("packaged:"):
         raise RagtuneError(
             f"llm.llamacpp.model: unknown packaged model '{model}'; known: {sorted(PACKAGED_GGUF)}, "
@@ -186,7 +186,7 @@ class LlamaCppBackend:
             tokens_out=int(u.get("completion_tokens") or 0),
             cache_read=int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
         )
-        common = {"usage": usage, "cost_usd": 0.0, "seconds": seconds}
+        common: dict[str, Any] = {"usage": usage, "cost_usd": 0.0, "seconds": seconds}
         choice = (out.get("choices") or [{}])[0]
         content = (choice.get("message") or {}).get("content") or ""
         try:

@@ -53,13 +53,14 @@ def exact_top_k(
             kk = min(k, scores.shape[1])
             s, i = _stable_topk(scores, kk)
             i = i + cs
-            if best_s is None:
+            if best_s is None or best_i is None:  # the first block (both are set together)
                 best_s, best_i = s, i
             else:  # merge this block's top-k with the running top-k
                 s_all = torch.cat([best_s, s], dim=1)
                 i_all = torch.cat([best_i, i], dim=1)
                 s2, pos = _stable_topk(s_all, k, tiebreak=i_all)
                 best_s, best_i = s2, torch.gather(i_all, 1, pos)
+        assert best_s is not None and best_i is not None, "an empty corpus has no top-k"
         out_scores[qs : qs + query_block] = best_s.cpu()
         out_idx[qs : qs + query_block] = best_i.cpu()
     return out_scores.numpy(), out_idx.numpy()

@@ -7,7 +7,7 @@ import json
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class HybridSetup:
     the adapter's ranking by `ragtune.search.fusion.fuse_hybrid`, as eval's `hybrid` arm does."""
 
     index: Any
-    method: str = "rrf"
+    method: Literal["rrf", "weighted"] = "rrf"
     rrf_k: float = 60.0
     weight: float | None = None
     candidates: int = 100

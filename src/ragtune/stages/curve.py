@@ -46,7 +46,9 @@ def main() -> None:
     if params.bm25.enabled:
         source = report_source(paths.fetch_report)
         bm25 = LexicalArm("bm25", Bm25Index(corpus.lexical_texts(params.bm25, source), params.bm25))
-        baselines["bm25"] = arm_scores(bm25.retrieve(test, params.depth), test, params)
+        top = bm25.retrieve(test, params.depth)
+        assert top is not None  # load_test_set keeps the question texts BM25 needs
+        baselines["bm25"] = arm_scores(top, test, params)
     data = load_training_data(*paths.training_inputs(), round_trip_top_k=train_params.round_trip_top_k)
 
     if data.has_real and curve.enabled:

@@ -11,6 +11,7 @@ exits non-zero: a rerun resumes where this one stopped and pays for no chunk twi
 
 import signal
 import threading
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -90,7 +91,7 @@ def main() -> None:
 
     with ContentCache(paths.llm_cache) as cache:
         # disable None: a progress bar on a terminal only, none in logs
-        bar_args = {"unit": "chunk", "total": None, "dynamic_ncols": True, "disable": None}
+        bar_args: dict[str, Any] = {"unit": "chunk", "total": None, "dynamic_ncols": True, "disable": None}
         with tqdm(desc=f"synthesize ({backend.name})", **bar_args) as bar:
             outcome = synthesize(chunks, tests, backend, cache, params, stop=stop, progress=bar)
     backend.close()

@@ -229,7 +229,7 @@ def main() -> None:
                 shutil.rmtree(model_dir / FOLDS_DIR)  # from an earlier k-fold run: eval would use them
             save_members(bagged, model_dir / MEMBERS_DIR, p)
             diff = export_and_check(bagged.adapter, model_dir / EXPORT_DIR, base_model, emb, probe, info)
-            if run.active and kind == params.kind:
+            if run.run_id is not None and kind == params.kind:  # run.active
                 model = log_query_encoder(
                     run.run_id,
                     model_dir / EXPORT_DIR,
@@ -283,11 +283,12 @@ def main() -> None:
     if paths.linear_adapter not in dirs_written and paths.linear_adapter.exists():
         shutil.rmtree(paths.linear_adapter)  # a comparison from earlier params: eval would report it as current
     split = shipped.splits[0]
-    val_ids = (
-        [data.real.ids[i] for i in split.val_real]
-        if split.val_real is not None
-        else [data.question_ids[i] for i in split.val]
-    )
+    if split.val_real is not None:
+        assert data.real is not None  # real validation questions are drawn from data.real
+        real_ids = data.real.ids
+        val_ids = [real_ids[i] for i in split.val_real]
+    else:
+        val_ids = [data.question_ids[i] for i in split.val]
     # Real validation: the adapted vectors of every real question some member held out, from the members that
     # never trained on it (before any refit); eval selects on these questions with them (held_out.npz).
     save_held_out(paths.held_out, held_out_vectors(shipped, data))

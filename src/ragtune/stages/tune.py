@@ -27,7 +27,7 @@ def main() -> None:
 
     with stage_run("tune", mlflow_params, params={"tune": tune, "train": base}, datasets=paths.datasets()) as run:
         target = None
-        if run.active:
+        if run.run_id is not None:  # run.active
             experiment_id = run.client.get_run(run.run_id).info.experiment_id
             tags = {k: v for k, v in pipeline_tags("tune").items() if k != "ragtune.stage"}
             target = MlflowTarget(mlflow_params.uri(), experiment_id, run.run_id, tuple(tags.items()))

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -382,7 +382,7 @@ def protocol_note(params: SynthesizeParams, selection: ChunkSelection) -> str:
     return note
 
 
-def check_no_leak(questions: Iterable[SyntheticQuestion], forbidden_chunk_ids: set[str]) -> None:
+def check_no_leak(questions: Iterable[SyntheticQuestion], forbidden_chunk_ids: Set[str]) -> None:
     """Training questions must never come from a chunk held out for synthetic test questions (nor, under
     the exclude protocol, from a test chunk): the caller passes those ids."""
     bad = [q.chunk_id for q in questions if q.chunk_id in forbidden_chunk_ids]

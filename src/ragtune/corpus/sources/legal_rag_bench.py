@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from ...errors import DataError, RagtuneError
 from ...params import LegalRagBenchParams
@@ -24,7 +25,9 @@ def download(params: LegalRagBenchParams, filename: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    kwargs = dict(repo_id=params.repo_id, filename=filename, repo_type="dataset", revision=params.revision)
+    kwargs: dict[str, Any] = dict(
+        repo_id=params.repo_id, filename=filename, repo_type="dataset", revision=params.revision
+    )
     try:
         return Path(hf_hub_download(**kwargs))
     except LocalEntryNotFoundError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -19,8 +20,18 @@ from ...errors import RagtuneError
 from ..hybrid import reciprocal_rank_fusion
 from .base import Hits, HnswParams, IndexIdentity, Rows
 
+if TYPE_CHECKING:
+    from lancedb.query import LanceVectorQueryBuilder
+    from lancedb.table import Table
+
 LANGUAGES = {"english": "English", "german": "German", "french": "French", "spanish": "Spanish"}
 LANGUAGES |= {"italian": "Italian", "dutch": "Dutch"}
+
+
+def _vector_query(table: Table, q: np.ndarray) -> LanceVectorQueryBuilder:
+    """`table.search(q)` for a vector `q`. The abstract `Table.search` is typed to return the base query builder;
+    the vector one it returns for a vector is what `LanceTable.search`'s overloads say."""
+    return cast("LanceVectorQueryBuilder", table.search(q))
 
 
 class LanceStore:
@@ -41,12 +52,12 @@ class LanceStore:
             self.db = lancedb.connect(path)
         except (OSError, ValueError) as exc:
             raise RagtuneError(f"{self.where}: cannot open the folder ({exc})") from None
-        self._table = None
+        self._table: Table | None = None
 
     def _names(self) -> set[str]:
         return set(self.db.list_tables().tables)
 
-    def _chunks(self):
+    def _chunks(self) -> Table:
         if self._table is None:
             if self.table_name not in self._names():
                 raise RagtuneError(f"{self.where}: nothing indexed there yet; run `ragtune index` first")
@@ -119,7 +130,7 @@ class LanceStore:
     def search(self, query_emb: np.ndarray, k: int, exact: bool = True, ef_search: int = 100) -> Hits:
         out: Hits = []
         for q in np.asarray(query_emb, np.float32):
-            query = self._chunks().search(q).distance_type("dot").select(["row", "id", "_distance"]).limit(k)
+            query = _vector_query(self._chunks(), q).distance_type("dot").select(["row", "id", "_distance"]).limit(k)
             query = query.bypass_vector_index() if exact else query.ef(max(ef_search, k))
             found = query.to_arrow()
             scores = 1.0 - np.asarray(found["_distance"].to_numpy(), np.float64)  # dot distance is 1 - q.d
@@ -146,7 +157,8 @@ class LanceStore:
         lexical_rows = np.full((len(questions), candidates), -1, np.int64)
         id_of: dict[int, str] = {}
         for i, (text, q) in enumerate(zip(questions, np.asarray(query_emb, np.float32))):
-            dense = table.search(q).distance_type("dot").select(["row", "id", "_distance"]).limit(candidates).to_arrow()
+            dense = _vector_query(table, q).distance_type("dot").select(["row", "id", "_distance"])
+            dense = dense.limit(candidates).to_arrow()
             lexical = table.search(text, query_type="fts").select(["row", "id", "_score"]).limit(candidates).to_arrow()
             for found, into, key in ((dense, dense_rows, "_distance"), (lexical, lexical_rows, "_score")):
                 rows, score = found["row"].to_numpy(), found[key].to_numpy()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,8 +99,14 @@ class PgVectorStore:
     def _hnsw_name(self) -> str:
         return f"{self.table}_hnsw"
 
+    def _scalar(self, query: str, args: Sequence[object] | None = None) -> Any:
+        """The one value of a query that always returns one row (an aggregate, a function call)."""
+        row = self.conn.execute(query, args).fetchone()
+        assert row is not None, query
+        return row[0]
+
     def has_hnsw(self) -> bool:
-        return self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self._hnsw_name(),)).fetchone()[0]
+        return self._scalar("SELECT to_regclass(%s) IS NOT NULL", (self._hnsw_name(),))
 
     def build_hnsw(self, params: HnswParams) -> bool:
         if self.has_hnsw():
@@ -162,7 +169,7 @@ class PgVectorStore:
         return identity.text_search
 
     def count(self) -> int:
-        return self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+        return self._scalar(f"SELECT count(*) FROM {self.table}")
 
     def close(self) -> None:
         self.conn.close()
