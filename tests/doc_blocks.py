@@ -2,7 +2,7 @@
 
 A block says what it is by an HTML comment right above its fence (other comment lines may sit between):
 - `<!-- test: KIND -->`: a test runs it; the tests that do ask for `blocks_tagged("KIND")`
-  (tests/test_doc_blocks.py checks that every KIND has one);
+  (tests/docgen/test_doc_blocks.py checks that every KIND has one);
 - `<!-- example: why it is not run -->`: shown, not run (placeholders for a server or bucket of yours), and the
   comment says why and which test runs the nearest real thing.
 Fenced blocks of a language that runs (python, bash, sh, shell, console) must carry one of the two.

@@ -25,7 +25,7 @@ installed (llvmlite alone 173 MB); `import ranx` takes 4-5 s and its first `fuse
 compilation, paid again in every process (each eval stage, each `ragtune search`), against ~0.2 s for
 numpy; and it takes runs as dicts of string ids per query. The two fusions are a few dozen lines of numpy
 here, follow ranx's definitions (its `rrf` and `wsum` with `min-max` norm give the same numbers on the
-tests' hand-computed examples) and are tested against hand-computed rankings (tests/test_fusion.py).
+tests' hand-computed examples) and are tested against hand-computed rankings (tests/search/test_fusion.py).
 
 The fusion functions live in `ragtune.deploy.hybrid` (numpy only), which the eval stage also copies into its
 hybrid artefact: the standalone loader and eval fuse with the same code. They are re-exported here.

@@ -256,7 +256,7 @@ def test_tune_and_train_stages_end_to_end(tmp_path):
 
     from ragtune.io import read_json
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     data = learnable_data(n_chunks=80, dim=384, per_chunk=3, seed=4)
     (tmp_path / "data/embed").mkdir(parents=True)
     chunks = [

@@ -39,7 +39,7 @@ from ragtune.records import Chunk, SyntheticQuestion, TestQuestion, write_jsonl
 from ragtune.search.dense import exact_top_k
 from ragtune.search.lexical import Bm25Index, Bm25Params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DIM = 16
 FAST = EvalParams(bootstrap_resamples=1000)
 

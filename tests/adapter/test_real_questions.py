@@ -502,7 +502,7 @@ def test_train_and_curve_stages_with_real_questions(tmp_path):
     from ragtune.io import read_json
     from ragtune.records import Chunk, write_jsonl
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     data = distorted_world(n_chunks=80, dim=384, n_real=40, seed=5)
     syn_rows = np.flatnonzero(data.row_real < 0)
     chunks = [

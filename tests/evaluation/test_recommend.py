@@ -142,7 +142,7 @@ def _world(decoy_share: float, seed: int = 0, n_chunks: int = 60, dim: int = 16)
     cosine = EmbeddingArm("cosine", corpus.astype(np.float32))
     adapter = EmbeddingArm("adapter", corpus.astype(np.float32))  # an adapter that changed nothing
     bm25 = LexicalArm("bm25", Bm25Index(texts))
-    hybrid = load_section("eval", EvalParams, Path(__file__).resolve().parents[1] / "params.yaml").hybrid
+    hybrid = load_section("eval", EvalParams, Path(__file__).resolve().parents[2] / "params.yaml").hybrid
     arms = [
         cosine,
         adapter,
@@ -158,7 +158,7 @@ def test_the_project_policy_on_real_arms_is_never_below_raw_cosine(decoys):
     from ragtune.evaluation.arms import fit_hybrid_weights
     from ragtune.evaluation.report import evaluate
 
-    params = load_section("eval", EvalParams, Path(__file__).resolve().parents[1] / "params.yaml")
+    params = load_section("eval", EvalParams, Path(__file__).resolve().parents[2] / "params.yaml")
     params = params.model_copy(update={"bootstrap_resamples": 200})
     arms, val, test = _world(decoys)
     arms, fusion = fit_hybrid_weights(arms, val, params)

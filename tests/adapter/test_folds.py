@@ -14,7 +14,7 @@ from ragtune.adapter.real_questions import RealQuestions
 from ragtune.evaluation.arms import OutOfFoldArm, adapter_arm, load_adapter_transform
 from ragtune.evaluation.inputs import QuerySet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _unit(x):

@@ -8,7 +8,7 @@ The tag `<!-- test: KIND -->` above a block (tests/doc_blocks.py) says what it i
 - a key of CHECKS (`dense`, `serving`, `pyfunc`): the block runs (cwd: a project holding the export where the
   train stage writes it) and CHECKS[KIND] asserts on the names it left;
 - `serve command`: the shell line that starts the scoring server, run by the `scoring_server` fixture.
-tests/test_doc_blocks.py fails on an untagged block and on a KIND no test asks for.
+tests/docgen/test_doc_blocks.py fails on an untagged block and on a KIND no test asks for.
 
 The scoring server is `mlflow models serve` of the query encoder logged as the train stage logs it
 (`ragtune.adapter.mlflow_model.log_query_encoder`), started by the guide's own command, asked over HTTP.

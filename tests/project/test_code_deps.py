@@ -21,7 +21,7 @@ from ragtune.project.pipeline import STAGES, render
 from ragtune.project.sync import main as sync_main
 from ragtune.project.sync import stale_files
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_generated_files_are_current():

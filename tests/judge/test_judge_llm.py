@@ -33,7 +33,7 @@ from ragtune.params import EmbeddingParams
 from ragtune.paths import PipelinePaths
 from ragtune.records import Chunk, TestQuestion, write_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-ant-judge-test-0123456789-DO-NOT-LEAK"
 DIM = 16
 N_CHUNKS, N_TEST = 24, 6

@@ -155,7 +155,7 @@ def test_readme_label_block_matches_the_committed_results():
         render_labels,
     )
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     readme, results = page_holding("labels", repo), repo / LABELS
     block = current_block(readme.read_text(encoding="utf-8"), LABELS_START, LABELS_END)
     assert block is not None

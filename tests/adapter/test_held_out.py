@@ -20,7 +20,7 @@ from ragtune.evaluation.run import run_eval
 from ragtune.io import write_json
 from ragtune.records import TestQuestion, write_jsonl
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_evaluation import FAST as EVAL_FAST  # noqa: E402
 from test_evaluation import make_pipeline  # noqa: E402
 from test_real_questions import FAST, distorted_world  # noqa: E402

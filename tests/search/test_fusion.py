@@ -29,10 +29,10 @@ from ragtune.search.fusion import (
 )
 from ragtune.search.lexical import Bm25Index, Bm25Params
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_evaluation import DIM, FAST, make_pipeline  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- reciprocal-rank fusion by hand -------------------------------------------------------------
