@@ -27,14 +27,18 @@ N = 200  # chunks embedded before each fault
 
 
 def embed(project: Path, journal: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-    """`python -m ragtune.stages.embed` run directly (corpus and fetch's test questions); `file_size_limit` caps every
-    file the stage writes (RLIMIT_FSIZE): past it, a write fails as on a full disk."""
+    """`python -m ragtune.stages.embed` run directly on the corpus and fetch's test questions (no synthetic
+    questions: an empty set); `file_size_limit` caps every file the stage writes (RLIMIT_FSIZE): past it, a write
+    fails as on a full disk."""
+    no_questions = project / "data/synthesize/questions.jsonl"
+    if not no_questions.exists():
+        write_jsonl(no_questions, [])
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
     return subprocess.run(
-        [sys.executable, "-m", "ragtune.stages.embed"],
+        [sys.executable, "-m", "ragtune.stages.embed", "--test", "data/fetch/test.jsonl"],
         cwd=project,
         env={**os.environ, "RAGTUNE_CACHE_DIR": str(journal), "RAGTUNE_LOG": "WARNING", "HF_HUB_OFFLINE": "1"},
         capture_output=True,
