@@ -231,3 +231,32 @@ def test_a_read_only_cache_reads_both_files_and_writes_neither(tmp_path):
     with ContentCache(tracked, read_only=True) as cache:
         cache.get("j")
     assert journal_path(tracked).read_bytes() == journal_before
+
+
+def test_prune_removes_only_old_journal_rows_the_tracked_cache_holds_with_the_same_value(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAGTUNE_CACHE_DIR", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    tracked = tmp_path / "data/cache/llm.sqlite"
+    with ContentCache(tracked) as cache:
+        cache.put_many((k, b"paid", None) for k in ("old", "recent", "changed"))
+    with ContentCache(tmp_path / "other-project/llm.sqlite") as cache:
+        cache.put_many([("elsewhere", b"paid", None)])  # in the journal, not in this project's tracked file
+    journal = journal_path(tracked)
+    conn = sqlite3.connect(journal)
+    with conn:
+        conn.execute("UPDATE items SET created = created - 40 * 86400 WHERE key != 'recent'")
+        conn.execute("UPDATE items SET value = ? WHERE key = 'changed'", (b"a newer answer",))
+    conn.close()
+
+    assert main(["cache", "prune"]) == 0
+    assert "removed 1 rows older than 30 days" in capsys.readouterr().out
+    assert keys_in(journal) == {"recent", "changed", "elsewhere"}
+    assert keys_in(tracked) == {"old", "recent", "changed"}  # the tracked file is never written
+    with ContentCache(tracked) as cache:
+        assert len(cache.get_many(["old", "recent", "changed"])) == 3  # nothing to pay again
+
+    assert main(["cache", "prune", str(tracked), "--older-than", "0"]) == 0
+    assert keys_in(journal) == {"changed", "elsewhere"}  # a different value is kept: it may be the better one
+    capsys.readouterr()
+    assert main(["cache", "prune", str(journal)]) != 0
+    assert "takes tracked caches" in capsys.readouterr().err and keys_in(journal) == {"changed", "elsewhere"}

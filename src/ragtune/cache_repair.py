@@ -1,6 +1,7 @@
-"""`ragtune cache check` and `ragtune cache repair`: find damaged cache files (the tracked data/cache/*.sqlite
-and the journals, ragtune.cache) and rebuild one from every row it can still read. The damaged file is kept
-beside the repaired one (`<name>.damaged-<time>`), so nothing is thrown away by the repair itself."""
+"""`ragtune cache check`, `repair` and `prune`: find damaged cache files (the tracked data/cache/*.sqlite and the
+journals, ragtune.cache) and rebuild one from every row it can still read; empty a journal of what a tracked
+cache already holds. The damaged file is kept beside the repaired one (`<name>.damaged-<time>`), so nothing is
+thrown away by the repair itself."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .cache import cache_home, open_items
+from .cache import cache_home, journal_path, open_items
 from .errors import RagtuneError
 
 DEFAULT_TRACKED = Path("data/cache")
@@ -219,6 +220,52 @@ def run_repair(paths: list[Path]) -> list[str]:
     return lines
 
 
+def prune(tracked: Path, older_than_days: float, now: float | None = None) -> tuple[int, int, Path]:
+    """Remove from `tracked`'s journal the rows made more than `older_than_days` ago that `tracked` holds with
+    the same value; (rows removed, rows kept, journal). Rows no tracked file here holds (another project's, or
+    an unfinished run's) and recent ones stay: a run killed last week still resumes from the journal."""
+    journal = journal_path(tracked)
+    if not journal.is_file():
+        return 0, 0, journal
+    if not tracked.is_file():
+        raise RagtuneError(f"{tracked}: no such cache file; prune takes the tracked caches (data/cache/*.sqlite)")
+    cutoff = (time.time() if now is None else now) - older_than_days * 86400
+    conn = open_items(journal)
+    try:
+        conn.execute("ATTACH DATABASE ? AS tracked", (str(tracked),))
+        with conn:
+            removed = conn.execute(
+                "DELETE FROM main.items WHERE created < ? AND EXISTS (SELECT 1 FROM tracked.items AS t "
+                "WHERE t.key = main.items.key AND t.value = main.items.value)",
+                (cutoff,),
+            ).rowcount
+        conn.execute("DETACH DATABASE tracked")
+        kept = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        conn.execute("VACUUM")  # give the space back to the disk
+    except sqlite3.Error as exc:
+        raise RagtuneError(f"{journal}: could not prune it against {tracked} ({exc})") from None
+    finally:
+        conn.close()
+    return removed, kept, journal
+
+
+def run_prune(paths: list[Path], older_than_days: float) -> list[str]:
+    """Report lines of `prune` for each tracked cache in `paths` (default: data/cache/*.sqlite)."""
+    journals = (cache_home() / "journal").resolve()
+    if any(p.resolve().parent == journals for p in paths):
+        raise RagtuneError(
+            f"ragtune cache prune takes tracked caches (data/cache/*.sqlite), not the journals in {journals}"
+        )
+    lines = []
+    for tracked in paths or sorted(DEFAULT_TRACKED.glob("*.sqlite")):
+        removed, kept, journal = prune(tracked, older_than_days)
+        lines.append(
+            f"{journal}: removed {removed} rows older than {older_than_days:g} days that {tracked} holds; "
+            f"{kept} rows kept"
+        )
+    return lines or [f"no tracked cache files in {DEFAULT_TRACKED}/"]
+
+
 def add_cache_parser(sub: argparse._SubParsersAction) -> None:
     """`ragtune cache check [PATH ...]` and `ragtune cache repair PATH [PATH ...]`."""
     c = sub.add_parser(
@@ -227,14 +274,26 @@ def add_cache_parser(sub: argparse._SubParsersAction) -> None:
         description="check: SQLite's integrity check of each cache file (default: data/cache/*.sqlite and this "
         "user's journals in $RAGTUNE_CACHE_DIR/journal, or ~/.cache/ragtune/journal). repair: rebuild a cache "
         "file from every row it can still read, keeping the damaged file beside it; the next run makes the "
-        "rest again.",
+        "rest again. prune: remove from this user's journals the rows older than --older-than days that the "
+        "project's tracked caches (default: data/cache/*.sqlite) hold with the same value; rows only a journal "
+        "holds are kept.",
     )
-    c.add_argument("action", choices=["check", "repair"])
+    c.add_argument("action", choices=["check", "repair", "prune"])
     c.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="cache files (repair needs at least one)")
+    c.add_argument(
+        "--older-than",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="prune: only rows made more than DAYS ago (default 30: a recent unfinished run still resumes)",
+    )
 
 
-def cache_command(action: str, paths: list[Path]) -> int:
+def cache_command(action: str, paths: list[Path], older_than_days: float = 30.0) -> int:
     """Print the report of `ragtune cache ACTION`; exit status 1 when check finds a damaged file."""
+    if action == "prune":
+        print("\n".join(run_prune(paths, older_than_days)))
+        return 0
     if action == "check":
         lines, healthy = run_check(paths)
         print("\n".join(lines))

@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "cache":
             from .cache_repair import cache_command
 
-            return cache_command(args.action, args.paths)
+            return cache_command(args.action, args.paths, args.older_than)
     except RagtuneError as exc:
         from .credentials import redact
 

@@ -126,7 +126,7 @@ def test_the_cli_reference_has_every_command_and_option():
         for action in sub._actions:
             for option in action.option_strings if action.dest != "help" else ():
                 assert f"`{option}" in block or f", {option}" in block, f"ragtune {name} {option}"
-    assert "| `action` |  | one of: check, repair |" in block  # ragtune cache's positional choices
+    assert "| `action` |  | one of: check, repair, prune |" in block  # ragtune cache's positional choices
 
 
 def test_the_package_map_has_every_module():
