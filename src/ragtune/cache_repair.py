@@ -220,16 +220,16 @@ def run_repair(paths: list[Path]) -> list[str]:
     return lines
 
 
-def prune(tracked: Path, older_than_days: float, now: float | None = None) -> tuple[int, int, Path]:
+def prune(tracked: Path, older_than_days: float) -> tuple[int, int, Path]:
     """Remove from `tracked`'s journal the rows made more than `older_than_days` ago that `tracked` holds with
     the same value; (rows removed, rows kept, journal). Rows no tracked file here holds (another project's, or
     an unfinished run's) and recent ones stay: a run killed last week still resumes from the journal."""
+    if not tracked.is_file():
+        raise RagtuneError(f"{tracked}: no such cache file; prune takes the tracked caches (data/cache/*.sqlite)")
     journal = journal_path(tracked)
     if not journal.is_file():
         return 0, 0, journal
-    if not tracked.is_file():
-        raise RagtuneError(f"{tracked}: no such cache file; prune takes the tracked caches (data/cache/*.sqlite)")
-    cutoff = (time.time() if now is None else now) - older_than_days * 86400
+    cutoff = time.time() - older_than_days * 86400
     conn = open_items(journal)
     try:
         conn.execute("ATTACH DATABASE ? AS tracked", (str(tracked),))
